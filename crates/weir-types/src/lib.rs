@@ -298,8 +298,10 @@ mod tests {
 
     #[test]
     fn json_round_trip() {
-        let r = Record::from_json_str(r#"{"id":7,"name":"ann","score":1.5,"ok":true,"tags":[1,2],"none":null}"#)
-            .unwrap();
+        let r = Record::from_json_str(
+            r#"{"id":7,"name":"ann","score":1.5,"ok":true,"tags":[1,2],"none":null}"#,
+        )
+        .unwrap();
         assert_eq!(r.get("id"), Some(&Value::Int(7)));
         assert_eq!(r.get("score"), Some(&Value::Float(1.5)));
         assert_eq!(r.get("ok"), Some(&Value::Bool(true)));

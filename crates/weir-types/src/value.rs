@@ -280,8 +280,14 @@ mod tests {
 
     #[test]
     fn compare_across_numeric_kinds() {
-        assert_eq!(Value::Int(2).compare(&Value::Float(2.5)), Some(Ordering::Less));
-        assert_eq!(Value::from("b").compare(&Value::from("a")), Some(Ordering::Greater));
+        assert_eq!(
+            Value::Int(2).compare(&Value::Float(2.5)),
+            Some(Ordering::Less)
+        );
+        assert_eq!(
+            Value::from("b").compare(&Value::from("a")),
+            Some(Ordering::Greater)
+        );
         assert_eq!(Value::Int(1).compare(&Value::from("1")), None);
     }
 

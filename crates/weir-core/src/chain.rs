@@ -1,0 +1,522 @@
+//! Fused operator chains: how a batch moves from one operator to the next inside a task.
+//!
+//! A task is a head (a source, or a channel receiver) followed by a tree of [`Pusher`]s:
+//! operators, tees (one stream read by several operators), splitters (side outputs) and, at the
+//! leaves, sinks or exchanges into channels. A batch crosses a chain with one virtual call per
+//! node, never one per record.
+
+use crate::channel::{Closed, Sender};
+use crate::error::{ErrorKind, JobError, OperatorError, panic_message};
+use crate::message::{Barrier, CheckpointId, Message, Timestamp};
+use crate::metrics::Counters;
+use crate::operator::{Operator, OperatorContext, Sink};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
+
+/// Receives what an upstream node emits.
+pub(crate) trait Pusher<T>: Send {
+    fn open(&mut self) -> Result<(), JobError>;
+    /// Takes the records out of `batch`.
+    fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError>;
+    fn watermark(&mut self, watermark: Timestamp) -> Result<(), JobError>;
+    fn tick(&mut self) -> Result<(), JobError>;
+    fn barrier(&mut self, barrier: Barrier) -> Result<(), JobError>;
+    fn commit(&mut self, checkpoint: CheckpointId) -> Result<(), JobError>;
+    fn end(&mut self) -> Result<(), JobError>;
+}
+
+pub(crate) type BoxPusher<T> = Box<dyn Pusher<T>>;
+
+fn fail(ctx: &OperatorContext, error: OperatorError) -> JobError {
+    ctx.counters
+        .errors
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    JobError::Operator {
+        operator: ctx.name.clone(),
+        instance: ctx.instance,
+        error,
+    }
+}
+
+/// Runs user code, turning a panic into an operator error at the batch's position.
+#[inline]
+pub(crate) fn guarded<R>(
+    ctx: &mut OperatorContext,
+    f: impl FnOnce(&mut OperatorContext) -> Result<R, OperatorError>,
+) -> Result<R, JobError> {
+    let position = ctx.position;
+    match catch_unwind(AssertUnwindSafe(|| f(ctx))) {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(fail(ctx, e)),
+        Err(payload) => Err(fail(
+            ctx,
+            OperatorError::new(ErrorKind::Panic, panic_message(&*payload)).at(position),
+        )),
+    }
+}
+
+/// An operator inside a chain.
+pub(crate) struct OpNode<In, Out, O> {
+    pub(crate) op: O,
+    pub(crate) ctx: OperatorContext,
+    pub(crate) out: Vec<Out>,
+    pub(crate) next: BoxPusher<Out>,
+    pub(crate) _in: std::marker::PhantomData<fn(In)>,
+}
+
+impl<In, Out, O: Operator<In, Out>> OpNode<In, Out, O> {
+    pub(crate) fn new(op: O, ctx: OperatorContext, next: BoxPusher<Out>) -> Self {
+        OpNode {
+            op,
+            ctx,
+            out: Vec::new(),
+            next,
+            _in: std::marker::PhantomData,
+        }
+    }
+
+    #[inline]
+    fn flush(&mut self) -> Result<(), JobError> {
+        if !self.out.is_empty() {
+            Counters::add(&self.ctx.counters.records_out, self.out.len() as u64);
+            self.next.push(&mut self.out)?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+}
+
+impl<In: Send, Out: Send, O: Operator<In, Out>> Pusher<In> for OpNode<In, Out, O> {
+    fn open(&mut self) -> Result<(), JobError> {
+        let op = &mut self.op;
+        guarded(&mut self.ctx, |ctx| op.open(ctx))?;
+        self.next.open()
+    }
+
+    #[inline]
+    fn push(&mut self, batch: &mut Vec<In>) -> Result<(), JobError> {
+        let n = batch.len() as u64;
+        Counters::add(&self.ctx.counters.records_in, n);
+        let started = Instant::now();
+        let (op, out) = (&mut self.op, &mut self.out);
+        guarded(&mut self.ctx, |ctx| op.process(batch, out, ctx))?;
+        batch.clear();
+        Counters::add(
+            &self.ctx.counters.busy_ns,
+            started.elapsed().as_nanos() as u64,
+        );
+        self.ctx.position += n;
+        self.flush()
+    }
+
+    fn watermark(&mut self, watermark: Timestamp) -> Result<(), JobError> {
+        self.ctx.watermark = watermark;
+        let (op, out) = (&mut self.op, &mut self.out);
+        let forward = guarded(&mut self.ctx, |ctx| op.on_watermark(watermark, out, ctx))?;
+        self.flush()?;
+        match forward {
+            Some(w) => self.next.watermark(w),
+            None => Ok(()),
+        }
+    }
+
+    fn tick(&mut self) -> Result<(), JobError> {
+        let (op, out) = (&mut self.op, &mut self.out);
+        guarded(&mut self.ctx, |ctx| op.on_tick(out, ctx))?;
+        self.flush()?;
+        self.next.tick()
+    }
+
+    fn barrier(&mut self, barrier: Barrier) -> Result<(), JobError> {
+        let op = &mut self.op;
+        guarded(&mut self.ctx, |ctx| op.snapshot(barrier.checkpoint, ctx))?;
+        self.next.barrier(barrier)
+    }
+
+    fn commit(&mut self, checkpoint: CheckpointId) -> Result<(), JobError> {
+        let op = &mut self.op;
+        guarded(&mut self.ctx, |ctx| op.commit(checkpoint, ctx))?;
+        self.next.commit(checkpoint)
+    }
+
+    fn end(&mut self) -> Result<(), JobError> {
+        let (op, out) = (&mut self.op, &mut self.out);
+        guarded(&mut self.ctx, |ctx| op.close(out, ctx))?;
+        self.flush()?;
+        self.next.end()
+    }
+}
+
+/// A sink at the end of a chain.
+pub(crate) struct SinkNode<T, S> {
+    pub(crate) sink: S,
+    pub(crate) ctx: OperatorContext,
+    pub(crate) _t: std::marker::PhantomData<fn(T)>,
+}
+
+impl<T: Send, S: Sink<T>> Pusher<T> for SinkNode<T, S> {
+    fn open(&mut self) -> Result<(), JobError> {
+        let sink = &mut self.sink;
+        guarded(&mut self.ctx, |ctx| sink.open(ctx))
+    }
+
+    #[inline]
+    fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError> {
+        let n = batch.len() as u64;
+        Counters::add(&self.ctx.counters.records_in, n);
+        let started = Instant::now();
+        let sink = &mut self.sink;
+        guarded(&mut self.ctx, |ctx| sink.write(batch, ctx))?;
+        batch.clear();
+        Counters::add(
+            &self.ctx.counters.busy_ns,
+            started.elapsed().as_nanos() as u64,
+        );
+        self.ctx.position += n;
+        Ok(())
+    }
+
+    fn watermark(&mut self, watermark: Timestamp) -> Result<(), JobError> {
+        self.ctx.watermark = watermark;
+        Ok(())
+    }
+
+    fn tick(&mut self) -> Result<(), JobError> {
+        let sink = &mut self.sink;
+        guarded(&mut self.ctx, |ctx| sink.on_tick(ctx))
+    }
+
+    fn barrier(&mut self, barrier: Barrier) -> Result<(), JobError> {
+        let sink = &mut self.sink;
+        guarded(&mut self.ctx, |ctx| sink.snapshot(barrier.checkpoint, ctx))
+    }
+
+    fn commit(&mut self, checkpoint: CheckpointId) -> Result<(), JobError> {
+        let sink = &mut self.sink;
+        guarded(&mut self.ctx, |ctx| sink.commit(checkpoint, ctx))
+    }
+
+    fn end(&mut self) -> Result<(), JobError> {
+        let sink = &mut self.sink;
+        guarded(&mut self.ctx, |ctx| sink.close(ctx))
+    }
+}
+
+/// Output nobody reads.
+pub(crate) struct Discard;
+
+impl<T> Pusher<T> for Discard {
+    fn open(&mut self) -> Result<(), JobError> {
+        Ok(())
+    }
+    fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError> {
+        batch.clear();
+        Ok(())
+    }
+    fn watermark(&mut self, _: Timestamp) -> Result<(), JobError> {
+        Ok(())
+    }
+    fn tick(&mut self) -> Result<(), JobError> {
+        Ok(())
+    }
+    fn barrier(&mut self, _: Barrier) -> Result<(), JobError> {
+        Ok(())
+    }
+    fn commit(&mut self, _: CheckpointId) -> Result<(), JobError> {
+        Ok(())
+    }
+    fn end(&mut self) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
+/// One stream read by several downstream nodes: each gets every record.
+pub(crate) struct Tee<T> {
+    pub(crate) outputs: Vec<BoxPusher<T>>,
+    pub(crate) scratch: Vec<T>,
+}
+
+/// Applies `$call` to every output of a fan-out node.
+macro_rules! for_all {
+    ($self:ident, $out:ident => $call:expr) => {{
+        for $out in $self.outputs.iter_mut() {
+            $call?;
+        }
+        Ok(())
+    }};
+}
+
+impl<T: Clone + Send> Pusher<T> for Tee<T> {
+    fn open(&mut self) -> Result<(), JobError> {
+        for_all!(self, o => o.open())
+    }
+    fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError> {
+        let (last, rest) = match self.outputs.split_last_mut() {
+            Some(split) => split,
+            None => return Ok(()),
+        };
+        for o in rest {
+            self.scratch.clear();
+            self.scratch.extend_from_slice(batch);
+            o.push(&mut self.scratch)?;
+        }
+        last.push(batch)
+    }
+    fn watermark(&mut self, w: Timestamp) -> Result<(), JobError> {
+        for_all!(self, o => o.watermark(w))
+    }
+    fn tick(&mut self) -> Result<(), JobError> {
+        for_all!(self, o => o.tick())
+    }
+    fn barrier(&mut self, b: Barrier) -> Result<(), JobError> {
+        for_all!(self, o => o.barrier(b))
+    }
+    fn commit(&mut self, c: CheckpointId) -> Result<(), JobError> {
+        for_all!(self, o => o.commit(c))
+    }
+    fn end(&mut self) -> Result<(), JobError> {
+        for_all!(self, o => o.end())
+    }
+}
+
+/// Splits a stream of `Result`s into its `Ok` and `Err` streams, moving (not cloning) records.
+pub(crate) struct ResultSplit<A, E> {
+    pub(crate) ok: BoxPusher<A>,
+    pub(crate) err: BoxPusher<E>,
+    pub(crate) ok_buf: Vec<A>,
+    pub(crate) err_buf: Vec<E>,
+}
+
+macro_rules! both {
+    ($self:ident, $p:ident => $call:expr) => {{
+        {
+            let $p = &mut $self.ok;
+            $call?;
+        }
+        let $p = &mut $self.err;
+        $call
+    }};
+}
+
+impl<A: Send, E: Send> Pusher<Result<A, E>> for ResultSplit<A, E> {
+    fn open(&mut self) -> Result<(), JobError> {
+        both!(self, p => p.open())
+    }
+    fn push(&mut self, batch: &mut Vec<Result<A, E>>) -> Result<(), JobError> {
+        for r in batch.drain(..) {
+            match r {
+                Ok(a) => self.ok_buf.push(a),
+                Err(e) => self.err_buf.push(e),
+            }
+        }
+        if !self.ok_buf.is_empty() {
+            self.ok.push(&mut self.ok_buf)?;
+            self.ok_buf.clear();
+        }
+        if !self.err_buf.is_empty() {
+            self.err.push(&mut self.err_buf)?;
+            self.err_buf.clear();
+        }
+        Ok(())
+    }
+    fn watermark(&mut self, w: Timestamp) -> Result<(), JobError> {
+        both!(self, p => p.watermark(w))
+    }
+    fn tick(&mut self) -> Result<(), JobError> {
+        both!(self, p => p.tick())
+    }
+    fn barrier(&mut self, b: Barrier) -> Result<(), JobError> {
+        both!(self, p => p.barrier(b))
+    }
+    fn commit(&mut self, c: CheckpointId) -> Result<(), JobError> {
+        both!(self, p => p.commit(c))
+    }
+    fn end(&mut self) -> Result<(), JobError> {
+        both!(self, p => p.end())
+    }
+}
+
+/// Chooses the downstream instance of a record on an exchange edge.
+pub(crate) trait Partitioner<T>: Send + 'static {
+    fn partition(&mut self, record: &T, targets: usize) -> usize;
+}
+
+/// Sends batches into the channels of all instances of a downstream operator.
+pub(crate) struct Exchange<T, P> {
+    pub(crate) targets: Vec<Sender<T>>,
+    pub(crate) buffers: Vec<Vec<T>>,
+    pub(crate) partitioner: P,
+    /// Upstream instance index, for forward edges between equal parallelism.
+    pub(crate) mode: ExchangeMode,
+    pub(crate) next_target: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ExchangeMode {
+    /// Same parallelism, no re-partitioning: instance i feeds instance i.
+    Forward(usize),
+    /// Whole batches in turn to each instance.
+    RoundRobin,
+    /// Every record to the instance its partitioner picks.
+    Partitioned,
+}
+
+impl<T, P> Exchange<T, P> {
+    pub(crate) fn new(targets: Vec<Sender<T>>, partitioner: P, mode: ExchangeMode) -> Self {
+        let n = targets.len();
+        Exchange {
+            targets,
+            buffers: (0..n).map(|_| Vec::new()).collect(),
+            partitioner,
+            mode,
+            next_target: 0,
+        }
+    }
+
+    fn send(&self, target: usize, msg: Message<T>) -> Result<(), JobError> {
+        self.targets[target]
+            .send(msg)
+            .map_err(|Closed| JobError::Cancelled)
+    }
+
+    fn broadcast(&self, msg: impl Fn() -> Message<T>) -> Result<(), JobError> {
+        for t in 0..self.targets.len() {
+            self.send(t, msg())?;
+        }
+        Ok(())
+    }
+}
+
+impl<T: Send, P: Partitioner<T>> Pusher<T> for Exchange<T, P> {
+    fn open(&mut self) -> Result<(), JobError> {
+        Ok(())
+    }
+
+    fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError> {
+        let n = self.targets.len();
+        let target = match self.mode {
+            ExchangeMode::Forward(i) => i,
+            ExchangeMode::RoundRobin => {
+                self.next_target = (self.next_target + 1) % n;
+                self.next_target
+            }
+            ExchangeMode::Partitioned => {
+                for record in batch.drain(..) {
+                    let t = self.partitioner.partition(&record, n);
+                    self.buffers[t].push(record);
+                }
+                for t in 0..n {
+                    if !self.buffers[t].is_empty() {
+                        let cap = self.buffers[t].len();
+                        let full = std::mem::replace(&mut self.buffers[t], Vec::with_capacity(cap));
+                        self.send(t, Message::Data(full))?;
+                    }
+                }
+                return Ok(());
+            }
+        };
+        let cap = batch.len();
+        let full = std::mem::replace(batch, Vec::with_capacity(cap));
+        self.send(target, Message::Data(full))
+    }
+
+    fn watermark(&mut self, w: Timestamp) -> Result<(), JobError> {
+        self.broadcast(|| Message::Watermark(w))
+    }
+    fn tick(&mut self) -> Result<(), JobError> {
+        Ok(())
+    }
+    fn barrier(&mut self, b: Barrier) -> Result<(), JobError> {
+        self.broadcast(|| Message::Barrier(b))
+    }
+    fn commit(&mut self, _: CheckpointId) -> Result<(), JobError> {
+        // Commit notifications reach every task from the coordinator, not through channels.
+        Ok(())
+    }
+    fn end(&mut self) -> Result<(), JobError> {
+        self.broadcast(|| Message::End)
+    }
+}
+
+/// The partitioner of edges that do not look at records.
+pub(crate) struct NoPartitioner;
+
+impl<T> Partitioner<T> for NoPartitioner {
+    fn partition(&mut self, _: &T, _: usize) -> usize {
+        0
+    }
+}
+
+/// Hash partitioning by key, through key groups so that keyed state can be re-sharded when
+/// the parallelism changes: key → one of [`KEY_GROUPS`] groups → an instance owning a range.
+pub(crate) struct KeyPartitioner<F> {
+    pub(crate) key_of: F,
+}
+
+/// Number of key groups: the maximum useful parallelism of a keyed operator.
+pub const KEY_GROUPS: usize = 128;
+
+/// The key group of a key: stable across runs, processes and machines.
+#[inline]
+pub fn key_group<K: std::hash::Hash + ?Sized>(key: &K) -> usize {
+    use std::hash::BuildHasher;
+    // A fixed seed: partitioning must not change between a checkpoint and its restore.
+    let h = foldhash::fast::FixedState::with_seed(0x5745_4952).hash_one(key);
+    ((h as u128 * KEY_GROUPS as u128) >> 64) as usize
+}
+
+/// The instance that owns a key group.
+#[inline]
+pub fn instance_of_group(group: usize, parallelism: usize) -> usize {
+    group * parallelism / KEY_GROUPS
+}
+
+impl<T: 'static, K: std::hash::Hash, F: Fn(&T) -> K + Send + 'static> Partitioner<T>
+    for KeyPartitioner<F>
+{
+    #[inline]
+    fn partition(&mut self, record: &T, targets: usize) -> usize {
+        instance_of_group(key_group(&(self.key_of)(record)), targets)
+    }
+}
+
+/// Sends each `(output, record)` to the output it names; see `Stream::split`.
+pub(crate) struct Router<T> {
+    pub(crate) outputs: Vec<BoxPusher<T>>,
+    pub(crate) buffers: Vec<Vec<T>>,
+}
+
+impl<T: Send> Pusher<(usize, T)> for Router<T> {
+    fn open(&mut self) -> Result<(), JobError> {
+        for_all!(self, o => o.open())
+    }
+    fn push(&mut self, batch: &mut Vec<(usize, T)>) -> Result<(), JobError> {
+        let last = self.buffers.len() - 1;
+        for (route, record) in batch.drain(..) {
+            // Out-of-range routes go to the last output rather than vanish.
+            self.buffers[route.min(last)].push(record);
+        }
+        for (o, buf) in self.outputs.iter_mut().zip(self.buffers.iter_mut()) {
+            if !buf.is_empty() {
+                o.push(buf)?;
+                buf.clear();
+            }
+        }
+        Ok(())
+    }
+    fn watermark(&mut self, w: Timestamp) -> Result<(), JobError> {
+        for_all!(self, o => o.watermark(w))
+    }
+    fn tick(&mut self) -> Result<(), JobError> {
+        for_all!(self, o => o.tick())
+    }
+    fn barrier(&mut self, b: Barrier) -> Result<(), JobError> {
+        for_all!(self, o => o.barrier(b))
+    }
+    fn commit(&mut self, c: CheckpointId) -> Result<(), JobError> {
+        for_all!(self, o => o.commit(c))
+    }
+    fn end(&mut self) -> Result<(), JobError> {
+        for_all!(self, o => o.end())
+    }
+}

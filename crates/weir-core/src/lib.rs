@@ -1,0 +1,50 @@
+//! Weir's dataflow runtime.
+//!
+//! Owns the typed stream API ([`Environment`], [`Stream`], [`KeyedStream`]), the operator seams
+//! ([`Operator`], [`Source`], [`Sink`]), and the runtime that plans a dataflow into tasks:
+//! consecutive forward operators fused into one chain, bounded channels with a buffer policy
+//! on every exchange, micro-batches between tasks, and a message protocol that carries data,
+//! watermarks, checkpoint barriers and end of stream.
+//!
+//! ```
+//! use weir_core::Environment;
+//!
+//! let env = Environment::local();
+//! let evens = env
+//!     .from_iter(1..=10)
+//!     .filter(|x| x % 2 == 0)
+//!     .map(|x| x * 10)
+//!     .collect();
+//! env.execute().unwrap();
+//! assert_eq!(evens.take(), vec![20, 40, 60, 80, 100]);
+//! ```
+
+mod chain;
+mod channel;
+mod error;
+mod files;
+mod graph;
+mod message;
+mod metrics;
+mod operator;
+mod ops;
+mod runtime;
+mod sinks;
+mod sources;
+mod stream;
+mod task;
+
+pub use chain::{KEY_GROUPS, instance_of_group, key_group};
+pub use channel::BufferPolicy;
+pub use error::{ErrorKind, JobError, OperatorError};
+pub use files::{
+    BadRecord, CsvSource, Format, JsonLinesSink, JsonLinesSource, ReadResult, infer_value,
+};
+pub use message::{BEFORE_TIME, Barrier, CheckpointId, END_OF_TIME, Timestamp};
+pub use metrics::{JobMetrics, OperatorMetrics};
+pub use operator::{Operator, OperatorContext, Sink, Source, SourceStatus};
+pub use ops::Failure;
+pub use runtime::{Config, JobResult, RunningJob};
+pub use sinks::StdoutSink;
+pub use sources::GeneratorSource;
+pub use stream::{Collected, Counted, Data, Environment, KeyedStream, SinkHandle, Stream};

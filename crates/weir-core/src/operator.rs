@@ -1,0 +1,249 @@
+//! The seams user code and connectors plug into: [`Operator`], [`Source`] and [`Sink`].
+//!
+//! Each has one required method working on a whole batch, and defaulted hooks for everything
+//! the runtime drives: start, watermarks, processing-time ticks, checkpoint barriers (snapshot),
+//! checkpoint completion (commit, phase two of two-phase commit) and end of input.
+
+use crate::error::OperatorError;
+use crate::message::{BEFORE_TIME, CheckpointId, Timestamp};
+use crate::metrics::Counters;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Where an operator instance runs and what it may ask of the job.
+pub struct OperatorContext {
+    pub(crate) name: Arc<str>,
+    pub(crate) instance: usize,
+    pub(crate) parallelism: usize,
+    /// Records this instance received before the current batch.
+    pub(crate) position: u64,
+    pub(crate) watermark: Timestamp,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) counters: Arc<Counters>,
+}
+
+impl OperatorContext {
+    pub(crate) fn new(
+        name: Arc<str>,
+        instance: usize,
+        parallelism: usize,
+        stop: Arc<AtomicBool>,
+        counters: Arc<Counters>,
+    ) -> Self {
+        OperatorContext {
+            name,
+            instance,
+            parallelism,
+            position: 0,
+            watermark: BEFORE_TIME,
+            stop,
+            counters,
+        }
+    }
+
+    /// A context for driving an operator by hand (tests, embedding).
+    pub fn detached(name: &str) -> Self {
+        Self::new(
+            name.into(),
+            0,
+            1,
+            Arc::new(AtomicBool::new(false)),
+            Arc::default(),
+        )
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// This instance's index, `0..parallelism`.
+    pub fn instance(&self) -> usize {
+        self.instance
+    }
+
+    pub fn parallelism(&self) -> usize {
+        self.parallelism
+    }
+
+    /// Position of the first record of the current batch in this instance's input.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// The current event-time watermark at this operator's input.
+    pub fn watermark(&self) -> Timestamp {
+        self.watermark
+    }
+
+    /// Asks every source of the job to finish; what is in flight still drains.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the job has been asked to stop.
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Counts records routed to an error output.
+    pub fn count_errors(&self, n: u64) {
+        self.counters.add_errors(n);
+    }
+
+    /// Processing time.
+    pub fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+/// A transformation from batches of `In` to batches of `Out`.
+pub trait Operator<In, Out>: Send + 'static {
+    /// Called once before the first batch.
+    fn open(&mut self, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// Processes a batch. The operator takes the records it needs out of `input` (whatever is
+    /// left is discarded) and appends its results to `out`.
+    fn process(
+        &mut self,
+        input: &mut Vec<In>,
+        out: &mut Vec<Out>,
+        ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError>;
+
+    /// The watermark at this operator's input advanced to `watermark`. Returns the watermark to
+    /// forward downstream (by default the same one), or `None` to hold it back.
+    fn on_watermark(
+        &mut self,
+        watermark: Timestamp,
+        _out: &mut Vec<Out>,
+        _ctx: &mut OperatorContext,
+    ) -> Result<Option<Timestamp>, OperatorError> {
+        Ok(Some(watermark))
+    }
+
+    /// Called periodically (processing time), also when no data arrives.
+    fn on_tick(
+        &mut self,
+        _out: &mut Vec<Out>,
+        _ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// A checkpoint barrier passed: snapshot the state that the checkpoint covers.
+    fn snapshot(
+        &mut self,
+        _checkpoint: CheckpointId,
+        _ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// The checkpoint completed everywhere: make its effects final.
+    fn commit(
+        &mut self,
+        _checkpoint: CheckpointId,
+        _ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// End of input: emit whatever is still held. Called once, after the last batch.
+    fn close(
+        &mut self,
+        _out: &mut Vec<Out>,
+        _ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        Ok(())
+    }
+}
+
+/// Where a stream ends.
+pub trait Sink<T>: Send + 'static {
+    fn open(&mut self, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// Writes a batch; the sink takes the records out of `batch`.
+    fn write(&mut self, batch: &mut Vec<T>, ctx: &mut OperatorContext)
+    -> Result<(), OperatorError>;
+
+    /// Called periodically (processing time): flush on an interval here.
+    fn on_tick(&mut self, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// A checkpoint barrier passed: pre-commit what was written before it.
+    fn snapshot(
+        &mut self,
+        _checkpoint: CheckpointId,
+        _ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// The checkpoint completed everywhere: make the pre-committed output visible.
+    fn commit(
+        &mut self,
+        _checkpoint: CheckpointId,
+        _ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// End of input: flush everything. Called once.
+    fn close(&mut self, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        Ok(())
+    }
+}
+
+/// What a [`Source::poll`] call found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceStatus {
+    /// More may be available right away.
+    Ready,
+    /// Nothing available now; poll again later.
+    Idle,
+    /// The source is exhausted.
+    Finished,
+}
+
+/// Where a stream begins. One instance per parallel source task.
+pub trait Source<T>: Send + 'static {
+    fn open(&mut self, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// Appends up to `max` records to `out`.
+    fn poll(
+        &mut self,
+        out: &mut Vec<T>,
+        max: usize,
+        ctx: &mut OperatorContext,
+    ) -> Result<SourceStatus, OperatorError>;
+
+    /// A checkpoint starts at this source: record the read position.
+    fn snapshot(
+        &mut self,
+        _checkpoint: CheckpointId,
+        _ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// The checkpoint completed everywhere (e.g. acknowledge what it covers).
+    fn commit(
+        &mut self,
+        _checkpoint: CheckpointId,
+        _ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    fn close(&mut self, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,660 @@
+//! The typed stream API: [`Environment`], [`Stream`] and [`KeyedStream`].
+
+use crate::chain::{BoxPusher, KeyPartitioner, OpNode, ResultSplit, Router, SinkNode};
+use crate::channel::BufferPolicy;
+use crate::error::JobError;
+use crate::files::{CsvSource, Format, JsonLinesSink, JsonLinesSource, ReadResult};
+use crate::graph::{
+    AnyBox, Build, Graph, Node, NodeId, NodeKind, Routing, input, partitioned_exchange,
+    plain_exchange, port,
+};
+use crate::operator::{Operator, OperatorContext, Sink, Source};
+use crate::ops;
+use crate::runtime::{self, Config, JobResult, RunningJob};
+use crate::sinks::{CollectSink, CountSink, ForEachSink, StdoutSink};
+use crate::sources::{GeneratorSource, IterSource};
+use crate::task::SourceTask;
+use std::cell::RefCell;
+use std::fmt::Display;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use weir_state::{MemoryStore, StateKey};
+use weir_types::Record;
+
+/// Types that can flow through a stream.
+pub trait Data: Clone + Send + 'static {}
+impl<T: Clone + Send + 'static> Data for T {}
+
+/// Where a dataflow is built and executed. `Environment::local()` runs it in this process.
+pub struct Environment {
+    graph: Rc<RefCell<Graph>>,
+    config: Config,
+}
+
+impl Environment {
+    /// An in-process environment with default settings (parallelism 1, blocking buffers).
+    pub fn local() -> Self {
+        Self::with_config(Config::default())
+    }
+
+    pub fn with_config(config: Config) -> Self {
+        Environment {
+            graph: Rc::default(),
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A stream read from a custom source; `make` builds one source per parallel instance.
+    pub fn source<T: Data, S: Source<T>>(
+        &self,
+        name: &str,
+        make: impl Fn() -> S + 'static,
+    ) -> Stream<T> {
+        let build = Build::Source(Box::new(move |ctx: OperatorContext, mut ports| {
+            let chain = take_port::<T>(&mut ports, 0);
+            Box::new(SourceTask {
+                source: make(),
+                ctx,
+                chain,
+            })
+        }));
+        let id = add_node(
+            &self.graph,
+            name,
+            NodeKind::Source,
+            None,
+            vec![port::<T>()],
+            build,
+        );
+        Stream::new(self.graph.clone(), id, 0)
+    }
+
+    /// A stream of the given items, in order (one instance).
+    pub fn from_iter<I>(&self, items: I) -> Stream<I::Item>
+    where
+        I: IntoIterator,
+        I::IntoIter: Send + 'static,
+        I::Item: Data,
+    {
+        let items = Arc::new(Mutex::new(Some(items.into_iter())));
+        let stream = self.source("from_iter", move || IterSource {
+            items: items.lock().ok().and_then(|mut i| i.take()),
+        });
+        self.graph.borrow_mut().nodes[stream.node].max_parallelism = Some(1);
+        stream
+    }
+
+    /// `count` records made by `generate(id)` for `id` in `0..count`; parallel instances
+    /// split the id range.
+    pub fn generate<T: Data>(
+        &self,
+        count: u64,
+        generate: impl Fn(u64) -> T + Clone + Send + 'static,
+    ) -> Stream<T> {
+        self.generator(Some(count), None, generate)
+    }
+
+    /// An endless generator (stop it with `take`, or by stopping the job).
+    pub fn generate_unbounded<T: Data>(
+        &self,
+        generate: impl Fn(u64) -> T + Clone + Send + 'static,
+    ) -> Stream<T> {
+        self.generator(None, None, generate)
+    }
+
+    /// A generator paced at `per_second` records per second over all instances.
+    pub fn generate_paced<T: Data>(
+        &self,
+        count: Option<u64>,
+        per_second: f64,
+        generate: impl Fn(u64) -> T + Clone + Send + 'static,
+    ) -> Stream<T> {
+        self.generator(count, Some(per_second), generate)
+    }
+
+    fn generator<T: Data>(
+        &self,
+        count: Option<u64>,
+        rate: Option<f64>,
+        generate: impl Fn(u64) -> T + Clone + Send + 'static,
+    ) -> Stream<T> {
+        self.source("generator", move || {
+            GeneratorSource::new(count, rate, generate.clone())
+        })
+    }
+
+    /// Records read from a file (`-`: standard input), with undecodable input as `Err`
+    /// values naming the file and line. Use [`Stream::split_result`] to route those to a
+    /// dead-letter output, or [`Environment::read_records`] to fail on them.
+    pub fn read_file(&self, path: impl Into<PathBuf>, format: Format) -> Stream<ReadResult> {
+        let path = path.into();
+        let name = match format {
+            Format::JsonLines => "json_lines",
+            Format::Csv => "csv",
+        };
+        let stream = match format {
+            Format::JsonLines => self.source(name, move || JsonLinesSource::new(path.clone())),
+            Format::Csv => self.source(name, move || CsvSource::new(path.clone())),
+        };
+        self.graph.borrow_mut().nodes[stream.node].max_parallelism = Some(1);
+        stream
+    }
+
+    /// Records read from a file; a line that cannot be decoded fails the job, naming the file
+    /// and line.
+    pub fn read_records(&self, path: impl Into<PathBuf>, format: Format) -> Stream<Record> {
+        self.read_file(path, format).try_map(|r| r).name("decode")
+    }
+
+    /// Plans the job and starts it on its own threads.
+    pub fn start(self) -> Result<RunningJob, JobError> {
+        let graph = std::mem::take(&mut *self.graph.borrow_mut());
+        runtime::start(graph, &self.config)
+    }
+
+    /// Runs the job to completion: every source ends, every operator drains, every sink
+    /// flushes. Returns per-operator metrics.
+    pub fn execute(self) -> Result<JobResult, JobError> {
+        self.start()?.wait()
+    }
+}
+
+fn take_port<T: 'static>(ports: &mut [AnyBox], i: usize) -> BoxPusher<T> {
+    let b = std::mem::replace(&mut ports[i], Box::new(()));
+    match b.downcast::<BoxPusher<T>>() {
+        Ok(p) => *p,
+        // The planner builds ports from the same type kits; a mismatch is a bug in Weir.
+        Err(_) => panic!("internal error: output port {i} has an unexpected type"),
+    }
+}
+
+fn add_node(
+    graph: &Rc<RefCell<Graph>>,
+    name: &str,
+    kind: NodeKind,
+    input_kit: Option<Box<dyn crate::graph::InputKit>>,
+    ports: Vec<Box<dyn crate::graph::PortKit>>,
+    build: Build,
+) -> NodeId {
+    let mut g = graph.borrow_mut();
+    let taken = |n: &str| g.nodes.iter().any(|node| &*node.name == n);
+    let mut unique = name.to_string();
+    let mut i = 2;
+    while taken(&unique) {
+        unique = format!("{name}_{i}");
+        i += 1;
+    }
+    let outputs = vec![Vec::new(); ports.len()];
+    g.add_node(Node {
+        name: unique.into(),
+        kind,
+        parallelism: None,
+        max_parallelism: None,
+        buffer: None,
+        ports,
+        input: input_kit,
+        build,
+        inputs: Vec::new(),
+        outputs,
+    })
+}
+
+/// A stream of `T` records.
+pub struct Stream<T> {
+    graph: Rc<RefCell<Graph>>,
+    node: NodeId,
+    port: usize,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Stream<T> {
+    fn clone(&self) -> Self {
+        Stream {
+            graph: self.graph.clone(),
+            node: self.node,
+            port: self.port,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Data> Stream<T> {
+    fn new(graph: Rc<RefCell<Graph>>, node: NodeId, port: usize) -> Self {
+        Stream {
+            graph,
+            node,
+            port,
+            _t: PhantomData,
+        }
+    }
+
+    /// Adds a node reading this stream and connects it.
+    fn attach(
+        &self,
+        name: &str,
+        kind: NodeKind,
+        ports: Vec<Box<dyn crate::graph::PortKit>>,
+        routing: Routing,
+        exchange: AnyBox,
+        build: Build,
+    ) -> NodeId {
+        let id = add_node(&self.graph, name, kind, Some(input::<T>()), ports, build);
+        self.graph
+            .borrow_mut()
+            .connect(self.node, self.port, id, routing, exchange);
+        id
+    }
+
+    fn operator<U: Data, O: Operator<T, U>>(
+        &self,
+        name: &str,
+        routing: Routing,
+        exchange: AnyBox,
+        make: impl Fn() -> O + 'static,
+    ) -> Stream<U> {
+        let build = Build::Pusher(Box::new(move |ctx, mut ports| {
+            let next = take_port::<U>(&mut ports, 0);
+            let node: BoxPusher<T> = Box::new(OpNode::new(make(), ctx, next));
+            Box::new(node)
+        }));
+        let id = self.attach(
+            name,
+            NodeKind::Operator,
+            vec![port::<U>()],
+            routing,
+            exchange,
+            build,
+        );
+        Stream::new(self.graph.clone(), id, 0)
+    }
+
+    /// Applies a custom [`Operator`]; `make` builds one per parallel instance.
+    pub fn transform<U: Data, O: Operator<T, U>>(
+        &self,
+        name: &str,
+        make: impl Fn() -> O + 'static,
+    ) -> Stream<U> {
+        self.operator(name, Routing::Forward, plain_exchange::<T>(), make)
+    }
+
+    /// Transforms every record.
+    pub fn map<U: Data>(&self, f: impl FnMut(T) -> U + Clone + Send + 'static) -> Stream<U> {
+        self.transform("map", move || ops::Map(f.clone()))
+    }
+
+    /// Keeps the records for which `f` is true.
+    pub fn filter(&self, f: impl FnMut(&T) -> bool + Clone + Send + 'static) -> Stream<T> {
+        self.transform("filter", move || ops::Filter(f.clone()))
+    }
+
+    /// Turns every record into zero or more records.
+    pub fn flat_map<U: Data, I: IntoIterator<Item = U>>(
+        &self,
+        f: impl FnMut(T) -> I + Clone + Send + 'static,
+    ) -> Stream<U> {
+        self.transform("flat_map", move || ops::FlatMap(f.clone()))
+    }
+
+    /// Looks at every record without changing it.
+    pub fn inspect(&self, f: impl FnMut(&T) + Clone + Send + 'static) -> Stream<T> {
+        self.transform("inspect", move || ops::Inspect(f.clone()))
+    }
+
+    /// A fallible map: an error fails the job, naming the operator and the record's position.
+    pub fn try_map<U: Data, E: Display>(
+        &self,
+        f: impl FnMut(T) -> Result<U, E> + Clone + Send + 'static,
+    ) -> Stream<U> {
+        self.transform("try_map", move || ops::TryMap(f.clone()))
+    }
+
+    /// A fallible map whose errors go to a second stream instead of failing the job.
+    pub fn try_map_split<U: Data, E: Data>(
+        &self,
+        f: impl FnMut(T) -> Result<U, E> + Clone + Send + 'static,
+    ) -> (Stream<U>, Stream<ops::Failure<E>>) {
+        self.transform("try_map", move || ops::TryMapRouted(f.clone()))
+            .split_result()
+    }
+
+    /// Groups consecutive records into vectors of `size` (the last may be shorter).
+    pub fn batch(&self, size: usize) -> Stream<Vec<T>> {
+        let size = size.max(1);
+        self.transform("batch", move || ops::Batch {
+            size,
+            pending: Vec::with_capacity(size),
+        })
+    }
+
+    /// The first `n` records (over all parallel instances); then the sources are stopped, so
+    /// only about what is needed is read, also from an endless source.
+    pub fn take(&self, n: u64) -> Stream<T> {
+        let taken = Arc::new(AtomicU64::new(0));
+        self.transform("take", move || ops::Take {
+            limit: n,
+            taken: taken.clone(),
+        })
+    }
+
+    /// Splits the stream into `outputs` streams; `route` picks each record's output index
+    /// (an index past the end goes to the last output).
+    pub fn split(
+        &self,
+        outputs: usize,
+        route: impl FnMut(&T) -> usize + Clone + Send + 'static,
+    ) -> Vec<Stream<T>> {
+        let outputs = outputs.max(1);
+        let routed = self.transform("split", move || ops::Route(route.clone()));
+        let build = Build::Pusher(Box::new(move |_ctx, mut ports| {
+            let outs: Vec<BoxPusher<T>> = (0..outputs).map(|i| take_port(&mut ports, i)).collect();
+            let node: BoxPusher<(usize, T)> = Box::new(Router {
+                buffers: (0..outputs).map(|_| Vec::new()).collect(),
+                outputs: outs,
+            });
+            Box::new(node)
+        }));
+        let id = routed.attach(
+            "split_outputs",
+            NodeKind::Operator,
+            (0..outputs).map(|_| port::<T>()).collect(),
+            Routing::Forward,
+            plain_exchange::<(usize, T)>(),
+            build,
+        );
+        (0..outputs)
+            .map(|p| Stream::new(self.graph.clone(), id, p))
+            .collect()
+    }
+
+    /// Merges this stream with others of the same type.
+    pub fn union(&self, others: &[Stream<T>]) -> Stream<T> {
+        let merged = self.transform("union", || ops::Identity);
+        for other in others {
+            self.graph.borrow_mut().connect(
+                other.node,
+                other.port,
+                merged.node,
+                Routing::Forward,
+                plain_exchange::<T>(),
+            );
+        }
+        merged
+    }
+
+    /// Spreads batches round-robin over the next operator's instances.
+    pub fn rebalance(&self) -> Stream<T> {
+        self.operator(
+            "rebalance",
+            Routing::Rebalance,
+            plain_exchange::<T>(),
+            || ops::Identity,
+        )
+    }
+
+    /// Partitions the stream by key: all records with the same key meet in the same instance
+    /// of the next (keyed) operator.
+    pub fn key_by<K, F>(&self, key_of: F) -> KeyedStream<K, T, F>
+    where
+        K: StateKey + Hash,
+        F: Fn(&T) -> K + Clone + Send + 'static,
+    {
+        KeyedStream {
+            stream: self.clone(),
+            key_of,
+            _k: PhantomData,
+        }
+    }
+
+    /// Ends the stream in a custom [`Sink`]; `make` builds one per parallel instance.
+    pub fn sink<S: Sink<T>>(&self, name: &str, make: impl Fn() -> S + 'static) -> SinkHandle {
+        let build = Build::Pusher(Box::new(move |ctx, _ports| {
+            let node: BoxPusher<T> = Box::new(SinkNode {
+                sink: make(),
+                ctx,
+                _t: PhantomData,
+            });
+            Box::new(node)
+        }));
+        let node = self.attach(
+            name,
+            NodeKind::Sink,
+            Vec::new(),
+            Routing::Forward,
+            plain_exchange::<T>(),
+            build,
+        );
+        SinkHandle {
+            graph: self.graph.clone(),
+            node,
+        }
+    }
+
+    /// Calls `f` for every record.
+    pub fn for_each(&self, f: impl FnMut(T) + Clone + Send + 'static) -> SinkHandle {
+        self.sink("for_each", move || ForEachSink(f.clone()))
+    }
+
+    /// Gathers every record; read them with [`Collected::take`] after the job ran.
+    pub fn collect(&self) -> Collected<T> {
+        let items = Arc::new(Mutex::new(Vec::new()));
+        let shared = items.clone();
+        self.sink("collect", move || CollectSink {
+            items: shared.clone(),
+        });
+        Collected { items }
+    }
+
+    /// Counts the records that reach this point.
+    pub fn count(&self) -> Counted {
+        let count = Arc::new(AtomicU64::new(0));
+        let shared = count.clone();
+        self.sink("count", move || CountSink {
+            count: shared.clone(),
+            local: 0,
+        });
+        Counted { count }
+    }
+
+    /// Writes every record to standard output, one per line.
+    pub fn print(&self) -> SinkHandle
+    where
+        T: Display,
+    {
+        self.sink("stdout", StdoutSink::new)
+    }
+
+    /// Writes every record as a line of JSON to `path` (`-`: standard output).
+    pub fn write_json_lines(&self, path: impl Into<PathBuf>) -> SinkHandle
+    where
+        T: serde::Serialize,
+    {
+        let path = path.into();
+        let handle = self.sink("json_lines_sink", move || JsonLinesSink::new(path.clone()));
+        handle.graph.borrow_mut().nodes[handle.node].max_parallelism = Some(1);
+        handle
+    }
+
+    /// Names the operator that produces this stream (in metrics and errors).
+    pub fn name(self, name: &str) -> Self {
+        self.graph.borrow_mut().nodes[self.node].name = name.into();
+        self
+    }
+
+    /// Sets the parallelism of the operator that produces this stream.
+    pub fn parallelism(self, parallelism: usize) -> Self {
+        self.graph.borrow_mut().nodes[self.node].parallelism = Some(parallelism.max(1));
+        self
+    }
+
+    /// Puts a bounded buffer in front of the operator that produces this stream (it then runs
+    /// in its own task), with `policy` for when it is full.
+    pub fn buffer(self, capacity: usize, policy: BufferPolicy) -> Self {
+        self.graph.borrow_mut().nodes[self.node].buffer = Some((capacity.max(1), policy));
+        self
+    }
+}
+
+impl<A: Data, E: Data> Stream<Result<A, E>> {
+    /// Separates successes from errors, moving each record to one of the two streams.
+    pub fn split_result(&self) -> (Stream<A>, Stream<E>) {
+        let build = Build::Pusher(Box::new(move |_ctx, mut ports| {
+            let node: BoxPusher<Result<A, E>> = Box::new(ResultSplit {
+                ok: take_port::<A>(&mut ports, 0),
+                err: take_port::<E>(&mut ports, 1),
+                ok_buf: Vec::new(),
+                err_buf: Vec::new(),
+            });
+            Box::new(node)
+        }));
+        let id = self.attach(
+            "split_result",
+            NodeKind::Operator,
+            vec![port::<A>(), port::<E>()],
+            Routing::Forward,
+            plain_exchange::<Result<A, E>>(),
+            build,
+        );
+        (
+            Stream::new(self.graph.clone(), id, 0),
+            Stream::new(self.graph.clone(), id, 1),
+        )
+    }
+}
+
+/// A stream partitioned by key; its operators keep state per key.
+pub struct KeyedStream<K, T, F> {
+    stream: Stream<T>,
+    key_of: F,
+    _k: PhantomData<fn() -> K>,
+}
+
+impl<K, T, F> KeyedStream<K, T, F>
+where
+    K: StateKey + Hash,
+    T: Data,
+    F: Fn(&T) -> K + Clone + Send + 'static,
+{
+    fn keyed<U: Data, O: Operator<T, U>>(
+        &self,
+        name: &str,
+        make: impl Fn(F) -> O + 'static,
+    ) -> Stream<U> {
+        let key_of = self.key_of.clone();
+        let partition_key = self.key_of.clone();
+        let exchange = partitioned_exchange::<T, _>(move || KeyPartitioner {
+            key_of: partition_key.clone(),
+        });
+        self.stream
+            .operator(name, Routing::Hash, exchange, move || make(key_of.clone()))
+    }
+
+    /// A custom keyed operator; `make` gets the key function.
+    pub fn transform<U: Data, O: Operator<T, U>>(
+        &self,
+        name: &str,
+        make: impl Fn(F) -> O + 'static,
+    ) -> Stream<U> {
+        self.keyed(name, make)
+    }
+
+    /// Rolling reduce: each record is combined with its key's accumulated value, and the new
+    /// value is emitted.
+    pub fn reduce(&self, f: impl FnMut(&T, T) -> T + Clone + Send + 'static) -> Stream<T> {
+        self.keyed("reduce", move |key_of| ops::KeyedReduce {
+            key_of,
+            reduce: f.clone(),
+            state: MemoryStore::<K, T>::new(),
+        })
+    }
+
+    /// Rolling fold: emits `(key, accumulator)` after every record.
+    pub fn fold<A: Data>(
+        &self,
+        init: impl FnMut() -> A + Clone + Send + 'static,
+        f: impl FnMut(&mut A, T) + Clone + Send + 'static,
+    ) -> Stream<(K, A)> {
+        self.keyed("fold", move |key_of| ops::KeyedFold {
+            key_of,
+            init: init.clone(),
+            fold: f.clone(),
+            state: MemoryStore::<K, A>::new(),
+            emit_every_record: true,
+        })
+    }
+
+    /// Accumulates per key and emits each key's final `(key, accumulator)` when the input
+    /// ends (bounded streams; for unbounded ones use windows).
+    pub fn aggregate<A: Data>(
+        &self,
+        init: impl FnMut() -> A + Clone + Send + 'static,
+        f: impl FnMut(&mut A, T) + Clone + Send + 'static,
+    ) -> Stream<(K, A)> {
+        self.keyed("aggregate", move |key_of| ops::KeyedFold {
+            key_of,
+            init: init.clone(),
+            fold: f.clone(),
+            state: MemoryStore::<K, A>::new(),
+            emit_every_record: false,
+        })
+    }
+
+    /// Counts records per key; emits `(key, count)` when the input ends.
+    pub fn count(&self) -> Stream<(K, u64)> {
+        self.aggregate(|| 0u64, |c, _| *c += 1).name("count")
+    }
+}
+
+/// Handle on a sink, to name it or set its parallelism.
+pub struct SinkHandle {
+    graph: Rc<RefCell<Graph>>,
+    node: NodeId,
+}
+
+impl SinkHandle {
+    pub fn name(self, name: &str) -> Self {
+        self.graph.borrow_mut().nodes[self.node].name = name.into();
+        self
+    }
+
+    pub fn parallelism(self, parallelism: usize) -> Self {
+        self.graph.borrow_mut().nodes[self.node].parallelism = Some(parallelism.max(1));
+        self
+    }
+
+    /// Puts a bounded buffer in front of the sink (it then runs in its own task).
+    pub fn buffer(self, capacity: usize, policy: BufferPolicy) -> Self {
+        self.graph.borrow_mut().nodes[self.node].buffer = Some((capacity.max(1), policy));
+        self
+    }
+}
+
+/// The records gathered by [`Stream::collect`].
+pub struct Collected<T> {
+    items: Arc<Mutex<Vec<T>>>,
+}
+
+impl<T> Collected<T> {
+    /// Takes what was collected so far (all of it once the job finished).
+    pub fn take(&self) -> Vec<T> {
+        std::mem::take(&mut *self.items.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// The count kept by [`Stream::count`].
+pub struct Counted {
+    count: Arc<AtomicU64>,
+}
+
+impl Counted {
+    pub fn get(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,221 @@
+//! Tasks: the units that run on threads. A source task polls its source and pushes through its
+//! chain; an inbox task reads a channel fed by all upstream instances and pushes through its
+//! chain, keeping per-input bookkeeping: the end of every input (the stream ends only when
+//! all have ended), the minimum watermark over inputs, and barrier alignment.
+
+use crate::chain::{BoxPusher, guarded};
+use crate::channel::{Received, Receiver};
+use crate::error::JobError;
+use crate::message::{BEFORE_TIME, Barrier, END_OF_TIME, Message, Timestamp};
+use crate::metrics::Counters;
+use crate::operator::{OperatorContext, Source, SourceStatus};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// What every task of a job shares.
+pub(crate) struct JobShared {
+    /// Sources finish at their next poll (graceful: everything in flight drains).
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) tick_interval: Duration,
+    pub(crate) batch_size: usize,
+}
+
+pub(crate) trait Task: Send {
+    fn name(&self) -> &str;
+    fn run(self: Box<Self>, job: &JobShared) -> Result<(), JobError>;
+}
+
+pub(crate) struct SourceTask<T, S> {
+    pub(crate) source: S,
+    pub(crate) ctx: OperatorContext,
+    pub(crate) chain: BoxPusher<T>,
+}
+
+impl<T: Send, S: Source<T>> Task for SourceTask<T, S> {
+    fn name(&self) -> &str {
+        &self.ctx.name
+    }
+
+    fn run(mut self: Box<Self>, job: &JobShared) -> Result<(), JobError> {
+        let this = &mut *self;
+        let source = &mut this.source;
+        guarded(&mut this.ctx, |ctx| source.open(ctx))?;
+        this.chain.open()?;
+        let mut batch = Vec::with_capacity(job.batch_size);
+        let mut last_tick = Instant::now();
+        while !job.stop.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            let source = &mut this.source;
+            let status = guarded(&mut this.ctx, |ctx| {
+                source.poll(&mut batch, job.batch_size, ctx)
+            })?;
+            let counters = &this.ctx.counters;
+            Counters::add(&counters.busy_ns, started.elapsed().as_nanos() as u64);
+            if !batch.is_empty() {
+                Counters::add(&counters.records_out, batch.len() as u64);
+                this.ctx.position += batch.len() as u64;
+                this.chain.push(&mut batch)?;
+                batch.clear();
+            }
+            match status {
+                SourceStatus::Finished => break,
+                SourceStatus::Idle => std::thread::sleep(Duration::from_millis(1)),
+                SourceStatus::Ready => {}
+            }
+            if last_tick.elapsed() >= job.tick_interval {
+                last_tick = Instant::now();
+                this.chain.tick()?;
+            }
+        }
+        this.chain.watermark(END_OF_TIME)?;
+        this.chain.end()?;
+        let source = &mut this.source;
+        guarded(&mut this.ctx, |ctx| source.close(ctx))
+    }
+}
+
+/// Per-input bookkeeping of an inbox task.
+struct Inputs {
+    watermarks: Vec<Timestamp>,
+    ended: Vec<bool>,
+    live: usize,
+    current_watermark: Timestamp,
+    /// The barrier being aligned, and which inputs have delivered it.
+    aligning: Option<Barrier>,
+    blocked: Vec<bool>,
+    blocked_count: usize,
+}
+
+pub(crate) struct InboxTask<T> {
+    name: Arc<str>,
+    receiver: Receiver<T>,
+    inputs: usize,
+    chain: BoxPusher<T>,
+}
+
+impl<T> InboxTask<T> {
+    pub(crate) fn new(
+        name: Arc<str>,
+        receiver: Receiver<T>,
+        inputs: usize,
+        chain: BoxPusher<T>,
+    ) -> Self {
+        InboxTask {
+            name,
+            receiver,
+            inputs,
+            chain,
+        }
+    }
+}
+
+impl<T: Send> Task for InboxTask<T> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn run(mut self: Box<Self>, job: &JobShared) -> Result<(), JobError> {
+        let n = self.inputs;
+        let mut state = Inputs {
+            watermarks: vec![BEFORE_TIME; n],
+            ended: vec![false; n],
+            live: n,
+            current_watermark: BEFORE_TIME,
+            aligning: None,
+            blocked: vec![false; n],
+            blocked_count: 0,
+        };
+        // Messages from inputs that delivered the barrier, held until alignment completes.
+        let mut held: Vec<VecDeque<Message<T>>> = (0..n).map(|_| VecDeque::new()).collect();
+        self.chain.open()?;
+        let mut queue: VecDeque<(u32, Message<T>)> = VecDeque::new();
+        let mut last_tick = Instant::now();
+        loop {
+            match self.receiver.recv_all(&mut queue, job.tick_interval) {
+                Received::Closed => return Err(JobError::Cancelled),
+                Received::Timeout => {}
+                Received::Messages => {
+                    while let Some((input, msg)) = queue.pop_front() {
+                        let i = input as usize;
+                        if state.blocked[i] {
+                            held[i].push_back(msg);
+                            continue;
+                        }
+                        match msg {
+                            Message::Data(mut batch) => self.chain.push(&mut batch)?,
+                            Message::Watermark(w) => {
+                                state.watermarks[i] = state.watermarks[i].max(w);
+                                self.advance_watermark(&mut state)?;
+                            }
+                            Message::Barrier(b) => {
+                                state.aligning = Some(b);
+                                state.blocked[i] = true;
+                                state.blocked_count += 1;
+                                self.complete_alignment(&mut state, &mut held, &mut queue)?;
+                            }
+                            Message::End => {
+                                state.ended[i] = true;
+                                state.live -= 1;
+                                state.watermarks[i] = END_OF_TIME;
+                                self.advance_watermark(&mut state)?;
+                                self.complete_alignment(&mut state, &mut held, &mut queue)?;
+                                if state.live == 0 {
+                                    return self.chain.end();
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if last_tick.elapsed() >= job.tick_interval {
+                last_tick = Instant::now();
+                self.chain.tick()?;
+            }
+        }
+    }
+}
+
+impl<T: Send> InboxTask<T> {
+    fn advance_watermark(&mut self, state: &mut Inputs) -> Result<(), JobError> {
+        let min = state
+            .watermarks
+            .iter()
+            .copied()
+            .min()
+            .unwrap_or(END_OF_TIME);
+        if min > state.current_watermark {
+            state.current_watermark = min;
+            self.chain.watermark(min)?;
+        }
+        Ok(())
+    }
+
+    /// When every live input has delivered the barrier: snapshot, forward it, release the held
+    /// messages (they go back to the front of the queue, in order).
+    fn complete_alignment(
+        &mut self,
+        state: &mut Inputs,
+        held: &mut [VecDeque<Message<T>>],
+        queue: &mut VecDeque<(u32, Message<T>)>,
+    ) -> Result<(), JobError> {
+        let Some(barrier) = state.aligning else {
+            return Ok(());
+        };
+        let aligned = (0..state.blocked.len()).all(|i| state.blocked[i] || state.ended[i]);
+        if !aligned {
+            return Ok(());
+        }
+        self.chain.barrier(barrier)?;
+        state.aligning = None;
+        state.blocked_count = 0;
+        for (i, h) in held.iter_mut().enumerate().rev() {
+            state.blocked[i] = false;
+            while let Some(msg) = h.pop_back() {
+                queue.push_front((i as u32, msg));
+            }
+        }
+        Ok(())
+    }
+}
