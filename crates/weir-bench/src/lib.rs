@@ -1,0 +1,115 @@
+//! The benchmark workloads of `BENCHMARKS.md`: each runs on the real engine (the same runtime,
+//! operators and state backend a user's pipeline gets) or, with `baseline`, as the plain
+//! single-threaded Rust loop a competent programmer would write, fed by the same generator.
+//! Both report the same `results` and `checksum` when they computed the same thing.
+
+mod digest;
+pub mod workloads;
+
+pub use digest::Digest;
+
+use serde::Serialize;
+use std::time::Duration;
+
+/// Options shared by all workloads.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Events (W1, W2, W4) or lines (W3); `None`: the workload's default.
+    pub events: Option<u64>,
+    pub parallelism: usize,
+    pub baseline: bool,
+    /// W4: events per second.
+    pub rate: u64,
+    /// W4: how long to run.
+    pub seconds: u64,
+    /// W5: distinct keys.
+    pub keys: u64,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            events: None,
+            parallelism: 1,
+            baseline: false,
+            rate: 1_000_000,
+            seconds: 10,
+            keys: 1_000_000,
+        }
+    }
+}
+
+/// One benchmark run's summary; `extra` holds workload-specific fields.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub workload: String,
+    pub mode: &'static str,
+    pub events: u64,
+    pub parallelism: usize,
+    pub seconds: f64,
+    pub events_per_sec: f64,
+    pub results: u64,
+    pub checksum: String,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl BenchReport {
+    pub(crate) fn new(
+        workload: &str,
+        options: &BenchOptions,
+        events: u64,
+        elapsed: Duration,
+        results: u64,
+        checksum: String,
+    ) -> Self {
+        let seconds = elapsed.as_secs_f64();
+        BenchReport {
+            workload: workload.to_string(),
+            mode: if options.baseline {
+                "baseline"
+            } else {
+                "engine"
+            },
+            events,
+            parallelism: if options.baseline {
+                1
+            } else {
+                options.parallelism
+            },
+            seconds,
+            events_per_sec: if seconds > 0.0 {
+                events as f64 / seconds
+            } else {
+                0.0
+            },
+            results,
+            checksum,
+            extra: serde_json::Map::new(),
+        }
+    }
+}
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("unknown workload '{0}': expected one of w1, w2, w3, w4, w5, w6")]
+    UnknownWorkload(String),
+    #[error("workload {0} is not implemented yet")]
+    NotImplemented(&'static str),
+    #[error(transparent)]
+    Job(#[from] weir_core::JobError),
+}
+
+/// Runs a workload by name.
+pub fn run(workload: &str, options: &BenchOptions) -> Result<BenchReport, BenchError> {
+    match workload {
+        "w1" => Ok(workloads::w1(options)?),
+        "w3" => Ok(workloads::w3(options)?),
+        "w2" => Err(BenchError::NotImplemented("w2")),
+        "w4" => Err(BenchError::NotImplemented("w4")),
+        "w5" => Err(BenchError::NotImplemented("w5")),
+        "w6" => Err(BenchError::NotImplemented("w6")),
+        other => Err(BenchError::UnknownWorkload(other.to_string())),
+    }
+}
