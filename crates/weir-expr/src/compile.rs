@@ -324,6 +324,20 @@ impl<'a> Compiler<'a> {
         }
     }
 
+    /// The position of a call's function name (cel records the call at its `(`).
+    fn call_pos(&self, id: u64, name: &str) -> Pos {
+        let Some((start, _)) = self.info.offset_for(id) else {
+            return Pos { line: 1, column: 1 };
+        };
+        let start = start as usize;
+        let chars: Vec<char> = self.source.chars().collect();
+        let n = name.chars().count();
+        let named = start >= n
+            && chars.get(start) == Some(&'(')
+            && chars[start - n..start].iter().copied().eq(name.chars());
+        Pos::of_char_offset(self.source, if named { start - n } else { start })
+    }
+
     fn type_error(&self, id: u64, message: impl Into<String>) -> ExprError {
         ExprError::Type {
             expr: self.source.to_string(),
@@ -563,7 +577,10 @@ impl<'a> Compiler<'a> {
             };
             return Err(self.type_error(
                 e.id,
-                format!("cannot take {step} of a {} value (only JSON documents have fields)", ty.name()),
+                format!(
+                    "cannot take {step} of {} (only JSON documents have fields)",
+                    ty.name()
+                ),
             ));
         }
         let mut segs = Vec::with_capacity(seg_asts.len());
@@ -953,7 +970,7 @@ impl<'a> Compiler<'a> {
         if !FUNCTIONS.contains(&name) {
             return Err(ExprError::UnknownFunction {
                 expr: self.source.to_string(),
-                pos: self.pos(id),
+                pos: self.call_pos(id, name),
                 name: name.to_string(),
                 suggestions: close_matches(name, FUNCTIONS.iter().copied()),
             });
