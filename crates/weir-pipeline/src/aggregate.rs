@@ -1,0 +1,239 @@
+//! Aggregate functions of `aggregate` steps: `count()`, `sum(x)`, `min(x)`, `max(x)`,
+//! `avg(x)`, `first(x)`, `last(x)`, where `x` is any expression over the record.
+
+use std::sync::Arc;
+use weir_expr::{CompiledExpr, EvalError, Expr, FieldTypes};
+use weir_types::{Value, ValueKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AggFn {
+    Count,
+    Sum,
+    Min,
+    Max,
+    Avg,
+    First,
+    Last,
+}
+
+impl AggFn {
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "count" => AggFn::Count,
+            "sum" => AggFn::Sum,
+            "min" => AggFn::Min,
+            "max" => AggFn::Max,
+            "avg" => AggFn::Avg,
+            "first" => AggFn::First,
+            "last" => AggFn::Last,
+            _ => return None,
+        })
+    }
+}
+
+/// One output field of an aggregate step.
+pub(crate) struct Aggregation {
+    pub(crate) name: Arc<str>,
+    pub(crate) func: AggFn,
+    /// `None` only for `count()`.
+    pub(crate) arg: Option<CompiledExpr>,
+}
+
+impl Aggregation {
+    /// Parses `sum(amount * 2)`: a function name and one expression argument.
+    pub(crate) fn parse(name: &str, source: &str, fields: &FieldTypes) -> Result<Self, String> {
+        let source = source.trim();
+        let (func, rest) = source.split_once('(').ok_or_else(|| {
+            format!("expected `function(expression)` such as `sum(amount)`, found `{source}`")
+        })?;
+        let arg = rest
+            .strip_suffix(')')
+            .ok_or_else(|| format!("`{source}` is missing its closing parenthesis"))?
+            .trim();
+        let func_name = func.trim();
+        let func = AggFn::parse(func_name).ok_or_else(|| {
+            format!(
+                "unknown aggregate function `{func_name}`: expected count, sum, min, max, avg, first or last"
+            )
+        })?;
+        let arg = match (func, arg.is_empty()) {
+            (AggFn::Count, true) => None,
+            (_, true) => return Err(format!("`{func_name}` needs an argument, e.g. `{func_name}(amount)`")),
+            (_, false) => Some(Expr::compile(arg, fields).map_err(|e| e.to_string())?),
+        };
+        Ok(Aggregation {
+            name: name.into(),
+            func,
+            arg,
+        })
+    }
+
+    pub(crate) fn init(&self) -> Acc {
+        match self.func {
+            AggFn::Count => Acc::Count(0),
+            AggFn::Sum => Acc::SumInt(0),
+            AggFn::Min => Acc::Min(Value::Null),
+            AggFn::Max => Acc::Max(Value::Null),
+            AggFn::Avg => Acc::Avg(0.0, 0),
+            AggFn::First => Acc::First(None),
+            AggFn::Last => Acc::Last(Value::Null),
+        }
+    }
+}
+
+/// The running state of one aggregation for one key.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Acc {
+    Count(i64),
+    SumInt(i64),
+    SumFloat(f64),
+    Min(Value),
+    Max(Value),
+    Avg(f64, u64),
+    First(Option<Value>),
+    Last(Value),
+}
+
+impl Acc {
+    /// Adds one record's argument value. Nulls are skipped, as in SQL (`count()` counts
+    /// records, `count(x)` counts non-null `x`).
+    pub(crate) fn add(&mut self, value: Option<Value>) -> Result<(), String> {
+        let Some(v) = value else {
+            if let Acc::Count(n) = self {
+                *n += 1;
+            }
+            return Ok(());
+        };
+        if v.is_null() {
+            return Ok(());
+        }
+        match self {
+            Acc::Count(n) => *n += 1,
+            Acc::SumInt(s) => match v {
+                Value::Int(i) => match s.checked_add(i) {
+                    Some(next) => *s = next,
+                    None => *self = Acc::SumFloat(*s as f64 + i as f64),
+                },
+                Value::Float(f) => *self = Acc::SumFloat(*s as f64 + f),
+                other => return Err(format!("sum needs numbers, found {}", other.kind())),
+            },
+            Acc::SumFloat(s) => {
+                *s += v
+                    .as_f64()
+                    .ok_or_else(|| format!("sum needs numbers, found {}", v.kind()))?
+            }
+            Acc::Avg(s, n) => {
+                *s += v
+                    .as_f64()
+                    .ok_or_else(|| format!("avg needs numbers, found {}", v.kind()))?;
+                *n += 1;
+            }
+            Acc::Min(m) => keep_extreme(m, v, std::cmp::Ordering::Less)?,
+            Acc::Max(m) => keep_extreme(m, v, std::cmp::Ordering::Greater)?,
+            Acc::First(f) => {
+                if f.is_none() {
+                    *f = Some(v);
+                }
+            }
+            Acc::Last(l) => *l = v,
+        }
+        Ok(())
+    }
+
+    pub(crate) fn result(&self) -> Value {
+        match self {
+            Acc::Count(n) | Acc::SumInt(n) => Value::Int(*n),
+            Acc::SumFloat(s) => Value::Float(*s),
+            Acc::Min(v) | Acc::Max(v) | Acc::Last(v) => v.clone(),
+            Acc::Avg(_, 0) => Value::Null,
+            Acc::Avg(s, n) => Value::Float(s / *n as f64),
+            Acc::First(v) => v.clone().unwrap_or(Value::Null),
+        }
+    }
+
+    /// The kind of the result, when known before running.
+    pub(crate) fn result_kind(func: AggFn, arg: Option<ValueKind>) -> Option<ValueKind> {
+        match func {
+            AggFn::Count => Some(ValueKind::Int),
+            AggFn::Avg => Some(ValueKind::Float),
+            AggFn::Sum => match arg {
+                Some(ValueKind::Float) => Some(ValueKind::Float),
+                _ => None,
+            },
+            _ => arg,
+        }
+    }
+}
+
+/// Replaces `current` by `candidate` when it compares as `want` (or `current` is unset).
+fn keep_extreme(
+    current: &mut Value,
+    candidate: Value,
+    want: std::cmp::Ordering,
+) -> Result<(), String> {
+    if current.is_null() {
+        *current = candidate;
+        return Ok(());
+    }
+    match candidate.compare(current) {
+        Some(o) if o == want => *current = candidate,
+        Some(_) => {}
+        None => {
+            return Err(format!(
+                "cannot compare {} with {}",
+                candidate.kind(),
+                current.kind()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Evaluates an aggregation's argument on a record.
+pub(crate) fn argument(
+    agg: &Aggregation,
+    record: &weir_types::Record,
+) -> Result<Option<Value>, EvalError> {
+    agg.arg.as_ref().map(|e| e.eval(record)).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(func: &str, values: &[Value]) -> Value {
+        let agg = Aggregation::parse("out", func, &FieldTypes::dynamic()).unwrap();
+        let mut acc = agg.init();
+        for v in values {
+            acc.add(Some(v.clone())).unwrap();
+        }
+        acc.result()
+    }
+
+    #[test]
+    fn functions_follow_sql_null_rules() {
+        let vals = [Value::Int(3), Value::Null, Value::Int(1), Value::Int(5)];
+        assert_eq!(run("count(x)", &vals), Value::Int(3));
+        assert_eq!(run("sum(x)", &vals), Value::Int(9));
+        assert_eq!(run("min(x)", &vals), Value::Int(1));
+        assert_eq!(run("max(x)", &vals), Value::Int(5));
+        assert_eq!(run("avg(x)", &vals), Value::Float(3.0));
+        assert_eq!(run("first(x)", &vals), Value::Int(3));
+        assert_eq!(run("last(x)", &vals), Value::Int(5));
+        assert_eq!(run("avg(x)", &[]), Value::Null);
+        assert_eq!(run("sum(x)", &[Value::Int(1), Value::Float(0.5)]), Value::Float(1.5));
+    }
+
+    #[test]
+    fn bad_aggregations_are_explained() {
+        let f = FieldTypes::dynamic();
+        let e = Aggregation::parse("o", "median(x)", &f).err().unwrap();
+        assert!(e.contains("unknown aggregate function `median`"), "{e}");
+        let e = Aggregation::parse("o", "sum()", &f).err().unwrap();
+        assert!(e.contains("needs an argument"), "{e}");
+        let e = Aggregation::parse("o", "total", &f).err().unwrap();
+        assert!(e.contains("function(expression)"), "{e}");
+        let mut acc = Aggregation::parse("o", "sum(x)", &f).unwrap().init();
+        assert!(acc.add(Some(Value::from("a"))).is_err());
+    }
+}

@@ -1,0 +1,403 @@
+//! Plans a pipeline spec onto the runtime.
+
+use crate::aggregate::{Acc, Aggregation};
+use crate::spec::{SinkSpec, SourceSpec, StepSpec};
+use crate::steps::{AggregateOp, Routed, StepOp, Transform, bad_input, key_of};
+use crate::{Pipeline, PipelineError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use weir_core::{Environment, Format, Operator, OperatorContext, OperatorError, Stream};
+use weir_expr::{Expr, FieldTypes, Projection};
+use weir_state::MemoryStore;
+use weir_types::{Record, Shape, Value};
+
+/// What was built, for display.
+pub struct Built {
+    source: String,
+    steps: usize,
+    sinks: usize,
+    dead_letter: bool,
+}
+
+impl Built {
+    pub fn describe(&self) -> String {
+        format!(
+            "{} → {} step{} → {} sink{}{}",
+            self.source,
+            self.steps,
+            if self.steps == 1 { "" } else { "s" },
+            self.sinks,
+            if self.sinks == 1 { "" } else { "s" },
+            if self.dead_letter {
+                " (+ dead-letter output)"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// Passes records on unchanged (a repartition by key without an aggregate after it).
+struct Pass;
+
+impl Operator<Record, Record> for Pass {
+    fn process(
+        &mut self,
+        input: &mut Vec<Record>,
+        out: &mut Vec<Record>,
+        _: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        out.append(input);
+        Ok(())
+    }
+}
+
+/// Relative paths in a pipeline file are relative to the file's directory.
+fn resolve(pipeline: &Pipeline, path: &Path) -> PathBuf {
+    if path.is_absolute() || path == Path::new("-") {
+        return path.to_path_buf();
+    }
+    match Path::new(pipeline.file()).parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(path),
+        _ => path.to_path_buf(),
+    }
+}
+
+struct Planner<'p> {
+    pipeline: &'p Pipeline,
+    route_errors: bool,
+    dead: Vec<Stream<Record>>,
+}
+
+impl Planner<'_> {
+    /// Splits a step's routed output: records go on, failures to the dead-letter output.
+    fn routed(&mut self, routed: Stream<Routed>) -> Stream<Record> {
+        let (ok, failed) = routed.split_result();
+        if self.route_errors {
+            self.dead.push(failed);
+        }
+        ok
+    }
+
+    fn decoded(&mut self, raw: Stream<weir_core::ReadResult>) -> Stream<Record> {
+        if self.route_errors {
+            let (ok, bad) = raw.split_result();
+            self.dead.push(bad.map(bad_input).name("source_errors"));
+            ok
+        } else {
+            raw.try_map(|r| r).name("decode")
+        }
+    }
+
+    fn source(
+        &mut self,
+        env: &Environment,
+        fields: &mut FieldTypes,
+    ) -> Result<(Stream<Record>, String), PipelineError> {
+        let p = self.pipeline;
+        Ok(match &p.spec.source {
+            SourceSpec::File { path, format } => {
+                let path = resolve(p, path);
+                let label = format!("{} ({})", path.display(), format_name(*format));
+                if !path.exists() {
+                    return Err(p.error_at(
+                        "source.path",
+                        format!("no such file: {}", path.display()),
+                    ));
+                }
+                (self.decoded(env.read_file(path, *format)), label)
+            }
+            SourceSpec::Stdin { format } => (
+                self.decoded(env.read_file("-", *format)),
+                format!("stdin ({})", format_name(*format)),
+            ),
+            SourceSpec::Generator {
+                count,
+                rate,
+                fields: generated,
+            } => {
+                let ids = FieldTypes::default().with("id", weir_types::ValueKind::Int);
+                for (name, source) in generated {
+                    Expr::compile(source, &ids).map_err(|e| {
+                        p.error_at(&format!("source.fields.{name}"), e.to_string())
+                    })?;
+                }
+                if let Some(r) = rate.filter(|r| !(*r > 0.0)) {
+                    return Err(p.error_at("source.rate", format!("must be positive, found {r}")));
+                }
+                let pairs: Vec<(&str, &str)> = generated
+                    .iter()
+                    .map(|(n, s)| (n.as_str(), s.as_str()))
+                    .collect();
+                let projection = Projection::compile(&pairs, &ids)
+                    .map_err(|e| p.error_at("source.fields", e.to_string()))?;
+                *fields = projection.output_types();
+                let projection = Arc::new(projection);
+                let id_shape = Arc::new(Shape::new(["id"]));
+                let make = move |id: u64| -> Result<Record, String> {
+                    let input = Record::with_shape(id_shape.clone(), vec![Value::Int(id as i64)])
+                        .map_err(|e| e.to_string())?;
+                    projection.apply(&input).map_err(|e| e.to_string())
+                };
+                let generated = match rate {
+                    Some(r) => env.generate_paced(*count, *r, make),
+                    None => match count {
+                        Some(n) => env.generate(*n, make),
+                        None => env.generate_unbounded(make),
+                    },
+                };
+                let label = match count {
+                    Some(n) => format!("generator ({n} records)"),
+                    None => "generator (endless)".to_string(),
+                };
+                (generated.try_map(|r| r).name("source.fields"), label)
+            }
+        })
+    }
+}
+
+fn format_name(format: Format) -> &'static str {
+    match format {
+        Format::JsonLines => "json_lines",
+        Format::Csv => "csv",
+    }
+}
+
+pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineError> {
+    let spec = &p.spec;
+    if let Some(0) = spec.settings.parallelism {
+        return Err(p.error_at("settings.parallelism", "must be at least 1"));
+    }
+    if let Some(0) = spec.settings.batch_size {
+        return Err(p.error_at("settings.batch_size", "must be at least 1"));
+    }
+    let mut planner = Planner {
+        pipeline: p,
+        route_errors: spec.dead_letter.is_some(),
+        dead: Vec::new(),
+    };
+    let mut fields = if spec.fields.is_empty() {
+        FieldTypes::dynamic()
+    } else {
+        spec.fields
+            .iter()
+            .map(|(name, t)| (name.as_str(), t.kind()))
+            .collect()
+    };
+    let (mut stream, source_label) = planner.source(env, &mut fields)?;
+
+    let mut key: Option<Vec<String>> = None;
+    for (i, step) in spec.steps.iter().enumerate() {
+        let stage: Arc<str> = format!("steps[{i}].{}", step.kind()).into();
+        let err = |message: String| p.error_at(&stage, message);
+        let transform = match step {
+            StepSpec::Filter(source) => Some(Transform::Filter(
+                Expr::compile_filter(source, &fields).map_err(|e| err(e.to_string()))?,
+            )),
+            StepSpec::Map(exprs) | StepSpec::Select(exprs) => {
+                for (name, source) in exprs {
+                    Expr::compile(source, &fields)
+                        .map_err(|e| p.error_at(&format!("{stage}.{name}"), e.to_string()))?;
+                }
+                let pairs: Vec<(&str, &str)> =
+                    exprs.iter().map(|(n, s)| (n.as_str(), s.as_str())).collect();
+                let projection = if matches!(step, StepSpec::Map(_)) {
+                    Projection::extend(&pairs, &fields)
+                } else {
+                    Projection::compile(&pairs, &fields)
+                }
+                .map_err(|e| err(e.to_string()))?;
+                fields = projection.output_types();
+                Some(Transform::Project(projection))
+            }
+            StepSpec::Drop(names) => {
+                check_known(p, &stage, &fields, names.iter())?;
+                Some(Transform::Drop(names.clone()))
+            }
+            StepSpec::Rename(pairs) => {
+                check_known(p, &stage, &fields, pairs.keys())?;
+                Some(Transform::Rename(
+                    pairs.iter().map(|(a, b)| (a.clone(), b.clone())).collect(),
+                ))
+            }
+            _ => None,
+        };
+        if let Some(transform) = transform {
+            let op = Arc::new(transform);
+            let route = planner.route_errors;
+            let stage2 = stage.clone();
+            let routed = stream.transform(&stage, move || StepOp {
+                transform: op.clone(),
+                stage: stage2.clone(),
+                route_errors: route,
+            });
+            stream = planner.routed(routed);
+            if !matches!(step, StepSpec::Map(_) | StepSpec::Select(_)) {
+                fields = fields_after(step, fields);
+            }
+            continue;
+        }
+        match step {
+            StepSpec::KeyBy(k) => {
+                let names = k.fields();
+                if names.is_empty() {
+                    return Err(err("needs at least one field".into()));
+                }
+                check_known(p, &stage, &fields, names.iter())?;
+                let next_aggregates = matches!(
+                    spec.steps.get(i + 1),
+                    Some(StepSpec::Aggregate(_) | StepSpec::RollingAggregate(_))
+                );
+                if next_aggregates {
+                    key = Some(names);
+                } else {
+                    let names: Arc<[String]> = names.into();
+                    stream = stream
+                        .key_by(move |r: &Record| key_of(&names, r))
+                        .transform(&stage, |_| Pass);
+                }
+            }
+            StepSpec::Aggregate(exprs) | StepSpec::RollingAggregate(exprs) => {
+                if exprs.is_empty() {
+                    return Err(err("needs at least one `name: function(expression)`".into()));
+                }
+                let key_fields: Arc<[String]> = key.take().unwrap_or_default().into();
+                let mut aggregations = Vec::new();
+                let mut out_fields = FieldTypes::default();
+                for k in key_fields.iter() {
+                    out_fields.insert(k, fields.get(k).flatten());
+                }
+                for (name, source) in exprs {
+                    let agg = Aggregation::parse(name, source, &fields)
+                        .map_err(|m| p.error_at(&format!("{stage}.{name}"), m))?;
+                    let kind = Acc::result_kind(
+                        agg.func,
+                        agg.arg.as_ref().and_then(|a| a.result_kind()),
+                    );
+                    out_fields.insert(name, kind);
+                    aggregations.push(agg);
+                }
+                let out_shape = Arc::new(Shape::new(
+                    key_fields
+                        .iter()
+                        .map(String::as_str)
+                        .chain(exprs.keys().map(String::as_str)),
+                ));
+                let aggregations: Arc<[Aggregation]> = aggregations.into();
+                let emit_every_record = matches!(step, StepSpec::RollingAggregate(_));
+                let route = planner.route_errors;
+                let (kf, stage2) = (key_fields.clone(), stage.clone());
+                let routed = stream
+                    .key_by(move |r: &Record| key_of(&kf, r))
+                    .transform(&stage, move |_| AggregateOp {
+                        key_fields: key_fields.clone(),
+                        aggregations: aggregations.clone(),
+                        out_shape: out_shape.clone(),
+                        state: MemoryStore::new(),
+                        emit_every_record,
+                        stage: stage2.clone(),
+                        route_errors: route,
+                    });
+                stream = planner.routed(routed);
+                fields = out_fields;
+            }
+            StepSpec::Limit(n) => stream = stream.take(*n).name(&stage),
+            _ => {}
+        }
+    }
+
+    let sinks: Vec<(String, &SinkSpec)> = match (&spec.sink, &spec.sinks) {
+        (Some(_), Some(_)) => {
+            return Err(p.error_at("sinks", "give either `sink` or `sinks`, not both"));
+        }
+        (Some(s), None) => vec![("sink".to_string(), s)],
+        (None, Some(list)) if !list.is_empty() => list
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("sinks[{i}]"), s))
+            .collect(),
+        _ => return Err(p.error_at("sink", "the pipeline needs a `sink` (or `sinks`)")),
+    };
+    for (name, sink) in &sinks {
+        attach_sink(p, &stream, sink, name);
+    }
+    if let Some(dlq) = &spec.dead_letter {
+        let dead = match planner.dead.split_first() {
+            Some((first, rest)) => first.union(rest).name("dead_letters"),
+            None => env.from_iter(std::iter::empty::<Record>()),
+        };
+        attach_sink(p, &dead, dlq, "dead_letter");
+    }
+    Ok(Built {
+        source: source_label,
+        steps: spec.steps.len(),
+        sinks: sinks.len(),
+        dead_letter: spec.dead_letter.is_some(),
+    })
+}
+
+fn attach_sink(p: &Pipeline, stream: &Stream<Record>, sink: &SinkSpec, name: &str) {
+    match sink {
+        SinkSpec::Stdout => {
+            stream.write_json_lines("-").name(name);
+        }
+        SinkSpec::File { path } => {
+            stream.write_json_lines(resolve(p, path)).name(name);
+        }
+        SinkSpec::Discard => {
+            stream.for_each(drop).name(name);
+        }
+    }
+}
+
+/// Fields named by a step must exist when the record's fields are known.
+fn check_known<'a>(
+    p: &Pipeline,
+    stage: &str,
+    fields: &FieldTypes,
+    names: impl Iterator<Item = &'a String>,
+) -> Result<(), PipelineError> {
+    if fields.is_dynamic() {
+        return Ok(());
+    }
+    for name in names {
+        if fields.get(name).is_none() {
+            let known: Vec<&str> = fields.names().collect();
+            return Err(p.error_at(
+                stage,
+                format!(
+                    "unknown field `{name}`; the records here have: {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Field types after a drop or rename.
+fn fields_after(step: &StepSpec, fields: FieldTypes) -> FieldTypes {
+    if fields.is_dynamic() {
+        return fields;
+    }
+    match step {
+        StepSpec::Drop(names) => {
+            let mut out = FieldTypes::default();
+            for n in fields.names() {
+                if !names.iter().any(|d| d == n) {
+                    out.insert(n, fields.get(n).flatten());
+                }
+            }
+            out
+        }
+        StepSpec::Rename(pairs) => {
+            let mut out = FieldTypes::default();
+            for n in fields.names() {
+                let new = pairs.get(n).map(String::as_str).unwrap_or(n);
+                out.insert(new, fields.get(n).flatten());
+            }
+            out
+        }
+        _ => fields,
+    }
+}

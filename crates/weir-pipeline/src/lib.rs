@@ -1,0 +1,167 @@
+//! Weir's YAML pipeline format.
+//!
+//! Owns the format (see `docs/pipeline-format.md` at the repository root), its parsing with
+//! errors that name the file, line and key, its validation (every expression compiled and
+//! type-checked before anything runs), and its planning onto the runtime of `weir-core` over
+//! dynamic [`weir_types::Record`]s.
+
+mod aggregate;
+mod build;
+mod locate;
+pub mod spec;
+mod steps;
+
+pub use build::Built;
+pub use locate::locate;
+
+use spec::PipelineSpec;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use weir_core::{Config, Environment};
+
+/// A configuration error: the file, the line when known, the key path and what is wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct PipelineError {
+    pub file: String,
+    pub line: Option<usize>,
+    /// Dotted key path, e.g. `steps[2].filter`.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for PipelineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        f.write_str(": ")?;
+        if let Some(key) = &self.key {
+            write!(f, "{key}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// A parsed pipeline file.
+pub struct Pipeline {
+    pub spec: PipelineSpec,
+    file: String,
+    text: String,
+}
+
+impl Pipeline {
+    /// Reads and parses a pipeline file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, PipelineError> {
+        let path = path.as_ref();
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| PipelineError {
+            file: file.clone(),
+            line: None,
+            key: None,
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    /// Parses pipeline text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Self, PipelineError> {
+        let spec: PipelineSpec = serde_yaml::from_str(text).map_err(|e| {
+            let (key, message) = split_yaml_message(&e.to_string());
+            let line = e
+                .location()
+                .map(|l| l.line())
+                .or_else(|| key.as_deref().and_then(|k| locate(text, k)));
+            PipelineError {
+                file: file.to_string(),
+                line,
+                key,
+                message,
+            }
+        })?;
+        Ok(Pipeline {
+            spec,
+            file: file.to_string(),
+            text: text.to_string(),
+        })
+    }
+
+    /// An error about `key`, located in the file.
+    pub fn error_at(&self, key: &str, message: impl Into<String>) -> PipelineError {
+        PipelineError {
+            file: self.file.clone(),
+            line: locate(&self.text, key),
+            key: Some(key.to_string()),
+            message: message.into(),
+        }
+    }
+
+    /// The file the pipeline came from.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// The pipeline's name (from the file, or the file's stem).
+    pub fn name(&self) -> String {
+        self.spec.name.clone().unwrap_or_else(|| {
+            PathBuf::from(&self.file)
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_else(|| "pipeline".into())
+        })
+    }
+
+    /// The runtime configuration from the `settings` block.
+    pub fn config(&self) -> Config {
+        let mut config = Config::default();
+        let s = &self.spec.settings;
+        if let Some(p) = s.parallelism {
+            config.parallelism = p;
+        }
+        if let Some(b) = s.batch_size {
+            config.batch_size = b;
+        }
+        if let Some(buffer) = &s.buffer {
+            if let Some(size) = buffer.size {
+                config.buffer_size = size;
+            }
+            if let Some(policy) = buffer.policy {
+                config.buffer_policy = policy;
+            }
+        }
+        config
+    }
+
+    /// Checks everything that can be checked without running: settings, expressions, field
+    /// references, aggregate functions. Returns a one-line description of the plan.
+    pub fn validate(&self) -> Result<String, PipelineError> {
+        let env = Environment::with_config(self.config());
+        let built = self.build(&env)?;
+        Ok(built.describe())
+    }
+
+    /// Adds the pipeline's dataflow to `env`.
+    pub fn build(&self, env: &Environment) -> Result<Built, PipelineError> {
+        build::build(self, env)
+    }
+}
+
+/// yaml_serde's message is `path: message at line L column C`; keep the path and message.
+fn split_yaml_message(text: &str) -> (Option<String>, String) {
+    let text = match text.rfind(" at line ") {
+        Some(i) => &text[..i],
+        None => text,
+    };
+    let looks_like_path = |p: &str| {
+        !p.is_empty()
+            && !p.contains(' ')
+            && p.chars()
+                .all(|c| c.is_alphanumeric() || "_.[]-".contains(c))
+    };
+    match text.split_once(": ") {
+        Some((path, message)) if looks_like_path(path) => {
+            (Some(path.to_string()), message.to_string())
+        }
+        _ => (None, text.to_string()),
+    }
+}

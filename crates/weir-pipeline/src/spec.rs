@@ -1,0 +1,169 @@
+//! The YAML pipeline format, as serde types. Unknown keys are refused everywhere.
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use std::path::PathBuf;
+use weir_core::{BufferPolicy, Format};
+
+/// A whole pipeline file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    /// Shown in progress output and metrics.
+    pub name: Option<String>,
+    pub description: Option<String>,
+    #[serde(default)]
+    pub settings: Settings,
+    /// Declared types of the input fields (optional): lets expressions be type-checked before
+    /// the first record arrives.
+    #[serde(default)]
+    pub fields: IndexMap<String, FieldType>,
+    pub source: SourceSpec,
+    #[serde(default)]
+    pub steps: Vec<StepSpec>,
+    /// One sink...
+    pub sink: Option<SinkSpec>,
+    /// ...or several, each receiving every record.
+    pub sinks: Option<Vec<SinkSpec>>,
+    /// Where records go that cannot be decoded or fail a step, with the reason.
+    pub dead_letter: Option<SinkSpec>,
+}
+
+/// Runtime settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub parallelism: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub buffer: Option<BufferSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferSpec {
+    /// Records per channel.
+    pub size: Option<usize>,
+    pub policy: Option<BufferPolicy>,
+}
+
+/// Field types for declarations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    String,
+    Int,
+    Float,
+    Bool,
+    Datetime,
+    Json,
+}
+
+impl FieldType {
+    pub fn kind(self) -> weir_types::ValueKind {
+        use weir_types::ValueKind as K;
+        match self {
+            FieldType::String => K::Str,
+            FieldType::Int => K::Int,
+            FieldType::Float => K::Float,
+            FieldType::Bool => K::Bool,
+            FieldType::Datetime => K::Timestamp,
+            FieldType::Json => K::Json,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceSpec {
+    /// A file of JSON lines or CSV.
+    File {
+        path: PathBuf,
+        #[serde(default = "default_format")]
+        format: Format,
+    },
+    /// Standard input.
+    Stdin {
+        #[serde(default = "default_format")]
+        format: Format,
+    },
+    /// Deterministic records: each field is an expression over `id` (0, 1, 2, ...).
+    Generator {
+        /// Records to make; endless when absent.
+        count: Option<u64>,
+        /// Records per second; as fast as possible when absent.
+        rate: Option<f64>,
+        fields: IndexMap<String, String>,
+    },
+}
+
+fn default_format() -> Format {
+    Format::JsonLines
+}
+
+/// One processing step. Written as a one-key map: `- filter: "amount > 0"`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum StepSpec {
+    /// Keeps the records for which the expression is true.
+    Filter(String),
+    /// Sets fields from expressions; the record's other fields are kept.
+    Map(IndexMap<String, String>),
+    /// Output records with only these fields, computed from expressions.
+    Select(IndexMap<String, String>),
+    /// Removes fields.
+    Drop(Vec<String>),
+    /// Renames fields: `old: new`.
+    Rename(IndexMap<String, String>),
+    /// Partitions by one or more fields; the next step (aggregate) works per key.
+    KeyBy(KeyFields),
+    /// Per key: aggregates emitted once when the input ends. `name: function(expression)`.
+    Aggregate(IndexMap<String, String>),
+    /// Per key: aggregates emitted after every record (a running total).
+    RollingAggregate(IndexMap<String, String>),
+    /// Passes only the first N records, then stops the source.
+    Limit(u64),
+}
+
+impl StepSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StepSpec::Filter(_) => "filter",
+            StepSpec::Map(_) => "map",
+            StepSpec::Select(_) => "select",
+            StepSpec::Drop(_) => "drop",
+            StepSpec::Rename(_) => "rename",
+            StepSpec::KeyBy(_) => "key_by",
+            StepSpec::Aggregate(_) => "aggregate",
+            StepSpec::RollingAggregate(_) => "rolling_aggregate",
+            StepSpec::Limit(_) => "limit",
+        }
+    }
+}
+
+/// `key_by: user` or `key_by: [user, page]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum KeyFields {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl KeyFields {
+    pub fn fields(&self) -> Vec<String> {
+        match self {
+            KeyFields::One(f) => vec![f.clone()],
+            KeyFields::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SinkSpec {
+    /// Records as JSON lines on standard output.
+    Stdout,
+    /// Records as JSON lines in a file.
+    File { path: PathBuf },
+    /// Counts and discards (for measuring).
+    Discard,
+}

@@ -1,0 +1,206 @@
+//! The operators behind pipeline steps. Each emits `Ok(record)` downstream, and for a record it
+//! cannot process either fails the job (naming the step and the record's position) or, when
+//! the pipeline has a dead-letter sink, emits `Err(dead_letter_record)` with the reason.
+
+use crate::aggregate::{Acc, Aggregation, argument};
+use std::fmt::Display;
+use std::sync::Arc;
+use weir_core::{BadRecord, Operator, OperatorContext, OperatorError, Timestamp, END_OF_TIME};
+use weir_expr::{CompiledExpr, Projection};
+use weir_state::KeyedStore;
+use weir_types::{Record, Shape, Value};
+
+pub(crate) type Routed = Result<Record, Record>;
+
+/// The record sent to the dead-letter output for a record a step could not process.
+pub(crate) fn dead_letter(stage: &str, error: impl Display, record: &Record, position: u64) -> Record {
+    Record::from_pairs([
+        ("stage", Value::from(stage)),
+        ("error", Value::from(error.to_string())),
+        ("position", Value::Int(position as i64)),
+        ("record", Value::Json(Arc::new(record.to_json()))),
+    ])
+}
+
+/// The record sent to the dead-letter output for input that could not be decoded.
+pub(crate) fn bad_input(bad: BadRecord) -> Record {
+    Record::from_pairs([
+        ("stage", Value::from("source")),
+        ("error", Value::from(bad.error)),
+        ("source", Value::from(&*bad.source)),
+        ("line", Value::Int(bad.line as i64)),
+        ("raw", Value::from(bad.raw)),
+    ])
+}
+
+/// What a stateless step does to one record.
+pub(crate) enum Transform {
+    Filter(CompiledExpr),
+    Project(Projection),
+    Drop(Vec<String>),
+    Rename(Vec<(String, String)>),
+}
+
+impl Transform {
+    #[inline]
+    fn apply(&self, record: Record) -> Result<Option<Record>, (String, Record)> {
+        match self {
+            Transform::Filter(e) => match e.eval_bool(&record) {
+                Ok(true) => Ok(Some(record)),
+                Ok(false) => Ok(None),
+                Err(err) => Err((err.to_string(), record)),
+            },
+            Transform::Project(p) => match p.apply(&record) {
+                Ok(out) => Ok(Some(out)),
+                Err(err) => Err((err.to_string(), record)),
+            },
+            Transform::Drop(fields) => {
+                let mut record = record;
+                for f in fields {
+                    record.remove(f);
+                }
+                Ok(Some(record))
+            }
+            Transform::Rename(pairs) => {
+                let mut record = record;
+                for (from, to) in pairs {
+                    if let Some(v) = record.remove(from) {
+                        record.set(to, v);
+                    }
+                }
+                Ok(Some(record))
+            }
+        }
+    }
+}
+
+pub(crate) struct StepOp {
+    pub(crate) transform: Arc<Transform>,
+    pub(crate) stage: Arc<str>,
+    pub(crate) route_errors: bool,
+}
+
+impl Operator<Record, Routed> for StepOp {
+    fn process(
+        &mut self,
+        input: &mut Vec<Record>,
+        out: &mut Vec<Routed>,
+        ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        for (i, record) in input.drain(..).enumerate() {
+            match self.transform.apply(record) {
+                Ok(Some(r)) => out.push(Ok(r)),
+                Ok(None) => {}
+                Err((error, record)) => {
+                    let position = ctx.position() + i as u64;
+                    if !self.route_errors {
+                        return Err(OperatorError::user(error).at(position));
+                    }
+                    ctx.count_errors(1);
+                    out.push(Err(dead_letter(&self.stage, error, &record, position)));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Per-key aggregation over records, on the keyed state backend.
+pub(crate) struct AggregateOp<S> {
+    pub(crate) key_fields: Arc<[String]>,
+    pub(crate) aggregations: Arc<[Aggregation]>,
+    pub(crate) out_shape: Arc<Shape>,
+    pub(crate) state: S,
+    pub(crate) emit_every_record: bool,
+    pub(crate) stage: Arc<str>,
+    pub(crate) route_errors: bool,
+}
+
+pub(crate) fn key_of(fields: &[String], record: &Record) -> Vec<Value> {
+    fields
+        .iter()
+        .map(|f| record.get(f).cloned().unwrap_or(Value::Null))
+        .collect()
+}
+
+impl<S: KeyedStore<Vec<Value>, Vec<Acc>>> AggregateOp<S> {
+    fn output(&self, key: Vec<Value>, accs: &[Acc]) -> Result<Record, OperatorError> {
+        let mut values = key;
+        values.extend(accs.iter().map(Acc::result));
+        Record::with_shape(self.out_shape.clone(), values)
+            .map_err(|e| OperatorError::new(weir_core::ErrorKind::Internal, e.to_string()))
+    }
+
+    fn update(&mut self, record: &Record) -> Result<Option<Vec<Value>>, String> {
+        // Evaluate every argument before touching state, so a failing record changes nothing.
+        let mut args = Vec::with_capacity(self.aggregations.len());
+        for agg in self.aggregations.iter() {
+            args.push(argument(agg, record).map_err(|e| format!("{}: {e}", agg.name))?);
+        }
+        let key = key_of(&self.key_fields, record);
+        let aggs = &self.aggregations;
+        let accs = self
+            .state
+            .get_or_insert_with(&key, || aggs.iter().map(Aggregation::init).collect());
+        let mut trial = accs.clone();
+        for ((acc, agg), arg) in trial.iter_mut().zip(aggs.iter()).zip(args) {
+            acc.add(arg).map_err(|e| format!("{}: {e}", agg.name))?;
+        }
+        *accs = trial;
+        Ok(self.emit_every_record.then_some(key))
+    }
+
+    fn emit_all(&mut self, out: &mut Vec<Routed>) -> Result<(), OperatorError> {
+        for (key, accs) in self.state.drain_all() {
+            out.push(Ok(self.output(key, &accs)?));
+        }
+        Ok(())
+    }
+}
+
+impl<S: KeyedStore<Vec<Value>, Vec<Acc>>> Operator<Record, Routed> for AggregateOp<S> {
+    fn process(
+        &mut self,
+        input: &mut Vec<Record>,
+        out: &mut Vec<Routed>,
+        ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        for (i, record) in input.drain(..).enumerate() {
+            match self.update(&record) {
+                Ok(None) => {}
+                Ok(Some(key)) => {
+                    let accs = self.state.get(&key).cloned().unwrap_or_default();
+                    out.push(Ok(self.output(key, &accs)?));
+                }
+                Err(error) => {
+                    let position = ctx.position() + i as u64;
+                    if !self.route_errors {
+                        return Err(OperatorError::user(error).at(position));
+                    }
+                    ctx.count_errors(1);
+                    out.push(Err(dead_letter(&self.stage, error, &record, position)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_watermark(
+        &mut self,
+        watermark: Timestamp,
+        out: &mut Vec<Routed>,
+        _: &mut OperatorContext,
+    ) -> Result<Option<Timestamp>, OperatorError> {
+        if watermark == END_OF_TIME && !self.emit_every_record {
+            self.emit_all(out)?;
+        }
+        Ok(Some(watermark))
+    }
+
+    fn close(&mut self, out: &mut Vec<Routed>, _: &mut OperatorContext) -> Result<(), OperatorError> {
+        if !self.emit_every_record {
+            self.emit_all(out)?;
+        }
+        Ok(())
+    }
+}
