@@ -13,13 +13,16 @@ use std::future::Future;
 /// alternative's error in the order they were tried.
 ///
 /// ```
-/// use weir_resilience::{Error, Fallback};
+/// use weir_resilience::Fallback;
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
-/// let endpoints = Fallback::<_, String>::new(["primary", "replica"])?;
+/// let endpoints = Fallback::<_, std::io::Error>::new(["primary", "replica"])?;
 /// let body = endpoints
 ///     .call(|endpoint| async move {
-///         if *endpoint == "primary" { Err(format!("{endpoint} is down")) } else { Ok(42) }
+///         match *endpoint {
+///             "primary" => Err(std::io::Error::other(format!("{endpoint} is down"))),
+///             _ => Ok(42),
+///         }
 ///     })
 ///     .await?;
 /// assert_eq!(body, 42);

@@ -9,8 +9,13 @@
 //! use std::time::Duration;
 //! use weir_resilience::{Backoff, Error, Policy, Retryable};
 //!
-//! #[derive(Debug)]
-//! enum FetchError { Busy, NotFound }
+//! #[derive(Debug, thiserror::Error)]
+//! enum FetchError {
+//!     #[error("server busy")]
+//!     Busy,
+//!     #[error("no such item")]
+//!     NotFound,
+//! }
 //!
 //! impl Retryable for FetchError {
 //!     fn is_retryable(&self) -> bool { matches!(self, FetchError::Busy) }
