@@ -8,8 +8,9 @@ use std::future::Future;
 /// Whether results follow the input order or completion order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Order {
-    /// Output i is the result for input i, whatever finished first (a slow item holds back
-    /// the ones after it, up to `workers` of them).
+    /// Output i is the result for input i, whatever finished first. A finished result waiting
+    /// behind a slower earlier one keeps its worker slot until it is emitted, so memory stays
+    /// bounded by `workers` (as in Flink's ordered async I/O).
     #[default]
     Ordered,
     /// Results as they complete.
