@@ -194,7 +194,10 @@ mod tests {
         let mut seen_below_base = false;
         for _ in 0..200 {
             for (i, d) in b.delays().take(8).enumerate() {
-                assert!(d >= ms(10) && d <= ms(200), "delay {d:?} outside [10ms, 200ms]");
+                assert!(
+                    d >= ms(10) && d <= ms(200),
+                    "delay {d:?} outside [10ms, 200ms]"
+                );
                 let base = ms(10 * (1 << i)).min(ms(200));
                 assert!(d <= base, "jittered {d:?} above the un-jittered {base:?}");
                 seen_below_base |= d < base;

@@ -398,7 +398,11 @@ impl CircuitBreaker {
             }
             (BreakerState::Closed, _) => {
                 let epoch = self.epoch(now, &m);
-                m.consecutive_failures = if failed { m.consecutive_failures + 1 } else { 0 };
+                m.consecutive_failures = if failed {
+                    m.consecutive_failures + 1
+                } else {
+                    0
+                };
                 let threshold = self.shared.config.failure_threshold.max(1);
                 let mut trip = m.consecutive_failures >= threshold;
                 if let (Some(w), Some(fr)) = (&mut m.window, &self.shared.config.failure_rate) {
@@ -436,13 +440,15 @@ impl BreakerPermit {
     /// The call succeeded.
     pub fn success(mut self) {
         self.resolved = true;
-        self.breaker.resolve(self.generation, self.probe, Some(false));
+        self.breaker
+            .resolve(self.generation, self.probe, Some(false));
     }
 
     /// The call failed.
     pub fn failure(mut self) {
         self.resolved = true;
-        self.breaker.resolve(self.generation, self.probe, Some(true));
+        self.breaker
+            .resolve(self.generation, self.probe, Some(true));
     }
 }
 
@@ -574,6 +580,9 @@ mod tests {
         }
         .validate()
         .unwrap_err();
-        assert!(err.to_string().contains("circuit_breaker.failure_threshold"));
+        assert!(
+            err.to_string()
+                .contains("circuit_breaker.failure_threshold")
+        );
     }
 }

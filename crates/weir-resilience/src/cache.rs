@@ -171,7 +171,11 @@ where
             let Some((k, generation)) = shard.order.pop_front() else {
                 break;
             };
-            if shard.map.get(&k).is_some_and(|e| e.generation == generation) {
+            if shard
+                .map
+                .get(&k)
+                .is_some_and(|e| e.generation == generation)
+            {
                 shard.map.remove(&k);
             }
         }

@@ -108,7 +108,9 @@ impl PolicyConfig {
             }
         }
         // The builder checks the rest; its state (breaker, limiter) is dropped here.
-        self.builder::<std::convert::Infallible>()?.build().map(drop)
+        self.builder::<std::convert::Infallible>()?
+            .build()
+            .map(drop)
     }
 
     /// A builder holding these settings, with fresh breaker and limiter state, to add a retry

@@ -168,7 +168,11 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn invalid(key: &'static str, expected: &'static str, found: impl fmt::Display) -> Self {
+    pub(crate) fn invalid(
+        key: &'static str,
+        expected: &'static str,
+        found: impl fmt::Display,
+    ) -> Self {
         ConfigError::Invalid {
             key,
             expected,

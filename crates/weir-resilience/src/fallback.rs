@@ -42,7 +42,11 @@ struct Alternative<A, E> {
 impl<A: fmt::Debug, E> fmt::Debug for Fallback<A, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list()
-            .entries(self.alternatives.iter().map(|a| (&a.label, &a.value, &a.policy)))
+            .entries(
+                self.alternatives
+                    .iter()
+                    .map(|a| (&a.label, &a.value, &a.policy)),
+            )
             .finish()
     }
 }

@@ -1,7 +1,7 @@
 //! Durations written as human strings in configuration: `"250ms"`, `"5s"`, `"1m"`, `"1h 30m"`.
 
-use serde::de::{self, Deserializer, Visitor};
 use serde::Serializer;
+use serde::de::{self, Deserializer, Visitor};
 use std::fmt;
 use std::time::Duration;
 

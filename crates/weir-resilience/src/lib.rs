@@ -95,7 +95,9 @@ mod policy;
 mod rate;
 
 pub use backoff::{Backoff, Delays};
-pub use breaker::{BreakerConfig, BreakerPermit, BreakerState, CircuitBreaker, FailureRate, Rejected};
+pub use breaker::{
+    BreakerConfig, BreakerPermit, BreakerState, CircuitBreaker, FailureRate, Rejected,
+};
 pub use cache::{Cache, DEFAULT_MAX_ENTRIES};
 pub use config::{CacheConfig, PolicyConfig, RateLimitConfig};
 pub use error::{AllFailed, AlternativeFailure, ConfigError, Error, Retryable};

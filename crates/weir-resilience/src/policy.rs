@@ -481,7 +481,11 @@ impl<E> PolicyBuilder<E> {
             ("overall_timeout", i.overall_timeout),
         ] {
             if limit.is_some_and(|l| l.is_zero()) {
-                return Err(ConfigError::invalid(key, "a duration longer than zero", "0s"));
+                return Err(ConfigError::invalid(
+                    key,
+                    "a duration longer than zero",
+                    "0s",
+                ));
             }
         }
         if self.concurrency == Some(0) {

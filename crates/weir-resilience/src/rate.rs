@@ -75,7 +75,9 @@ impl RateLimiter {
                 rate,
             ));
         }
-        Ok(RateLimiter::every(Duration::from_nanos(nanos.round() as u64)))
+        Ok(RateLimiter::every(Duration::from_nanos(
+            nanos.round() as u64
+        )))
     }
 
     /// One call per `period`.

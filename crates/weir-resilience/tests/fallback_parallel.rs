@@ -69,7 +69,14 @@ async fn all_failed_error_carries_every_error_in_order_and_reads_as_one_message(
     let summary: Vec<_> = all
         .failures()
         .iter()
-        .map(|f| (f.index, f.label.as_str(), f.error.operation_error().cloned(), f.error.attempts()))
+        .map(|f| {
+            (
+                f.index,
+                f.label.as_str(),
+                f.error.operation_error().cloned(),
+                f.error.attempts(),
+            )
+        })
         .collect();
     assert_eq!(
         summary,
@@ -123,11 +130,19 @@ async fn an_alternative_with_an_open_breaker_is_skipped_at_once() {
     assert_eq!(call().await.unwrap(), 2);
     let breakers = breakers.into_inner().unwrap();
     assert_eq!(breakers[0].state(), BreakerState::Open);
-    assert_eq!(breakers[1].state(), BreakerState::Closed, "own breaker each");
+    assert_eq!(
+        breakers[1].state(),
+        BreakerState::Closed,
+        "own breaker each"
+    );
 
     let start = Instant::now();
     assert_eq!(call().await.unwrap(), 2);
-    assert_eq!(primary_calls.load(Ordering::SeqCst), 1, "open primary not called");
+    assert_eq!(
+        primary_calls.load(Ordering::SeqCst),
+        1,
+        "open primary not called"
+    );
     assert_eq!(start.elapsed(), Duration::ZERO);
 }
 

@@ -490,8 +490,20 @@ async fn failures_are_never_cached() {
             .await
             .is_err()
     );
-    assert_eq!(cached.call_keyed(&key, || flaky(&calls, start, 1)).await.unwrap(), 2);
-    assert_eq!(cached.call_keyed(&key, || flaky(&calls, start, 1)).await.unwrap(), 2);
+    assert_eq!(
+        cached
+            .call_keyed(&key, || flaky(&calls, start, 1))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        cached
+            .call_keyed(&key, || flaky(&calls, start, 1))
+            .await
+            .unwrap(),
+        2
+    );
     assert_eq!(calls.count(), 2);
 }
 
@@ -506,11 +518,21 @@ async fn cache_hits_take_no_rate_limit_token() {
     let calls = Calls::default();
     let start = Instant::now();
     for _ in 0..5 {
-        cached.call_keyed(&1, || flaky(&calls, start, 0)).await.unwrap();
+        cached
+            .call_keyed(&1, || flaky(&calls, start, 0))
+            .await
+            .unwrap();
     }
     assert_eq!(limiter.acquired(), 1);
-    assert_eq!(start.elapsed(), Duration::ZERO, "hits never wait for a token");
-    cached.call_keyed(&2, || flaky(&calls, start, 0)).await.unwrap();
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "hits never wait for a token"
+    );
+    cached
+        .call_keyed(&2, || flaky(&calls, start, 0))
+        .await
+        .unwrap();
     assert_eq!(limiter.acquired(), 2);
     assert_eq!(start.elapsed(), Duration::from_secs(1));
 }
@@ -546,7 +568,11 @@ async fn attempt_timeout_cuts_each_attempt_and_is_retried() {
     ));
     assert_eq!(
         calls.times(),
-        [Duration::ZERO, Duration::from_secs(1), Duration::from_secs(2)]
+        [
+            Duration::ZERO,
+            Duration::from_secs(1),
+            Duration::from_secs(2)
+        ]
     );
     assert_eq!(policy.stats().attempt_timeouts, 3);
     assert_eq!(err.to_string(), "attempt 3 timed out after 1s");
@@ -584,10 +610,10 @@ async fn overall_timeout_covers_retries_and_backoff() {
     let start = Instant::now();
     let err = policy.call(|| flaky(&calls, start, 100)).await.unwrap_err();
     assert_eq!(start.elapsed(), ms(2500));
-    assert!(matches!(
-        err,
-        Error::OverallTimeout { attempts: 3, .. }
-    ), "{err:?}");
+    assert!(
+        matches!(err, Error::OverallTimeout { attempts: 3, .. }),
+        "{err:?}"
+    );
     assert!(err.is_timeout());
     assert_eq!(policy.stats().overall_timeouts, 1);
     assert_eq!(
@@ -623,6 +649,10 @@ async fn concurrency_limit_caps_calls_in_flight() {
         t.await.unwrap().unwrap();
     }
     assert_eq!(peak.load(Ordering::SeqCst), 2);
-    assert_eq!(start.elapsed(), Duration::from_secs(3), "6 calls, 2 at a time");
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(3),
+        "6 calls, 2 at a time"
+    );
     assert_eq!(policy.in_flight(), Some(0));
 }
