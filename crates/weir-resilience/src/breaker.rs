@@ -238,8 +238,6 @@ impl CircuitBreaker {
     /// A closed breaker. The configuration is checked when the breaker is attached to a policy
     /// ([`PolicyBuilder::build`](crate::PolicyBuilder::build)); used standalone, a
     /// `failure_threshold` of 0 behaves as 1.
-    ///
-    /// Must be called inside a tokio runtime (it reads `tokio::time::Instant`).
     pub fn new(config: BreakerConfig) -> Self {
         CircuitBreaker::named("circuit_breaker", config)
     }
