@@ -128,17 +128,7 @@ where
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let now = Instant::now();
-        let mut shard = self.shard(key);
-        let found = match shard.map.get(key) {
-            Some(entry) if entry.expires > now => Some(entry.value.clone()),
-            Some(_) => {
-                shard.map.remove(key);
-                None
-            }
-            None => None,
-        };
-        drop(shard);
+        let found = self.peek(key);
         let counter = if found.is_some() {
             &self.shared.hits
         } else {
@@ -146,6 +136,29 @@ where
         };
         counter.fetch_add(1, Ordering::Relaxed);
         found
+    }
+
+    /// The live value under `key`, without counting a hit or a miss.
+    pub(crate) fn peek<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let now = Instant::now();
+        let mut shard = self.shard(key);
+        match shard.map.get(key) {
+            Some(entry) if entry.expires > now => Some(entry.value.clone()),
+            Some(_) => {
+                shard.map.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Counts a lookup that was answered by another caller's result (coalesced miss).
+    pub(crate) fn count_hit(&self) {
+        self.shared.hits.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Stores `value` under `key` for the TTL, replacing any earlier value.

@@ -6,6 +6,7 @@ use crate::breaker::CircuitBreaker;
 use crate::cache::Cache;
 use crate::error::{ConfigError, Error, Retryable};
 use crate::rate::RateLimiter;
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
@@ -165,6 +166,7 @@ impl<E> Policy<E> {
         Cached {
             policy: self.clone(),
             cache,
+            in_flight: Arc::default(),
         }
     }
 
@@ -513,17 +515,46 @@ impl<E> PolicyBuilder<E> {
 ///
 /// A call whose key holds a live value returns it without calling the operation and without
 /// taking a rate-limit token. Otherwise the policy runs, and only a success is stored.
-/// Concurrent misses on one key each call the operation (no request coalescing).
+///
+/// Concurrent misses on one key are coalesced: one caller runs the operation while the others
+/// wait, then take its cached result (a hit each). If it fails, the next waiter calls in turn,
+/// so a failing key is not hammered by all its waiters at once. Different keys never wait for
+/// each other. Clones share the cache and the coalescing.
 pub struct Cached<K, V, E> {
     policy: Policy<E>,
     cache: Cache<K, V>,
+    in_flight: Arc<InFlight<K>>,
 }
+
+/// One async gate per key with a miss being resolved.
+type InFlight<K> = std::sync::Mutex<HashMap<K, Arc<tokio::sync::Mutex<()>>, ahash::RandomState>>;
 
 impl<K, V, E> Clone for Cached<K, V, E> {
     fn clone(&self) -> Self {
         Cached {
             policy: self.policy.clone(),
             cache: self.cache.clone(),
+            in_flight: Arc::clone(&self.in_flight),
+        }
+    }
+}
+
+/// Holds a key's gate; the last holder removes it from the map, also when the call is cancelled.
+struct GateRef<'a, K: Hash + Eq> {
+    in_flight: &'a InFlight<K>,
+    key: &'a K,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<K: Hash + Eq> Drop for GateRef<'_, K> {
+    fn drop(&mut self) {
+        let mut map = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Clones are only made under this lock, so the count is exact: the map's and ours.
+        if Arc::strong_count(&self.gate) == 2 {
+            map.remove(self.key);
         }
     }
 }
@@ -550,6 +581,23 @@ where
         Fut: Future<Output = Result<V, E>>,
     {
         if let Some(value) = self.cache.get(key) {
+            return Ok(value);
+        }
+        let gate = GateRef {
+            in_flight: &self.in_flight,
+            key,
+            gate: Arc::clone(
+                self.in_flight
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .entry(key.clone())
+                    .or_default(),
+            ),
+        };
+        let _turn = gate.gate.lock().await;
+        if let Some(value) = self.cache.peek(key) {
+            // Another caller resolved this miss while we waited.
+            self.cache.count_hit();
             return Ok(value);
         }
         let value = self.policy.call_keyed(key, operation).await?;
@@ -583,5 +631,38 @@ where
     /// The cache.
     pub fn cache(&self) -> &Cache<K, V> {
         &self.cache
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn in_flight_keys<K, V, E>(cached: &Cached<K, V, E>) -> usize {
+        cached.in_flight.lock().unwrap().len()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn coalescing_gates_are_removed_when_done_or_cancelled() {
+        let cached =
+            Policy::<std::io::Error>::default().with_cache(Cache::new(Duration::from_secs(60)));
+        let slow = || async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok(1u8)
+        };
+        let (a, b) = tokio::join!(cached.call_keyed(&1, slow), cached.call_keyed(&1, slow));
+        assert_eq!((a.unwrap(), b.unwrap()), (1, 1));
+        assert_eq!(in_flight_keys(&cached), 0);
+
+        // Cancelled while the miss is being resolved, and while waiting behind it.
+        let first = cached.call_keyed(&2, slow);
+        let second = cached.call_keyed(&2, slow);
+        let timed_out = tokio::time::timeout(Duration::from_millis(10), async {
+            tokio::join!(first, second)
+        })
+        .await;
+        assert!(timed_out.is_err());
+        assert_eq!(in_flight_keys(&cached), 0);
+        assert_eq!(cached.call_keyed(&2, slow).await.unwrap(), 1);
     }
 }

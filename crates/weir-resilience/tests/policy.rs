@@ -656,3 +656,66 @@ async fn concurrency_limit_caps_calls_in_flight() {
     );
     assert_eq!(policy.in_flight(), Some(0));
 }
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_misses_on_one_key_make_one_call() {
+    let cached = retrying(0).with_cache(Cache::new(Duration::from_secs(60)));
+    let calls = Calls::default();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for key in ["hot", "hot", "hot", "hot", "cold"] {
+        let (cached, calls) = (cached.clone(), calls.clone());
+        tasks.push(tokio::spawn(async move {
+            cached
+                .call_keyed(&key, || async {
+                    let n = calls.hit(start);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    Ok::<_, TestError>(format!("{key}#{n}"))
+                })
+                .await
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap().unwrap());
+    }
+    assert_eq!(results, ["hot#1", "hot#1", "hot#1", "hot#1", "cold#2"]);
+    assert_eq!(calls.count(), 2, "one call per key");
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(1),
+        "keys do not wait for each other"
+    );
+    assert_eq!((cached.cache().hits(), cached.cache().misses()), (3, 5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_on_a_failed_miss_call_in_turn() {
+    let cached = retrying(0).with_cache(Cache::new(Duration::from_secs(60)));
+    let calls = Calls::default();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let (cached, calls) = (cached.clone(), calls.clone());
+        tasks.push(tokio::spawn(async move {
+            cached
+                .call_keyed(&1u8, || async {
+                    let n = calls.hit(start);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if n == 1 {
+                        Err(TestError::Transient(n))
+                    } else {
+                        Ok(n)
+                    }
+                })
+                .await
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap().ok());
+    }
+    // The first call fails (not cached); the second waiter calls and succeeds; the third hits.
+    assert_eq!(results, [None, Some(2), Some(2)]);
+    assert_eq!(calls.times(), [Duration::ZERO, Duration::from_secs(1)]);
+}
