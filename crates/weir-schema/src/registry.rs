@@ -25,7 +25,10 @@ use std::str::FromStr;
 /// assert_eq!(registry.register(&v1)?.version, 1);
 /// let v2 = Schema::from_yaml("name: shop.order\nfields:\n  - { name: id, type: string, required: true }\n  - { name: note, type: string }\n", "order.yaml")?;
 /// let registered = registry.register(&v2)?;
-/// assert_eq!(registered.to_string(), format!("registered shop.order v2 ({})", registered.path.display()));
+/// assert_eq!(
+///     registered.to_string(),
+///     format!("registered shop.order v2 ({})\n  + note (string, optional)", registered.path.display())
+/// );
 /// assert_eq!(registry.get("shop.order", VersionSpec::Latest)?.version(), Some(2));
 /// # Ok::<(), weir_schema::Error>(())
 /// ```
