@@ -98,7 +98,11 @@ impl Schema {
                 column_type(field, features)
             );
             if let Some(default) = &field.default {
-                let _ = write!(ddl, " DEFAULT {}", self.default_literal(field, default, features));
+                let _ = write!(
+                    ddl,
+                    " DEFAULT {}",
+                    self.default_literal(field, default, features)
+                );
             }
             ddl.push_str(",\n");
         }
@@ -190,12 +194,20 @@ impl Schema {
             .filter(|f| f.sensitive != Some(Sensitivity::Drop))
     }
 
-    fn default_literal(&self, field: &Field, default: &Value, features: &ClickHouseFeatures) -> String {
+    fn default_literal(
+        &self,
+        field: &Field,
+        default: &Value,
+        features: &ClickHouseFeatures,
+    ) -> String {
         if field.sensitive.is_some() {
             // The table holds protected values, so its default must be protected alike.
             let mut record = Record::from_pairs([(&*field.name, default.clone())]);
             self.apply_privacy(&mut record);
-            let text = record.get(&field.name).map(|v| v.to_string()).unwrap_or_default();
+            let text = record
+                .get(&field.name)
+                .map(|v| v.to_string())
+                .unwrap_or_default();
             return quote_string(&text);
         }
         match (field.ty, default) {
@@ -353,7 +365,11 @@ mod tests {
         assert_eq!(f.version, (19, 6));
         assert!(f.ttl && !f.datetime64);
         assert!(!ClickHouseFeatures::from_version("19.5").unwrap().ttl);
-        assert!(ClickHouseFeatures::from_version("20.1-lts").unwrap().datetime64);
+        assert!(
+            ClickHouseFeatures::from_version("20.1-lts")
+                .unwrap()
+                .datetime64
+        );
         assert_eq!(ClickHouseFeatures::from_version("24"), None);
         assert_eq!(ClickHouseFeatures::from_version(""), None);
     }

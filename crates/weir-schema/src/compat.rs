@@ -209,7 +209,8 @@ mod tests {
             .collect()
     }
 
-    const BASE: &str = "  - { name: id, type: string, required: true }\n  - { name: n, type: int }\n";
+    const BASE: &str =
+        "  - { name: id, type: string, required: true }\n  - { name: n, type: int }\n";
 
     #[test]
     fn backward_allows_optional_additions_removals_and_widening() {
@@ -220,7 +221,11 @@ mod tests {
             "  - { name: id, type: string, required: true }\n  - { name: n, type: float }\n  - { name: a, type: bool }\n  - { name: b, type: int, default: 0 }\n",
         );
         assert_eq!(reasons(&old, &new), Vec::<String>::new());
-        let fewer = schema("backward", "keep", "  - { name: id, type: string, required: true }\n");
+        let fewer = schema(
+            "backward",
+            "keep",
+            "  - { name: id, type: string, required: true }\n",
+        );
         assert_eq!(reasons(&old, &fewer), Vec::<String>::new());
     }
 
@@ -258,10 +263,18 @@ mod tests {
             "  - { name: id, type: string, required: true }\n  - { name: n, type: float }\n",
         );
         assert!(reasons(&wider, &narrowing)[0].contains("from float to int"));
-        let strict = schema("backward", "reject", "  - { name: id, type: string, required: true }\n");
+        let strict = schema(
+            "backward",
+            "reject",
+            "  - { name: id, type: string, required: true }\n",
+        );
         let found = reasons(&old, &strict);
         assert_eq!(found.len(), 2, "{found:?}");
-        assert!(found[0].starts_with("field `n`: field removed while the new version rejects unknown fields"));
+        assert!(
+            found[0].starts_with(
+                "field `n`: field removed while the new version rejects unknown fields"
+            )
+        );
         assert!(found[1].starts_with("unknown_fields changed to reject"));
     }
 
@@ -275,28 +288,59 @@ mod tests {
             "  - { name: id, type: string, required: true }\n  - { name: r, type: int, required: true }\n",
         );
         assert_eq!(reasons(&old, &ok), Vec::<String>::new());
-        let optional_id = schema("forward", "keep", "  - { name: id, type: string }\n  - { name: n, type: int }\n");
+        let optional_id = schema(
+            "forward",
+            "keep",
+            "  - { name: id, type: string }\n  - { name: n, type: int }\n",
+        );
         assert_eq!(
             reasons(&old, &optional_id),
-            ["field `id`: required field made optional: readers of the previous version need it in every record (forward)"]
+            [
+                "field `id`: required field made optional: readers of the previous version need it in every record (forward)"
+            ]
         );
-        let widened = schema("forward", "keep", "  - { name: id, type: string, required: true }\n  - { name: n, type: float }\n");
+        let widened = schema(
+            "forward",
+            "keep",
+            "  - { name: id, type: string, required: true }\n  - { name: n, type: float }\n",
+        );
         assert!(reasons(&old, &widened)[0].contains("type changed from int to float"));
         let strict_old = schema("forward", "reject", BASE);
-        let added = schema("forward", "keep", "  - { name: id, type: string, required: true }\n  - { name: n, type: int }\n  - { name: x, type: int }\n");
-        assert!(reasons(&strict_old, &added)[0].contains("previous version rejects unknown fields"));
+        let added = schema(
+            "forward",
+            "keep",
+            "  - { name: id, type: string, required: true }\n  - { name: n, type: int }\n  - { name: x, type: int }\n",
+        );
+        assert!(
+            reasons(&strict_old, &added)[0].contains("previous version rejects unknown fields")
+        );
     }
 
     #[test]
     fn full_checks_both_directions_and_none_nothing() {
         let old = schema("full", "keep", BASE);
-        let widened = schema("full", "keep", "  - { name: id, type: string, required: true }\n  - { name: n, type: float }\n");
+        let widened = schema(
+            "full",
+            "keep",
+            "  - { name: id, type: string, required: true }\n  - { name: n, type: float }\n",
+        );
         let found = incompatibilities(&old, &widened);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].direction, Compatibility::Forward);
-        let required = schema("full", "keep", "  - { name: id, type: string, required: true }\n  - { name: n, type: int }\n  - { name: r, type: int, required: true }\n");
-        assert_eq!(incompatibilities(&old, &required)[0].direction, Compatibility::Backward);
-        let anything = schema("none", "keep", "  - { name: other, type: json, required: true }\n");
+        let required = schema(
+            "full",
+            "keep",
+            "  - { name: id, type: string, required: true }\n  - { name: n, type: int }\n  - { name: r, type: int, required: true }\n",
+        );
+        assert_eq!(
+            incompatibilities(&old, &required)[0].direction,
+            Compatibility::Backward
+        );
+        let anything = schema(
+            "none",
+            "keep",
+            "  - { name: other, type: json, required: true }\n",
+        );
         assert!(incompatibilities(&old, &anything).is_empty());
     }
 

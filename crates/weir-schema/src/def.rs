@@ -271,7 +271,10 @@ mod tests {
 
     fn issue(text: &str, origin: &str) -> DefinitionIssue {
         match SchemaDef::parse(text, origin) {
-            Err(SchemaError::Definition { origin: o, mut issues }) => {
+            Err(SchemaError::Definition {
+                origin: o,
+                mut issues,
+            }) => {
                 assert_eq!(o, origin);
                 assert_eq!(issues.len(), 1);
                 issues.remove(0)
@@ -335,7 +338,8 @@ mod tests {
         assert_eq!(locate(text, Some("user_id"), "type"), Some(3));
         assert_eq!(locate(text, None, "time_field"), Some(6));
         assert_eq!(locate(text, None, "ttl"), None);
-        let json = "{\n \"name\": \"a.b\",\n \"fields\": [\n  {\"name\":\"x\",\"type\":\"int\"}\n ]\n}";
+        let json =
+            "{\n \"name\": \"a.b\",\n \"fields\": [\n  {\"name\":\"x\",\"type\":\"int\"}\n ]\n}";
         assert_eq!(locate(json, Some("x"), "type"), Some(4));
     }
 }

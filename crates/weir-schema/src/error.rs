@@ -99,7 +99,11 @@ impl Error {
         }
     }
 
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
         Error::Io {
             action,
             path: path.into(),
@@ -122,7 +126,10 @@ pub enum SchemaError {
     #[error("no schema named `{name}` in the registry at {}", registry.display())]
     UnknownSchema { name: String, registry: PathBuf },
     /// The schema exists but not in this version.
-    #[error("schema `{name}` has no version {version} (registered versions: {})", VersionList(available))]
+    #[error(
+        "schema `{name}` has no version {version} (registered versions: {})",
+        VersionList(available)
+    )]
     UnknownVersion {
         name: String,
         version: u32,
@@ -143,7 +150,9 @@ pub enum SchemaError {
         problems: Vec<Incompatibility>,
     },
     /// The definition names a version other than the one the registry would assign.
-    #[error("schema `{name}`: the definition says version {requested}, but the next version is {next} (leave `version` out to get the next one)")]
+    #[error(
+        "schema `{name}`: the definition says version {requested}, but the next version is {next} (leave `version` out to get the next one)"
+    )]
     VersionMismatch {
         name: String,
         requested: u32,

@@ -85,7 +85,13 @@ pub struct Registered {
 impl fmt::Display for Registered {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.created {
-            write!(f, "registered {} v{} ({})", self.name, self.version, self.path.display())?;
+            write!(
+                f,
+                "registered {} v{} ({})",
+                self.name,
+                self.version,
+                self.path.display()
+            )?;
         } else {
             write!(
                 f,
@@ -123,7 +129,11 @@ impl fmt::Display for CheckReport {
                 "{}: identical to the registered v{}",
                 self.name, self.version
             )?,
-            None => write!(f, "{}: new schema, would be registered as v{}", self.name, self.version)?,
+            None => write!(
+                f,
+                "{}: new schema, would be registered as v{}",
+                self.name, self.version
+            )?,
             Some(previous) => write!(
                 f,
                 "{}: {} compatible with v{previous}, would be registered as v{}",
@@ -163,7 +173,11 @@ impl fmt::Display for SchemaList {
             .max()
             .unwrap_or(0)
             .max(4);
-        write!(f, "{:width$}  LATEST  VERSIONS  FIELDS  DESCRIPTION", "NAME")?;
+        write!(
+            f,
+            "{:width$}  LATEST  VERSIONS  FIELDS  DESCRIPTION",
+            "NAME"
+        )?;
         for s in &self.schemas {
             write!(
                 f,
@@ -235,8 +249,7 @@ impl Registry {
 
     /// Every registered schema with its versions: `weir schema list`.
     pub fn list(&self) -> Result<SchemaList, Error> {
-        let entries =
-            std::fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))?;
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))?;
         let mut schemas = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("list", &self.dir, e))?;

@@ -176,7 +176,10 @@ impl Schema {
             if fd.sensitive == Some(Sensitivity::Mask) && fd.ty != FieldType::String {
                 issue(
                     "sensitive",
-                    format!("`mask` applies to string fields, not {}: use `hash` or `drop`", fd.ty),
+                    format!(
+                        "`mask` applies to string fields, not {}: use `hash` or `drop`",
+                        fd.ty
+                    ),
                 );
             }
             if fd.indexed {
@@ -353,7 +356,9 @@ fn default_value(fd: &FieldDef, json: &serde_json::Value) -> Result<Value, Strin
 
 fn parse_ttl(text: &str) -> Result<Ttl, String> {
     let text = text.trim();
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(digits);
     let amount: u32 = number
         .parse()
@@ -427,7 +432,11 @@ mod tests {
         let keys: Vec<_> = found.iter().map(|i| i.key.as_str()).collect();
         assert_eq!(
             keys,
-            ["fields[0].default", "fields[2].default", "fields[3].default"]
+            [
+                "fields[0].default",
+                "fields[2].default",
+                "fields[3].default"
+            ]
         );
         assert_eq!(found[0].line, Some(3));
         assert_eq!(
@@ -447,7 +456,10 @@ mod tests {
         assert!(found[0].message.contains("Nullable"));
         assert_eq!(found[1].key, "time_field");
         assert_eq!(found[1].line, Some(5));
-        assert_eq!(found[1].message, "field `s` has type string, expected datetime");
+        assert_eq!(
+            found[1].message,
+            "field `s` has type string, expected datetime"
+        );
 
         let found = issues("name: a.b\nfields:\n  - { name: u, type: string }\ntime_field: ts\n");
         assert_eq!(found[0].message, "no field named `ts` in `fields`");
@@ -467,7 +479,13 @@ mod tests {
         assert!(check_schema_name("../etc").is_err());
         assert!(check_schema_name("user/x").is_err());
         assert!(check_schema_name("user.activity-v2.login").is_ok());
-        assert_eq!(parse_ttl("12h").unwrap(), Ttl { amount: 12, unit: "HOUR" });
+        assert_eq!(
+            parse_ttl("12h").unwrap(),
+            Ttl {
+                amount: 12,
+                unit: "HOUR"
+            }
+        );
         assert_eq!(parse_ttl("6mo").unwrap().unit, "MONTH");
         assert!(parse_ttl("90 days").unwrap_err().contains("unknown unit"));
         assert!(parse_ttl("0d").is_err());

@@ -123,7 +123,10 @@ impl fmt::Display for FieldProblem {
                  `YYYY-MM-DD HH:MM:SS`, `YYYY-MM-DD` or epoch seconds/milliseconds)"
             ),
             Problem::Unknown { found } => {
-                write!(f, "not in the schema (found {found}; unknown_fields is reject)")
+                write!(
+                    f,
+                    "not in the schema (found {found}; unknown_fields is reject)"
+                )
             }
         }
     }
@@ -229,7 +232,10 @@ impl Validator {
             }
             slot => slot.insert(Plan::new(&self.schema, shape)),
         };
-        if self.schema.is_valid_as_is(&record, |i, _| plan.positions[i]) {
+        if self
+            .schema
+            .is_valid_as_is(&record, |i, _| plan.positions[i])
+        {
             return Ok(record);
         }
         self.schema.fix(record, plan)
@@ -453,9 +459,11 @@ fn coerce(field: &Field, value: &Value) -> Result<Option<Value>, Problem> {
         (FieldType::Bool, Value::Int(0)) => Some(Value::Bool(false)),
         (FieldType::Bool, Value::Int(1)) => Some(Value::Bool(true)),
         (FieldType::Datetime, Value::Str(_)) => {
-            return coerce_datetime(value).map(Some).ok_or_else(|| Problem::BadDatetime {
-                preview: preview(field, value),
-            });
+            return coerce_datetime(value)
+                .map(Some)
+                .ok_or_else(|| Problem::BadDatetime {
+                    preview: preview(field, value),
+                });
         }
         (FieldType::Datetime, _) => coerce_datetime(value),
         _ => None,
@@ -544,7 +552,10 @@ mod tests {
             ("attempts", Value::Int(3)),
             ("score", Value::Float(0.5)),
             ("ok", Value::Bool(true)),
-            ("meta", Value::Json(Arc::new(serde_json::json!({"ua": "x"})))),
+            (
+                "meta",
+                Value::Json(Arc::new(serde_json::json!({"ua": "x"}))),
+            ),
         ])
     }
 
@@ -564,7 +575,10 @@ mod tests {
         let b = v.validate(valid_login()).unwrap();
         assert_eq!(a, b);
         let plan_shape = v.plan.as_ref().unwrap().shape.clone();
-        assert!(Arc::ptr_eq(&plan_shape, b.shape()), "an equal shape replaces the cached one");
+        assert!(
+            Arc::ptr_eq(&plan_shape, b.shape()),
+            "an equal shape replaces the cached one"
+        );
         let mut partial = valid_login();
         partial.remove("attempts");
         let x = v.validate(partial.clone()).unwrap();
@@ -582,17 +596,35 @@ mod tests {
         record.set("score", Value::from("y".repeat(100)));
         let err = login().validate(record).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("field `ip`: expected string, found int <hidden: sensitive field>"), "{text}");
-        assert!(text.contains(&format!("found string \"{}\"…", "y".repeat(40))), "{text}");
-        assert!(!text.contains("`user_id`"), "a long but valid string is fine: {text}");
+        assert!(
+            text.contains("field `ip`: expected string, found int <hidden: sensitive field>"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("found string \"{}\"…", "y".repeat(40))),
+            "{text}"
+        );
+        assert!(
+            !text.contains("`user_id`"),
+            "a long but valid string is fine: {text}"
+        );
         assert!(!format!("{err:?}").contains("10.0.0.1"));
     }
 
     #[test]
     fn epoch_numbers_and_float_ints() {
-        assert_eq!(coerce_datetime(&Value::Int(1_714_564_800)), Some(Value::Timestamp(1_714_564_800_000)));
-        assert_eq!(coerce_datetime(&Value::Int(1_714_564_800_123)), Some(Value::Timestamp(1_714_564_800_123)));
-        assert_eq!(coerce_datetime(&Value::Float(1.5)), Some(Value::Timestamp(1500)));
+        assert_eq!(
+            coerce_datetime(&Value::Int(1_714_564_800)),
+            Some(Value::Timestamp(1_714_564_800_000))
+        );
+        assert_eq!(
+            coerce_datetime(&Value::Int(1_714_564_800_123)),
+            Some(Value::Timestamp(1_714_564_800_123))
+        );
+        assert_eq!(
+            coerce_datetime(&Value::Float(1.5)),
+            Some(Value::Timestamp(1500))
+        );
         assert_eq!(coerce_datetime(&Value::Bool(true)), None);
         assert_eq!(float_to_int(3.0), Some(3));
         assert_eq!(float_to_int(3.5), None);

@@ -43,7 +43,10 @@ fn register_list_get_and_refuse_an_incompatible_version() {
         check.to_string(),
         "user.activity.login: new schema, would be registered as v1"
     );
-    assert!(registry.list().unwrap().schemas.is_empty(), "check writes nothing");
+    assert!(
+        registry.list().unwrap().schemas.is_empty(),
+        "check writes nothing"
+    );
 
     let r1 = registry.register(&schema(V1)).unwrap();
     assert_eq!((r1.version, r1.created), (1, true));
@@ -82,10 +85,14 @@ fn register_list_get_and_refuse_an_incompatible_version() {
         "{table}"
     );
 
-    let latest = registry.get("user.activity.login", VersionSpec::Latest).unwrap();
+    let latest = registry
+        .get("user.activity.login", VersionSpec::Latest)
+        .unwrap();
     assert_eq!(latest.version(), Some(2));
     assert_eq!(latest.def().fields.len(), 5);
-    let first = registry.get("user.activity.login", "v1".parse().unwrap()).unwrap();
+    let first = registry
+        .get("user.activity.login", "v1".parse().unwrap())
+        .unwrap();
     assert_eq!(first.version(), Some(1));
     assert!(first.to_string().contains("version: 1"));
 
@@ -97,7 +104,10 @@ fn register_list_get_and_refuse_an_incompatible_version() {
          - field `country`: added as a required field: records valid under the previous version do not have it (make it optional or give it a default) (backward)\n  \
          - field `ts`: required field removed (backward)"
     );
-    let Error::Schema(SchemaError::Incompatible { problems, previous, .. }) = err else {
+    let Error::Schema(SchemaError::Incompatible {
+        problems, previous, ..
+    }) = err
+    else {
         panic!("expected Incompatible");
     };
     assert_eq!(previous, 2);
@@ -120,11 +130,16 @@ fn registering_the_same_definition_twice_is_a_no_op() {
     assert_eq!((again.version, again.created), (1, false));
     assert!(again.to_string().contains("already registered"));
     // Registering the stored file itself (which names its version) is also a no-op.
-    let stored = registry.get("user.activity.login", VersionSpec::Latest).unwrap();
+    let stored = registry
+        .get("user.activity.login", VersionSpec::Latest)
+        .unwrap();
     assert!(!registry.register(&stored).unwrap().created);
     let check = registry.check(&schema(V1)).unwrap();
     assert!(check.unchanged);
-    assert_eq!(check.to_string(), "user.activity.login: identical to the registered v1");
+    assert_eq!(
+        check.to_string(),
+        "user.activity.login: identical to the registered v1"
+    );
     assert_eq!(registry.versions("user.activity.login").unwrap(), [1]);
 }
 
@@ -133,14 +148,18 @@ fn explicit_versions_must_be_the_next_one_or_identical() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::open(dir.path()).unwrap();
     let err = registry
-        .register(&schema(&V1.replace("description:", "version: 3\ndescription:")))
+        .register(&schema(
+            &V1.replace("description:", "version: 3\ndescription:"),
+        ))
         .unwrap_err();
     assert_eq!(
         err.to_string(),
         "schema `user.activity.login`: the definition says version 3, but the next version is 1 (leave `version` out to get the next one)"
     );
     registry
-        .register(&schema(&V1.replace("description:", "version: 1\ndescription:")))
+        .register(&schema(
+            &V1.replace("description:", "version: 1\ndescription:"),
+        ))
         .unwrap();
     let changed = V2.replace("description:", "version: 1\ndescription:");
     let err = registry.register(&schema(&changed)).unwrap_err();
@@ -154,8 +173,13 @@ fn explicit_versions_must_be_the_next_one_or_identical() {
 fn unknown_schemas_and_versions_are_schema_errors() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::open(dir.path()).unwrap();
-    let err = registry.get("user.activity.login", VersionSpec::Latest).unwrap_err();
-    assert!(err.to_string().starts_with("no schema named `user.activity.login` in the registry at "));
+    let err = registry
+        .get("user.activity.login", VersionSpec::Latest)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("no schema named `user.activity.login` in the registry at ")
+    );
     registry.register(&schema(V1)).unwrap();
     let err = registry
         .get("user.activity.login", VersionSpec::Exact(4))
@@ -177,7 +201,11 @@ fn files_are_read_and_checked_with_their_path_in_errors() {
     assert_eq!(registry.register_file(&good).unwrap().version, 1);
 
     let bad = dir.path().join("bad.yaml");
-    std::fs::write(&bad, "name: a.b\nfields:\n  - { name: x, type: int, default: oops }\n").unwrap();
+    std::fs::write(
+        &bad,
+        "name: a.b\nfields:\n  - { name: x, type: int, default: oops }\n",
+    )
+    .unwrap();
     let err = registry.register_file(&bad).unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -190,7 +218,10 @@ fn files_are_read_and_checked_with_their_path_in_errors() {
     let missing = dir.path().join("missing.yaml");
     let err = registry.check_file(&missing).unwrap_err();
     assert_eq!(err.class(), ErrorClass::Internal);
-    assert!(err.to_string().starts_with(&format!("cannot read {}", missing.display())));
+    assert!(
+        err.to_string()
+            .starts_with(&format!("cannot read {}", missing.display()))
+    );
 }
 
 #[test]
@@ -211,7 +242,9 @@ fn stray_files_in_the_registry_are_ignored_and_tampered_files_reported() {
         V1.replace("description:", "version: 7\ndescription:"),
     )
     .unwrap();
-    let err = registry.get("user.activity.login", VersionSpec::Latest).unwrap_err();
+    let err = registry
+        .get("user.activity.login", VersionSpec::Latest)
+        .unwrap_err();
     assert!(
         err.to_string().contains("holds `user.activity.login` version 7, but its place in the registry says `user.activity.login` version 2"),
         "{err}"

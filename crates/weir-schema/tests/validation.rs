@@ -48,15 +48,30 @@ fn wrong_types_name_the_schema_version_field_expected_and_found() {
         ("s", "5", "field `s`: expected string, found int 5"),
         ("i", "\"7\"", "field `i`: expected int, found string \"7\""),
         ("i", "7.5", "field `i`: expected int, found float 7.5"),
-        ("f", "\"1.5\"", "field `f`: expected float, found string \"1.5\""),
-        ("b", "\"yes\"", "field `b`: expected bool, found string \"yes\""),
+        (
+            "f",
+            "\"1.5\"",
+            "field `f`: expected float, found string \"1.5\"",
+        ),
+        (
+            "b",
+            "\"yes\"",
+            "field `b`: expected bool, found string \"yes\"",
+        ),
         ("b", "2", "field `b`: expected bool, found int 2"),
         ("t", "true", "field `t`: expected datetime, found bool true"),
         ("t", "[1]", "field `t`: expected datetime, found json [1]"),
     ];
     for (field, value, expected) in cases {
         let mut record = good();
-        record.set(field, Record::from_json_str(&format!("{{\"v\":{value}}}")).unwrap().get("v").unwrap().clone());
+        record.set(
+            field,
+            Record::from_json_str(&format!("{{\"v\":{value}}}"))
+                .unwrap()
+                .get("v")
+                .unwrap()
+                .clone(),
+        );
         let text = error_of(&schema, record);
         assert_eq!(
             text,
@@ -111,7 +126,9 @@ fn all_problems_of_a_record_are_reported_together_and_the_record_is_kept() {
     assert_eq!(err.record(), &bad);
     let error: Error = err.into();
     assert_eq!(error.class(), ErrorClass::Validation);
-    let Error::Validation(err) = error else { unreachable!() };
+    let Error::Validation(err) = error else {
+        unreachable!()
+    };
     assert_eq!(err.into_record(), bad);
 }
 
@@ -124,7 +141,11 @@ fn lossless_coercions_are_applied() {
     assert_eq!(out.get("f"), Some(&Value::Float(2.0)));
     assert_eq!(out.get("b"), Some(&Value::Bool(true)));
     assert_eq!(out.get("t"), Some(&Value::Timestamp(MAY_2024_NOON_MS)));
-    assert_eq!(out.get("j"), Some(&Value::from("text")), "json keeps scalars as they are");
+    assert_eq!(
+        out.get("j"),
+        Some(&Value::from("text")),
+        "json keeps scalars as they are"
+    );
 
     for (t, ms) in [
         ("1714564800", MAY_2024_NOON_MS),
@@ -134,7 +155,10 @@ fn lossless_coercions_are_applied() {
         ("\"2024-05-01\"", MAY_2024_NOON_MS - 12 * 3_600_000),
     ] {
         let mut record = good();
-        record.set("t", json(&format!("{{\"v\":{t}}}")).get("v").unwrap().clone());
+        record.set(
+            "t",
+            json(&format!("{{\"v\":{t}}}")).get("v").unwrap().clone(),
+        );
         let out = schema.validate(record).unwrap();
         assert_eq!(out.get("t"), Some(&Value::Timestamp(ms)), "{t}");
     }
@@ -159,7 +183,11 @@ fn defaults_fill_missing_and_null_fields_but_not_plain_optional_ones() {
         .unwrap();
     assert_eq!(out.get("attempts"), Some(&Value::Int(1)));
     assert_eq!(out.get("ratio"), Some(&Value::Float(0.5)));
-    assert_eq!(out.get("active"), Some(&Value::Bool(false)), "present values win");
+    assert_eq!(
+        out.get("active"),
+        Some(&Value::Bool(false)),
+        "present values win"
+    );
     assert_eq!(out.get("since"), Some(&Value::Timestamp(MAY_2024_NOON_MS)));
     assert_eq!(
         out.get("tags"),
