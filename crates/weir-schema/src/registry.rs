@@ -232,7 +232,11 @@ impl Registry {
             });
         }
         let stored = schema.with_version(report.version);
-        self.write_new(&report.name, report.version, &stored.to_yaml())?;
+        self.write_new(
+            &report.name,
+            report.version,
+            &storable_yaml(&stored, &path)?,
+        )?;
         Ok(Registered {
             name: report.name,
             version: report.version,
@@ -456,6 +460,25 @@ impl Registry {
             let _ = d.sync_all();
         }
         Ok(())
+    }
+}
+
+/// The schema as YAML, checked to load back as the same definition before it is stored.
+fn storable_yaml(schema: &Schema, path: &Path) -> Result<String, Error> {
+    let origin = path.display().to_string();
+    let unstorable = |message: String| SchemaError::Definition {
+        origin: origin.clone(),
+        issues: vec![crate::error::DefinitionIssue {
+            line: None,
+            key: String::new(),
+            message,
+        }],
+    };
+    let text = serde_yaml::to_string(schema.def())
+        .map_err(|e| unstorable(format!("cannot be written as YAML: {e}")))?;
+    match crate::def::SchemaDef::parse(&text, &origin) {
+        Ok(back) if &back == schema.def() => Ok(text),
+        _ => Err(unstorable("does not read back as the same definition from YAML".into()).into()),
     }
 }
 

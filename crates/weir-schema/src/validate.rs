@@ -208,12 +208,20 @@ impl Plan {
 #[derive(Debug)]
 pub struct Validator {
     schema: Arc<Schema>,
-    plan: Option<Plan>,
+    /// Plans for the last few shapes seen, most recently built last.
+    plans: Vec<Plan>,
 }
+
+/// How many record shapes a [`Validator`] remembers (streams mixing a few producers' field
+/// orders stay on the fast path).
+const CACHED_SHAPES: usize = 4;
 
 impl Validator {
     pub fn new(schema: Arc<Schema>) -> Validator {
-        Validator { schema, plan: None }
+        Validator {
+            schema,
+            plans: Vec::with_capacity(CACHED_SHAPES),
+        }
     }
 
     pub fn schema(&self) -> &Arc<Schema> {
@@ -222,16 +230,8 @@ impl Validator {
 
     /// Same result as [`Schema::validate`], faster for a stream of records.
     pub fn validate(&mut self, record: Record) -> Result<Record, ValidationError> {
-        let shape = record.shape();
-        let plan = match &mut self.plan {
-            Some(plan) if Arc::ptr_eq(&plan.shape, shape) => plan,
-            Some(plan) if *plan.shape == **shape => {
-                // Same names, another allocation: keep this one so the next record hits by pointer.
-                plan.shape = shape.clone();
-                plan
-            }
-            slot => slot.insert(Plan::new(&self.schema, shape)),
-        };
+        let index = self.plan_index(record.shape());
+        let plan = &self.plans[index];
         if self
             .schema
             .is_valid_as_is(&record, |i, _| plan.positions[i])
@@ -239,6 +239,22 @@ impl Validator {
             return Ok(record);
         }
         self.schema.fix(record, plan)
+    }
+
+    fn plan_index(&mut self, shape: &Arc<Shape>) -> usize {
+        if let Some(i) = self.plans.iter().position(|p| Arc::ptr_eq(&p.shape, shape)) {
+            return i;
+        }
+        if let Some(i) = self.plans.iter().position(|p| *p.shape == **shape) {
+            // Same names, another allocation: keep this one so the next record hits by pointer.
+            self.plans[i].shape = shape.clone();
+            return i;
+        }
+        if self.plans.len() == CACHED_SHAPES {
+            self.plans.remove(0);
+        }
+        self.plans.push(Plan::new(&self.schema, shape));
+        self.plans.len() - 1
     }
 }
 
@@ -402,35 +418,9 @@ impl Schema {
                 out.push(default.clone());
             }
         }
-        // The plan built `out_shape` from the same fields in the same order, so the lengths agree;
-        // should they not, the record is completed field by field instead.
-        match Record::with_shape(out_shape.clone(), out) {
-            Ok(completed) => Ok(completed),
-            Err(_) => Ok(self.complete_by_name(record, replacements)),
-        }
-    }
-
-    /// Fallback for `fix`: applies the changes through the record's by-name API.
-    fn complete_by_name(&self, mut record: Record, replacements: Vec<(usize, Value)>) -> Record {
-        let names: Vec<Arc<str>> = record.shape().names().to_vec();
-        for (p, value) in replacements {
-            record.set(&names[p], value);
-        }
-        if self.def.unknown_fields == UnknownFields::Drop {
-            for name in &names {
-                if self.field(name).is_none() {
-                    record.remove(name);
-                }
-            }
-        }
-        for field in &self.fields {
-            if let Some(default) = &field.default
-                && record.get(&field.name).is_none()
-            {
-                record.set(&field.name, default.clone());
-            }
-        }
-        record
+        // The plan built `out_shape` from the same positions and fields, so the lengths agree.
+        Ok(Record::with_shape(out_shape.clone(), out)
+            .expect("the plan's output shape has one name per output value"))
     }
 }
 
@@ -574,9 +564,9 @@ mod tests {
         let a = v.validate(valid_login()).unwrap();
         let b = v.validate(valid_login()).unwrap();
         assert_eq!(a, b);
-        let plan_shape = v.plan.as_ref().unwrap().shape.clone();
+        assert_eq!(v.plans.len(), 1, "equal shapes share one plan");
         assert!(
-            Arc::ptr_eq(&plan_shape, b.shape()),
+            Arc::ptr_eq(&v.plans[0].shape, b.shape()),
             "an equal shape replaces the cached one"
         );
         let mut partial = valid_login();
@@ -586,6 +576,13 @@ mod tests {
         assert_eq!(x.get("attempts"), Some(&Value::Int(1)));
         // Completed records share one output shape instead of allocating one each.
         assert!(Arc::ptr_eq(x.shape(), y.shape()));
+        assert_eq!(v.plans.len(), 2);
+        for extra in 0..CACHED_SHAPES + 2 {
+            let mut r = valid_login();
+            r.set(&format!("extra{extra}"), Value::Int(1));
+            v.validate(r).unwrap();
+        }
+        assert_eq!(v.plans.len(), CACHED_SHAPES, "the cache is bounded");
     }
 
     #[test]

@@ -250,3 +250,31 @@ fn stray_files_in_the_registry_are_ignored_and_tampered_files_reported() {
         "{err}"
     );
 }
+
+#[test]
+fn tricky_definitions_survive_the_round_trip_through_the_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(dir.path()).unwrap();
+    let text = r#"{
+  "name": "odd.values",
+  "description": "multi\nline: with # and 'quotes' and ünïcode",
+  "unknown_fields": "reject",
+  "fields": [
+    {"name": "a", "type": "string", "default": "007"},
+    {"name": "b", "type": "string", "default": "true"},
+    {"name": "c", "type": "string", "default": "null"},
+    {"name": "d", "type": "json", "default": {"k": [1, 2.5, "x", null, {"deep": true}]}},
+    {"name": "e", "type": "float", "default": 0.1},
+    {"name": "f", "type": "datetime", "default": 1714564800},
+    {"name": "g", "type": "string", "default": "- not a list"}
+  ]
+}"#;
+    let schema = Schema::from_yaml(text, "odd.json").unwrap();
+    registry.register(&schema).unwrap();
+    let back = registry.get("odd.values", VersionSpec::Latest).unwrap();
+    let mut expected = schema.def().clone();
+    expected.version = Some(1);
+    assert_eq!(back.def(), &expected);
+    // And registering the same JSON again is recognised as unchanged.
+    assert!(!registry.register(&schema).unwrap().created);
+}
