@@ -84,60 +84,19 @@ impl Schema {
     /// ```
     pub fn clickhouse_ddl(&self, table: &str, features: &ClickHouseFeatures) -> String {
         let mut ddl = String::new();
-        let table = table
-            .split('.')
-            .map(quote_identifier)
-            .collect::<Vec<_>>()
-            .join(".");
-        let _ = writeln!(ddl, "CREATE TABLE IF NOT EXISTS {table}\n(");
+        let _ = writeln!(ddl, "CREATE TABLE IF NOT EXISTS {}\n(", quote_table(table));
         for field in self.stored_fields() {
-            let _ = write!(
-                ddl,
-                "    {} {}",
-                quote_identifier(&field.name),
-                column_type(field, features)
-            );
-            if let Some(default) = &field.default {
-                let _ = write!(
-                    ddl,
-                    " DEFAULT {}",
-                    self.default_literal(field, default, features)
-                );
-            }
-            ddl.push_str(",\n");
+            let _ = writeln!(ddl, "    {},", self.column_def(field, features));
         }
         let _ = writeln!(ddl, "    `{BATCH_COLUMN}` String DEFAULT ''\n)");
         ddl.push_str("ENGINE = MergeTree()\n");
-        let time_field = self.def.time_field.as_deref();
-        match (&self.def.partition_by, time_field) {
-            (Some(expr), _) => {
-                let _ = writeln!(ddl, "PARTITION BY {}", expr.trim());
-            }
-            (None, Some(ts)) => {
-                let _ = writeln!(ddl, "PARTITION BY toYYYYMM({})", quote_identifier(ts));
-            }
-            (None, None) => {}
+        if let Some(partition) = self.partition_by() {
+            let _ = writeln!(ddl, "PARTITION BY {partition}");
         }
-        let indexed: Vec<String> = self
-            .fields
-            .iter()
-            .filter(|f| f.indexed)
-            .map(|f| quote_identifier(&f.name))
-            .collect();
-        if indexed.is_empty() {
-            ddl.push_str("ORDER BY tuple()\n");
-        } else {
-            let _ = writeln!(ddl, "ORDER BY ({})", indexed.join(", "));
-        }
-        if let (Some(ttl), Some(ts)) = (self.ttl, time_field) {
+        let _ = writeln!(ddl, "ORDER BY {}", self.order_by());
+        if let Some(ttl) = self.ttl_expression() {
             if features.ttl {
-                let _ = writeln!(
-                    ddl,
-                    "TTL toDateTime({}) + INTERVAL {} {}",
-                    quote_identifier(ts),
-                    ttl.amount,
-                    ttl.unit
-                );
+                let _ = writeln!(ddl, "TTL {ttl}");
             } else {
                 let (major, minor) = features.version;
                 let _ = writeln!(
@@ -148,6 +107,82 @@ impl Schema {
             }
         }
         ddl
+    }
+
+    /// The `ALTER TABLE` that brings a table created for `previous` (by
+    /// [`Schema::clickhouse_ddl`]) to this version, or `None` when the columns are the same.
+    ///
+    /// New stored fields are added (`ADD COLUMN`), columns whose type or default changed are
+    /// modified (`MODIFY COLUMN`, e.g. `Nullable(Int64)` to `Nullable(Float64)` for a widened
+    /// field), and a changed TTL is set (`MODIFY TTL`, where supported). Columns of removed or
+    /// newly dropped fields stay, with their data. A change of the `ORDER BY` or `PARTITION BY`
+    /// key cannot be altered in place: it is reported as a comment at the end, and needs a new
+    /// table. Run it once, when the new version is registered.
+    ///
+    /// ```
+    /// use weir_schema::{ClickHouseFeatures, Schema};
+    /// let v1 = Schema::from_yaml("name: a.b\nfields:\n  - { name: id, type: string, required: true }\n  - { name: n, type: int }\n", "v1.yaml")?;
+    /// let v2 = Schema::from_yaml("name: a.b\nfields:\n  - { name: id, type: string, required: true }\n  - { name: n, type: float }\n  - { name: tag, type: string, default: \"x\" }\n", "v2.yaml")?;
+    /// let features = ClickHouseFeatures::from_version("18.16.1").unwrap();
+    /// assert_eq!(
+    ///     v2.clickhouse_migration(&v1, "events", &features).unwrap(),
+    ///     "ALTER TABLE `events`\n    MODIFY COLUMN `n` Nullable(Float64),\n    ADD COLUMN `tag` String DEFAULT 'x'\n"
+    /// );
+    /// assert_eq!(v1.clickhouse_migration(&v1, "events", &features), None);
+    /// # Ok::<(), weir_schema::Error>(())
+    /// ```
+    pub fn clickhouse_migration(
+        &self,
+        previous: &Schema,
+        table: &str,
+        features: &ClickHouseFeatures,
+    ) -> Option<String> {
+        let mut actions = Vec::new();
+        for field in self.stored_fields() {
+            let column = self.column_def(field, features);
+            match previous.stored_fields().find(|f| f.name == field.name) {
+                None => actions.push(format!("ADD COLUMN {column}")),
+                Some(old) if previous.column_def(old, features) != column => {
+                    actions.push(format!("MODIFY COLUMN {column}"))
+                }
+                Some(_) => {}
+            }
+        }
+        let ttl = self.ttl_expression();
+        if features.ttl && ttl.is_some() && ttl != previous.ttl_expression() {
+            actions.push(format!("MODIFY TTL {}", ttl.unwrap_or_default()));
+        }
+        let mut notes = Vec::new();
+        if self.order_by() != previous.order_by() {
+            notes.push(format!(
+                "-- ORDER BY changed from {} to {}: ClickHouse cannot alter it in place; create a new table to apply it",
+                previous.order_by(),
+                self.order_by()
+            ));
+        }
+        if self.partition_by() != previous.partition_by() {
+            notes.push(format!(
+                "-- PARTITION BY changed from {} to {}: ClickHouse cannot alter it in place; create a new table to apply it",
+                previous.partition_by().unwrap_or_else(|| "(none)".into()),
+                self.partition_by().unwrap_or_else(|| "(none)".into())
+            ));
+        }
+        if actions.is_empty() && notes.is_empty() {
+            return None;
+        }
+        let mut sql = String::new();
+        if !actions.is_empty() {
+            let _ = writeln!(
+                sql,
+                "ALTER TABLE {}\n    {}",
+                quote_table(table),
+                actions.join(",\n    ")
+            );
+        }
+        for note in notes {
+            let _ = writeln!(sql, "{note}");
+        }
+        Some(sql)
     }
 
     /// The record as one JSONEachRow line (no newline) for the schema's table, in the format
@@ -186,6 +221,52 @@ impl Schema {
     ) {
         self.write_row(record, features.datetime64, Some(batch), out);
         out.push(b'\n');
+    }
+
+    /// `` `name` Type [DEFAULT literal] ``
+    fn column_def(&self, field: &Field, features: &ClickHouseFeatures) -> String {
+        let mut column = format!(
+            "{} {}",
+            quote_identifier(&field.name),
+            column_type(field, features)
+        );
+        if let Some(default) = &field.default {
+            column.push_str(" DEFAULT ");
+            column.push_str(&self.default_literal(field, default, features));
+        }
+        column
+    }
+
+    fn order_by(&self) -> String {
+        let indexed: Vec<String> = self
+            .fields
+            .iter()
+            .filter(|f| f.indexed)
+            .map(|f| quote_identifier(&f.name))
+            .collect();
+        if indexed.is_empty() {
+            "tuple()".to_string()
+        } else {
+            format!("({})", indexed.join(", "))
+        }
+    }
+
+    fn partition_by(&self) -> Option<String> {
+        match (&self.def.partition_by, &self.def.time_field) {
+            (Some(expr), _) => Some(expr.trim().to_string()),
+            (None, Some(ts)) => Some(format!("toYYYYMM({})", quote_identifier(ts))),
+            (None, None) => None,
+        }
+    }
+
+    fn ttl_expression(&self) -> Option<String> {
+        let (ttl, ts) = (self.ttl?, self.def.time_field.as_deref()?);
+        Some(format!(
+            "toDateTime({}) + INTERVAL {} {}",
+            quote_identifier(ts),
+            ttl.amount,
+            ttl.unit
+        ))
     }
 
     fn stored_fields(&self) -> impl Iterator<Item = &Field> {
@@ -331,6 +412,15 @@ fn column_type(field: &Field, features: &ClickHouseFeatures) -> String {
     } else {
         format!("Nullable({base})")
     }
+}
+
+/// `db.table` as `` `db`.`table` ``.
+fn quote_table(table: &str) -> String {
+    table
+        .split('.')
+        .map(quote_identifier)
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 fn quote_identifier(name: &str) -> String {

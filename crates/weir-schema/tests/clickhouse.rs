@@ -194,3 +194,52 @@ fn rows_omit_absent_non_nullable_columns_so_the_default_applies() {
         r#"{"user_id":"u1","ip":null,"email":null,"score":null,"ok":0,"meta":null}"#
     );
 }
+
+#[test]
+fn migrations_add_and_modify_columns_and_flag_key_changes() {
+    let v1 = Schema::from_yaml(
+        "name: t.m
+fields:
+  - { name: id, type: string, required: true, indexed: true }
+  - { name: ts, type: datetime, required: true }
+  - { name: n, type: int }
+  - { name: uid, type: int }
+  - { name: gone, type: string }
+time_field: ts
+ttl: 30d
+",
+        "v1.yaml",
+    )
+    .unwrap();
+    let v2 = Schema::from_yaml(
+        "name: t.m
+fields:
+  - { name: id, type: string, required: true, indexed: true }
+  - { name: ts, type: datetime, required: true, indexed: true }
+  - { name: n, type: float, default: 0 }
+  - { name: uid, type: int, sensitive: hash }
+  - { name: note, type: string }
+time_field: ts
+ttl: 60d
+",
+        "v2.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        v2.clickhouse_migration(&v1, "db.t", &features("18.16.1")).unwrap(),
+        "ALTER TABLE `db`.`t`
+    MODIFY COLUMN `n` Float64 DEFAULT 0.0,
+    MODIFY COLUMN `uid` Nullable(String),
+    ADD COLUMN `note` Nullable(String)
+-- ORDER BY changed from (`id`) to (`id`, `ts`): ClickHouse cannot alter it in place; create a new table to apply it
+"
+    );
+    let modern = v2
+        .clickhouse_migration(&v1, "t", &features("24.3"))
+        .unwrap();
+    assert!(
+        modern.contains("    MODIFY TTL toDateTime(`ts`) + INTERVAL 60 DAY\n"),
+        "{modern}"
+    );
+    assert_eq!(v2.clickhouse_migration(&v2, "t", &features("24.3")), None);
+}

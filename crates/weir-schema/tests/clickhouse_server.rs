@@ -91,3 +91,47 @@ fn the_server_accepts_the_ddl_and_the_rows() {
          u2\t1714564800\t\\N\t\\N\t1\t\\N\t0\t\\N\t1704067200\tit\\'s\tbatch-1\n"
     );
 }
+
+#[test]
+#[ignore = "needs a ClickHouse server: set WEIR_CLICKHOUSE_URL"]
+fn the_server_accepts_the_migration_between_versions() {
+    let url = std::env::var("WEIR_CLICKHOUSE_URL").expect("set WEIR_CLICKHOUSE_URL");
+    let version = post(&url, "SELECT version()").unwrap();
+    let features = ClickHouseFeatures::from_version(version.trim()).unwrap();
+    let v1 = Schema::from_yaml(
+        "name: t.m\nfields:\n  - { name: id, type: string, required: true, indexed: true }\n  - { name: n, type: int }\n",
+        "v1.yaml",
+    )
+    .unwrap();
+    let v2 = Schema::from_yaml(
+        "name: t.m\nfields:\n  - { name: id, type: string, required: true, indexed: true }\n  - { name: n, type: float }\n  - { name: note, type: string, default: \"-\" }\n",
+        "v2.yaml",
+    )
+    .unwrap();
+    let table = format!("weir_schema_migration_{}", std::process::id());
+    post(&url, &format!("DROP TABLE IF EXISTS {table}")).unwrap();
+    post(&url, &v1.clickhouse_ddl(&table, &features)).unwrap();
+    post(
+        &url,
+        &format!("INSERT INTO {table} FORMAT JSONEachRow\n{{\"id\":\"a\",\"n\":5}}\n"),
+    )
+    .unwrap();
+    let migration = v2.clickhouse_migration(&v1, &table, &features).unwrap();
+    post(&url, &migration).unwrap_or_else(|e| panic!("{version}: {e}\n{migration}"));
+    let row = v2.clickhouse_row_json(
+        &v2.validate(weir_types::Record::from_json_str(r#"{"id":"b","n":2.5}"#).unwrap())
+            .unwrap(),
+    );
+    post(
+        &url,
+        &format!("INSERT INTO {table} FORMAT JSONEachRow\n{row}\n"),
+    )
+    .unwrap();
+    let rows = post(
+        &url,
+        &format!("SELECT id, n, note FROM {table} ORDER BY id FORMAT TSV"),
+    )
+    .unwrap();
+    post(&url, &format!("DROP TABLE {table}")).unwrap();
+    assert_eq!(rows, "a\t5\t-\nb\t2.5\t-\n");
+}
