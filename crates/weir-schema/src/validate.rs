@@ -184,9 +184,10 @@ impl Plan {
 }
 
 /// Validates a stream of records against one schema, remembering where the fields are for the
-/// last record shape seen. Records decoded by one `RecordDecoder` share their shape, so the
-/// positions are computed once per stream, and records that need defaults all get one shared
-/// output shape.
+/// last four record shapes seen. Records decoded by one `RecordDecoder` share their shape, so
+/// the positions are computed once per stream (a shape equal by names but newly allocated is
+/// recognised too), and records that need defaults all get one shared output shape. One
+/// validator per task: `validate` takes `&mut self`, so there is no lock.
 ///
 /// ```
 /// use std::sync::Arc;
