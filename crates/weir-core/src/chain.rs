@@ -7,9 +7,9 @@
 
 use crate::channel::{Closed, Sender};
 use crate::error::{ErrorKind, JobError, OperatorError, panic_message};
-use crate::message::{Barrier, CheckpointId, Message, Timestamp};
+use crate::message::{BEFORE_TIME, Barrier, CheckpointId, Message, Timestamp};
 use crate::metrics::Counters;
-use crate::operator::{Operator, OperatorContext, Sink};
+use crate::operator::{Emitted, Operator, OperatorContext, Sink};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
@@ -19,6 +19,8 @@ pub(crate) trait Pusher<T>: Send {
     /// Takes the records out of `batch`.
     fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError>;
     fn watermark(&mut self, watermark: Timestamp) -> Result<(), JobError>;
+    /// The upstream has no data for now (see `Message::Idle`).
+    fn idle(&mut self) -> Result<(), JobError>;
     fn tick(&mut self) -> Result<(), JobError>;
     fn barrier(&mut self, barrier: Barrier) -> Result<(), JobError>;
     fn commit(&mut self, checkpoint: CheckpointId) -> Result<(), JobError>;
@@ -61,6 +63,8 @@ pub(crate) struct OpNode<In, Out, O> {
     pub(crate) ctx: OperatorContext,
     pub(crate) out: Vec<Out>,
     pub(crate) next: BoxPusher<Out>,
+    /// The last watermark sent downstream: only advancing ones are forwarded.
+    pub(crate) forwarded: Timestamp,
     pub(crate) _in: std::marker::PhantomData<fn(In)>,
 }
 
@@ -71,16 +75,31 @@ impl<In, Out, O: Operator<In, Out>> OpNode<In, Out, O> {
             ctx,
             out: Vec::new(),
             next,
+            forwarded: BEFORE_TIME,
             _in: std::marker::PhantomData,
         }
     }
 
+    /// Sends the records produced so far, then whatever watermark or idleness the operator
+    /// emitted during the call.
     #[inline]
     fn flush(&mut self) -> Result<(), JobError> {
         if !self.out.is_empty() {
             Counters::add(&self.ctx.counters.records_out, self.out.len() as u64);
             self.next.push(&mut self.out)?;
             self.out.clear();
+        }
+        match std::mem::take(&mut self.ctx.emitted) {
+            Emitted::Nothing => Ok(()),
+            Emitted::Watermark(w) => self.forward_watermark(w),
+            Emitted::Idle => self.next.idle(),
+        }
+    }
+
+    fn forward_watermark(&mut self, w: Timestamp) -> Result<(), JobError> {
+        if w > self.forwarded {
+            self.forwarded = w;
+            self.next.watermark(w)?;
         }
         Ok(())
     }
@@ -115,9 +134,13 @@ impl<In: Send, Out: Send, O: Operator<In, Out>> Pusher<In> for OpNode<In, Out, O
         let forward = guarded(&mut self.ctx, |ctx| op.on_watermark(watermark, out, ctx))?;
         self.flush()?;
         match forward {
-            Some(w) => self.next.watermark(w),
+            Some(w) => self.forward_watermark(w),
             None => Ok(()),
         }
+    }
+
+    fn idle(&mut self) -> Result<(), JobError> {
+        self.next.idle()
     }
 
     fn tick(&mut self) -> Result<(), JobError> {
@@ -181,6 +204,10 @@ impl<T: Send, S: Sink<T>> Pusher<T> for SinkNode<T, S> {
         Ok(())
     }
 
+    fn idle(&mut self) -> Result<(), JobError> {
+        Ok(())
+    }
+
     fn tick(&mut self) -> Result<(), JobError> {
         let sink = &mut self.sink;
         guarded(&mut self.ctx, |ctx| sink.on_tick(ctx))
@@ -214,6 +241,9 @@ impl<T> Pusher<T> for Discard {
         Ok(())
     }
     fn watermark(&mut self, _: Timestamp) -> Result<(), JobError> {
+        Ok(())
+    }
+    fn idle(&mut self) -> Result<(), JobError> {
         Ok(())
     }
     fn tick(&mut self) -> Result<(), JobError> {
@@ -264,6 +294,9 @@ impl<T: Clone + Send> Pusher<T> for Tee<T> {
     }
     fn watermark(&mut self, w: Timestamp) -> Result<(), JobError> {
         for_all!(self, o => o.watermark(w))
+    }
+    fn idle(&mut self) -> Result<(), JobError> {
+        for_all!(self, o => o.idle())
     }
     fn tick(&mut self) -> Result<(), JobError> {
         for_all!(self, o => o.tick())
@@ -321,6 +354,9 @@ impl<A: Send, E: Send> Pusher<Result<A, E>> for ResultSplit<A, E> {
     }
     fn watermark(&mut self, w: Timestamp) -> Result<(), JobError> {
         both!(self, p => p.watermark(w))
+    }
+    fn idle(&mut self) -> Result<(), JobError> {
+        both!(self, p => p.idle())
     }
     fn tick(&mut self) -> Result<(), JobError> {
         both!(self, p => p.tick())
@@ -423,6 +459,9 @@ impl<T: Send, P: Partitioner<T>> Pusher<T> for Exchange<T, P> {
     fn watermark(&mut self, w: Timestamp) -> Result<(), JobError> {
         self.broadcast(|| Message::Watermark(w))
     }
+    fn idle(&mut self) -> Result<(), JobError> {
+        self.broadcast(|| Message::Idle)
+    }
     fn tick(&mut self) -> Result<(), JobError> {
         Ok(())
     }
@@ -506,6 +545,9 @@ impl<T: Send> Pusher<(usize, T)> for Router<T> {
     }
     fn watermark(&mut self, w: Timestamp) -> Result<(), JobError> {
         for_all!(self, o => o.watermark(w))
+    }
+    fn idle(&mut self) -> Result<(), JobError> {
+        for_all!(self, o => o.idle())
     }
     fn tick(&mut self) -> Result<(), JobError> {
         for_all!(self, o => o.tick())

@@ -24,6 +24,7 @@ mod channel;
 mod error;
 mod files;
 mod graph;
+mod harness;
 mod message;
 mod metrics;
 mod operator;
@@ -40,7 +41,10 @@ pub use error::{ErrorKind, JobError, OperatorError};
 pub use files::{
     BadRecord, CsvSource, Format, JsonLinesSink, JsonLinesSource, ReadResult, infer_value,
 };
-pub use message::{BEFORE_TIME, Barrier, CheckpointId, END_OF_TIME, Timestamp};
+pub use harness::Harness;
+pub use message::{
+    BEFORE_TIME, Barrier, CheckpointId, Clock, END_OF_TIME, ManualClock, SystemClock, Timestamp,
+};
 pub use metrics::{JobMetrics, OperatorMetrics};
 pub use operator::{Operator, OperatorContext, Sink, Source, SourceStatus};
 pub use ops::Failure;

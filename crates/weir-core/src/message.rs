@@ -24,6 +24,9 @@ pub struct Barrier {
 pub enum Message<T> {
     Data(Vec<T>),
     Watermark(Timestamp),
+    /// The sender has no data for now: leave it out of the minimum watermark until it sends
+    /// again, so one quiet partition does not stall event time.
+    Idle,
     Barrier(Barrier),
     /// The sending instance has no more messages.
     End,
@@ -37,8 +40,46 @@ impl<T> Message<T> {
             _ => 0,
         }
     }
+}
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+/// Processing time, as milliseconds since the Unix epoch. Injectable so that processing-time
+/// behaviour (timers, timeouts, idleness) can be tested without waiting.
+pub trait Clock: Send + Sync + 'static {
+    fn now_ms(&self) -> Timestamp;
+}
+
+/// The machine's clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> Timestamp {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as Timestamp)
+    }
+}
+
+/// A clock that moves only when told to.
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    pub fn new(start_ms: Timestamp) -> Self {
+        ManualClock(std::sync::atomic::AtomicI64::new(start_ms))
+    }
+
+    pub fn advance(&self, ms: Timestamp) {
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn set(&self, ms: Timestamp) {
+        self.0.store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> Timestamp {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
     }
 }

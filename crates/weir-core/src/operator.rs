@@ -5,11 +5,10 @@
 //! checkpoint completion (commit, phase two of two-phase commit) and end of input.
 
 use crate::error::OperatorError;
-use crate::message::{BEFORE_TIME, CheckpointId, Timestamp};
+use crate::message::{BEFORE_TIME, CheckpointId, Clock, SystemClock, Timestamp};
 use crate::metrics::Counters;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 /// Where an operator instance runs and what it may ask of the job.
 pub struct OperatorContext {
@@ -21,6 +20,18 @@ pub struct OperatorContext {
     pub(crate) watermark: Timestamp,
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// What the operator asked to send downstream besides records.
+    pub(crate) emitted: Emitted,
+}
+
+/// Watermark or idleness an operator emitted during a call.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Emitted {
+    #[default]
+    Nothing,
+    Watermark(Timestamp),
+    Idle,
 }
 
 impl OperatorContext {
@@ -39,7 +50,14 @@ impl OperatorContext {
             watermark: BEFORE_TIME,
             stop,
             counters,
+            clock: Arc::new(SystemClock),
+            emitted: Emitted::Nothing,
         }
+    }
+
+    pub(crate) fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// A context for driving an operator by hand (tests, embedding).
@@ -51,6 +69,11 @@ impl OperatorContext {
             Arc::new(AtomicBool::new(false)),
             Arc::default(),
         )
+    }
+
+    /// A detached context whose processing time comes from `clock`.
+    pub fn detached_with_clock(name: &str, clock: Arc<dyn Clock>) -> Self {
+        Self::detached(name).with_clock(clock)
     }
 
     pub fn name(&self) -> &str {
@@ -91,9 +114,24 @@ impl OperatorContext {
         self.counters.add_errors(n);
     }
 
-    /// Processing time.
-    pub fn now(&self) -> Instant {
-        Instant::now()
+    /// Processing time, in milliseconds since the epoch, from the job's clock.
+    pub fn processing_time(&self) -> Timestamp {
+        self.clock.now_ms()
+    }
+
+    /// Emits a watermark downstream (after the records of the current call). Only advancing
+    /// watermarks are forwarded. Operators that assign event time use this.
+    pub fn emit_watermark(&mut self, watermark: Timestamp) {
+        self.emitted = match self.emitted {
+            Emitted::Watermark(w) => Emitted::Watermark(w.max(watermark)),
+            _ => Emitted::Watermark(watermark),
+        };
+    }
+
+    /// Declares this instance idle: downstream operators leave it out of their minimum
+    /// watermark until it emits records or a watermark again.
+    pub fn emit_idle(&mut self) {
+        self.emitted = Emitted::Idle;
     }
 }
 

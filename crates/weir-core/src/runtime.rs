@@ -10,6 +10,7 @@ use crate::chain::ExchangeMode;
 use crate::channel::{BufferPolicy, Close};
 use crate::error::JobError;
 use crate::graph::{AnyBox, Build, Graph, NodeId, NodeKind, Routing};
+use crate::message::{Clock, SystemClock};
 use crate::metrics::{Counters, JobMetrics, OperatorHandle, OperatorMetrics};
 use crate::operator::OperatorContext;
 use crate::task::{JobShared, Task};
@@ -19,7 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Runtime settings of an environment.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Config {
     /// Parallelism of sources and of operators that do not inherit one from their input.
     pub parallelism: usize,
@@ -31,6 +32,20 @@ pub struct Config {
     pub buffer_policy: BufferPolicy,
     /// How often processing-time hooks (`on_tick`) run.
     pub tick_interval: Duration,
+    /// Processing time as operators see it.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("parallelism", &self.parallelism)
+            .field("batch_size", &self.batch_size)
+            .field("buffer_size", &self.buffer_size)
+            .field("buffer_policy", &self.buffer_policy)
+            .field("tick_interval", &self.tick_interval)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Config {
@@ -41,6 +56,7 @@ impl Default for Config {
             buffer_size: 16 * 1024,
             buffer_policy: BufferPolicy::Block,
             tick_interval: Duration::from_millis(100),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -147,6 +163,7 @@ struct Plan<'g> {
     /// Per edge: index of the first upstream instance among the downstream node's inputs.
     input_offset: Vec<u32>,
     stop: Arc<AtomicBool>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Plan<'_> {
@@ -173,6 +190,7 @@ impl Plan<'_> {
             self.stop.clone(),
             self.counters[node][instance].clone(),
         )
+        .with_clock(self.clock.clone())
     }
 
     /// The already-combined pushers of each output port of `node`'s instance.
@@ -272,6 +290,7 @@ pub(crate) fn start(graph: Graph, config: &Config) -> Result<RunningJob, JobErro
         channels: (0..graph.nodes.len()).map(|_| Vec::new()).collect(),
         input_offset: vec![0; graph.edges.len()],
         stop: stop.clone(),
+        clock: config.clock.clone(),
     };
 
     // Channels into every head that has inputs, and the input numbering of its upstreams.

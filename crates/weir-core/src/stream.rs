@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use weir_state::{MemoryStore, StateKey};
+use weir_state::{MemoryStore, StateKey, StateValue};
 use weir_types::Record;
 
 /// Types that can flow through a stream.
@@ -567,7 +567,10 @@ where
 
     /// Rolling reduce: each record is combined with its key's accumulated value, and the new
     /// value is emitted.
-    pub fn reduce(&self, f: impl FnMut(&T, T) -> T + Clone + Send + 'static) -> Stream<T> {
+    pub fn reduce(&self, f: impl FnMut(&T, T) -> T + Clone + Send + 'static) -> Stream<T>
+    where
+        T: StateValue,
+    {
         self.keyed("reduce", move |key_of| ops::KeyedReduce {
             key_of,
             reduce: f.clone(),
@@ -576,7 +579,7 @@ where
     }
 
     /// Rolling fold: emits `(key, accumulator)` after every record.
-    pub fn fold<A: Data>(
+    pub fn fold<A: Data + StateValue>(
         &self,
         init: impl FnMut() -> A + Clone + Send + 'static,
         f: impl FnMut(&mut A, T) + Clone + Send + 'static,
@@ -592,7 +595,7 @@ where
 
     /// Accumulates per key and emits each key's final `(key, accumulator)` when the input
     /// ends (bounded streams; for unbounded ones use windows).
-    pub fn aggregate<A: Data>(
+    pub fn aggregate<A: Data + StateValue>(
         &self,
         init: impl FnMut() -> A + Clone + Send + 'static,
         f: impl FnMut(&mut A, T) + Clone + Send + 'static,

@@ -79,6 +79,9 @@ impl<T: Send, S: Source<T>> Task for SourceTask<T, S> {
 /// Per-input bookkeeping of an inbox task.
 struct Inputs {
     watermarks: Vec<Timestamp>,
+    idle: Vec<bool>,
+    /// Whether `Idle` was forwarded because every live input is idle.
+    all_idle: bool,
     ended: Vec<bool>,
     live: usize,
     current_watermark: Timestamp,
@@ -120,6 +123,8 @@ impl<T: Send> Task for InboxTask<T> {
         let n = self.inputs;
         let mut state = Inputs {
             watermarks: vec![BEFORE_TIME; n],
+            idle: vec![false; n],
+            all_idle: false,
             ended: vec![false; n],
             live: n,
             current_watermark: BEFORE_TIME,
@@ -143,10 +148,19 @@ impl<T: Send> Task for InboxTask<T> {
                             held[i].push_back(msg);
                             continue;
                         }
+                        if state.idle[i] && matches!(msg, Message::Data(_) | Message::Watermark(_))
+                        {
+                            state.idle[i] = false;
+                            state.all_idle = false;
+                        }
                         match msg {
                             Message::Data(mut batch) => self.chain.push(&mut batch)?,
                             Message::Watermark(w) => {
                                 state.watermarks[i] = state.watermarks[i].max(w);
+                                self.advance_watermark(&mut state)?;
+                            }
+                            Message::Idle => {
+                                state.idle[i] = true;
                                 self.advance_watermark(&mut state)?;
                             }
                             Message::Barrier(b) => {
@@ -178,13 +192,17 @@ impl<T: Send> Task for InboxTask<T> {
 }
 
 impl<T: Send> InboxTask<T> {
+    /// Forwards the minimum watermark over the inputs that are neither idle nor ended; when
+    /// every live input is idle, forwards the idleness instead.
     fn advance_watermark(&mut self, state: &mut Inputs) -> Result<(), JobError> {
-        let min = state
-            .watermarks
-            .iter()
-            .copied()
-            .min()
-            .unwrap_or(END_OF_TIME);
+        let active = (0..state.watermarks.len()).filter(|&i| !state.idle[i] || state.ended[i]);
+        let Some(min) = active.map(|i| state.watermarks[i]).min() else {
+            if !state.all_idle {
+                state.all_idle = true;
+                self.chain.idle()?;
+            }
+            return Ok(());
+        };
         if min > state.current_watermark {
             state.current_watermark = min;
             self.chain.watermark(min)?;

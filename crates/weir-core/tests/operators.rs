@@ -51,14 +51,14 @@ fn batch_groups_and_flushes_the_remainder() {
 fn key_by_reduce_is_rolling_per_key() {
     let env = env_with_parallelism(1);
     let out = env
-        .from_iter(vec![("a", 1), ("b", 10), ("a", 2), ("a", 3), ("b", 20)])
-        .key_by(|(k, _)| k.to_string())
+        .from_iter(vec![('a', 1), ('b', 10), ('a', 2), ('a', 3), ('b', 20)])
+        .key_by(|(k, _)| *k)
         .reduce(|acc, x| (acc.0, acc.1 + x.1))
         .collect();
     env.execute().unwrap();
     assert_eq!(
         out.take(),
-        vec![("a", 1), ("b", 10), ("a", 3), ("a", 6), ("b", 30)]
+        vec![('a', 1), ('b', 10), ('a', 3), ('a', 6), ('b', 30)]
     );
 }
 

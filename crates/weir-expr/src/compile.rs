@@ -403,9 +403,7 @@ impl<'a> Compiler<'a> {
     /// The record field an expression names, if it is a plain field reference.
     fn field_ref<'e>(&self, e: &'e IdedExpr) -> Option<&'e str> {
         match &e.expr {
-            Ast::Ident(name) if self.fields.is_dynamic() || !self.record_alias(name) => {
-                Some(name)
-            }
+            Ast::Ident(name) if self.fields.is_dynamic() || !self.record_alias(name) => Some(name),
             Ast::Select(s) if !s.test => match &s.operand.expr {
                 Ast::Ident(root) if self.record_alias(root) => Some(&s.field),
                 _ => None,
@@ -494,10 +492,9 @@ impl<'a> Compiler<'a> {
                 e.id,
                 "list literals are only supported on the right of `in`",
             )),
-            Ast::Map(_) | Ast::Struct(_) => Err(self.unsupported(
-                e.id,
-                "map and message literals are not supported",
-            )),
+            Ast::Map(_) | Ast::Struct(_) => {
+                Err(self.unsupported(e.id, "map and message literals are not supported"))
+            }
             Ast::Comprehension(_) => Err(self.unsupported(
                 e.id,
                 "comprehensions (all, exists, map, filter) are not supported",
@@ -675,7 +672,11 @@ impl<'a> Compiler<'a> {
                     let all_const = node.is_const();
                     let f = node.into_bool("!");
                     let out = Node::Bool(Box::new(move |c| Ok(!f(c)?)));
-                    return if all_const { self.fold(id, out) } else { Ok(out) };
+                    return if all_const {
+                        self.fold(id, out)
+                    } else {
+                        Ok(out)
+                    };
                 }
                 (operators::NEGATE, 1) => return self.compile_negate(id, &args[0]),
                 (operators::ADD, 2) => return self.compile_arith(id, ArithOp::Add, args),
@@ -696,7 +697,9 @@ impl<'a> Compiler<'a> {
                 (operators::INDEX, 2) => return self.compile_path(e),
                 (operators::HAS, 1) => return self.compile_has(id, &args[0]),
                 (operators::OPT_INDEX | operators::OPT_SELECT, _) => {
-                    return Err(self.unsupported(id, "optional access (`?.`, `[?`) is not supported"));
+                    return Err(
+                        self.unsupported(id, "optional access (`?.`, `[?`) is not supported")
+                    );
                 }
                 _ => {}
             }
@@ -770,10 +773,19 @@ impl<'a> Compiler<'a> {
                 return Err(self.type_error(id, format!("cannot negate a {} value", ty.name())));
             }
         };
-        if all_const { self.fold(id, out) } else { Ok(out) }
+        if all_const {
+            self.fold(id, out)
+        } else {
+            Ok(out)
+        }
     }
 
-    fn compile_arith(&mut self, id: u64, op: ArithOp, args: &[IdedExpr]) -> Result<Node, ExprError> {
+    fn compile_arith(
+        &mut self,
+        id: u64,
+        op: ArithOp,
+        args: &[IdedExpr],
+    ) -> Result<Node, ExprError> {
         let l = self.compile(&args[0])?;
         let r = self.compile(&args[1])?;
         let all_const = l.is_const() && r.is_const();
@@ -802,7 +814,11 @@ impl<'a> Compiler<'a> {
                 ));
             }
         };
-        if all_const { self.fold(id, out) } else { Ok(out) }
+        if all_const {
+            self.fold(id, out)
+        } else {
+            Ok(out)
+        }
     }
 
     fn generic_arith(&self, op: ArithOp, l: Node, r: Node, ty: Ty) -> Node {
@@ -825,12 +841,22 @@ impl<'a> Compiler<'a> {
         } else {
             Err(self.type_error(
                 id,
-                format!("cannot compare {} with {} using `{}`", lt.name(), rt.name(), op.symbol()),
+                format!(
+                    "cannot compare {} with {} using `{}`",
+                    lt.name(),
+                    rt.name(),
+                    op.symbol()
+                ),
             ))
         }
     }
 
-    fn compile_compare(&mut self, id: u64, op: CmpOp, args: &[IdedExpr]) -> Result<Node, ExprError> {
+    fn compile_compare(
+        &mut self,
+        id: u64,
+        op: CmpOp,
+        args: &[IdedExpr],
+    ) -> Result<Node, ExprError> {
         let with_null = args.iter().any(is_null_literal);
         let saved = self.loose;
         self.loose |= with_null;
@@ -852,7 +878,11 @@ impl<'a> Compiler<'a> {
                 Node::Bool(Box::new(move |c| ops::compare(op, &lf(c)?, &rf(c)?)))
             }
         };
-        if all_const { self.fold(id, out) } else { Ok(out) }
+        if all_const {
+            self.fold(id, out)
+        } else {
+            Ok(out)
+        }
     }
 
     fn compile_conditional(&mut self, args: &[IdedExpr]) -> Result<Node, ExprError> {
@@ -962,7 +992,11 @@ impl<'a> Compiler<'a> {
                 }))
             }
         };
-        if all_const { self.fold(id, out) } else { Ok(out) }
+        if all_const {
+            self.fold(id, out)
+        } else {
+            Ok(out)
+        }
     }
 
     fn compile_function(&mut self, id: u64, call: &CallExpr) -> Result<Node, ExprError> {
@@ -989,7 +1023,10 @@ impl<'a> Compiler<'a> {
             } else {
                 Err(self.type_error(
                     id,
-                    format!("`{name}` takes {n} operand(s): {usage}, found {}", operands.len()),
+                    format!(
+                        "`{name}` takes {n} operand(s): {usage}, found {}",
+                        operands.len()
+                    ),
                 ))
             }
         };
@@ -1078,7 +1115,11 @@ impl<'a> Compiler<'a> {
             "int" => {
                 global_only("int(x)")?;
                 arity(1, "int(x)")?;
-                check(0, &[Ty::Int, Ty::Float, Ty::Str, Ty::Timestamp], "a number, string or timestamp")?;
+                check(
+                    0,
+                    &[Ty::Int, Ty::Float, Ty::Str, Ty::Timestamp],
+                    "a number, string or timestamp",
+                )?;
                 match take(&mut operands, 0) {
                     Node::Int(f) => Node::Int(f),
                     Node::Float(f) => Node::Int(Box::new(move |c| {
@@ -1111,7 +1152,18 @@ impl<'a> Compiler<'a> {
             "string" => {
                 global_only("string(x)")?;
                 arity(1, "string(x)")?;
-                check(0, &[Ty::Int, Ty::Float, Ty::Str, Ty::Bool, Ty::Timestamp, Ty::Json], "a non-null value")?;
+                check(
+                    0,
+                    &[
+                        Ty::Int,
+                        Ty::Float,
+                        Ty::Str,
+                        Ty::Bool,
+                        Ty::Timestamp,
+                        Ty::Json,
+                    ],
+                    "a non-null value",
+                )?;
                 let f = take(&mut operands, 0).into_val();
                 Node::Val(Ty::Str, Box::new(move |c| ops::to_string(&f(c)?)))
             }
@@ -1125,7 +1177,11 @@ impl<'a> Compiler<'a> {
             "timestamp" => {
                 global_only("timestamp(x)")?;
                 arity(1, "timestamp(x)")?;
-                check(0, &[Ty::Str, Ty::Int, Ty::Timestamp], "a string, int seconds or timestamp")?;
+                check(
+                    0,
+                    &[Ty::Str, Ty::Int, Ty::Timestamp],
+                    "a string, int seconds or timestamp",
+                )?;
                 let f = take(&mut operands, 0).into_val();
                 Node::Val(
                     Ty::Timestamp,
@@ -1175,7 +1231,11 @@ impl<'a> Compiler<'a> {
                     return Err(self.type_error(id, format!("`{name}` needs at least one operand")));
                 }
                 for i in 0..operands.len() {
-                    check(i, &[Ty::Int, Ty::Float, Ty::Str, Ty::Timestamp], "numbers, strings or timestamps")?;
+                    check(
+                        i,
+                        &[Ty::Int, Ty::Float, Ty::Str, Ty::Timestamp],
+                        "numbers, strings or timestamps",
+                    )?;
                 }
                 let tys: Vec<Ty> = operands.iter().map(Node::ty).collect();
                 let first = tys[0];
@@ -1187,10 +1247,20 @@ impl<'a> Compiler<'a> {
                         format!("`{name}` needs operands of one kind (ints and floats mix)"),
                     ));
                 }
-                let want = if name == "min" { Ordering::Less } else { Ordering::Greater };
+                let want = if name == "min" {
+                    Ordering::Less
+                } else {
+                    Ordering::Greater
+                };
                 let op = static_name(name);
                 let fs: Vec<Fun<Value>> = operands.drain(..).map(Node::into_val).collect();
-                let ty = if same { first } else if numeric { Ty::Float } else { Ty::Dyn };
+                let ty = if same {
+                    first
+                } else if numeric {
+                    Ty::Float
+                } else {
+                    Ty::Dyn
+                };
                 Node::Val(
                     ty,
                     Box::new(move |c| {
@@ -1207,7 +1277,11 @@ impl<'a> Compiler<'a> {
                 return Err(self.type_error(id, "has() takes one field or path: has(x)"));
             }
         };
-        if all_const { self.fold(id, out) } else { Ok(out) }
+        if all_const {
+            self.fold(id, out)
+        } else {
+            Ok(out)
+        }
     }
 }
 

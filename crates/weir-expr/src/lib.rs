@@ -173,7 +173,10 @@ fn syntax_error(source: &str, errors: &cel::ParseErrors) -> ExprError {
                 .unwrap_or(&e.msg)
                 .to_string(),
         ),
-        None => (Pos { line: 1, column: 1 }, "unparsable expression".to_string()),
+        None => (
+            Pos { line: 1, column: 1 },
+            "unparsable expression".to_string(),
+        ),
     };
     ExprError::Syntax {
         expr: source.to_string(),

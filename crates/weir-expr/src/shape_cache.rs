@@ -104,9 +104,7 @@ mod tests {
     #[test]
     fn full_cache_falls_back_to_names() {
         let cache = ShapeCache::new(vec!["x".into()]);
-        let shapes: Vec<_> = (0..SLOTS)
-            .map(|_| Arc::new(Shape::new(["x"])))
-            .collect();
+        let shapes: Vec<_> = (0..SLOTS).map(|_| Arc::new(Shape::new(["x"]))).collect();
         for s in &shapes {
             assert!(cache.resolve(s).is_some());
         }

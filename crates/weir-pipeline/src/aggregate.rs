@@ -58,7 +58,11 @@ impl Aggregation {
         })?;
         let arg = match (func, arg.is_empty()) {
             (AggFn::Count, true) => None,
-            (_, true) => return Err(format!("`{func_name}` needs an argument, e.g. `{func_name}(amount)`")),
+            (_, true) => {
+                return Err(format!(
+                    "`{func_name}` needs an argument, e.g. `{func_name}(amount)`"
+                ));
+            }
             (_, false) => Some(Expr::compile(arg, fields).map_err(|e| e.to_string())?),
         };
         Ok(Aggregation {
@@ -82,7 +86,7 @@ impl Aggregation {
 }
 
 /// The running state of one aggregation for one key.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Acc {
     Count(i64),
     SumInt(i64),
@@ -221,7 +225,10 @@ mod tests {
         assert_eq!(run("first(x)", &vals), Value::Int(3));
         assert_eq!(run("last(x)", &vals), Value::Int(5));
         assert_eq!(run("avg(x)", &[]), Value::Null);
-        assert_eq!(run("sum(x)", &[Value::Int(1), Value::Float(0.5)]), Value::Float(1.5));
+        assert_eq!(
+            run("sum(x)", &[Value::Int(1), Value::Float(0.5)]),
+            Value::Float(1.5)
+        );
     }
 
     #[test]

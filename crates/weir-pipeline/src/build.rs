@@ -100,10 +100,9 @@ impl Planner<'_> {
                 let path = resolve(p, path);
                 let label = format!("{} ({})", path.display(), format_name(*format));
                 if !path.exists() {
-                    return Err(p.error_at(
-                        "source.path",
-                        format!("no such file: {}", path.display()),
-                    ));
+                    return Err(
+                        p.error_at("source.path", format!("no such file: {}", path.display()))
+                    );
                 }
                 (self.decoded(env.read_file(path, *format)), label)
             }
@@ -118,9 +117,8 @@ impl Planner<'_> {
             } => {
                 let ids = FieldTypes::default().with("id", weir_types::ValueKind::Int);
                 for (name, source) in generated {
-                    Expr::compile(source, &ids).map_err(|e| {
-                        p.error_at(&format!("source.fields.{name}"), e.to_string())
-                    })?;
+                    Expr::compile(source, &ids)
+                        .map_err(|e| p.error_at(&format!("source.fields.{name}"), e.to_string()))?;
                 }
                 if let Some(r) = rate.filter(|r| !(*r > 0.0)) {
                     return Err(p.error_at("source.rate", format!("must be positive, found {r}")));
@@ -199,8 +197,10 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
                     Expr::compile(source, &fields)
                         .map_err(|e| p.error_at(&format!("{stage}.{name}"), e.to_string()))?;
                 }
-                let pairs: Vec<(&str, &str)> =
-                    exprs.iter().map(|(n, s)| (n.as_str(), s.as_str())).collect();
+                let pairs: Vec<(&str, &str)> = exprs
+                    .iter()
+                    .map(|(n, s)| (n.as_str(), s.as_str()))
+                    .collect();
                 let projection = if matches!(step, StepSpec::Map(_)) {
                     Projection::extend(&pairs, &fields)
                 } else {
@@ -270,10 +270,8 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
                 for (name, source) in exprs {
                     let agg = Aggregation::parse(name, source, &fields)
                         .map_err(|m| p.error_at(&format!("{stage}.{name}"), m))?;
-                    let kind = Acc::result_kind(
-                        agg.func,
-                        agg.arg.as_ref().and_then(|a| a.result_kind()),
-                    );
+                    let kind =
+                        Acc::result_kind(agg.func, agg.arg.as_ref().and_then(|a| a.result_kind()));
                     out_fields.insert(name, kind);
                     aggregations.push(agg);
                 }
@@ -287,17 +285,18 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
                 let emit_every_record = matches!(step, StepSpec::RollingAggregate(_));
                 let route = planner.route_errors;
                 let (kf, stage2) = (key_fields.clone(), stage.clone());
-                let routed = stream
-                    .key_by(move |r: &Record| key_of(&kf, r))
-                    .transform(&stage, move |_| AggregateOp {
-                        key_fields: key_fields.clone(),
-                        aggregations: aggregations.clone(),
-                        out_shape: out_shape.clone(),
-                        state: MemoryStore::new(),
-                        emit_every_record,
-                        stage: stage2.clone(),
-                        route_errors: route,
-                    });
+                let routed =
+                    stream
+                        .key_by(move |r: &Record| key_of(&kf, r))
+                        .transform(&stage, move |_| AggregateOp {
+                            key_fields: key_fields.clone(),
+                            aggregations: aggregations.clone(),
+                            out_shape: out_shape.clone(),
+                            state: MemoryStore::new(),
+                            emit_every_record,
+                            stage: stage2.clone(),
+                            route_errors: route,
+                        });
                 stream = planner.routed(routed);
                 fields = out_fields;
             }

@@ -5,7 +5,7 @@
 use crate::aggregate::{Acc, Aggregation, argument};
 use std::fmt::Display;
 use std::sync::Arc;
-use weir_core::{BadRecord, Operator, OperatorContext, OperatorError, Timestamp, END_OF_TIME};
+use weir_core::{BadRecord, END_OF_TIME, Operator, OperatorContext, OperatorError, Timestamp};
 use weir_expr::{CompiledExpr, Projection};
 use weir_state::KeyedStore;
 use weir_types::{Record, Shape, Value};
@@ -13,7 +13,12 @@ use weir_types::{Record, Shape, Value};
 pub(crate) type Routed = Result<Record, Record>;
 
 /// The record sent to the dead-letter output for a record a step could not process.
-pub(crate) fn dead_letter(stage: &str, error: impl Display, record: &Record, position: u64) -> Record {
+pub(crate) fn dead_letter(
+    stage: &str,
+    error: impl Display,
+    record: &Record,
+    position: u64,
+) -> Record {
     Record::from_pairs([
         ("stage", Value::from(stage)),
         ("error", Value::from(error.to_string())),
@@ -197,7 +202,11 @@ impl<S: KeyedStore<Vec<Value>, Vec<Acc>>> Operator<Record, Routed> for Aggregate
         Ok(Some(watermark))
     }
 
-    fn close(&mut self, out: &mut Vec<Routed>, _: &mut OperatorContext) -> Result<(), OperatorError> {
+    fn close(
+        &mut self,
+        out: &mut Vec<Routed>,
+        _: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
         if !self.emit_every_record {
             self.emit_all(out)?;
         }

@@ -9,15 +9,18 @@ mod memory;
 
 pub use memory::MemoryStore;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::hash::Hash;
 
-/// Key types usable in keyed state.
-pub trait StateKey: Hash + Eq + Clone + Send + 'static {}
-impl<T: Hash + Eq + Clone + Send + 'static> StateKey for T {}
+/// Key types usable in keyed state. Serializable, because checkpoints and the on-disk backend
+/// store them.
+pub trait StateKey: Hash + Eq + Clone + Send + Serialize + DeserializeOwned + 'static {}
+impl<T: Hash + Eq + Clone + Send + Serialize + DeserializeOwned + 'static> StateKey for T {}
 
 /// Value types usable in keyed state.
-pub trait StateValue: Send + 'static {}
-impl<T: Send + 'static> StateValue for T {}
+pub trait StateValue: Send + Serialize + DeserializeOwned + 'static {}
+impl<T: Send + Serialize + DeserializeOwned + 'static> StateValue for T {}
 
 /// A map from keys to values, owned by one operator instance.
 ///

@@ -106,6 +106,21 @@ impl Record {
         &self.values
     }
 
+    /// The values, mutable in place (the shape does not change).
+    pub fn values_mut(&mut self) -> &mut [Value] {
+        &mut self.values
+    }
+
+    #[inline]
+    pub fn get_index_mut(&mut self, index: usize) -> Option<&mut Value> {
+        self.values.get_mut(index)
+    }
+
+    /// The shape and the values.
+    pub fn into_parts(self) -> (Arc<Shape>, Vec<Value>) {
+        (self.shape, self.values)
+    }
+
     pub fn len(&self) -> usize {
         self.values.len()
     }

@@ -244,9 +244,39 @@ impl<T: Into<Value>> From<Option<T>> for Value {
     }
 }
 
+/// The form of a value in binary formats (checkpoints, on-disk state): the kind is explicit,
+/// so a timestamp stays a timestamp and an integer an integer.
+#[derive(Serialize, Deserialize)]
+enum Binary<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(std::borrow::Cow<'a, str>),
+    Timestamp(i64),
+    Json(std::borrow::Cow<'a, str>),
+}
+
 impl Serialize for Value {
-    /// Serializes as plain JSON-compatible data: what a JSON reader of the output expects.
+    /// In text formats (JSON, YAML): plain data, what a reader of the output expects. In
+    /// binary formats: tagged with its kind, so it reads back exactly.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if !serializer.is_human_readable() {
+            let json;
+            let binary = match self {
+                Value::Null => Binary::Null,
+                Value::Bool(b) => Binary::Bool(*b),
+                Value::Int(i) => Binary::Int(*i),
+                Value::Float(f) => Binary::Float(*f),
+                Value::Str(s) => Binary::Str(std::borrow::Cow::Borrowed(s)),
+                Value::Timestamp(t) => Binary::Timestamp(*t),
+                Value::Json(j) => {
+                    json = j.to_string();
+                    Binary::Json(std::borrow::Cow::Borrowed(&json))
+                }
+            };
+            return binary.serialize(serializer);
+        }
         match self {
             Value::Null => serializer.serialize_unit(),
             Value::Bool(b) => serializer.serialize_bool(*b),
@@ -261,7 +291,20 @@ impl Serialize for Value {
 
 impl<'de> Deserialize<'de> for Value {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        serde_json::Value::deserialize(deserializer).map(Value::from_json)
+        if deserializer.is_human_readable() {
+            return serde_json::Value::deserialize(deserializer).map(Value::from_json);
+        }
+        Ok(match Binary::deserialize(deserializer)? {
+            Binary::Null => Value::Null,
+            Binary::Bool(b) => Value::Bool(b),
+            Binary::Int(i) => Value::Int(i),
+            Binary::Float(f) => Value::Float(f),
+            Binary::Str(s) => Value::Str(Arc::from(&*s)),
+            Binary::Timestamp(t) => Value::Timestamp(t),
+            Binary::Json(text) => Value::Json(Arc::new(
+                serde_json::from_str(&text).map_err(serde::de::Error::custom)?,
+            )),
+        })
     }
 }
 
@@ -304,5 +347,26 @@ mod tests {
             serde_json::to_string(&v).unwrap(),
             "\"2023-11-14T22:13:20.123Z\""
         );
+    }
+}
+
+#[cfg(test)]
+mod binary_tests {
+    use super::*;
+
+    #[test]
+    fn binary_formats_keep_the_kind() {
+        let values = vec![
+            Value::Null,
+            Value::Bool(true),
+            Value::Int(-5),
+            Value::Float(2.5),
+            Value::from("text"),
+            Value::Timestamp(1_700_000_000_000),
+            Value::Json(Arc::new(serde_json::json!({"a": [1, 2]}))),
+        ];
+        let bytes = postcard::to_stdvec(&values).unwrap();
+        let back: Vec<Value> = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, values);
     }
 }
