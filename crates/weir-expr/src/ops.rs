@@ -59,6 +59,7 @@ impl ArithOp {
 }
 
 /// `a op b` for values known only at run time.
+#[inline]
 pub(crate) fn arith(op: ArithOp, a: &Value, b: &Value) -> R<Value> {
     match (a, b) {
         (Value::Int(x), Value::Int(y)) => op.int(*x, *y).map(Value::Int),
@@ -132,6 +133,7 @@ impl CmpOp {
 
 /// Equality across kinds: numbers compare by value (`1 == 1.0`), values of different kinds
 /// are unequal, JSON documents compare structurally, NaN equals nothing.
+#[inline]
 pub(crate) fn equal(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Int(x), Value::Int(y)) => x == y,
@@ -141,6 +143,7 @@ pub(crate) fn equal(a: &Value, b: &Value) -> bool {
 }
 
 /// `a op b` for values known only at run time.
+#[inline]
 pub(crate) fn compare(op: CmpOp, a: &Value, b: &Value) -> R<bool> {
     match op {
         CmpOp::Eq => return Ok(equal(a, b)),
