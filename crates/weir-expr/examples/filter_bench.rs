@@ -63,7 +63,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .count()
     });
 
-    for (label, fields) in [("typed fields", &typed), ("dynamic fields", &FieldTypes::dynamic())] {
+    for (label, fields) in [
+        ("typed fields", &typed),
+        ("dynamic fields", &FieldTypes::dynamic()),
+    ] {
         let filter = Expr::compile_filter(source, fields)?;
         per_record(&format!("`{source}`, {label}"), n, || {
             data.iter()
@@ -93,18 +96,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut ctx = cel::Context::default();
     let program = cel::Program::compile(source)?;
     let sample = n.min(100_000);
-    per_record("cel interpreter, reused Context (for comparison)", sample, || {
-        data[..sample]
-            .iter()
-            .filter(|r| {
-                for (name, value) in r.iter() {
-                    if let Value::Int(i) = value {
-                        ctx.add_variable_from_value(name, *i);
+    per_record(
+        "cel interpreter, reused Context (for comparison)",
+        sample,
+        || {
+            data[..sample]
+                .iter()
+                .filter(|r| {
+                    for (name, value) in r.iter() {
+                        if let Value::Int(i) = value {
+                            ctx.add_variable_from_value(name, *i);
+                        }
                     }
-                }
-                matches!(program.execute(&ctx), Ok(cel::Value::Bool(true)))
-            })
-            .count()
-    });
+                    matches!(program.execute(&ctx), Ok(cel::Value::Bool(true)))
+                })
+                .count()
+        },
+    );
     Ok(())
 }

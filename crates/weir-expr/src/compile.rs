@@ -305,6 +305,10 @@ fn missing(name: &str) -> Fault {
     })
 }
 
+/// A compiled path: its base, its steps, and the base field's slot and name when the base is
+/// a record field.
+type PathParts = (Fun<Value>, Vec<Seg>, Option<(usize, Arc<str>)>);
+
 /// The base of a path: a record field (looked up through the shape cache) or any expression.
 enum Base<'e> {
     Field(&'e str),
@@ -433,9 +437,7 @@ impl<'a> Compiler<'a> {
     /// The record field an expression names, if it is a plain field reference.
     fn field_ref<'e>(&self, e: &'e IdedExpr) -> Option<&'e str> {
         match &e.expr {
-            Ast::Ident(name) if self.fields.is_dynamic() || !self.record_alias(name) => {
-                Some(name)
-            }
+            Ast::Ident(name) if self.fields.is_dynamic() || !self.record_alias(name) => Some(name),
             Ast::Select(s) if !s.test => match &s.operand.expr {
                 Ast::Ident(root) if self.record_alias(root) => Some(&s.field),
                 _ => None,
@@ -524,10 +526,9 @@ impl<'a> Compiler<'a> {
                 e.id,
                 "list literals are only supported on the right of `in`",
             )),
-            Ast::Map(_) | Ast::Struct(_) => Err(self.unsupported(
-                e.id,
-                "map and message literals are not supported",
-            )),
+            Ast::Map(_) | Ast::Struct(_) => {
+                Err(self.unsupported(e.id, "map and message literals are not supported"))
+            }
             Ast::Comprehension(_) => Err(self.unsupported(
                 e.id,
                 "comprehensions (all, exists, map, filter) are not supported",
@@ -584,10 +585,7 @@ impl<'a> Compiler<'a> {
     }
 
     /// Compiles a path's base and steps; the base must be JSON (or dynamic).
-    fn compile_path_parts(
-        &mut self,
-        e: &IdedExpr,
-    ) -> Result<(Fun<Value>, Vec<Seg>, Option<(usize, Arc<str>)>), ExprError> {
+    fn compile_path_parts(&mut self, e: &IdedExpr) -> Result<PathParts, ExprError> {
         let (base, base_id, seg_asts) = self.split_path(e);
         let (base_node, field) = match base {
             Base::Field(name) => {
@@ -705,7 +703,11 @@ impl<'a> Compiler<'a> {
                     let all_const = node.is_const();
                     let f = node.into_bool("!");
                     let out = Node::Bool(Box::new(move |c| Ok(!f(c)?)));
-                    return if all_const { self.fold(id, out) } else { Ok(out) };
+                    return if all_const {
+                        self.fold(id, out)
+                    } else {
+                        Ok(out)
+                    };
                 }
                 (operators::NEGATE, 1) => return self.compile_negate(id, &args[0]),
                 (operators::ADD, 2) => return self.compile_arith(id, ArithOp::Add, args),
@@ -726,7 +728,9 @@ impl<'a> Compiler<'a> {
                 (operators::INDEX, 2) => return self.compile_path(e),
                 (operators::HAS, 1) => return self.compile_has(id, &args[0]),
                 (operators::OPT_INDEX | operators::OPT_SELECT, _) => {
-                    return Err(self.unsupported(id, "optional access (`?.`, `[?`) is not supported"));
+                    return Err(
+                        self.unsupported(id, "optional access (`?.`, `[?`) is not supported")
+                    );
                 }
                 _ => {}
             }
@@ -800,10 +804,19 @@ impl<'a> Compiler<'a> {
                 return Err(self.type_error(id, format!("cannot negate a {} value", ty.name())));
             }
         };
-        if all_const { self.fold(id, out) } else { Ok(out) }
+        if all_const {
+            self.fold(id, out)
+        } else {
+            Ok(out)
+        }
     }
 
-    fn compile_arith(&mut self, id: u64, op: ArithOp, args: &[IdedExpr]) -> Result<Node, ExprError> {
+    fn compile_arith(
+        &mut self,
+        id: u64,
+        op: ArithOp,
+        args: &[IdedExpr],
+    ) -> Result<Node, ExprError> {
         let l = self.compile(&args[0])?;
         let r = self.compile(&args[1])?;
         let all_const = l.is_const() && r.is_const();
@@ -832,7 +845,11 @@ impl<'a> Compiler<'a> {
                 ));
             }
         };
-        if all_const { self.fold(id, out) } else { Ok(out) }
+        if all_const {
+            self.fold(id, out)
+        } else {
+            Ok(out)
+        }
     }
 
     fn generic_arith(&self, op: ArithOp, l: Node, r: Node, ty: Ty) -> Node {
@@ -863,12 +880,22 @@ impl<'a> Compiler<'a> {
         } else {
             Err(self.type_error(
                 id,
-                format!("cannot compare {} with {} using `{}`", lt.name(), rt.name(), op.symbol()),
+                format!(
+                    "cannot compare {} with {} using `{}`",
+                    lt.name(),
+                    rt.name(),
+                    op.symbol()
+                ),
             ))
         }
     }
 
-    fn compile_compare(&mut self, id: u64, op: CmpOp, args: &[IdedExpr]) -> Result<Node, ExprError> {
+    fn compile_compare(
+        &mut self,
+        id: u64,
+        op: CmpOp,
+        args: &[IdedExpr],
+    ) -> Result<Node, ExprError> {
         let with_null = args.iter().any(is_null_literal);
         let saved = self.loose;
         self.loose |= with_null;
@@ -894,7 +921,11 @@ impl<'a> Compiler<'a> {
                 CmpOp::Ge => val_binop(l, r, |a, b| ops::compare(CmpOp::Ge, a, b)),
             }),
         };
-        if all_const { self.fold(id, out) } else { Ok(out) }
+        if all_const {
+            self.fold(id, out)
+        } else {
+            Ok(out)
+        }
     }
 
     fn compile_conditional(&mut self, args: &[IdedExpr]) -> Result<Node, ExprError> {
@@ -1004,7 +1035,11 @@ impl<'a> Compiler<'a> {
                 }))
             }
         };
-        if all_const { self.fold(id, out) } else { Ok(out) }
+        if all_const {
+            self.fold(id, out)
+        } else {
+            Ok(out)
+        }
     }
 
     fn compile_function(&mut self, id: u64, call: &CallExpr) -> Result<Node, ExprError> {
@@ -1031,7 +1066,10 @@ impl<'a> Compiler<'a> {
             } else {
                 Err(self.type_error(
                     id,
-                    format!("`{name}` takes {n} operand(s): {usage}, found {}", operands.len()),
+                    format!(
+                        "`{name}` takes {n} operand(s): {usage}, found {}",
+                        operands.len()
+                    ),
                 ))
             }
         };
@@ -1120,7 +1158,11 @@ impl<'a> Compiler<'a> {
             "int" => {
                 global_only("int(x)")?;
                 arity(1, "int(x)")?;
-                check(0, &[Ty::Int, Ty::Float, Ty::Str, Ty::Timestamp], "a number, string or timestamp")?;
+                check(
+                    0,
+                    &[Ty::Int, Ty::Float, Ty::Str, Ty::Timestamp],
+                    "a number, string or timestamp",
+                )?;
                 match take(&mut operands, 0) {
                     Node::Int(f) => Node::Int(f),
                     Node::Float(f) => Node::Int(Box::new(move |c| {
@@ -1153,7 +1195,18 @@ impl<'a> Compiler<'a> {
             "string" => {
                 global_only("string(x)")?;
                 arity(1, "string(x)")?;
-                check(0, &[Ty::Int, Ty::Float, Ty::Str, Ty::Bool, Ty::Timestamp, Ty::Json], "a non-null value")?;
+                check(
+                    0,
+                    &[
+                        Ty::Int,
+                        Ty::Float,
+                        Ty::Str,
+                        Ty::Bool,
+                        Ty::Timestamp,
+                        Ty::Json,
+                    ],
+                    "a non-null value",
+                )?;
                 let f = take(&mut operands, 0).into_val();
                 Node::Val(Ty::Str, Box::new(move |c| ops::to_string(&f(c)?)))
             }
@@ -1167,7 +1220,11 @@ impl<'a> Compiler<'a> {
             "timestamp" => {
                 global_only("timestamp(x)")?;
                 arity(1, "timestamp(x)")?;
-                check(0, &[Ty::Str, Ty::Int, Ty::Timestamp], "a string, int seconds or timestamp")?;
+                check(
+                    0,
+                    &[Ty::Str, Ty::Int, Ty::Timestamp],
+                    "a string, int seconds or timestamp",
+                )?;
                 let f = take(&mut operands, 0).into_val();
                 Node::Val(
                     Ty::Timestamp,
@@ -1217,7 +1274,11 @@ impl<'a> Compiler<'a> {
                     return Err(self.type_error(id, format!("`{name}` needs at least one operand")));
                 }
                 for i in 0..operands.len() {
-                    check(i, &[Ty::Int, Ty::Float, Ty::Str, Ty::Timestamp], "numbers, strings or timestamps")?;
+                    check(
+                        i,
+                        &[Ty::Int, Ty::Float, Ty::Str, Ty::Timestamp],
+                        "numbers, strings or timestamps",
+                    )?;
                 }
                 let tys: Vec<Ty> = operands.iter().map(Node::ty).collect();
                 let first = tys[0];
@@ -1229,10 +1290,20 @@ impl<'a> Compiler<'a> {
                         format!("`{name}` needs operands of one kind (ints and floats mix)"),
                     ));
                 }
-                let want = if name == "min" { Ordering::Less } else { Ordering::Greater };
+                let want = if name == "min" {
+                    Ordering::Less
+                } else {
+                    Ordering::Greater
+                };
                 let op = static_name(name);
                 let fs: Vec<Fun<Value>> = operands.drain(..).map(Node::into_val).collect();
-                let ty = if same { first } else if numeric { Ty::Float } else { Ty::Dyn };
+                let ty = if same {
+                    first
+                } else if numeric {
+                    Ty::Float
+                } else {
+                    Ty::Dyn
+                };
                 Node::Val(
                     ty,
                     Box::new(move |c| {
@@ -1249,7 +1320,11 @@ impl<'a> Compiler<'a> {
                 return Err(self.type_error(id, "has() takes one field or path: has(x)"));
             }
         };
-        if all_const { self.fold(id, out) } else { Ok(out) }
+        if all_const {
+            self.fold(id, out)
+        } else {
+            Ok(out)
+        }
     }
 }
 
@@ -1272,7 +1347,16 @@ fn too_deep(root: &IdedExpr) -> Option<u64> {
             Ast::Select(s) => stack.push((&s.operand, d)),
             Ast::List(list) => stack.extend(list.elements.iter().map(|el| (el, d))),
             Ast::Comprehension(c) => {
-                stack.extend([&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result].map(|x| (x, d)));
+                stack.extend(
+                    [
+                        &c.iter_range,
+                        &c.accu_init,
+                        &c.loop_cond,
+                        &c.loop_step,
+                        &c.result,
+                    ]
+                    .map(|x| (x, d)),
+                );
             }
             Ast::Map(m) => {
                 for entry in &m.entries {

@@ -138,7 +138,10 @@ impl Expr {
         if source.chars().count() > MAX_SOURCE_CHARS {
             return Err(ExprError::Unsupported {
                 expr: source.chars().take(40).chain("...".chars()).collect(),
-                pos: Pos { line: 1, column: MAX_SOURCE_CHARS + 1 },
+                pos: Pos {
+                    line: 1,
+                    column: MAX_SOURCE_CHARS + 1,
+                },
                 message: format!("expressions are limited to {MAX_SOURCE_CHARS} characters"),
             });
         }
@@ -185,7 +188,10 @@ fn syntax_error(source: &str, errors: &cel::ParseErrors) -> ExprError {
                 .unwrap_or(&e.msg)
                 .to_string(),
         ),
-        None => (Pos { line: 1, column: 1 }, "unparsable expression".to_string()),
+        None => (
+            Pos { line: 1, column: 1 },
+            "unparsable expression".to_string(),
+        ),
     };
     ExprError::Syntax {
         expr: source.to_string(),
@@ -228,6 +234,7 @@ impl CompiledExpr {
         Ctx { record, positions }
     }
 
+    #[allow(clippy::boxed_local)] // evaluation faults arrive boxed; see `error::Fault`
     fn error(&self, kind: Box<EvalErrorKind>) -> EvalError {
         EvalError {
             expr: self.source.clone(),

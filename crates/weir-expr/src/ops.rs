@@ -73,9 +73,9 @@ pub(crate) fn arith(op: ArithOp, a: &Value, b: &Value) -> R<Value> {
             s.push_str(y);
             Ok(Value::Str(Arc::from(s)))
         }
-        (Value::Null, _) | (_, Value::Null) => Err(fault(EvalErrorKind::NullOperand {
-            op: op.symbol(),
-        })),
+        (Value::Null, _) | (_, Value::Null) => {
+            Err(fault(EvalErrorKind::NullOperand { op: op.symbol() }))
+        }
         _ => Err(fault(EvalErrorKind::Incompatible {
             op: op.symbol(),
             left: a.kind(),
@@ -151,9 +151,9 @@ pub(crate) fn compare(op: CmpOp, a: &Value, b: &Value) -> R<bool> {
         _ => {}
     }
     match (a, b) {
-        (Value::Null, _) | (_, Value::Null) => Err(fault(EvalErrorKind::NullOperand {
-            op: op.symbol(),
-        })),
+        (Value::Null, _) | (_, Value::Null) => {
+            Err(fault(EvalErrorKind::NullOperand { op: op.symbol() }))
+        }
         (Value::Int(_) | Value::Float(_), Value::Int(_) | Value::Float(_))
         | (Value::Str(_), Value::Str(_))
         | (Value::Bool(_), Value::Bool(_))
@@ -243,14 +243,19 @@ pub(crate) fn to_int(v: &Value) -> R<i64> {
         Value::Float(f) => float_to_int(*f).ok_or_else(|| conversion("int", v)),
         Value::Str(s) => s.parse::<i64>().map_err(|_| conversion("int", v)),
         Value::Timestamp(ms) => Ok(ms.div_euclid(1000)),
-        other => Err(type_mismatch("int()", "a number, string or timestamp", other)),
+        other => Err(type_mismatch(
+            "int()",
+            "a number, string or timestamp",
+            other,
+        )),
     }
 }
 
 pub(crate) fn float_to_int(f: f64) -> Option<i64> {
     // i64::MAX as f64 rounds up to 2^63, which does not fit.
     let t = f.trunc();
-    (t.is_finite() && t >= -9_223_372_036_854_775_808.0 && t < 9_223_372_036_854_775_808.0)
+    (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0)
+        .contains(&t)
         .then_some(t as i64)
 }
 
@@ -471,7 +476,11 @@ mod tests {
             *ArithOp::Rem.int(1, 0).unwrap_err(),
             EvalErrorKind::DivisionByZero
         );
-        assert_eq!(ArithOp::Rem.int(-7, 2).ok(), Some(-1), "truncated remainder");
+        assert_eq!(
+            ArithOp::Rem.int(-7, 2).ok(),
+            Some(-1),
+            "truncated remainder"
+        );
     }
 
     #[test]

@@ -285,8 +285,8 @@ mod tests {
         let fields = FieldTypes::default()
             .with("a", ValueKind::Int)
             .with("b", ValueKind::Str);
-        let p = Projection::extend(&[("a", "double(a)"), ("z", "b + '!'")], &fields)
-            .expect("compiles");
+        let p =
+            Projection::extend(&[("a", "double(a)"), ("z", "b + '!'")], &fields).expect("compiles");
         let types = p.output_types();
         assert_eq!(types.get("a"), Some(Some(ValueKind::Float)));
         assert_eq!(types.get("b"), Some(Some(ValueKind::Str)));

@@ -8,6 +8,9 @@ use weir_types::{Record, Shape, Value};
 /// the common cases; records of further shapes fall back to looking fields up by name.
 const SLOTS: usize = 8;
 
+/// A remembered shape and the position of each read field in it.
+type Slot = (Arc<Shape>, Box<[u32]>);
+
 /// Marks a field the shape does not have.
 pub(crate) const ABSENT: u32 = u32::MAX;
 
@@ -18,7 +21,7 @@ pub(crate) const ABSENT: u32 = u32::MAX;
 /// while we hold it).
 pub(crate) struct ShapeCache {
     names: Vec<Arc<str>>,
-    slots: [OnceLock<(Arc<Shape>, Box<[u32]>)>; SLOTS],
+    slots: [OnceLock<Slot>; SLOTS],
 }
 
 impl ShapeCache {
@@ -104,9 +107,7 @@ mod tests {
     #[test]
     fn full_cache_falls_back_to_names() {
         let cache = ShapeCache::new(vec!["x".into()]);
-        let shapes: Vec<_> = (0..SLOTS)
-            .map(|_| Arc::new(Shape::new(["x"])))
-            .collect();
+        let shapes: Vec<_> = (0..SLOTS).map(|_| Arc::new(Shape::new(["x"]))).collect();
         for s in &shapes {
             assert!(cache.resolve(s).is_some());
         }

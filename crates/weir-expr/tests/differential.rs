@@ -48,7 +48,12 @@ fn gen_int(r: &mut Rng, depth: u32) -> String {
             gen_int(r, d)
         ),
         4 => format!("-{}", gen_int(r, d)),
-        5 => format!("({} ? {} : {})", gen_bool(r, d), gen_int(r, d), gen_int(r, d)),
+        5 => format!(
+            "({} ? {} : {})",
+            gen_bool(r, d),
+            gen_int(r, d),
+            gen_int(r, d)
+        ),
         6 => format!("size({})", gen_str(r, d)),
         7 => format!("int({})", gen_float(r, d)),
         _ => format!("{}.size()", gen_str(r, d)),
@@ -88,7 +93,12 @@ fn gen_str(r: &mut Rng, depth: u32) -> String {
     match r.below(4) {
         0 | 1 => format!("({} + {})", gen_str(r, d), gen_str(r, d)),
         2 => format!("string({})", gen_int(r, d)),
-        _ => format!("({} ? {} : {})", gen_bool(r, d), gen_str(r, d), gen_str(r, d)),
+        _ => format!(
+            "({} ? {} : {})",
+            gen_bool(r, d),
+            gen_str(r, d),
+            gen_str(r, d)
+        ),
     }
 }
 
@@ -119,7 +129,12 @@ fn gen_bool(r: &mut Rng, depth: u32) -> String {
             r.pick(&["^A", "b$", "[0-9]+", "x"])
         ),
         11 => format!("(ts {} timestamp('2024-05-01T12:00:00Z'))", r.pick(&cmp)),
-        12 => format!("({} ? {} : {})", gen_bool(r, d), gen_bool(r, d), gen_bool(r, d)),
+        12 => format!(
+            "({} ? {} : {})",
+            gen_bool(r, d),
+            gen_bool(r, d),
+            gen_bool(r, d)
+        ),
         _ => "p".to_string(),
     }
 }
@@ -238,7 +253,9 @@ fn compiled_evaluation_agrees_with_the_cel_interpreter() {
             };
             match (&theirs, &ours) {
                 (Some(v), Ok(w)) if same(v, w) => agreed += 1,
-                (Some(v), Ok(w)) => mismatches.push(format!("{src} on {record:?}: cel {v:?}, ours {w:?}")),
+                (Some(v), Ok(w)) => {
+                    mismatches.push(format!("{src} on {record:?}: cel {v:?}, ours {w:?}"))
+                }
                 (None, Err(_)) => both_failed += 1,
                 (None, Ok(w)) => {
                     if verbose {
@@ -248,10 +265,16 @@ fn compiled_evaluation_agrees_with_the_cel_interpreter() {
                 }
                 (Some(v), Err(e)) => {
                     // Only the deliberate differences may make us fail where cel does not.
-                    let allowed = matches!(e, EvalErrorKind::DivisionByZero | EvalErrorKind::Overflow { .. })
-                        && (src.contains("&&") || src.contains("||") || src.contains('?') || src.contains('/'));
+                    let allowed = matches!(
+                        e,
+                        EvalErrorKind::DivisionByZero | EvalErrorKind::Overflow { .. }
+                    ) && (src.contains("&&")
+                        || src.contains("||")
+                        || src.contains('?')
+                        || src.contains('/'));
                     if !allowed {
-                        mismatches.push(format!("{src} on {record:?}: cel {v:?}, ours failed: {e}"));
+                        mismatches
+                            .push(format!("{src} on {record:?}: cel {v:?}, ours failed: {e}"));
                     }
                     if verbose {
                         println!("only ours failed: {src} on {record:?} (cel {v:?}): {e}");
@@ -266,6 +289,14 @@ fn compiled_evaluation_agrees_with_the_cel_interpreter() {
         "{total} evaluations: {agreed} agreed, {both_failed} both failed, \
          {cel_only_failed} only cel failed, {ours_only_failed} only ours failed"
     );
-    assert!(mismatches.is_empty(), "{} mismatches:\n{}", mismatches.len(), mismatches.join("\n"));
-    assert!(agreed * 2 > total, "too few comparable cases: {agreed} of {total}");
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
+    assert!(
+        agreed * 2 > total,
+        "too few comparable cases: {agreed} of {total}"
+    );
 }

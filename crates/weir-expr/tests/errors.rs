@@ -27,8 +27,9 @@ fn syntax_errors_give_the_column() {
     assert!(matches!(e, ExprError::Syntax { .. }), "{e:?}");
     assert_eq!(e.pos(), at(18));
     assert!(
-        e.to_string()
-            .starts_with("syntax error in `value % 2 == 0 &&` at column 18: mismatched input '<EOF>'"),
+        e.to_string().starts_with(
+            "syntax error in `value % 2 == 0 &&` at column 18: mismatched input '<EOF>'"
+        ),
         "{e}"
     );
     let e = compile_err("(value + 1");
@@ -67,8 +68,11 @@ fn unknown_fields_suggest_close_names() {
         "unknown field `vaule` in `value > 1 && vaule < 3` at column 14 (did you mean `value`?)"
     );
     let e = compile_err("has(zzz)");
-    assert!(matches!(&e, ExprError::UnknownField { name, suggestions, .. }
-        if name == "zzz" && suggestions.is_empty()), "{e:?}");
+    assert!(
+        matches!(&e, ExprError::UnknownField { name, suggestions, .. }
+        if name == "zzz" && suggestions.is_empty()),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -90,11 +94,26 @@ fn type_mismatches_are_compile_errors() {
         ("value && key > 1", "`&&` expects bool, found int"),
         ("!url", "`!` expects bool, found string"),
         ("value.x == 1", "cannot take `.x` of int"),
-        ("url.startsWith(1)", "`startsWith` expects a string argument, found int"),
-        ("size(value)", "`size` expects a string or JSON array/object, found int"),
-        ("int(value > 1)", "`int` expects a number, string or timestamp, found bool"),
-        ("value in url", "`in` needs a list literal or a JSON array/object on its right"),
-        ("value in ['a']", "cannot compare int with string using `==`"),
+        (
+            "url.startsWith(1)",
+            "`startsWith` expects a string argument, found int",
+        ),
+        (
+            "size(value)",
+            "`size` expects a string or JSON array/object, found int",
+        ),
+        (
+            "int(value > 1)",
+            "`int` expects a number, string or timestamp, found bool",
+        ),
+        (
+            "value in url",
+            "`in` needs a list literal or a JSON array/object on its right",
+        ),
+        (
+            "value in ['a']",
+            "cannot compare int with string using `==`",
+        ),
         ("null + 1", "null in arithmetic `+`"),
         ("-url", "cannot negate a string value"),
         ("url.int()", "`int` is not a method"),
@@ -111,10 +130,14 @@ fn type_mismatches_are_compile_errors() {
 fn filters_are_checked_for_bool_results() {
     let e = Expr::compile_filter("value + 1", &fields()).expect_err("not a filter");
     assert!(
-        e.to_string().contains("a filter must give a bool, this expression gives int"),
+        e.to_string()
+            .contains("a filter must give a bool, this expression gives int"),
         "{e}"
     );
-    assert!(Expr::compile_filter("payload", &fields()).is_ok(), "dynamic may be a bool");
+    assert!(
+        Expr::compile_filter("payload", &fields()).is_ok(),
+        "dynamic may be a bool"
+    );
 }
 
 #[test]
@@ -141,7 +164,8 @@ fn constant_errors_surface_at_compile_time() {
     assert!(e.to_string().contains("invalid regular expression"), "{e}");
     let e = compile_err("timestamp('yesterday') < timestamp('2024-01-01')");
     assert!(
-        e.to_string().contains("cannot convert \"yesterday\" to timestamp"),
+        e.to_string()
+            .contains("cannot convert \"yesterday\" to timestamp"),
         "{e}"
     );
     let e = compile_err("value > 1 || 1 / 0 == 1");
@@ -154,7 +178,10 @@ fn constant_errors_surface_at_compile_time() {
 #[test]
 fn unsupported_constructs_are_explained() {
     for (src, message) in [
-        ("[1, 2]", "list literals are only supported on the right of `in`"),
+        (
+            "[1, 2]",
+            "list literals are only supported on the right of `in`",
+        ),
         ("{'a': 1}", "map and message literals are not supported"),
         ("b'abc'", "bytes literals are not supported"),
     ] {
@@ -171,7 +198,10 @@ fn runtime_errors_carry_the_expression() {
     let err = e.eval(&r).expect_err("division by zero");
     assert_eq!(&*err.expr, "value / (key - 4)");
     assert_eq!(err.kind, EvalErrorKind::DivisionByZero);
-    assert_eq!(err.to_string(), "evaluating `value / (key - 4)`: division by zero");
+    assert_eq!(
+        err.to_string(),
+        "evaluating `value / (key - 4)`: division by zero"
+    );
 
     let missing = Record::from_pairs([("value", Value::Int(1))]);
     let err = e.eval(&missing).expect_err("missing");

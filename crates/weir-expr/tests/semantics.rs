@@ -137,7 +137,10 @@ fn logic_short_circuits() {
     // The right side would fail, but is not evaluated.
     check("value > 100 && value / 0 == 1", false);
     check("value < 100 || value / 0 == 1", true);
-    fails("value < 100 && value / 0 == 1", EvalErrorKind::DivisionByZero);
+    fails(
+        "value < 100 && value / 0 == 1",
+        EvalErrorKind::DivisionByZero,
+    );
     check("false && value / 0 == 1", false);
 }
 
@@ -329,7 +332,11 @@ fn records_of_other_shapes_are_read_by_name() {
         let r = if i % 2 == 0 {
             Record::from_pairs([("a", Value::Int(i)), ("b", Value::Int(1))])
         } else {
-            Record::from_pairs([("b", Value::Int(1)), ("x", Value::Null), ("a", Value::Int(i))])
+            Record::from_pairs([
+                ("b", Value::Int(1)),
+                ("x", Value::Null),
+                ("a", Value::Int(i)),
+            ])
         };
         assert_eq!(e.eval(&r), Ok(Value::Int(i * 10 + 1)), "record {i}");
     }
@@ -392,14 +399,21 @@ fn json_values_convert_and_compare() {
 #[test]
 fn a_field_named_record_shadows_the_alias() {
     let r = Record::from_pairs([
-        ("record", Value::Json(std::sync::Arc::new(serde_json::json!({"value": 1})))),
+        (
+            "record",
+            Value::Json(std::sync::Arc::new(serde_json::json!({"value": 1}))),
+        ),
         ("value", Value::Int(2)),
     ]);
     let fields = FieldTypes::of_record(&r);
     let e = Expr::compile("record.value", &fields).expect("compiles");
     assert_eq!(e.eval(&r), Ok(Value::Int(1)));
     let e = Expr::compile("record.value", &FieldTypes::dynamic()).expect("compiles");
-    assert_eq!(e.eval(&r), Ok(Value::Int(2)), "without known fields, the alias wins");
+    assert_eq!(
+        e.eval(&r),
+        Ok(Value::Int(2)),
+        "without known fields, the alias wins"
+    );
 }
 
 #[test]
