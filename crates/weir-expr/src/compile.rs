@@ -16,7 +16,7 @@ use cel::common::ast::{CallExpr, Expr as Ast, IdedExpr, LiteralValue, SourceInfo
 use regex::Regex;
 use std::cmp::Ordering;
 use std::sync::Arc;
-use weir_types::{Record, Value, ValueKind};
+use weir_types::{Record, Value, ValueKind, parse_datetime};
 
 /// The functions the compiler knows, for error messages and the reference.
 pub(crate) const FUNCTIONS: &[&str] = &[
@@ -503,6 +503,22 @@ impl<'a> Compiler<'a> {
                 Some(other) => Err(field_type_fault(&name, "bool", other)),
                 None => Err(missing(&name)),
             })),
+            // A datetime field may arrive as text (JSON has no timestamps): parse it on read.
+            Ty::Timestamp => Node::Val(
+                Ty::Timestamp,
+                Box::new(move |c| match c.field(slot, &name) {
+                    Some(Value::Str(text)) => {
+                        parse_datetime(text).map(Value::Timestamp).ok_or_else(|| {
+                            fault(EvalErrorKind::Conversion {
+                                to: "timestamp",
+                                value: format!("{text:?} (field `{name}`)"),
+                            })
+                        })
+                    }
+                    Some(other) => Ok(other.clone()),
+                    None => Err(missing(&name)),
+                }),
+            ),
             ty => Node::Val(
                 ty,
                 Box::new(move |c| c.field(slot, &name).cloned().ok_or_else(|| missing(&name))),

@@ -447,3 +447,21 @@ fn too_deep_expressions_are_refused_not_overflowing() {
         &e.to_string()[e.to_string().len() - 80..]
     );
 }
+
+#[test]
+fn datetime_fields_holding_text_are_parsed_on_read() {
+    let fields = FieldTypes::default().with("at", ValueKind::Timestamp);
+    let e = Expr::compile("at >= timestamp('2024-05-01')", &fields).expect("compiles");
+    let text = Record::from_pairs([("at", Value::from("2024-05-01 08:00:00"))]);
+    assert_eq!(e.eval(&text), Ok(Value::Bool(true)));
+    let native = Record::from_pairs([("at", Value::Timestamp(0))]);
+    assert_eq!(e.eval(&native), Ok(Value::Bool(false)));
+    let bad = Record::from_pairs([("at", Value::from("soon"))]);
+    assert_eq!(
+        e.eval(&bad).map_err(|e| e.kind),
+        Err(EvalErrorKind::Conversion {
+            to: "timestamp",
+            value: "\"soon\" (field `at`)".to_string()
+        })
+    );
+}
