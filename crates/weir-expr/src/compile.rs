@@ -16,7 +16,7 @@ use cel::common::ast::{CallExpr, Expr as Ast, IdedExpr, LiteralValue, SourceInfo
 use regex::Regex;
 use std::cmp::Ordering;
 use std::sync::Arc;
-use weir_types::{Record, Value, ValueKind};
+use weir_types::{Record, Value, ValueKind, parse_datetime};
 
 /// The functions the compiler knows, for error messages and the reference.
 pub(crate) const FUNCTIONS: &[&str] = &[
@@ -214,6 +214,28 @@ where
     }
 }
 
+/// A binary operator on values typed at run time; a constant operand is captured by value.
+fn val_binop<T, F>(l: Node, r: Node, f: F) -> Fun<T>
+where
+    T: 'static,
+    F: Fn(&Value, &Value) -> R<T> + Copy + Send + Sync + 'static,
+{
+    match (l, r) {
+        (l, Node::Const(k)) if !l.is_const() => {
+            let a = l.into_val();
+            Box::new(move |c| f(&a(c)?, &k))
+        }
+        (Node::Const(k), r) if !r.is_const() => {
+            let b = r.into_val();
+            Box::new(move |c| f(&k, &b(c)?))
+        }
+        (l, r) => {
+            let (a, b) = (l.into_val(), r.into_val());
+            Box::new(move |c| f(&a(c)?, &b(c)?))
+        }
+    }
+}
+
 fn int_arith(op: ArithOp, l: Arg<i64>, r: Arg<i64>) -> Fun<i64> {
     match op {
         ArithOp::Add => binop(l, r, |x, y| ArithOp::Add.int(x, y)),
@@ -282,6 +304,10 @@ fn missing(name: &str) -> Fault {
         name: name.to_string(),
     })
 }
+
+/// A compiled path: its base, its steps, and the base field's slot and name when the base is
+/// a record field.
+type PathParts = (Fun<Value>, Vec<Seg>, Option<(usize, Arc<str>)>);
 
 /// The base of a path: a record field (looked up through the shape cache) or any expression.
 enum Base<'e> {
@@ -385,6 +411,14 @@ impl<'a> Compiler<'a> {
 
     /// Compiles the whole expression.
     pub(crate) fn compile_root(&mut self, e: &IdedExpr) -> Result<Node, ExprError> {
+        // Compiling and evaluating recurse once per level: bound the depth so that a
+        // pathological expression is refused instead of overflowing the stack.
+        if let Some(deep) = too_deep(e) {
+            return Err(self.unsupported(
+                deep,
+                format!("the expression nests deeper than {MAX_DEPTH} levels"),
+            ));
+        }
         // A bare field as the whole expression passes its value through, null included.
         if self.field_ref(e).is_some() {
             self.loose = true;
@@ -469,6 +503,22 @@ impl<'a> Compiler<'a> {
                 Some(other) => Err(field_type_fault(&name, "bool", other)),
                 None => Err(missing(&name)),
             })),
+            // A datetime field may arrive as text (JSON has no timestamps): parse it on read.
+            Ty::Timestamp => Node::Val(
+                Ty::Timestamp,
+                Box::new(move |c| match c.field(slot, &name) {
+                    Some(Value::Str(text)) => {
+                        parse_datetime(text).map(Value::Timestamp).ok_or_else(|| {
+                            fault(EvalErrorKind::Conversion {
+                                to: "timestamp",
+                                value: format!("{text:?} (field `{name}`)"),
+                            })
+                        })
+                    }
+                    Some(other) => Ok(other.clone()),
+                    None => Err(missing(&name)),
+                }),
+            ),
             ty => Node::Val(
                 ty,
                 Box::new(move |c| c.field(slot, &name).cloned().ok_or_else(|| missing(&name))),
@@ -551,10 +601,7 @@ impl<'a> Compiler<'a> {
     }
 
     /// Compiles a path's base and steps; the base must be JSON (or dynamic).
-    fn compile_path_parts(
-        &mut self,
-        e: &IdedExpr,
-    ) -> Result<(Fun<Value>, Vec<Seg>, Option<(usize, Arc<str>)>), ExprError> {
+    fn compile_path_parts(&mut self, e: &IdedExpr) -> Result<PathParts, ExprError> {
         let (base, base_id, seg_asts) = self.split_path(e);
         let (base_node, field) = match base {
             Base::Field(name) => {
@@ -822,8 +869,16 @@ impl<'a> Compiler<'a> {
     }
 
     fn generic_arith(&self, op: ArithOp, l: Node, r: Node, ty: Ty) -> Node {
-        let (lf, rf) = (l.into_val(), r.into_val());
-        Node::Val(ty, Box::new(move |c| ops::arith(op, &lf(c)?, &rf(c)?)))
+        Node::Val(
+            ty,
+            match op {
+                ArithOp::Add => val_binop(l, r, |a, b| ops::arith(ArithOp::Add, a, b)),
+                ArithOp::Sub => val_binop(l, r, |a, b| ops::arith(ArithOp::Sub, a, b)),
+                ArithOp::Mul => val_binop(l, r, |a, b| ops::arith(ArithOp::Mul, a, b)),
+                ArithOp::Div => val_binop(l, r, |a, b| ops::arith(ArithOp::Div, a, b)),
+                ArithOp::Rem => val_binop(l, r, |a, b| ops::arith(ArithOp::Rem, a, b)),
+            },
+        )
     }
 
     /// Whether `==`/`<`... may apply to these static types.
@@ -873,10 +928,14 @@ impl<'a> Compiler<'a> {
             (lt, rt) if lt.is_num() && rt.is_num() => {
                 Node::Bool(ordered_cmp(op, float_arg(l, sym), float_arg(r, sym)))
             }
-            _ => {
-                let (lf, rf) = (l.into_val(), r.into_val());
-                Node::Bool(Box::new(move |c| ops::compare(op, &lf(c)?, &rf(c)?)))
-            }
+            _ => Node::Bool(match op {
+                CmpOp::Eq => val_binop(l, r, |a, b| Ok(ops::equal(a, b))),
+                CmpOp::Ne => val_binop(l, r, |a, b| Ok(!ops::equal(a, b))),
+                CmpOp::Lt => val_binop(l, r, |a, b| ops::compare(CmpOp::Lt, a, b)),
+                CmpOp::Le => val_binop(l, r, |a, b| ops::compare(CmpOp::Le, a, b)),
+                CmpOp::Gt => val_binop(l, r, |a, b| ops::compare(CmpOp::Gt, a, b)),
+                CmpOp::Ge => val_binop(l, r, |a, b| ops::compare(CmpOp::Ge, a, b)),
+            }),
         };
         if all_const {
             self.fold(id, out)
@@ -1283,6 +1342,57 @@ impl<'a> Compiler<'a> {
             Ok(out)
         }
     }
+}
+
+/// The deepest nesting accepted; real pipeline expressions stay far below it.
+pub(crate) const MAX_DEPTH: usize = 200;
+
+/// The id of a node nested deeper than [`MAX_DEPTH`], found without recursing.
+fn too_deep(root: &IdedExpr) -> Option<u64> {
+    let mut stack = vec![(root, 1usize)];
+    while let Some((e, depth)) = stack.pop() {
+        if depth > MAX_DEPTH {
+            return Some(e.id);
+        }
+        let d = depth + 1;
+        match &e.expr {
+            Ast::Call(call) => {
+                stack.extend(call.target.iter().map(|t| (&**t, d)));
+                stack.extend(call.args.iter().map(|a| (a, d)));
+            }
+            Ast::Select(s) => stack.push((&s.operand, d)),
+            Ast::List(list) => stack.extend(list.elements.iter().map(|el| (el, d))),
+            Ast::Comprehension(c) => {
+                stack.extend(
+                    [
+                        &c.iter_range,
+                        &c.accu_init,
+                        &c.loop_cond,
+                        &c.loop_step,
+                        &c.result,
+                    ]
+                    .map(|x| (x, d)),
+                );
+            }
+            Ast::Map(m) => {
+                for entry in &m.entries {
+                    if let cel::common::ast::EntryExpr::MapEntry(me) = &entry.expr {
+                        stack.push((&me.key, d));
+                        stack.push((&me.value, d));
+                    }
+                }
+            }
+            Ast::Struct(st) => {
+                for entry in &st.entries {
+                    if let cel::common::ast::EntryExpr::StructField(f) = &entry.expr {
+                        stack.push((&f.value, d));
+                    }
+                }
+            }
+            Ast::Ident(_) | Ast::Literal(_) | Ast::Unspecified => {}
+        }
+    }
+    None
 }
 
 fn field_type_fault(name: &str, expected: &'static str, found: &Value) -> Fault {

@@ -110,6 +110,9 @@ impl<S: AsRef<str>> FromIterator<(S, ValueKind)> for FieldTypes {
     }
 }
 
+/// The longest expression source accepted, in characters.
+pub const MAX_SOURCE_CHARS: usize = 4096;
+
 /// Entry point: compiles expression source into a [`CompiledExpr`].
 #[derive(Debug)]
 pub struct Expr;
@@ -130,6 +133,18 @@ impl Expr {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn compile(source: &str, fields: &FieldTypes) -> Result<CompiledExpr, ExprError> {
+        // cel's parser recurses once per chained operator; past a few thousand operators it
+        // overflows a 2 MiB thread stack. No pipeline expression comes close to this bound.
+        if source.chars().count() > MAX_SOURCE_CHARS {
+            return Err(ExprError::Unsupported {
+                expr: source.chars().take(40).chain("...".chars()).collect(),
+                pos: Pos {
+                    line: 1,
+                    column: MAX_SOURCE_CHARS + 1,
+                },
+                message: format!("expressions are limited to {MAX_SOURCE_CHARS} characters"),
+            });
+        }
         let (ast, info) = cel::Env::default()
             .parser()
             .parse_with_source_info(source)
@@ -219,6 +234,7 @@ impl CompiledExpr {
         Ctx { record, positions }
     }
 
+    #[allow(clippy::boxed_local)] // evaluation faults arrive boxed; see `error::Fault`
     fn error(&self, kind: Box<EvalErrorKind>) -> EvalError {
         EvalError {
             expr: self.source.clone(),

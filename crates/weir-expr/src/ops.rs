@@ -59,6 +59,7 @@ impl ArithOp {
 }
 
 /// `a op b` for values known only at run time.
+#[inline]
 pub(crate) fn arith(op: ArithOp, a: &Value, b: &Value) -> R<Value> {
     match (a, b) {
         (Value::Int(x), Value::Int(y)) => op.int(*x, *y).map(Value::Int),
@@ -132,6 +133,7 @@ impl CmpOp {
 
 /// Equality across kinds: numbers compare by value (`1 == 1.0`), values of different kinds
 /// are unequal, JSON documents compare structurally, NaN equals nothing.
+#[inline]
 pub(crate) fn equal(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Int(x), Value::Int(y)) => x == y,
@@ -141,6 +143,7 @@ pub(crate) fn equal(a: &Value, b: &Value) -> bool {
 }
 
 /// `a op b` for values known only at run time.
+#[inline]
 pub(crate) fn compare(op: CmpOp, a: &Value, b: &Value) -> R<bool> {
     match op {
         CmpOp::Eq => return Ok(equal(a, b)),
@@ -251,7 +254,8 @@ pub(crate) fn to_int(v: &Value) -> R<i64> {
 pub(crate) fn float_to_int(f: f64) -> Option<i64> {
     // i64::MAX as f64 rounds up to 2^63, which does not fit.
     let t = f.trunc();
-    (t.is_finite() && t >= -9_223_372_036_854_775_808.0 && t < 9_223_372_036_854_775_808.0)
+    (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0)
+        .contains(&t)
         .then_some(t as i64)
 }
 

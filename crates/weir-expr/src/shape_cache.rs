@@ -8,6 +8,9 @@ use weir_types::{Record, Shape, Value};
 /// the common cases; records of further shapes fall back to looking fields up by name.
 const SLOTS: usize = 8;
 
+/// A remembered shape and the position of each read field in it.
+type Slot = (Arc<Shape>, Box<[u32]>);
+
 /// Marks a field the shape does not have.
 pub(crate) const ABSENT: u32 = u32::MAX;
 
@@ -18,7 +21,7 @@ pub(crate) const ABSENT: u32 = u32::MAX;
 /// while we hold it).
 pub(crate) struct ShapeCache {
     names: Vec<Arc<str>>,
-    slots: [OnceLock<(Arc<Shape>, Box<[u32]>)>; SLOTS],
+    slots: [OnceLock<Slot>; SLOTS],
 }
 
 impl ShapeCache {

@@ -363,3 +363,105 @@ fn compiled_expressions_are_shareable_across_threads() {
         assert_eq!(values[99], Value::Int(t as i64 * 1000 + 100));
     }
 }
+
+#[test]
+fn literal_forms() {
+    check("0x1F + 1", 32);
+    check("'''multi\nline'''", "multi\nline");
+    check("1u + 1", 2);
+    check("\"double\" + 'single'", "doublesingle");
+    check("-(-3)", 3);
+}
+
+#[test]
+fn json_values_convert_and_compare() {
+    check("string(payload.user.tags)", r#"["a","b"]"#);
+    check("size(payload.user)", 2);
+    check("payload.user.id == 42.0", true);
+    fails(
+        "1 in payload",
+        EvalErrorKind::TypeMismatch {
+            op: "in",
+            expected: "a string key",
+            found: ValueKind::Int,
+        },
+    );
+    fails(
+        "payload.k.x",
+        EvalErrorKind::TypeMismatch {
+            op: "[]",
+            expected: "a JSON object or array",
+            found: ValueKind::Str,
+        },
+    );
+}
+
+#[test]
+fn a_field_named_record_shadows_the_alias() {
+    let r = Record::from_pairs([
+        (
+            "record",
+            Value::Json(std::sync::Arc::new(serde_json::json!({"value": 1}))),
+        ),
+        ("value", Value::Int(2)),
+    ]);
+    let fields = FieldTypes::of_record(&r);
+    let e = Expr::compile("record.value", &fields).expect("compiles");
+    assert_eq!(e.eval(&r), Ok(Value::Int(1)));
+    let e = Expr::compile("record.value", &FieldTypes::dynamic()).expect("compiles");
+    assert_eq!(
+        e.eval(&r),
+        Ok(Value::Int(2)),
+        "without known fields, the alias wins"
+    );
+}
+
+#[test]
+fn float_fields_accept_int_values() {
+    let fields = FieldTypes::default().with("x", ValueKind::Float);
+    let e = Expr::compile("x / 2", &fields).expect("compiles");
+    let r = Record::from_pairs([("x", Value::Int(3))]);
+    assert_eq!(e.eval(&r), Ok(Value::Float(1.5)));
+}
+
+#[test]
+fn long_expressions_compile_and_run() {
+    let src = vec!["value"; 150].join(" + ");
+    check(&src, 7 * 150);
+}
+
+#[test]
+fn overlong_expressions_are_refused_before_parsing() {
+    let src = vec!["1"; 20_000].join("+");
+    let e = Expr::compile(&src, &FieldTypes::dynamic()).expect_err("too long");
+    assert!(e.to_string().contains("limited to 4096 characters"), "{e}");
+}
+
+#[test]
+fn too_deep_expressions_are_refused_not_overflowing() {
+    let src = vec!["a"; 1500].join("+");
+    let e = Expr::compile(&src, &FieldTypes::dynamic()).expect_err("too deep");
+    assert!(
+        e.to_string().contains("nests deeper than 200 levels"),
+        "{}",
+        &e.to_string()[e.to_string().len() - 80..]
+    );
+}
+
+#[test]
+fn datetime_fields_holding_text_are_parsed_on_read() {
+    let fields = FieldTypes::default().with("at", ValueKind::Timestamp);
+    let e = Expr::compile("at >= timestamp('2024-05-01')", &fields).expect("compiles");
+    let text = Record::from_pairs([("at", Value::from("2024-05-01 08:00:00"))]);
+    assert_eq!(e.eval(&text), Ok(Value::Bool(true)));
+    let native = Record::from_pairs([("at", Value::Timestamp(0))]);
+    assert_eq!(e.eval(&native), Ok(Value::Bool(false)));
+    let bad = Record::from_pairs([("at", Value::from("soon"))]);
+    assert_eq!(
+        e.eval(&bad).map_err(|e| e.kind),
+        Err(EvalErrorKind::Conversion {
+            to: "timestamp",
+            value: "\"soon\" (field `at`)".to_string()
+        })
+    );
+}
