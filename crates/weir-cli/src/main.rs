@@ -1,6 +1,7 @@
 //! The `weir` command line.
 
 mod bench;
+mod run;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -18,6 +19,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a pipeline file until its input ends.
+    Run(run::RunArgs),
+    /// Check a pipeline file without running it.
+    Validate(run::ValidateArgs),
     /// Run a benchmark workload of BENCHMARKS.md (w1..w6).
     Bench(bench::BenchArgs),
 }
@@ -25,6 +30,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => Ok(run::run(args)),
+        Command::Validate(args) => Ok(run::validate(args)),
         Command::Bench(args) => bench::run(args),
     };
     match result {

@@ -55,6 +55,8 @@ pub(crate) struct Node {
     /// Element type of the input (operators and sinks).
     pub(crate) input: Option<Box<dyn InputKit>>,
     pub(crate) build: Build,
+    /// Plumbing (result splitters, routers) left out of metrics.
+    pub(crate) hidden: bool,
     pub(crate) inputs: Vec<usize>,
     pub(crate) outputs: Vec<Vec<usize>>,
 }

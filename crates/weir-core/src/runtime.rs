@@ -274,6 +274,7 @@ pub(crate) fn start(graph: Graph, config: &Config) -> Result<RunningJob, JobErro
             .nodes
             .iter()
             .zip(&counters)
+            .filter(|(n, _)| !n.hidden)
             .map(|(n, c)| OperatorHandle {
                 name: n.name.clone(),
                 kind: n.kind.label(),

@@ -202,6 +202,7 @@ fn add_node(
         ports,
         input: input_kit,
         build,
+        hidden: false,
         inputs: Vec::new(),
         outputs,
     })
@@ -369,6 +370,7 @@ impl<T: Data> Stream<T> {
             plain_exchange::<(usize, T)>(),
             build,
         );
+        self.graph.borrow_mut().nodes[id].hidden = true;
         (0..outputs)
             .map(|p| Stream::new(self.graph.clone(), id, p))
             .collect()
@@ -522,6 +524,7 @@ impl<A: Data, E: Data> Stream<Result<A, E>> {
             plain_exchange::<Result<A, E>>(),
             build,
         );
+        self.graph.borrow_mut().nodes[id].hidden = true;
         (
             Stream::new(self.graph.clone(), id, 0),
             Stream::new(self.graph.clone(), id, 1),

@@ -1,7 +1,7 @@
 //! Plans a pipeline spec onto the runtime.
 
 use crate::aggregate::{Acc, Aggregation};
-use crate::spec::{SinkSpec, SourceSpec, StepSpec};
+use crate::spec::{SinkKind, SinkSpec, SourceKind, StepSpec};
 use crate::steps::{AggregateOp, Routed, StepOp, Transform, bad_input, key_of};
 use crate::{Pipeline, PipelineError};
 use std::path::{Path, PathBuf};
@@ -95,32 +95,47 @@ impl Planner<'_> {
         fields: &mut FieldTypes,
     ) -> Result<(Stream<Record>, String), PipelineError> {
         let p = self.pipeline;
-        Ok(match &p.spec.source {
-            SourceSpec::File { path, format } => {
+        let spec = &p.spec.source;
+        check_options(
+            p,
+            "source",
+            spec.kind.name(),
+            &spec.given(),
+            spec.accepted(),
+        )?;
+        let format = spec.format.unwrap_or(Format::JsonLines);
+        Ok(match spec.kind {
+            SourceKind::File => {
+                let path = spec
+                    .path
+                    .as_ref()
+                    .ok_or_else(|| p.error_at("source", "a file source needs a `path`"))?;
                 let path = resolve(p, path);
-                let label = format!("{} ({})", path.display(), format_name(*format));
+                let label = format!("{} ({})", path.display(), format_name(format));
                 if !path.exists() {
                     return Err(
                         p.error_at("source.path", format!("no such file: {}", path.display()))
                     );
                 }
-                (self.decoded(env.read_file(path, *format)), label)
+                (self.decoded(env.read_file(path, format)), label)
             }
-            SourceSpec::Stdin { format } => (
-                self.decoded(env.read_file("-", *format)),
-                format!("stdin ({})", format_name(*format)),
+            SourceKind::Stdin => (
+                self.decoded(env.read_file("-", format)),
+                format!("stdin ({})", format_name(format)),
             ),
-            SourceSpec::Generator {
-                count,
-                rate,
-                fields: generated,
-            } => {
+            SourceKind::Generator => {
+                let generated = spec.fields.as_ref().ok_or_else(|| {
+                    p.error_at(
+                        "source",
+                        "a generator needs `fields`: expressions over `id`, e.g. `{ id: id, key: \"id % 10\" }`",
+                    )
+                })?;
                 let ids = FieldTypes::default().with("id", weir_types::ValueKind::Int);
                 for (name, source) in generated {
                     Expr::compile(source, &ids)
                         .map_err(|e| p.error_at(&format!("source.fields.{name}"), e.to_string()))?;
                 }
-                if let Some(r) = rate.filter(|r| !(*r > 0.0)) {
+                if let Some(r) = spec.rate.filter(|r| !(*r > 0.0)) {
                     return Err(p.error_at("source.rate", format!("must be positive, found {r}")));
                 }
                 let pairs: Vec<(&str, &str)> = generated
@@ -137,14 +152,12 @@ impl Planner<'_> {
                         .map_err(|e| e.to_string())?;
                     projection.apply(&input).map_err(|e| e.to_string())
                 };
-                let generated = match rate {
-                    Some(r) => env.generate_paced(*count, *r, make),
-                    None => match count {
-                        Some(n) => env.generate(*n, make),
-                        None => env.generate_unbounded(make),
-                    },
+                let generated = match (spec.rate, spec.count) {
+                    (Some(r), count) => env.generate_paced(count, r, make),
+                    (None, Some(n)) => env.generate(n, make),
+                    (None, None) => env.generate_unbounded(make),
                 };
-                let label = match count {
+                let label = match spec.count {
                     Some(n) => format!("generator ({n} records)"),
                     None => "generator (endless)".to_string(),
                 };
@@ -152,6 +165,33 @@ impl Planner<'_> {
             }
         })
     }
+}
+
+/// Refuses options that do not belong to the chosen type, naming the key's line.
+fn check_options(
+    p: &Pipeline,
+    at: &str,
+    kind: &str,
+    given: &[&str],
+    accepted: &[&str],
+) -> Result<(), PipelineError> {
+    for option in given {
+        if !accepted.contains(option) {
+            let hint = if accepted.is_empty() {
+                "it takes no options".to_string()
+            } else {
+                format!("its options are: {}", accepted.join(", "))
+            };
+            return Err(p.error_at(
+                &format!("{at}.{option}"),
+                format!(
+                    "`{option}` is not an option of a {kind} {}; {hint}",
+                    at.split('[').next().unwrap_or(at)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn format_name(format: Format) -> &'static str {
@@ -318,14 +358,22 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
         _ => return Err(p.error_at("sink", "the pipeline needs a `sink` (or `sinks`)")),
     };
     for (name, sink) in &sinks {
-        attach_sink(p, &stream, sink, name);
+        check_options(p, name, sink.kind.name(), &sink.given(), sink.accepted())?;
+        attach_sink(p, &stream, sink, name)?;
     }
     if let Some(dlq) = &spec.dead_letter {
         let dead = match planner.dead.split_first() {
             Some((first, rest)) => first.union(rest).name("dead_letters"),
             None => env.from_iter(std::iter::empty::<Record>()),
         };
-        attach_sink(p, &dead, dlq, "dead_letter");
+        check_options(
+            p,
+            "dead_letter",
+            dlq.kind.name(),
+            &dlq.given(),
+            dlq.accepted(),
+        )?;
+        attach_sink(p, &dead, dlq, "dead_letter")?;
     }
     Ok(Built {
         source: source_label,
@@ -335,18 +383,28 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
     })
 }
 
-fn attach_sink(p: &Pipeline, stream: &Stream<Record>, sink: &SinkSpec, name: &str) {
-    match sink {
-        SinkSpec::Stdout => {
+fn attach_sink(
+    p: &Pipeline,
+    stream: &Stream<Record>,
+    sink: &SinkSpec,
+    name: &str,
+) -> Result<(), PipelineError> {
+    match sink.kind {
+        SinkKind::Stdout => {
             stream.write_json_lines("-").name(name);
         }
-        SinkSpec::File { path } => {
+        SinkKind::File => {
+            let path = sink
+                .path
+                .as_ref()
+                .ok_or_else(|| p.error_at(name, "a file sink needs a `path`"))?;
             stream.write_json_lines(resolve(p, path)).name(name);
         }
-        SinkSpec::Discard => {
+        SinkKind::Discard => {
             stream.for_each(drop).name(name);
         }
     }
+    Ok(())
 }
 
 /// Fields named by a step must exist when the record's fields are known.

@@ -66,7 +66,11 @@ impl Pipeline {
 
     /// Parses pipeline text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Self, PipelineError> {
-        let spec: PipelineSpec = serde_yaml::from_str(text).map_err(|e| {
+        // Steps are written as one-key maps (`- filter: ...`), not YAML tags.
+        let spec: PipelineSpec = serde_yaml::with::singleton_map_recursive::deserialize(
+            serde_yaml::Deserializer::from_str(text),
+        )
+        .map_err(|e| {
             let (key, message) = split_yaml_message(&e.to_string());
             let line = e
                 .location()

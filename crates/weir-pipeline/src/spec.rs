@@ -72,32 +72,71 @@ impl FieldType {
     }
 }
 
+/// Where records come from. One flat set of options with a `type`; which options apply to
+/// which type is checked after parsing (so that every error keeps its line).
 #[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum SourceSpec {
-    /// A file of JSON lines or CSV.
-    File {
-        path: PathBuf,
-        #[serde(default = "default_format")]
-        format: Format,
-    },
-    /// Standard input.
-    Stdin {
-        #[serde(default = "default_format")]
-        format: Format,
-    },
-    /// Deterministic records: each field is an expression over `id` (0, 1, 2, ...).
-    Generator {
-        /// Records to make; endless when absent.
-        count: Option<u64>,
-        /// Records per second; as fast as possible when absent.
-        rate: Option<f64>,
-        fields: IndexMap<String, String>,
-    },
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    #[serde(rename = "type")]
+    pub kind: SourceKind,
+    /// file: the path (relative to the pipeline file).
+    pub path: Option<PathBuf>,
+    /// file, stdin: `json_lines` (default) or `csv`.
+    pub format: Option<Format>,
+    /// generator: records to make; endless when absent.
+    pub count: Option<u64>,
+    /// generator: records per second; as fast as possible when absent.
+    pub rate: Option<f64>,
+    /// generator: each field is an expression over `id` (0, 1, 2, ...).
+    pub fields: Option<IndexMap<String, String>>,
 }
 
-fn default_format() -> Format {
-    Format::JsonLines
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// A file of JSON lines or CSV.
+    File,
+    /// Standard input.
+    Stdin,
+    /// Deterministic records made from a counter.
+    Generator,
+}
+
+impl SourceKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceKind::File => "file",
+            SourceKind::Stdin => "stdin",
+            SourceKind::Generator => "generator",
+        }
+    }
+}
+
+impl SourceSpec {
+    /// The options set in the file, by name.
+    pub fn given(&self) -> Vec<&'static str> {
+        let mut given = Vec::new();
+        let mut note = |set: bool, name: &'static str| {
+            if set {
+                given.push(name)
+            }
+        };
+        note(self.path.is_some(), "path");
+        note(self.format.is_some(), "format");
+        note(self.count.is_some(), "count");
+        note(self.rate.is_some(), "rate");
+        note(self.fields.is_some(), "fields");
+        given
+    }
+
+    /// The options each type accepts.
+    pub fn accepted(&self) -> &'static [&'static str] {
+        match self.kind {
+            SourceKind::File => &["path", "format"],
+            SourceKind::Stdin => &["format"],
+            SourceKind::Generator => &["count", "rate", "fields"],
+        }
+    }
 }
 
 /// One processing step. Written as a one-key map: `- filter: "amount > 0"`.
@@ -157,13 +196,46 @@ impl KeyFields {
     }
 }
 
+/// Where records go.
 #[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum SinkSpec {
+#[serde(deny_unknown_fields)]
+pub struct SinkSpec {
+    #[serde(rename = "type")]
+    pub kind: SinkKind,
+    /// file: the path (relative to the pipeline file).
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
     /// Records as JSON lines on standard output.
     Stdout,
     /// Records as JSON lines in a file.
-    File { path: PathBuf },
+    File,
     /// Counts and discards (for measuring).
     Discard,
+}
+
+impl SinkKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SinkKind::Stdout => "stdout",
+            SinkKind::File => "file",
+            SinkKind::Discard => "discard",
+        }
+    }
+}
+
+impl SinkSpec {
+    pub fn given(&self) -> Vec<&'static str> {
+        self.path.iter().map(|_| "path").collect()
+    }
+
+    pub fn accepted(&self) -> &'static [&'static str] {
+        match self.kind {
+            SinkKind::File => &["path"],
+            SinkKind::Stdout | SinkKind::Discard => &[],
+        }
+    }
 }

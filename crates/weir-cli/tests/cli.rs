@@ -1,0 +1,249 @@
+//! The `weir` binary, end to end: examples, exit codes, error messages, benchmarks.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn weir() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn run(args: &[&str]) -> Output {
+    weir()
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("the weir binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Writes a pipeline file into a temp dir and runs a command on it.
+fn with_pipeline(yaml: &str, command: &str) -> (Output, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.yaml"), yaml).unwrap();
+    let mut args = vec![command, "p.yaml"];
+    if command == "run" {
+        args.extend(["--progress", "never"]);
+    }
+    let out = weir().args(args).current_dir(dir.path()).output().unwrap();
+    (out, dir)
+}
+
+/// Examples that need external services; they are run by the connector tests.
+const NEEDS_SERVICES: &[&str] = &["streamhouse.yaml"];
+
+#[test]
+fn every_example_runs() {
+    let mut ran = 0;
+    for entry in std::fs::read_dir(repo().join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if path.extension().is_none_or(|e| e != "yaml") || NEEDS_SERVICES.contains(&name.as_str()) {
+            continue;
+        }
+        let rel = format!("examples/{name}");
+        let validated = run(&["validate", &rel]);
+        assert!(
+            validated.status.success(),
+            "validate {rel}: {}",
+            text(&validated.stderr)
+        );
+        let out = run(&["run", &rel, "--progress", "never"]);
+        assert!(
+            out.status.success(),
+            "{rel} failed: {}\n{}",
+            text(&out.stderr),
+            text(&out.stdout)
+        );
+        ran += 1;
+    }
+    assert!(ran >= 2, "expected the examples to be found");
+}
+
+#[test]
+fn quickstart_counts_every_generated_record() {
+    let out = run(&["run", "examples/quickstart.yaml", "--progress", "never"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 14, "7 pages x 2 devices");
+    let views: i64 = rows.iter().map(|r| r["views"].as_i64().unwrap()).sum();
+    // 1,000,000 generated; `ms = (id * 37) % 2000 < 1500` keeps exactly 3/4 of them.
+    assert_eq!(views, 750_000);
+    assert!(text(&out.stderr).contains("finished"));
+}
+
+#[test]
+fn orders_example_routes_bad_input_to_the_dead_letter_file() {
+    let out = run(&["run", "examples/orders.yaml", "--progress", "never"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let dead =
+        std::fs::read_to_string(repo().join("target/examples/orders-dead-letters.jsonl")).unwrap();
+    let dead: Vec<serde_json::Value> = dead
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    let bad_line = dead.iter().find(|d| d["stage"] == "source").unwrap();
+    assert_eq!(bad_line["line"], 5);
+    assert!(bad_line["error"].as_str().unwrap().contains("column"));
+    let bad_value = dead.iter().find(|d| d["stage"] == "steps[1].map").unwrap();
+    assert_eq!(bad_value["record"]["order_id"], 7);
+    let totals =
+        std::fs::read_to_string(repo().join("target/examples/orders-totals.jsonl")).unwrap();
+    let orders: i64 = totals
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["orders"]
+                .as_i64()
+                .unwrap()
+        })
+        .sum();
+    // 8 lines: 1 malformed, 1 with quantity 0 (filtered), 1 failing the map.
+    assert_eq!(orders, 5);
+}
+
+const GOOD: &str =
+    "name: t\nsource:\n  type: generator\n  count: 10\n  fields: {id: id}\nsink: {type: discard}\n";
+
+#[test]
+fn a_yaml_syntax_error_exits_2_naming_the_line() {
+    let (out, _d) = with_pipeline("name: t\nsource:\n\ttype: generator\n", "validate");
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("p.yaml:3"), "{err}");
+}
+
+#[test]
+fn an_unknown_key_exits_2_naming_line_and_key() {
+    let yaml = GOOD.replace("count: 10", "count: 10\n  colour: red");
+    let (out, _d) = with_pipeline(&yaml, "run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("p.yaml:5"), "{err}");
+    assert!(err.contains("unknown field `colour`"), "{err}");
+    assert!(err.contains("source"), "{err}");
+}
+
+#[test]
+fn a_wrong_type_exits_2_naming_line_and_key() {
+    let yaml = GOOD.replace("count: 10", "count: lots");
+    let (out, _d) = with_pipeline(&yaml, "validate");
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("p.yaml:4: source.count:"), "{err}");
+    assert!(err.contains("invalid type"), "{err}");
+}
+
+#[test]
+fn a_bad_expression_exits_2_naming_the_step() {
+    let yaml = GOOD.replace("sink:", "steps:\n  - filter: \"idx > 3\"\nsink:");
+    let (out, _d) = with_pipeline(&yaml, "validate");
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("p.yaml:7: steps[0].filter: unknown field `idx`"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `id`"), "{err}");
+}
+
+#[test]
+fn a_malformed_json_line_fails_the_run_with_its_line_number_without_a_dead_letter_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("in.jsonl"),
+        "{\"a\": 1}\n{\"a\": 2}\n{\"a\": \n{\"a\": 4}\n",
+    )
+    .unwrap();
+    let yaml = "source: {type: file, path: in.jsonl}\nsink: {type: file, path: out.jsonl}\n";
+    std::fs::write(dir.path().join("p.yaml"), yaml).unwrap();
+    let out = weir()
+        .args(["run", "p.yaml", "--progress", "never"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("in.jsonl:3:"), "{err}");
+}
+
+#[test]
+fn a_malformed_json_line_goes_to_the_dead_letter_sink_and_the_rest_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("in.jsonl"),
+        "{\"a\": 1}\n{\"a\": 2}\n{\"a\": \n\n{\"a\": 4}\n",
+    )
+    .unwrap();
+    let yaml = "source: {type: file, path: in.jsonl}\nsink: {type: file, path: out.jsonl}\ndead_letter: {type: file, path: dead.jsonl}\n";
+    std::fs::write(dir.path().join("p.yaml"), yaml).unwrap();
+    let out = weir()
+        .args(["run", "p.yaml", "--progress", "never"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let good = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+    assert_eq!(good.lines().count(), 3);
+    let dead = std::fs::read_to_string(dir.path().join("dead.jsonl")).unwrap();
+    let dead: serde_json::Value = serde_json::from_str(dead.trim()).unwrap();
+    assert_eq!(dead["line"], 3);
+    assert_eq!(dead["raw"], "{\"a\": ");
+    assert!(dead["error"].as_str().unwrap().contains("EOF"), "{dead}");
+}
+
+#[test]
+fn a_runtime_failure_exits_1_with_the_step_and_position() {
+    let yaml = GOOD.replace(
+        "sink:",
+        "steps:\n  - map: {ratio: \"100 / (id - 4)\"}\nsink:",
+    );
+    let (out, _d) = with_pipeline(&yaml, "run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("steps[0].map"), "{err}");
+    assert!(err.contains("at record 4"), "{err}");
+    assert!(err.contains("division by zero"), "{err}");
+}
+
+#[test]
+fn bench_engine_and_baseline_agree() {
+    for workload in ["w1", "w3"] {
+        let json = |extra: &[&str]| -> serde_json::Value {
+            let mut args = vec!["bench", workload, "--events", "20000", "--json"];
+            args.extend_from_slice(extra);
+            let out = run(&args);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            let stdout = text(&out.stdout);
+            serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+        };
+        let engine = json(&["--parallelism", "2"]);
+        let baseline = json(&["--baseline"]);
+        assert_eq!(engine["results"], baseline["results"], "{workload}");
+        assert_eq!(engine["checksum"], baseline["checksum"], "{workload}");
+        for key in [
+            "workload",
+            "events",
+            "parallelism",
+            "seconds",
+            "events_per_sec",
+        ] {
+            assert!(engine.get(key).is_some(), "{workload} lacks {key}");
+        }
+    }
+}
+
+#[test]
+fn an_unknown_workload_exits_2() {
+    let out = run(&["bench", "w9"]);
+    assert_eq!(out.status.code(), Some(2));
+}
