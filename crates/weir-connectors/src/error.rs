@@ -119,9 +119,8 @@ impl ConnectorError {
             ConnectorError::RedisConnect { source, .. } | ConnectorError::Redis { source, .. } => {
                 redis_is_retryable(source)
             }
-            ConnectorError::ClickHouseConnection { .. } | ConnectorError::ClickHouseTimeout { .. } => {
-                true
-            }
+            ConnectorError::ClickHouseConnection { .. }
+            | ConnectorError::ClickHouseTimeout { .. } => true,
             ConnectorError::ClickHouseServer { code, .. } => {
                 RETRYABLE_CLICKHOUSE_CODES.contains(code)
             }
@@ -191,8 +190,7 @@ impl ConnectorError {
 
 fn redis_is_retryable(e: &redis::RedisError) -> bool {
     use redis::{ErrorKind, ServerErrorKind};
-    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
-    {
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
         return true;
     }
     matches!(

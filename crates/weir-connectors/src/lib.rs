@@ -27,6 +27,6 @@ pub use clickhouse::{
 pub use error::{ConnectorError, Fault};
 pub use redis_streams::{
     ConsumerLag, FieldEncoding, GroupStart, IdempotentWrite, InvalidEntry, RedisStreamReader,
-    RedisStreamReaderConfig, RedisStreamWriter, RedisStreamWriterConfig, StreamAcker,
-    StreamBatch, StreamEntry, StreamId,
+    RedisStreamReaderConfig, RedisStreamWriter, RedisStreamWriterConfig, StreamAcker, StreamBatch,
+    StreamEntry, StreamId,
 };

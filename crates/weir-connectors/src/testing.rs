@@ -83,6 +83,8 @@ fn available(service: &str, url: String, reachable: bool) -> Option<String> {
              start it with `bash scripts/services.sh start`"
         );
     }
-    eprintln!("skipping: {service} not reachable at {shown} (start it with `bash scripts/services.sh start`)");
+    eprintln!(
+        "skipping: {service} not reachable at {shown} (start it with `bash scripts/services.sh start`)"
+    );
     None
 }

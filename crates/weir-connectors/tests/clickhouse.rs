@@ -42,7 +42,10 @@ async fn sink_table(client: &ClickHouseClient, partitioned: bool) -> String {
 
 fn row(id: i64, month: u32) -> Record {
     Record::from_pairs([
-        ("ts", Value::Timestamp(1_700_000_000_000 + i64::from(month) * 31 * 86_400_000 + id)),
+        (
+            "ts",
+            Value::Timestamp(1_700_000_000_000 + i64::from(month) * 31 * 86_400_000 + id),
+        ),
         ("id", Value::Int(id)),
         ("name", Value::from(format!("row {id}"))),
     ])
@@ -54,7 +57,8 @@ fn batches(checkpoint: u64, n: usize, per_batch: usize, first_id: i64) -> Vec<In
         .map(|seq| {
             let mut b = BatchBuilder::new(BatchId::new("job", "sink-0", checkpoint, seq as u64));
             for i in 0..per_batch {
-                b.push(&row(first_id + (seq * per_batch + i) as i64, 0)).unwrap();
+                b.push(&row(first_id + (seq * per_batch + i) as i64, 0))
+                    .unwrap();
             }
             b.finish()
         })
@@ -83,13 +87,18 @@ async fn version_execute_insert_count_and_checksum() {
             _ => serde_json::json!(1_714_564_800),
         };
         rows.extend_from_slice(
-            serde_json::json!({"ts": ts, "n": n, "s": format!("s{n}")}).to_string().as_bytes(),
+            serde_json::json!({"ts": ts, "n": n, "s": format!("s{n}")})
+                .to_string()
+                .as_bytes(),
         );
         rows.push(b'\n');
     }
     client.insert_json_each_row(&table, &rows).await.unwrap();
 
-    assert_eq!(count(&client, &format!("SELECT count() AS c FROM {table}")).await, 100);
+    assert_eq!(
+        count(&client, &format!("SELECT count() AS c FROM {table}")).await,
+        100
+    );
     let check = client
         .query_json(&format!(
             "SELECT sum(n) AS total, uniqExact(s) AS names, uniqExact(ts) AS times, \
@@ -101,22 +110,32 @@ async fn version_execute_insert_count_and_checksum() {
     assert_eq!(check[0].get("total"), Some(&Value::Int(5050)));
     assert_eq!(check[0].get("names"), Some(&Value::Int(100)));
     assert_eq!(check[0].get("times"), Some(&Value::Int(1)));
-    assert_eq!(check[0].get("first"), Some(&Value::from("2024-05-01 12:00:00")));
+    assert_eq!(
+        check[0].get("first"),
+        Some(&Value::from("2024-05-01 12:00:00"))
+    );
 }
 
 #[tokio::test]
 async fn gzip_inserts_arrive_intact() {
-    let Some(url) = clickhouse_url().await else { return };
+    let Some(url) = clickhouse_url().await else {
+        return;
+    };
     let mut config = ClickHouseConfig::new(url);
     config.gzip = true;
     let client = ClickHouseClient::new(config).unwrap();
     let table = unique_name("weir_gzip");
     client
-        .execute(&format!("CREATE TABLE {table} (n UInt32) ENGINE = MergeTree ORDER BY n"))
+        .execute(&format!(
+            "CREATE TABLE {table} (n UInt32) ENGINE = MergeTree ORDER BY n"
+        ))
         .await
         .unwrap();
     let rows: String = (0..1000).map(|n| format!("{{\"n\":{n}}}\n")).collect();
-    client.insert_json_each_row(&table, rows.as_bytes()).await.unwrap();
+    client
+        .insert_json_each_row(&table, rows.as_bytes())
+        .await
+        .unwrap();
     let sum = client
         .query_json(&format!("SELECT sum(n) AS c FROM {table}"))
         .await
@@ -153,7 +172,10 @@ async fn errors_are_classified() {
     // Nothing listens on port 1: a connection error, retryable.
     let down = ClickHouseClient::new(ClickHouseConfig::new("http://127.0.0.1:1")).unwrap();
     let e = down.version().await.unwrap_err();
-    assert!(matches!(e, ConnectorError::ClickHouseConnection { .. }), "{e}");
+    assert!(
+        matches!(e, ConnectorError::ClickHouseConnection { .. }),
+        "{e}"
+    );
     assert!(e.is_retryable());
     assert_eq!(e.fault(), Fault::External);
 
@@ -161,7 +183,10 @@ async fn errors_are_classified() {
     let mut config = ClickHouseConfig::new(client.url());
     config.timeout = Duration::from_millis(300);
     let impatient = ClickHouseClient::new(config).unwrap();
-    let e = impatient.query_json("SELECT sleep(2) AS c").await.unwrap_err();
+    let e = impatient
+        .query_json("SELECT sleep(2) AS c")
+        .await
+        .unwrap_err();
     assert!(matches!(e, ConnectorError::ClickHouseTimeout { .. }), "{e}");
     assert!(e.is_retryable());
 }
@@ -177,7 +202,10 @@ async fn recovery_replay_inserts_each_row_once() {
     let inserter = ExactlyOnceInserter::new(client.clone(), &table).with_max_block_rows(50);
     let r = inserter.commit(&cp1, CommitMode::Normal).await.unwrap();
     assert_eq!((r.inserted_batches, r.inserted_rows), (3, 150));
-    inserter.commit(&cp2[..2], CommitMode::Normal).await.unwrap();
+    inserter
+        .commit(&cp2[..2], CommitMode::Normal)
+        .await
+        .unwrap();
     drop(inserter);
 
     // Recovery: a new inserter replays both checkpoints' batches.
@@ -185,7 +213,10 @@ async fn recovery_replay_inserts_each_row_once() {
     let r = recovered.commit(&cp1, CommitMode::Recovery).await.unwrap();
     assert_eq!((r.skipped_batches, r.inserted_batches), (3, 0));
     let r = recovered.commit(&cp2, CommitMode::Recovery).await.unwrap();
-    assert_eq!((r.skipped_batches, r.inserted_batches, r.inserted_rows), (2, 2, 100));
+    assert_eq!(
+        (r.skipped_batches, r.inserted_batches, r.inserted_rows),
+        (2, 2, 100)
+    );
     assert_eq!(r.repaired_batches, 0);
 
     let totals = client
@@ -201,9 +232,15 @@ async fn recovery_replay_inserts_each_row_once() {
     assert_eq!(totals[0].get("s"), Some(&Value::Int((0..350).sum())));
 
     // Without the recovery flag the inserter does not look: that is the caller's contract.
-    let r = recovered.commit(&cp1[..1], CommitMode::Normal).await.unwrap();
+    let r = recovered
+        .commit(&cp1[..1], CommitMode::Normal)
+        .await
+        .unwrap();
     assert_eq!(r.inserted_batches, 1);
-    assert_eq!(count(&client, &format!("SELECT count() AS c FROM {table}")).await, 400);
+    assert_eq!(
+        count(&client, &format!("SELECT count() AS c FROM {table}")).await,
+        400
+    );
 }
 
 #[tokio::test]
@@ -229,7 +266,10 @@ async fn a_failed_insert_leaves_nothing_of_its_batch() {
     assert!(e.clickhouse_code().is_some(), "{e}");
     assert!(!e.is_retryable(), "{e}");
     // One insert is one block: the 99 good rows were not written either.
-    assert_eq!(count(&client, &format!("SELECT count() AS c FROM {table}")).await, 0);
+    assert_eq!(
+        count(&client, &format!("SELECT count() AS c FROM {table}")).await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -253,7 +293,10 @@ async fn a_partial_batch_is_repaired_on_recovery() {
         .insert_json_each_row(&table, partial.rows())
         .await
         .unwrap();
-    assert_eq!(count(&client, &format!("SELECT count() AS c FROM {table}")).await, 10);
+    assert_eq!(
+        count(&client, &format!("SELECT count() AS c FROM {table}")).await,
+        10
+    );
 
     let inserter = ExactlyOnceInserter::new(client.clone(), &table);
     let present = inserter.present_batches(&[full.finish()]).await.unwrap();
@@ -267,7 +310,10 @@ async fn a_partial_batch_is_repaired_on_recovery() {
         .commit(&[full.finish()], CommitMode::Recovery)
         .await
         .unwrap();
-    assert_eq!((r.repaired_batches, r.inserted_batches, r.inserted_rows), (1, 1, 30));
+    assert_eq!(
+        (r.repaired_batches, r.inserted_batches, r.inserted_rows),
+        (1, 1, 30)
+    );
     let totals = client
         .query_json(&format!(
             "SELECT count() AS c, uniqExact(id) AS ids FROM {table}"
@@ -289,5 +335,8 @@ async fn a_batch_larger_than_one_block_is_refused_before_anything_is_sent() {
     assert!(matches!(e, ConnectorError::Batch { .. }), "{e}");
     assert!(e.to_string().contains("job/sink-0/2/0"), "{e}");
     assert_eq!(e.fault(), Fault::User);
-    assert_eq!(count(&client, &format!("SELECT count() AS c FROM {table}")).await, 0);
+    assert_eq!(
+        count(&client, &format!("SELECT count() AS c FROM {table}")).await,
+        0
+    );
 }

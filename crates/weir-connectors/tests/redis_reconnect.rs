@@ -37,7 +37,10 @@ async fn reader_and_writer_reconnect_after_the_server_drops_them() {
     config.block = Duration::from_millis(100);
     let mut reader = RedisStreamReader::connect(config).await.unwrap();
     let record = Record::from_pairs([("n", Value::Int(1))]);
-    writer.write_idempotent(1, 0, std::slice::from_ref(&record)).await.unwrap();
+    writer
+        .write_idempotent(1, 0, std::slice::from_ref(&record))
+        .await
+        .unwrap();
     assert_eq!(reader.read_batch().await.unwrap().len(), 1);
 
     let admin = redis::Client::open(url.as_str()).unwrap();
@@ -53,7 +56,11 @@ async fn reader_and_writer_reconnect_after_the_server_drops_them() {
         .unwrap();
     assert!(killed >= 3, "killed {killed} connections");
 
-    let w = until_ok!(writer.write_idempotent(1, 1, std::slice::from_ref(&record)).await);
+    let w = until_ok!(
+        writer
+            .write_idempotent(1, 1, std::slice::from_ref(&record))
+            .await
+    );
     // An attempt whose answer was lost may have written it already: then it is skipped.
     assert_eq!(w.written + w.skipped, 1);
     let batch = until_ok!(reader.read_batch().await);

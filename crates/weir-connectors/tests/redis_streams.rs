@@ -55,11 +55,14 @@ async fn group_is_created_once_and_starts_where_configured() {
         .await
         .unwrap();
     // The reader creates the stream (MKSTREAM) when it does not exist yet.
-    let mut from_start =
-        RedisStreamReader::connect(reader_config(&url, &stream, "g_begin", "c1")).await.unwrap();
+    let mut from_start = RedisStreamReader::connect(reader_config(&url, &stream, "g_begin", "c1"))
+        .await
+        .unwrap();
     writer.write(&records(0..2)).await.unwrap();
     // Connecting again (group exists: BUSYGROUP) is fine.
-    RedisStreamReader::connect(reader_config(&url, &stream, "g_begin", "c2")).await.unwrap();
+    RedisStreamReader::connect(reader_config(&url, &stream, "g_begin", "c2"))
+        .await
+        .unwrap();
     let mut end_config = reader_config(&url, &stream, "g_end", "c1");
     end_config.start = GroupStart::End;
     let mut from_end = RedisStreamReader::connect(end_config).await.unwrap();
@@ -94,7 +97,10 @@ async fn read_ack_and_lag() {
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
 
     let lag = reader.lag().await.unwrap();
-    assert_eq!((lag.undelivered, lag.pending, lag.estimated), (10, 0, false));
+    assert_eq!(
+        (lag.undelivered, lag.pending, lag.estimated),
+        (10, 0, false)
+    );
 
     let batch = reader.read_batch().await.unwrap();
     assert_eq!(ns(&batch), vec![0, 1, 2, 3]);
@@ -143,7 +149,9 @@ async fn a_dead_consumers_entries_are_claimed_by_another() {
     writer.write(&records(0..5)).await.unwrap();
 
     // Consumer A reads everything and dies without acknowledging.
-    let mut a = RedisStreamReader::connect(reader_config(&url, &stream, "g", "a")).await.unwrap();
+    let mut a = RedisStreamReader::connect(reader_config(&url, &stream, "g", "a"))
+        .await
+        .unwrap();
     let taken = a.read_batch().await.unwrap();
     assert_eq!(ns(&taken), vec![0, 1, 2, 3, 4]);
     drop(a);
@@ -252,7 +260,10 @@ async fn idempotent_replays_write_nothing_twice() {
         ["1-0", "1-1", "1-2", "1-3", "1-4", "1-5", "1-6", "2-0"]
     );
 
-    let e = writer.write_idempotent(0, 0, &records(0..1)).await.unwrap_err();
+    let e = writer
+        .write_idempotent(0, 0, &records(0..1))
+        .await
+        .unwrap_err();
     assert!(matches!(e, ConnectorError::InvalidStreamId { .. }), "{e}");
 }
 
@@ -261,11 +272,19 @@ async fn other_xadd_errors_are_not_mistaken_for_replays() {
     let url = redis_or_skip!();
     let key = unique_name("weir_not_a_stream");
     let mut conn = raw(&url).await;
-    let _: () = redis::cmd("SET").arg(&key).arg("x").query_async(&mut conn).await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     let mut writer = RedisStreamWriter::connect(RedisStreamWriterConfig::new(&url, &key))
         .await
         .unwrap();
-    let e = writer.write_idempotent(1, 0, &records(0..2)).await.unwrap_err();
+    let e = writer
+        .write_idempotent(1, 0, &records(0..2))
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("WRONGTYPE"), "{e}");
     assert!(!e.is_retryable());
     assert_eq!(writer.skipped_total(), 0);
@@ -290,7 +309,10 @@ async fn flat_and_invalid_entries() {
     let mut flat = RedisStreamReader::connect(flat_config).await.unwrap();
     let batch = flat.read_batch().await.unwrap();
     assert_eq!(batch.entries.len(), 3);
-    assert_eq!(batch.entries[1].record.get("page"), Some(&Value::from("/cart")));
+    assert_eq!(
+        batch.entries[1].record.get("page"),
+        Some(&Value::from("/cart"))
+    );
     assert_eq!(batch.entries[0].record.get("user"), Some(&Value::from("7")));
 
     let mut json = RedisStreamReader::connect(reader_config(&url, &stream, "json", "c"))
@@ -314,10 +336,17 @@ async fn max_len_trims_the_stream() {
     config.max_len = Some(10);
     let mut writer = RedisStreamWriter::connect(config).await.unwrap();
     for chunk in 0..10 {
-        writer.write(&records(chunk * 100..chunk * 100 + 100)).await.unwrap();
+        writer
+            .write(&records(chunk * 100..chunk * 100 + 100))
+            .await
+            .unwrap();
     }
     let mut conn = raw(&url).await;
-    let len: u64 = redis::cmd("XLEN").arg(&stream).query_async(&mut conn).await.unwrap();
+    let len: u64 = redis::cmd("XLEN")
+        .arg(&stream)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     // `MAXLEN ~` trims whole macro-nodes (100 entries by default), so the length is near 10.
     assert!((10..1000).contains(&len), "XLEN {len}");
 }
@@ -330,7 +359,11 @@ async fn a_deleted_stream_and_group_are_recreated_by_the_reader() {
         .await
         .unwrap();
     let mut conn = raw(&url).await;
-    let _: i64 = redis::cmd("DEL").arg(&stream).query_async(&mut conn).await.unwrap();
+    let _: i64 = redis::cmd("DEL")
+        .arg(&stream)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert!(reader.read_batch().await.unwrap().is_empty());
     let mut writer = RedisStreamWriter::connect(RedisStreamWriterConfig::new(&url, &stream))
         .await

@@ -239,7 +239,11 @@ impl ClickHouseClient {
     /// Sends `rows` (JSON objects, one per line) as one `INSERT INTO table FORMAT JSONEachRow`.
     /// Datetimes may be RFC 3339 strings, `YYYY-MM-DD hh:mm:ss` or unix seconds
     /// (`date_time_input_format=best_effort`).
-    pub async fn insert_json_each_row(&self, table: &str, rows: &[u8]) -> Result<(), ConnectorError> {
+    pub async fn insert_json_each_row(
+        &self,
+        table: &str,
+        rows: &[u8],
+    ) -> Result<(), ConnectorError> {
         self.insert_with_settings(table, rows, &[]).await
     }
 
@@ -254,8 +258,10 @@ impl ClickHouseClient {
         params.push(("date_time_input_format", "best_effort"));
         params.extend_from_slice(settings);
         let (body, encoding) = if self.gzip {
-            let mut encoder =
-                flate2::write::GzEncoder::new(Vec::with_capacity(rows.len() / 4), flate2::Compression::fast());
+            let mut encoder = flate2::write::GzEncoder::new(
+                Vec::with_capacity(rows.len() / 4),
+                flate2::Compression::fast(),
+            );
             // Writing into a Vec cannot fail.
             let _ = encoder.write_all(rows);
             (encoder.finish().unwrap_or_default(), Some("gzip"))
@@ -302,7 +308,10 @@ impl ClickHouseClient {
         if let Some(user) = &self.user {
             request = request.basic_auth(user, self.password.as_deref());
         }
-        let response = request.send().await.map_err(|e| self.transport_error(e, sql))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e, sql))?;
         let status = response.status();
         let code_header = response
             .headers()
@@ -358,7 +367,9 @@ struct InsertData {
 /// `Code: 62, e.displayText() = ...` (18.x) or `Code: 62. DB::Exception: ...` (newer).
 fn parse_error_code(text: &str) -> Option<u32> {
     let rest = &text[text.find("Code: ")? + "Code: ".len()..];
-    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     rest[..end].parse().ok()
 }
 
@@ -368,7 +379,9 @@ fn clean_error_message(text: &str) -> String {
         Some(i) => &text[i + "DB::Exception: ".len()..],
         None => text,
     };
-    let text = text.strip_suffix(", e.what() = DB::Exception").unwrap_or(text);
+    let text = text
+        .strip_suffix(", e.what() = DB::Exception")
+        .unwrap_or(text);
     short_query(text)
 }
 
@@ -418,7 +431,10 @@ mod tests {
     fn parses_error_codes_of_old_and_new_servers() {
         let old = "Code: 60, e.displayText() = DB::Exception: Table default.nope doesn't exist., e.what() = DB::Exception\n";
         assert_eq!(parse_error_code(old), Some(60));
-        assert_eq!(clean_error_message(old), "Table default.nope doesn't exist.");
+        assert_eq!(
+            clean_error_message(old),
+            "Table default.nope doesn't exist."
+        );
         let new = "Code: 62. DB::Exception: Syntax error: failed at position 1. (SYNTAX_ERROR) (version 24.3.1)";
         assert_eq!(parse_error_code(new), Some(62));
         assert!(clean_error_message(new).starts_with("Syntax error"));
@@ -444,7 +460,8 @@ mod tests {
     #[test]
     fn credentials_leave_the_url() {
         let client =
-            ClickHouseClient::new(ClickHouseConfig::new("http://bob:s3cret@127.0.0.1:8124/")).unwrap();
+            ClickHouseClient::new(ClickHouseConfig::new("http://bob:s3cret@127.0.0.1:8124/"))
+                .unwrap();
         assert_eq!(client.url(), "http://127.0.0.1:8124/");
         assert_eq!(client.user.as_deref(), Some("bob"));
         assert!(!format!("{client:?}").contains("s3cret"));

@@ -358,7 +358,10 @@ impl ExactlyOnceInserter {
         let deadline = tokio::time::Instant::now() + self.mutation_timeout;
         loop {
             let rows = self.client.query_json(&sql).await?;
-            let running = rows.first().and_then(|r| r.get("n")).and_then(|v| v.as_i64());
+            let running = rows
+                .first()
+                .and_then(|r| r.get("n"))
+                .and_then(|v| v.as_i64());
             if running == Some(0) {
                 return Ok(());
             }
@@ -384,8 +387,11 @@ mod tests {
     #[test]
     fn builder_prefixes_every_row_with_the_batch_id() {
         let mut b = BatchBuilder::new(BatchId::from_raw("a\"b"));
-        b.push(&Record::from_pairs([("x", Value::Int(1)), ("s", Value::from("q"))]))
-            .unwrap();
+        b.push(&Record::from_pairs([
+            ("x", Value::Int(1)),
+            ("s", Value::from("q")),
+        ]))
+        .unwrap();
         b.push(&Record::new()).unwrap();
         assert_eq!(b.len(), 2);
         let batch = b.finish();

@@ -149,7 +149,11 @@ impl EntryDecoder {
                         }),
                     }
                 }
-                other => return Err(format!("expected the fields of entry {id}, found {other:?}")),
+                other => {
+                    return Err(format!(
+                        "expected the fields of entry {id}, found {other:?}"
+                    ));
+                }
             }
         }
         Ok(())
@@ -157,7 +161,7 @@ impl EntryDecoder {
 
     /// Decodes one entry's flat `[field, value, field, value, ...]` list.
     pub(crate) fn decode(&mut self, fields: &[RedisValue]) -> Result<Record, String> {
-        if fields.len() % 2 != 0 {
+        if !fields.len().is_multiple_of(2) {
             return Err(format!(
                 "entry has an odd number ({}) of field names and values",
                 fields.len()
@@ -172,7 +176,9 @@ impl EntryDecoder {
                     }
                 }
                 let Some(data) = data else {
-                    return Err(format!("entry has no field `{field}` holding a JSON record"));
+                    return Err(format!(
+                        "entry has no field `{field}` holding a JSON record"
+                    ));
                 };
                 let bytes = bytes_of(data)
                     .ok_or_else(|| format!("field `{field}` is not a string: {data:?}"))?;
@@ -287,7 +293,11 @@ mod tests {
         ));
         assert_eq!(batch.invalid.len(), 2);
         assert_eq!(batch.invalid[0].id, StreamId::new(1, 2));
-        assert!(batch.invalid[0].reason.contains("field `data`"), "{:?}", batch.invalid[0]);
+        assert!(
+            batch.invalid[0].reason.contains("field `data`"),
+            "{:?}",
+            batch.invalid[0]
+        );
         assert_eq!(batch.invalid[0].raw, "data=not json");
         assert!(batch.invalid[1].reason.contains("no field `data`"));
         assert_eq!(batch.deleted, vec![StreamId::new(1, 4)]);
@@ -305,14 +315,21 @@ mod tests {
     #[test]
     fn flat_entries_keep_strings_and_reuse_shape() {
         let mut d = EntryDecoder::new(FieldEncoding::Flat);
-        let a = d.decode(&[bulk("user"), bulk("7"), bulk("page"), bulk("/x")]).unwrap();
-        let b = d.decode(&[bulk("user"), bulk("8"), bulk("page"), bulk("/y")]).unwrap();
+        let a = d
+            .decode(&[bulk("user"), bulk("7"), bulk("page"), bulk("/x")])
+            .unwrap();
+        let b = d
+            .decode(&[bulk("user"), bulk("8"), bulk("page"), bulk("/y")])
+            .unwrap();
         assert_eq!(a.get("user"), Some(&Value::from("7")));
         assert_eq!(b.get("page"), Some(&Value::from("/y")));
         assert!(Arc::ptr_eq(a.shape(), b.shape()));
         let c = d.decode(&[bulk("page"), bulk("/z")]).unwrap();
         assert_eq!(c.len(), 1);
-        assert!(d.decode(&[bulk("a"), bulk("1"), bulk("a"), bulk("2")]).is_err());
+        assert!(
+            d.decode(&[bulk("a"), bulk("1"), bulk("a"), bulk("2")])
+                .is_err()
+        );
         assert!(d.decode(&[bulk("a")]).unwrap_err().contains("odd number"));
     }
 }

@@ -7,7 +7,9 @@ mod writer;
 
 pub use decode::{FieldEncoding, InvalidEntry, StreamBatch, StreamEntry};
 pub use id::StreamId;
-pub use reader::{ConsumerLag, GroupStart, RedisStreamReader, RedisStreamReaderConfig, StreamAcker};
+pub use reader::{
+    ConsumerLag, GroupStart, RedisStreamReader, RedisStreamReaderConfig, StreamAcker,
+};
 pub use writer::{IdempotentWrite, RedisStreamWriter, RedisStreamWriterConfig};
 
 use crate::ConnectorError;

@@ -288,14 +288,14 @@ impl RedisStreamReader {
                 ));
             }
             // Redis 7 adds the ids it dropped from the pending list because their entry is gone.
-            if parts.len() >= 3 {
-                if let RedisValue::Array(ids) = parts.remove(2) {
-                    for id in &ids {
-                        let id = parse_id(id).map_err(|reason| {
-                            ConnectorError::reply("XAUTOCLAIM", &self.config.stream, reason)
-                        })?;
-                        batch.deleted.push(id);
-                    }
+            if parts.len() >= 3
+                && let RedisValue::Array(ids) = parts.remove(2)
+            {
+                for id in &ids {
+                    let id = parse_id(id).map_err(|reason| {
+                        ConnectorError::reply("XAUTOCLAIM", &self.config.stream, reason)
+                    })?;
+                    batch.deleted.push(id);
                 }
             }
             let entries = parts.remove(1);
@@ -304,7 +304,9 @@ impl RedisStreamReader {
             })?;
             self.decoder
                 .push_entries(entries, &mut batch)
-                .map_err(|reason| ConnectorError::reply("XAUTOCLAIM", &self.config.stream, reason))?;
+                .map_err(|reason| {
+                    ConnectorError::reply("XAUTOCLAIM", &self.config.stream, reason)
+                })?;
             if self.claim_cursor == StreamId::ZERO || batch.len() >= self.config.batch_size {
                 break;
             }
@@ -410,7 +412,9 @@ impl RedisStreamReader {
         if let Some(entries) = entries {
             self.decoder
                 .push_entries(entries, &mut batch)
-                .map_err(|reason| ConnectorError::reply("XREADGROUP", &self.config.stream, reason))?;
+                .map_err(|reason| {
+                    ConnectorError::reply("XREADGROUP", &self.config.stream, reason)
+                })?;
         }
         Ok(batch)
     }

@@ -234,7 +234,13 @@ impl RedisStreamWriter {
         let info = match reply {
             Ok(info) => info,
             Err(e) if e.detail().is_some_and(|d| d.contains("no such key")) => return Ok(None),
-            Err(e) => return Err(ConnectorError::redis("XINFO STREAM", &self.config.stream, e)),
+            Err(e) => {
+                return Err(ConnectorError::redis(
+                    "XINFO STREAM",
+                    &self.config.stream,
+                    e,
+                ));
+            }
         };
         let last = match &info {
             RedisValue::Array(flat) => flat
