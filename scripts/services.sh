@@ -85,25 +85,41 @@ clickhouse_server_bin() {
 
 redis_up() {
     command -v redis-cli >/dev/null 2>&1 || return 1
-    [ "$(redis-cli -h "$HOST" -p "$REDIS_PORT" PING 2>/dev/null)" = "PONG" ]
+    # `timeout`: something else on the port may never answer in Redis's protocol.
+    [ "$(timeout 2 redis-cli -h "$HOST" -p "$REDIS_PORT" PING 2>/dev/null)" = "PONG" ]
 }
 
 clickhouse_up() {
     [ "$(curl -fsS --max-time 2 "$CH_URL/ping" 2>/dev/null)" = "Ok." ]
 }
 
-# wait_for NAME CHECK_FUNCTION LOGFILE
+# wait_for NAME CHECK_FUNCTION PID LOGFILE...: until CHECK_FUNCTION succeeds; fails at once
+# when the server process exits (port taken, bad config, ...).
 wait_for() {
-    local name="$1" check="$2" logfile="$3" i
+    local name="$1" check="$2" pid="$3" i f
+    shift 3
     for ((i = 0; i < WAIT_SECONDS * 10; i++)); do
         if "$check"; then
             return 0
         fi
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "services.sh: $name (pid $pid) exited during start-up; last log lines:" >&2
+            for f in "$@"; do tail -n 30 "$f" >&2 2>/dev/null || true; done
+            die "$name failed to start"
+        fi
         sleep 0.1
     done
-    echo "services.sh: $name did not answer within ${WAIT_SECONDS}s; last lines of $logfile:" >&2
-    tail -n 30 "$logfile" >&2 2>/dev/null || true
+    echo "services.sh: $name did not answer within ${WAIT_SECONDS}s; last log lines:" >&2
+    for f in "$@"; do tail -n 30 "$f" >&2 2>/dev/null || true; done
     die "$name failed to start"
+}
+
+# start_background PIDFILE LOGFILE COMMAND...: runs COMMAND detached from this shell.
+start_background() {
+    local pidfile="$1" logfile="$2"
+    shift 2
+    setsid nohup "$@" >"$logfile" 2>&1 </dev/null &
+    echo $! >"$pidfile"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -115,11 +131,10 @@ start_redis() {
         return
     fi
     mkdir -p "$DIR/redis"
-    redis-server --bind "$HOST" --port "$REDIS_PORT" --dir "$DIR/redis" \
-        --save "" --appendonly no --protected-mode yes \
-        --daemonize yes --pidfile "$DIR/redis.pid" --logfile "$DIR/redis.log" \
-        || die "redis-server did not start (log: $DIR/redis.log)"
-    wait_for Redis redis_up "$DIR/redis.log"
+    start_background "$DIR/redis.pid" "$DIR/redis.log" \
+        redis-server --bind "$HOST" --port "$REDIS_PORT" --dir "$DIR/redis" \
+        --save "" --appendonly no --protected-mode yes --daemonize no
+    wait_for Redis redis_up "$(cat "$DIR/redis.pid")" "$DIR/redis.log"
     log "Redis started at $REDIS_URL"
 }
 
@@ -222,14 +237,11 @@ start_clickhouse() {
     write_clickhouse_config
     local ch="$DIR/clickhouse" bin
     bin="$(clickhouse_server_bin)"
-    # setsid + nohup: the server outlives this script and the shell that ran it.
-    (
-        cd "$ch"
-        setsid nohup "$bin" --config-file="$ch/config.xml" \
-            >"$ch/log/stdout.log" 2>&1 </dev/null &
-        echo $! >"$DIR/clickhouse.pid"
-    )
-    wait_for ClickHouse clickhouse_up "$ch/log/clickhouse-server.err.log"
+    # Detached (setsid + nohup): the server outlives this script and the shell that ran it.
+    (cd "$ch" && start_background "$DIR/clickhouse.pid" "$ch/log/stdout.log" \
+        "$bin" --config-file="$ch/config.xml")
+    wait_for ClickHouse clickhouse_up "$(cat "$DIR/clickhouse.pid")" \
+        "$ch/log/stdout.log" "$ch/log/clickhouse-server.err.log"
     log "ClickHouse started at $CH_URL (native TCP $HOST:$CH_TCP_PORT)"
 }
 
