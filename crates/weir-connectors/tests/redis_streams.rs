@@ -92,6 +92,8 @@ async fn read_ack_and_lag() {
     let mut config = reader_config(&url, &stream, "g", "c1");
     config.batch_size = 4;
     let mut reader = RedisStreamReader::connect(config).await.unwrap();
+    reader.ping().await.unwrap();
+    writer.ping().await.unwrap();
     let ids = writer.write(&records(0..10)).await.unwrap();
     assert_eq!(ids.len(), 10);
     assert!(ids.windows(2).all(|w| w[0] < w[1]));

@@ -132,11 +132,14 @@ impl ClickHouseClient {
         match endpoint.scheme() {
             "http" => {}
             "https" => {
-                return Err(ConnectorError::Config {
-                    key: "url",
-                    reason: "https is not supported by this build yet; use http on 127.0.0.1"
-                        .into(),
-                });
+                if cfg!(feature = "tls") {
+                    install_crypto_provider();
+                } else {
+                    return Err(ConnectorError::Config {
+                        key: "url",
+                        reason: "https needs weir-connectors built with the `tls` feature".into(),
+                    });
+                }
             }
             other => {
                 return Err(ConnectorError::Config {
@@ -192,6 +195,33 @@ impl ClickHouseClient {
 
     pub fn database(&self) -> Option<&str> {
         self.database.as_deref()
+    }
+
+    /// Health check: `GET /ping`, which ClickHouse answers `Ok.` without running a query.
+    pub async fn ping(&self) -> Result<(), ConnectorError> {
+        const WHAT: &str = "GET /ping";
+        let mut url = self.endpoint.clone();
+        url.set_path("/ping");
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e, WHAT))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(e, WHAT))?;
+        if status == StatusCode::OK && body.starts_with(b"Ok.") {
+            Ok(())
+        } else {
+            Err(ConnectorError::ClickHouseHttp {
+                status: status.as_u16(),
+                body: short_query(&String::from_utf8_lossy(&body)),
+                query: WHAT.into(),
+            })
+        }
     }
 
     /// `SELECT version()`.
@@ -358,6 +388,14 @@ impl ClickHouseClient {
     }
 }
 
+/// Makes ring rustls's process-wide provider unless the program installed one already.
+fn install_crypto_provider() {
+    #[cfg(feature = "tls")]
+    {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
 /// The body of an insert, possibly compressed.
 struct InsertData {
     body: Vec<u8>,
@@ -467,5 +505,7 @@ mod tests {
         assert!(!format!("{client:?}").contains("s3cret"));
         let e = ClickHouseClient::new(ClickHouseConfig::new("ftp://x")).unwrap_err();
         assert!(e.to_string().contains("`url`"), "{e}");
+        let https = ClickHouseClient::new(ClickHouseConfig::new("https://127.0.0.1:8443"));
+        assert_eq!(https.is_ok(), cfg!(feature = "tls"), "{https:?}");
     }
 }

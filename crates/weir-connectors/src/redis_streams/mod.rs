@@ -41,3 +41,20 @@ pub(crate) async fn connect(
             source,
         })
 }
+
+/// `PING`, expecting `PONG`.
+pub(crate) async fn ping(conn: &mut ConnectionManager, stream: &str) -> Result<(), ConnectorError> {
+    let pong: String = redis::cmd("PING")
+        .query_async(conn)
+        .await
+        .map_err(|e| ConnectorError::redis("PING", stream, e))?;
+    if pong == "PONG" {
+        Ok(())
+    } else {
+        Err(ConnectorError::reply(
+            "PING",
+            stream,
+            format!("expected PONG, found {pong:?}"),
+        ))
+    }
+}
