@@ -292,9 +292,11 @@ impl ClickHouseClient {
                 Vec::with_capacity(rows.len() / 4),
                 flate2::Compression::fast(),
             );
-            // Writing into a Vec cannot fail.
-            let _ = encoder.write_all(rows);
-            (encoder.finish().unwrap_or_default(), Some("gzip"))
+            // Writing into a Vec cannot fail; if it ever did, send the rows uncompressed.
+            match encoder.write_all(rows).and_then(|()| encoder.finish()) {
+                Ok(compressed) => (compressed, Some("gzip")),
+                Err(_) => (rows.to_vec(), None),
+            }
         } else {
             (rows.to_vec(), None)
         };
