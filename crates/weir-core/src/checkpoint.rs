@@ -277,11 +277,12 @@ pub struct MemoryCheckpoints {
 }
 
 type BlobKey = (String, usize, String);
+type Blobs = std::collections::HashMap<BlobKey, Vec<(StatePart, Vec<u8>)>>;
 
 /// One checkpoint held by [`MemoryCheckpoints`].
 pub struct MemoryCheckpoint {
     id: CheckpointId,
-    blobs: Mutex<std::collections::HashMap<BlobKey, Vec<(StatePart, Vec<u8>)>>>,
+    blobs: Mutex<Blobs>,
     finished: AtomicBool,
 }
 

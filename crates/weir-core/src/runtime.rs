@@ -364,6 +364,8 @@ pub(crate) fn start(graph: Graph, config: &Config) -> Result<RunningJob, JobErro
         if !plan.is_head(id) {
             continue;
         }
+        // Sources have no receivers; heads behind channels have one per instance.
+        let mut node_receivers = std::mem::take(&mut receivers[id]).into_iter();
         for instance in 0..plan.parallelism[id] {
             match &node.build {
                 Build::Source(build) => {
@@ -373,7 +375,9 @@ pub(crate) fn start(graph: Graph, config: &Config) -> Result<RunningJob, JobErro
                 }
                 Build::Pusher(_) => {
                     let head = plan.pusher(id, instance)?;
-                    let receiver = std::mem::replace(&mut receivers[id][instance], Box::new(()));
+                    let receiver = node_receivers.next().ok_or_else(|| {
+                        JobError::Plan(format!("internal: no channel for '{}'", node.name))
+                    })?;
                     let kit = node.input.as_ref().ok_or_else(|| {
                         JobError::Plan(format!("'{}' cannot take input", node.name))
                     })?;

@@ -135,7 +135,7 @@ impl Planner<'_> {
                     Expr::compile(source, &ids)
                         .map_err(|e| p.error_at(&format!("source.fields.{name}"), e.to_string()))?;
                 }
-                if let Some(r) = spec.rate.filter(|r| !(*r > 0.0)) {
+                if let Some(r) = spec.rate.filter(|r| r.is_nan() || *r <= 0.0) {
                     return Err(p.error_at("source.rate", format!("must be positive, found {r}")));
                 }
                 let pairs: Vec<(&str, &str)> = generated
