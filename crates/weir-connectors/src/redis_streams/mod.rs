@@ -3,6 +3,7 @@
 mod decode;
 mod id;
 mod reader;
+mod source;
 mod writer;
 
 pub use decode::{FieldEncoding, InvalidEntry, StreamBatch, StreamEntry};
@@ -10,6 +11,7 @@ pub use id::StreamId;
 pub use reader::{
     ConsumerLag, GroupStart, RedisStreamReader, RedisStreamReaderConfig, StreamAcker,
 };
+pub use source::{RedisStreamSource, RedisStreamSourceConfig};
 pub use writer::{IdempotentWrite, RedisStreamWriter, RedisStreamWriterConfig};
 
 use crate::ConnectorError;
