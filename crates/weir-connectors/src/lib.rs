@@ -17,6 +17,7 @@
 mod clickhouse;
 mod error;
 mod io_runtime;
+mod producer;
 mod redis_streams;
 #[doc(hidden)]
 pub mod testing;
@@ -28,6 +29,7 @@ pub use clickhouse::{
 };
 pub use error::{ConnectorError, Fault};
 pub use io_runtime::block_on;
+pub use producer::{BackgroundProducer, Event, Producer, ProducerConfig, ProducerError};
 pub use redis_streams::{
     ConsumerLag, FieldEncoding, GroupStart, IdempotentWrite, InvalidEntry, RedisStreamReader,
     RedisStreamReaderConfig, RedisStreamSource, RedisStreamSourceConfig, RedisStreamWriter,
