@@ -86,3 +86,31 @@ pub fn restore_value<T: serde::de::DeserializeOwned>(
         None => Ok(None),
     }
 }
+
+/// Stores a value in a compact binary encoding (postcard): for state with bulk bytes in it,
+/// such as a sink's staged rows.
+pub fn save_binary<T: serde::Serialize>(
+    ctx: &OperatorContext,
+    name: &str,
+    value: &T,
+) -> Result<(), OperatorError> {
+    if !ctx.checkpointing() {
+        return Ok(());
+    }
+    let bytes = postcard::to_stdvec(value)
+        .map_err(|e| OperatorError::new(ErrorKind::Internal, format!("encoding '{name}': {e}")))?;
+    ctx.save_state(name, StatePart::Full, bytes)
+}
+
+/// The value [`save_binary`] stored under `name` in the restored checkpoint, if any.
+pub fn restore_binary<T: serde::de::DeserializeOwned>(
+    ctx: &OperatorContext,
+    name: &str,
+) -> Result<Option<T>, OperatorError> {
+    match ctx.restored_state(name)?.pop() {
+        Some(bytes) => postcard::from_bytes(&bytes)
+            .map(Some)
+            .map_err(|e| corrupt(name, e)),
+        None => Ok(None),
+    }
+}

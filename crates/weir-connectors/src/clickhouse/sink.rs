@@ -242,7 +242,7 @@ impl Sink<Record> for ClickHouseSink {
         self.inserter = Some(ExactlyOnceInserter::new(client, self.config.table.clone()));
         self.checkpointing = ctx.checkpointing();
         if self.checkpointing {
-            self.sealed = weir_core::state::restore_value::<Vec<StoredBatch>>(ctx, "batches")?
+            self.sealed = weir_core::state::restore_binary::<Vec<StoredBatch>>(ctx, "batches")?
                 .unwrap_or_default();
             // The restored checkpoint completed: its batches are (or are now) committed.
             self.insert(None, CommitMode::Recovery)?;
@@ -283,7 +283,7 @@ impl Sink<Record> for ClickHouseSink {
         }
         self.epoch = checkpoint;
         self.seal();
-        weir_core::state::save_value(ctx, "batches", &self.sealed)?;
+        weir_core::state::save_binary(ctx, "batches", &self.sealed)?;
         self.epoch = checkpoint + 1;
         self.seq = 0;
         Ok(())
