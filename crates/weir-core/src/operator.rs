@@ -114,6 +114,12 @@ impl OperatorContext {
         }
     }
 
+    /// The id the first checkpoint of this run will have (ids then follow each other): lets a
+    /// sink tag output with the checkpoint it will belong to before the barrier arrives.
+    pub fn first_checkpoint_id(&self) -> CheckpointId {
+        self.checkpoints.as_ref().map_or(1, |c| c.config.first_id)
+    }
+
     /// The checkpoint the job resumed from, if any.
     pub fn restored_checkpoint(&self) -> Option<CheckpointId> {
         self.checkpoints

@@ -246,7 +246,7 @@ impl Sink<Record> for ClickHouseSink {
                 .unwrap_or_default();
             // The restored checkpoint completed: its batches are (or are now) committed.
             self.insert(None, CommitMode::Recovery)?;
-            self.epoch = ctx.restored_checkpoint().map_or(1, |c| c + 1);
+            self.epoch = ctx.first_checkpoint_id();
         }
         Ok(())
     }
