@@ -354,10 +354,11 @@ impl<K: StateKey, A: StateValue + Clone, B: Backend> Panes<K, A, B> {
             let mut start = floor_to(time, self.slide);
             while start > time.saturating_sub(self.size) {
                 let end = start.saturating_add(self.size);
-                if end <= watermark && end.saturating_add(lateness) > watermark {
-                    if let Some(acc) = self.window_acc(&key, start, end, func) {
-                        func.emit(&key, Window { start, end }, &acc, out);
-                    }
+                if end <= watermark
+                    && end.saturating_add(lateness) > watermark
+                    && let Some(acc) = self.window_acc(&key, start, end, func)
+                {
+                    func.emit(&key, Window { start, end }, &acc, out);
                 }
                 start = start.saturating_sub(self.slide);
             }
@@ -928,6 +929,9 @@ mod tests {
     type Ev = Timestamped<(char, i64)>;
     type Res = WindowResult<char, (u64, i64)>;
     type Agg = (Count, Sum<fn(&(char, i64)) -> i64>);
+    type Op = WindowOperator<char, Ev, fn(&Ev) -> char, AggregateFn<Agg>, InMemory>;
+    /// (key, start, end, count, sum)
+    type Row = (char, i64, i64, u64, i64);
 
     fn key(e: &Ev) -> char {
         e.item.0
@@ -937,14 +941,7 @@ mod tests {
         AggregateFn((Count, Sum::of((|e: &(char, i64)| e.1) as fn(&_) -> i64)))
     }
 
-    fn op(
-        spec: WindowSpec,
-        lateness: Timestamp,
-    ) -> Harness<
-        Ev,
-        Result<Res, Ev>,
-        WindowOperator<char, Ev, fn(&Ev) -> char, AggregateFn<Agg>, InMemory>,
-    > {
+    fn op(spec: WindowSpec, lateness: Timestamp) -> Harness<Ev, Result<Res, Ev>, Op> {
         Harness::new(WindowOperator::new(
             key as fn(&Ev) -> char,
             count_sum(),
@@ -958,7 +955,7 @@ mod tests {
     }
 
     /// (key, start, end, count, sum) of the results; late events as (key, time).
-    fn split(out: Vec<Result<Res, Ev>>) -> (Vec<(char, i64, i64, u64, i64)>, Vec<(char, i64)>) {
+    fn split(out: Vec<Result<Res, Ev>>) -> (Vec<Row>, Vec<(char, i64)>) {
         let mut results = Vec::new();
         let mut late = Vec::new();
         for r in out {
