@@ -13,6 +13,9 @@ use weir_time::prelude::*;
 const WINDOW_MS: i64 = 1_000;
 const DELAY_MS: i64 = 100;
 
+/// Per key of one window: (count, sum).
+type Accs = hashbrown::HashMap<u64, (u64, i64)>;
+
 /// One result of the digest: (key, window start, count, sum).
 #[inline]
 fn add_result(digest: &mut Digest, key: u64, start: i64, count: u64, sum: i64) {
@@ -57,11 +60,11 @@ impl Sink<WindowResult<u64, (u64, i64)>> for DigestSink {
 /// map (hashbrown, as the engine's in-memory state) from key to (count, sum); a window is
 /// emitted when the watermark reaches its end.
 fn baseline(n: u64) -> (u64, Digest) {
-    let mut open: Vec<(i64, hashbrown::HashMap<u64, (u64, i64)>)> = Vec::new();
+    let mut open: Vec<(i64, Accs)> = Vec::new();
     let mut results = 0u64;
     let mut digest = Digest::default();
     let mut max_seen = i64::MIN;
-    let mut emit = |start: i64, window: hashbrown::HashMap<u64, (u64, i64)>| {
+    let mut emit = |start: i64, window: Accs| {
         for (key, (count, sum)) in window {
             results += 1;
             add_result(&mut digest, key, start, count, sum);
@@ -74,7 +77,7 @@ fn baseline(n: u64) -> (u64, Digest) {
             Some(i) => i,
             None => {
                 let at = open.partition_point(|(s, _)| *s < start);
-                open.insert(at, (start, hashbrown::HashMap::with_capacity(16 * 1024)));
+                open.insert(at, (start, Accs::with_capacity(16 * 1024)));
                 at
             }
         };
@@ -125,8 +128,7 @@ pub fn w2(o: &BenchOptions) -> Result<BenchReport, JobError> {
         });
         started = Instant::now();
         env.execute()?;
-        let totals = *shared.lock().unwrap_or_else(|p| p.into_inner());
-        totals
+        *shared.lock().unwrap_or_else(|p| p.into_inner())
     };
     let elapsed = started.elapsed();
     Ok(BenchReport::new("w2", o, n, elapsed, results, digest.hex()))
