@@ -53,7 +53,7 @@ impl Operator<Record, Record> for Pass {
 }
 
 /// Relative paths in a pipeline file are relative to the file's directory.
-fn resolve(pipeline: &Pipeline, path: &Path) -> PathBuf {
+pub(crate) fn resolve(pipeline: &Pipeline, path: &Path) -> PathBuf {
     if path.is_absolute() || path == Path::new("-") {
         return path.to_path_buf();
     }
@@ -286,7 +286,11 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
                 check_known(p, &stage, &fields, names.iter())?;
                 let next_aggregates = matches!(
                     spec.steps.get(i + 1),
-                    Some(StepSpec::Aggregate(_) | StepSpec::RollingAggregate(_))
+                    Some(
+                        StepSpec::Aggregate(_)
+                            | StepSpec::RollingAggregate(_)
+                            | StepSpec::Window(_)
+                    )
                 );
                 if next_aggregates {
                     key = Some(names);
@@ -341,6 +345,18 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
                 fields = out_fields;
             }
             StepSpec::Limit(n) => stream = stream.take(*n).name(&stage),
+            StepSpec::Window(w) => {
+                (stream, fields) = crate::window::WindowPlan {
+                    pipeline: p,
+                    stage: stage.clone(),
+                    key_fields: key.take().unwrap_or_default(),
+                    fields: &fields,
+                    route_errors: planner.route_errors,
+                    dead: &mut planner.dead,
+                }
+                .plan(w, &stream)?;
+            }
+            StepSpec::Join(j) => (stream, fields) = crate::join::plan(p, &stage, j, &stream, &fields)?,
             _ => {}
         }
     }

@@ -127,6 +127,11 @@ impl<K: Hash + Eq, V> Table<K, V> {
         self.rows.get(key)
     }
 
+    /// Every row, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.rows.iter()
+    }
+
     pub fn len(&self) -> usize {
         self.rows.len()
     }
