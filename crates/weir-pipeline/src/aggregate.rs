@@ -284,7 +284,13 @@ mod tests {
             "count()", "count(x)", "sum(x)", "min(x)", "max(x)", "avg(x)", "first(x)", "last(x)",
         ] {
             let agg = Aggregation::parse("o", func, &f).unwrap();
-            let arg = |v: &Value| if agg.arg.is_some() { Some(v.clone()) } else { None };
+            let arg = |v: &Value| {
+                if agg.arg.is_some() {
+                    Some(v.clone())
+                } else {
+                    None
+                }
+            };
             let mut whole = agg.init();
             for v in &vals {
                 whole.add(arg(v)).unwrap();
@@ -292,7 +298,9 @@ mod tests {
             for split in 0..=vals.len() {
                 let (mut left, mut right) = (agg.init(), agg.init());
                 vals[..split].iter().for_each(|v| left.add(arg(v)).unwrap());
-                vals[split..].iter().for_each(|v| right.add(arg(v)).unwrap());
+                vals[split..]
+                    .iter()
+                    .for_each(|v| right.add(arg(v)).unwrap());
                 left.merge(&right).unwrap();
                 assert_eq!(left.result(), whole.result(), "{func} split at {split}");
             }

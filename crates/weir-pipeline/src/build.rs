@@ -356,7 +356,9 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
                 }
                 .plan(w, &stream)?;
             }
-            StepSpec::Join(j) => (stream, fields) = crate::join::plan(p, &stage, j, &stream, &fields)?,
+            StepSpec::Join(j) => {
+                (stream, fields) = crate::join::plan(p, &stage, j, &stream, &fields)?
+            }
             _ => {}
         }
     }

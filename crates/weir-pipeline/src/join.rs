@@ -44,8 +44,11 @@ pub struct JoinStep {
 #[derive(Clone)]
 struct ShapeCache {
     fields: Arc<[String]>,
-    last: Option<(Arc<Shape>, Arc<Shape>, Arc<[usize]>)>,
+    last: Option<Cached>,
 }
+
+/// An input shape, its output shape, and where the copied fields sit in the output.
+type Cached = (Arc<Shape>, Arc<Shape>, Arc<[usize]>);
 
 impl ShapeCache {
     /// The output shape and the position of each copied field in it.
@@ -79,7 +82,10 @@ fn enrich(cache: &mut ShapeCache, record: Record, row: Option<&Record>) -> Recor
     let (_, mut values) = record.into_parts();
     values.resize(shape.len(), Value::Null);
     for (field, &at) in cache.fields.iter().zip(positions.iter()) {
-        values[at] = row.and_then(|r| r.get(field)).cloned().unwrap_or(Value::Null);
+        values[at] = row
+            .and_then(|r| r.get(field))
+            .cloned()
+            .unwrap_or(Value::Null);
     }
     match Record::with_shape(shape.clone(), values) {
         Ok(r) => r,
@@ -98,7 +104,10 @@ pub(crate) fn plan(
 ) -> Result<(Stream<Record>, FieldTypes), PipelineError> {
     let at = |key: &str| format!("{stage}.{key}");
     let on = step.on.fields();
-    let table_key = step.table_key.as_ref().map_or_else(|| on.clone(), KeyFields::fields);
+    let table_key = step
+        .table_key
+        .as_ref()
+        .map_or_else(|| on.clone(), KeyFields::fields);
     if on.is_empty() {
         return Err(p.error_at(&at("on"), "needs at least one field"));
     }
@@ -193,4 +202,3 @@ pub(crate) fn plan(
         .name(stage);
     Ok((joined, out_fields))
 }
-

@@ -27,8 +27,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use weir_core::{ErrorKind, Operator, OperatorContext, OperatorError, Stream};
 use weir_expr::FieldTypes;
-use weir_time::prelude::*;
 use weir_time::WindowedStream;
+use weir_time::prelude::*;
 use weir_types::{Record, Shape, Value, ValueKind, format_datetime, parse_datetime};
 
 /// A `window` step, as written in the file. Which options apply to which `type` is checked
@@ -353,7 +353,10 @@ fn positive(
         )),
         Some(d) if d.as_millis() == 0 => Err(p.error_at(
             key,
-            format!("must be at least 1ms, found `{}`", text.map_or("", |t| t.as_str())),
+            format!(
+                "must be at least 1ms, found `{}`",
+                text.map_or("", |t| t.as_str())
+            ),
         )),
         Some(d) => Ok(d),
     }
@@ -415,8 +418,8 @@ impl WindowPlan<'_> {
                 Session::with_gap(positive(p, &at("gap"), step.gap.as_ref(), step.kind)?)
             }
         };
-        let delay = duration(p, &at("watermark_delay"), step.watermark_delay.as_ref())?
-            .unwrap_or_default();
+        let delay =
+            duration(p, &at("watermark_delay"), step.watermark_delay.as_ref())?.unwrap_or_default();
         let lateness = duration(p, &at("allowed_lateness"), step.allowed_lateness.as_ref())?
             .unwrap_or_default();
         let mut watermarks = Watermarks::bounded(delay);
