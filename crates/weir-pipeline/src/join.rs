@@ -202,3 +202,74 @@ pub(crate) fn plan(
         .name(stage);
     Ok((joined, out_fields))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Pipeline;
+    use std::path::Path;
+
+    fn validate(dir: &Path, join: &str) -> Result<String, String> {
+        let text = format!(
+            "source:\n  type: generator\n  count: 3\n  fields:\n    id: id\n    user: \"id % 2\"\nsteps:\n  - join:\n{join}sink:\n  type: discard\n"
+        );
+        let file = dir.join("p.yaml");
+        let p = Pipeline::parse(&text, &file.display().to_string()).map_err(|e| e.to_string())?;
+        p.validate().map_err(|e| {
+            format!(
+                "{}: {}: {}",
+                e.line.unwrap_or(0),
+                e.key.unwrap_or_default(),
+                e.message
+            )
+        })
+    }
+
+    #[test]
+    fn tables_are_checked_when_the_pipeline_is_built() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("users.jsonl"),
+            "{\"id\": 0, \"name\": \"a\"}\n{\"name\": \"b\"}\n",
+        )
+        .unwrap();
+        let e = validate(
+            dir.path(),
+            "      table: users.jsonl\n      on: user\n      table_key: id\n",
+        )
+        .unwrap_err();
+        assert!(e.starts_with("9: steps[0].join.table: "), "{e}");
+        assert!(
+            e.ends_with("users.jsonl, line 2: the row has no `id`"),
+            "{e}"
+        );
+
+        let e = validate(dir.path(), "      table: none.jsonl\n      on: user\n").unwrap_err();
+        assert!(e.contains("cannot read the table"), "{e}");
+
+        std::fs::write(dir.path().join("users.jsonl"), "{\"id\": 0}\n").unwrap();
+        let e = validate(
+            dir.path(),
+            "      table: users.jsonl\n      on: user\n      table_key: [id, x]\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("steps[0].join.table_key: names 2 field(s) but `on` names 1"),
+            "{e}"
+        );
+        let e = validate(dir.path(), "      table: users.jsonl\n      on: usr\n").unwrap_err();
+        assert!(e.contains("unknown field `usr`"), "{e}");
+        let e = validate(
+            dir.path(),
+            "      table: users.jsonl\n      on: user\n      kind: outer\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("unknown variant `outer`"), "{e}");
+        assert!(
+            validate(
+                dir.path(),
+                "      table: users.jsonl\n      on: user\n      table_key: id\n      kind: inner\n"
+            )
+            .is_ok()
+        );
+    }
+}

@@ -562,3 +562,178 @@ impl WindowPlan<'_> {
         Ok((records, out_fields))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Pipeline;
+
+    fn pipeline(window: &str, dead_letter: bool, fields: &str) -> String {
+        let dead = if dead_letter {
+            "dead_letter:\n  type: discard\n"
+        } else {
+            ""
+        };
+        format!(
+            "name: t\n{fields}source:\n  type: generator\n  count: 10\n  fields:\n    id: id\n    ts: \"id * 100\"\n    amount: \"id * 2\"\nsteps:\n  - key_by: id\n  - window:\n{window}sink:\n  type: discard\n{dead}"
+        )
+    }
+
+    /// The validation error of a window step, as `line: key: message`.
+    fn error(window: &str, dead_letter: bool) -> String {
+        let text = pipeline(window, dead_letter, "");
+        let p = Pipeline::parse(&text, "p.yaml").unwrap();
+        let e = p.validate().err().unwrap();
+        format!(
+            "{}: {}: {}",
+            e.line.unwrap_or(0),
+            e.key.unwrap_or_default(),
+            e.message
+        )
+    }
+
+    const OK: &str = "      type: tumbling\n      size: 1s\n      time_field: ts\n      aggregate: { n: count() }\n";
+
+    #[test]
+    fn a_valid_window_step_plans() {
+        let text = pipeline(OK, true, "");
+        let described = Pipeline::parse(&text, "p.yaml")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(described.contains("2 steps"), "{described}");
+    }
+
+    #[test]
+    fn options_of_another_window_type_are_refused_with_their_line() {
+        let e = error(
+            "      type: tumbling\n      size: 1s\n      gap: 5s\n      time_field: ts\n      aggregate: { n: count() }\n",
+            true,
+        );
+        assert_eq!(
+            e,
+            "14: steps[1].window.gap: `gap` is not an option of a tumbling window; its options are: size"
+        );
+    }
+
+    #[test]
+    fn missing_and_bad_durations_are_explained() {
+        let e = error(
+            "      type: session\n      time_field: ts\n      aggregate: { n: count() }\n",
+            true,
+        );
+        assert_eq!(e, "11: steps[1].window: a session window needs `gap`");
+        let e = error(
+            "      type: tumbling\n      size: soon\n      time_field: ts\n      aggregate: { n: count() }\n",
+            true,
+        );
+        assert!(
+            e.starts_with("13: steps[1].window.size: expected a duration such as `1s` or `250ms`, found `soon`"),
+            "{e}"
+        );
+        let e = error(
+            "      type: tumbling\n      size: 0s\n      time_field: ts\n      aggregate: { n: count() }\n",
+            true,
+        );
+        assert_eq!(
+            e,
+            "13: steps[1].window.size: must be at least 1ms, found `0s`"
+        );
+        let e = error(
+            "      type: sliding\n      size: 1s\n      slide: 2s\n      time_field: ts\n      aggregate: { n: count() }\n",
+            true,
+        );
+        assert!(
+            e.starts_with("14: steps[1].window.slide: must not be longer than `size`"),
+            "{e}"
+        );
+        let e = error(
+            &OK.replace(
+                "time_field: ts\n",
+                "time_field: ts\n      idle_timeout: x\n",
+            ),
+            true,
+        );
+        assert!(
+            e.starts_with("15: steps[1].window.idle_timeout: expected a duration"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn late_events_need_a_dead_letter_output_or_an_explicit_drop() {
+        let e = error(OK, false);
+        assert!(
+            e.contains(
+                "late events go to the dead-letter output, but the pipeline has no `dead_letter`"
+            ),
+            "{e}"
+        );
+        let dropping = pipeline(
+            &OK.replace("size: 1s\n", "size: 1s\n      late: drop\n"),
+            false,
+            "",
+        );
+        assert!(
+            Pipeline::parse(&dropping, "p.yaml")
+                .unwrap()
+                .validate()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_time_fields_are_refused() {
+        let text = pipeline(
+            &OK.replace("size: 1s", "size: 1s\n      sise: 2s"),
+            true,
+            "",
+        );
+        let e = Pipeline::parse(&text, "p.yaml").err().unwrap();
+        assert!(e.message.contains("unknown field `sise`"), "{}", e.message);
+        let text = pipeline(&OK.replace("      time_field: ts\n", ""), true, "");
+        let e = Pipeline::parse(&text, "p.yaml").err().unwrap();
+        assert!(
+            e.message.contains("missing field `time_field`"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn the_time_field_must_exist_and_hold_a_time() {
+        let e = error(&OK.replace("time_field: ts", "time_field: when"), true);
+        assert!(
+            e.contains("steps[1].window.time_field: unknown field `when`; the records here have: id, ts, amount"),
+            "{e}"
+        );
+        let declared = pipeline(OK, true, "");
+        let declared = declared.replace("    ts: \"id * 100\"", "    ts: \"double(id) * 100.0\"");
+        let e = Pipeline::parse(&declared, "p.yaml")
+            .unwrap()
+            .validate()
+            .err()
+            .unwrap();
+        assert!(
+            e.message
+                .contains("`ts` is a float: the time field must be an int"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn aggregates_are_checked_like_the_aggregate_step() {
+        let e = error(&OK.replace("n: count()", "window_end: count()"), true);
+        assert!(e.contains("`window_end` is already an output field"), "{e}");
+        let e = error(&OK.replace("n: count()", "n: median(amount)"), true);
+        assert!(e.contains("unknown aggregate function `median`"), "{e}");
+        let e = error(
+            &OK.replace("aggregate: { n: count() }", "aggregate: {}"),
+            true,
+        );
+        assert!(
+            e.contains("needs at least one `name: function(expression)`"),
+            "{e}"
+        );
+    }
+}
