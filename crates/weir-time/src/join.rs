@@ -817,6 +817,34 @@ mod tests {
     }
 
     #[test]
+    fn window_join_pairs_within_a_window_and_sends_late_events_aside() {
+        let op = WindowOperator::<u8, Tagged<(u8, char), (u8, i32)>, _, _, InMemory>::new(
+            key,
+            PairFn(|l: &(u8, char), r: &(u8, i32)| (l.1, r.1)),
+            crate::Tumbling::of(Duration::from_secs(1)),
+            Duration::ZERO,
+        );
+        let mut h = Harness::new(op);
+        h.push(vec![
+            left(1, 100, 'a'),
+            right(1, 50, 1),
+            right(1, 999, 2),
+            right(1, 1_000, 3), // the next window
+            left(2, 10, 'b'),   // no right side
+        ])
+        .unwrap();
+        let out = h.watermark(1_000).unwrap();
+        let joined: Vec<_> = out.into_iter().map(|r| r.ok().unwrap()).collect();
+        assert_eq!(joined, vec![('a', 1), ('a', 2)]);
+        let out = h.push(vec![right(1, 500, 9)]).unwrap();
+        assert!(matches!(out.as_slice(), [Err(Either::Right(r))] if r.time == 500));
+        assert!(
+            h.close().unwrap().is_empty(),
+            "[1000, 2000) has no left event"
+        );
+    }
+
+    #[test]
     fn latest_join_uses_the_version_valid_at_the_record_time() {
         let op = LatestJoin::<u8, (u8, char), (u8, i32), _, _, InMemory> {
             key_of: key,

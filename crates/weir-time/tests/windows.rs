@@ -20,7 +20,11 @@ fn env(parallelism: usize, batch_size: usize) -> Environment {
 
 /// (key, value, event time): event time runs with the id, jittered by up to 78 ms.
 fn event(id: u64) -> (u64, i64, i64) {
-    (id % 50, (id % 13) as i64, id as i64 + ((id % 7) * 13) as i64)
+    (
+        id % 50,
+        (id % 13) as i64,
+        id as i64 + ((id % 7) * 13) as i64,
+    )
 }
 
 type Row = (u64, i64, i64, u64, i64);
@@ -98,11 +102,20 @@ fn lateness_updates_results_and_sends_the_rest_to_the_late_output() {
 fn sliding_and_session_windows_in_a_job() {
     let env = env(2, 1);
     let clicks = env
-        .from_iter(vec![(1u8, 0i64), (1, 400), (2, 450), (1, 1_500), (1, 1_000)])
+        .from_iter(vec![
+            (1u8, 0i64),
+            (1, 400),
+            (2, 450),
+            (1, 1_500),
+            (1, 1_000),
+        ])
         .assign_timestamps(|e| e.1, Watermarks::bounded(Duration::from_secs(1)))
         .key_by(|e| e.0);
     let sliding = clicks
-        .window(Sliding::of(Duration::from_secs(1), Duration::from_millis(500)))
+        .window(Sliding::of(
+            Duration::from_secs(1),
+            Duration::from_millis(500),
+        ))
         .aggregate(Count)
         .results
         .collect();
@@ -235,6 +248,10 @@ fn an_idle_partition_does_not_hold_windows_back() {
 
     let mut fired = fired.lock().unwrap().clone();
     fired.sort();
-    assert_eq!(fired[0], (0, 11), "[0, 1000): 10 busy events and the quiet one");
+    assert_eq!(
+        fired[0],
+        (0, 11),
+        "[0, 1000): 10 busy events and the quiet one"
+    );
     assert_eq!(late.take(), vec![Timestamped::new(500, ('q', 500))]);
 }
