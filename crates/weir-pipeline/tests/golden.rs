@@ -151,3 +151,49 @@ fn the_diff_names_missing_and_unexpected_lines() {
     );
     assert_eq!(diff(&actual, &actual), None);
 }
+
+/// `examples/windows.yaml` runs (in a copy of `examples/`, so that its outputs land in the
+/// copy's `../target/examples/`) and computes the windows its comments describe.
+#[test]
+fn the_windows_example_runs_and_computes_its_windows() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&repo.join("examples"), &tmp.path().join("examples")).unwrap();
+    let pipeline = Pipeline::load(tmp.path().join("examples/windows.yaml")).unwrap();
+    let env = Environment::with_config(pipeline.config());
+    pipeline.build(&env).unwrap();
+    env.execute().unwrap();
+
+    let out = tmp.path().join("target/examples");
+    let window = |user: &str, plan: &str, minute: u32, clicks: u32, slowest: u32| {
+        let plan = if plan.is_empty() {
+            "null".to_string()
+        } else {
+            format!("\"{plan}\"")
+        };
+        let line = format!(
+            "{{\"user\": \"{user}\", \"plan\": {plan}, \"window_start\": \"2024-05-01T12:{minute:02}:00.000Z\", \"window_end\": \"2024-05-01T12:{:02}:00.000Z\", \"clicks\": {clicks}, \"slowest_ms\": {slowest}}}",
+            minute + 1
+        );
+        serde_json::from_str::<serde_json::Value>(&line)
+            .unwrap()
+            .to_string()
+    };
+    let mut expected = vec![
+        window("ann", "pro", 0, 2, 120),
+        window("bob", "free", 0, 2, 300),
+        window("bob", "free", 0, 3, 400), // updated by a click 6 s late
+        window("cy", "", 0, 1, 50),       // not in the users table
+        window("ann", "pro", 1, 2, 200),
+        window("ann", "pro", 2, 1, 70),
+        window("bob", "free", 2, 1, 100),
+    ];
+    expected.sort();
+    let got = canonical_lines(&out.join("windows-clicks.jsonl")).unwrap();
+    if let Some(d) = diff(&expected, &got) {
+        panic!("windows-clicks.jsonl:\n{d}");
+    }
+    let dead = canonical_lines(&out.join("windows-dead-letters.jsonl")).unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].contains("late event at 2024-05-01T12:00:30.000Z"), "{}", dead[0]);
+}
