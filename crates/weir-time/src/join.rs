@@ -20,7 +20,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use weir_core::{
-    BEFORE_TIME, Data, KeyedStream, Operator, OperatorContext, OperatorError, Stream, Timestamp,
+    BEFORE_TIME, Data, END_OF_TIME, KeyedStream, Operator, OperatorContext, OperatorError, Stream,
+    Timestamp,
 };
 use weir_state::{KeyedStore, StateKey, StateValue};
 
@@ -236,7 +237,8 @@ impl<T: Data> EnrichExt<T> for Stream<T> {
     }
 }
 
-type Tagged<L, R> = Either<Timestamped<L>, Timestamped<R>>;
+/// An event of either side of a two-stream join (the type of a join's `late` output).
+pub type Tagged<L, R> = Either<Timestamped<L>, Timestamped<R>>;
 
 /// Both sides of a two-stream join as one stream, partitioned by the sides' keys.
 #[allow(clippy::type_complexity)]
@@ -535,6 +537,14 @@ where
         }
         Ok(Some(watermark))
     }
+
+    fn close(
+        &mut self,
+        out: &mut Vec<Result<O, Timestamped<T>>>,
+        ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        self.on_watermark(END_OF_TIME, out, ctx).map(|_| ())
+    }
 }
 
 /// Joins of two keyed, timestamped streams.
@@ -751,7 +761,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_core::{END_OF_TIME, Harness};
+    use weir_core::Harness;
 
     type L = Timestamped<(u8, char)>;
     type R = Timestamped<(u8, i32)>;

@@ -56,7 +56,7 @@ mod window;
 
 pub use aggregate::{Aggregator, Avg, Count, Max, Min, Number, Reduce, Sum};
 pub use error::TimeError;
-pub use join::{JoinKind, JoinOutput, Table};
+pub use join::{JoinKind, JoinOutput, Table, Tagged};
 pub use process::{KeyedContext, KeyedProcessFunction, Timer};
 pub use state::{
     Backend, FixedTime, InMemory, ListState, MapState, StateTime, TimeDomain, Ttl, ValueState,
