@@ -435,20 +435,29 @@ impl WindowPlan<'_> {
             ));
         }
 
-        // Fields: the time field and the key fields must exist when the fields are known.
+        // The time field must exist when the fields are known (`key_by` checked the keys).
         let fields = self.fields;
+        if let Some(name) = self
+            .key_fields
+            .iter()
+            .find(|k| *k == "window_start" || *k == "window_end")
+        {
+            return Err(p.error_at(
+                &stage,
+                format!("the key field `{name}` would clash with the window's own `{name}`: rename it first"),
+            ));
+        }
         if !fields.is_dynamic() {
-            for name in self.key_fields.iter().chain([&step.time_field]) {
-                if fields.get(name).is_none() {
-                    let known: Vec<&str> = fields.names().collect();
-                    return Err(p.error_at(
-                        &at("time_field"),
-                        format!(
-                            "unknown field `{name}`; the records here have: {}",
-                            known.join(", ")
-                        ),
-                    ));
-                }
+            if fields.get(&step.time_field).is_none() {
+                let known: Vec<&str> = fields.names().collect();
+                return Err(p.error_at(
+                    &at("time_field"),
+                    format!(
+                        "unknown field `{}`; the records here have: {}",
+                        step.time_field,
+                        known.join(", ")
+                    ),
+                ));
             }
             if let Some(Some(kind)) = fields.get(&step.time_field)
                 && !matches!(kind, ValueKind::Int | ValueKind::Timestamp | ValueKind::Str)
@@ -716,6 +725,38 @@ mod tests {
         assert!(
             e.message
                 .contains("`ts` is a float: the time field must be an int"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn dropped_late_events_are_counted() {
+        let text = "settings:\n  batch_size: 1\nsource:\n  type: generator\n  count: 3\n  fields:\n    ts: \"id == 2 ? 0 : id * 5000\"\nsteps:\n  - window:\n      type: tumbling\n      size: 1s\n      time_field: ts\n      late: drop\n      aggregate: { n: count() }\nsink:\n  type: discard\n";
+        let p = Pipeline::parse(text, "p.yaml").unwrap();
+        let env = weir_core::Environment::with_config(p.config());
+        p.build(&env).unwrap();
+        let result = env.execute().unwrap();
+        let dropped = result.operator("steps[0].window.late_dropped").unwrap();
+        assert_eq!(dropped.records_in, 1, "the event at 0 after 5000");
+        assert_eq!(result.operator("sink").unwrap().records_in, 2);
+    }
+
+    #[test]
+    fn a_key_field_may_not_clash_with_the_window_bounds() {
+        let text = pipeline(OK, true, "").replace("key_by: id", "key_by: window_end");
+        let text = text.replace(
+            "    amount: \"id * 2\"",
+            "    amount: \"id * 2\"\n    window_end: id",
+        );
+        let e = Pipeline::parse(&text, "p.yaml")
+            .unwrap()
+            .validate()
+            .err()
+            .unwrap();
+        assert!(
+            e.message
+                .contains("would clash with the window's own `window_end`"),
             "{}",
             e.message
         );

@@ -195,5 +195,9 @@ fn the_windows_example_runs_and_computes_its_windows() {
     }
     let dead = canonical_lines(&out.join("windows-dead-letters.jsonl")).unwrap();
     assert_eq!(dead.len(), 1, "{dead:?}");
-    assert!(dead[0].contains("late event at 2024-05-01T12:00:30.000Z"), "{}", dead[0]);
+    assert!(
+        dead[0].contains("late event at 2024-05-01T12:00:30.000Z"),
+        "{}",
+        dead[0]
+    );
 }
