@@ -5,6 +5,7 @@
 
 mod digest;
 mod w2;
+mod w6;
 pub mod workloads;
 
 pub use digest::Digest;
@@ -25,6 +26,10 @@ pub struct BenchOptions {
     pub seconds: u64,
     /// W5: distinct keys.
     pub keys: u64,
+    /// W6: the Redis server.
+    pub redis_url: String,
+    /// W6: the ClickHouse HTTP interface.
+    pub clickhouse_url: String,
 }
 
 impl Default for BenchOptions {
@@ -36,6 +41,8 @@ impl Default for BenchOptions {
             rate: 1_000_000,
             seconds: 10,
             keys: 1_000_000,
+            redis_url: "redis://127.0.0.1:6390".into(),
+            clickhouse_url: "http://127.0.0.1:8124".into(),
         }
     }
 }
@@ -100,6 +107,8 @@ pub enum BenchError {
     NotImplemented(&'static str),
     #[error(transparent)]
     Job(#[from] weir_core::JobError),
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// Runs a workload by name.
@@ -110,7 +119,7 @@ pub fn run(workload: &str, options: &BenchOptions) -> Result<BenchReport, BenchE
         "w2" => Ok(w2::w2(options)?),
         "w4" => Err(BenchError::NotImplemented("w4")),
         "w5" => Err(BenchError::NotImplemented("w5")),
-        "w6" => Err(BenchError::NotImplemented("w6")),
+        "w6" => w6::w6(options),
         other => Err(BenchError::UnknownWorkload(other.to_string())),
     }
 }
