@@ -4,6 +4,7 @@
 //! Both report the same `results` and `checksum` when they computed the same thing.
 
 mod digest;
+mod w2;
 mod w6;
 pub mod workloads;
 
@@ -115,7 +116,7 @@ pub fn run(workload: &str, options: &BenchOptions) -> Result<BenchReport, BenchE
     match workload {
         "w1" => Ok(workloads::w1(options)?),
         "w3" => Ok(workloads::w3(options)?),
-        "w2" => Err(BenchError::NotImplemented("w2")),
+        "w2" => Ok(w2::w2(options)?),
         "w4" => Err(BenchError::NotImplemented("w4")),
         "w5" => Err(BenchError::NotImplemented("w5")),
         "w6" => w6::w6(options),

@@ -559,6 +559,16 @@ where
             .operator(name, Routing::Hash, exchange, move || make(key_of.clone()))
     }
 
+    /// The stream before partitioning (for operators that combine several keyed streams).
+    pub fn stream(&self) -> &Stream<T> {
+        &self.stream
+    }
+
+    /// The key function.
+    pub fn key_fn(&self) -> &F {
+        &self.key_of
+    }
+
     /// A custom keyed operator; `make` gets the key function.
     pub fn transform<U: Data, O: Operator<T, U>>(
         &self,

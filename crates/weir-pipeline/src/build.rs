@@ -291,7 +291,11 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
                 check_known(p, &stage, &fields, names.iter())?;
                 let next_aggregates = matches!(
                     spec.steps.get(i + 1),
-                    Some(StepSpec::Aggregate(_) | StepSpec::RollingAggregate(_))
+                    Some(
+                        StepSpec::Aggregate(_)
+                            | StepSpec::RollingAggregate(_)
+                            | StepSpec::Window(_)
+                    )
                 );
                 if next_aggregates {
                     key = Some(names);
@@ -346,6 +350,20 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
                 fields = out_fields;
             }
             StepSpec::Limit(n) => stream = stream.take(*n).name(&stage),
+            StepSpec::Window(w) => {
+                (stream, fields) = crate::window::WindowPlan {
+                    pipeline: p,
+                    stage: stage.clone(),
+                    key_fields: key.take().unwrap_or_default(),
+                    fields: &fields,
+                    route_errors: planner.route_errors,
+                    dead: &mut planner.dead,
+                }
+                .plan(w, &stream)?;
+            }
+            StepSpec::Join(j) => {
+                (stream, fields) = crate::join::plan(p, &stage, j, &stream, &fields)?
+            }
             StepSpec::Validate(reference) => {
                 let schema = crate::ingest::schema(p, &stage, reference)?;
                 fields = crate::ingest::schema_fields(&schema);

@@ -8,9 +8,11 @@
 mod aggregate;
 mod build;
 mod ingest;
+mod join;
 mod locate;
 pub mod spec;
 mod steps;
+mod window;
 
 pub use build::Built;
 pub use locate::locate;

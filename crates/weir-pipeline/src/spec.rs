@@ -5,6 +5,9 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use weir_core::{BufferPolicy, Format};
 
+pub use crate::join::JoinStep;
+pub use crate::window::{LatePolicy, WindowKind, WindowStep};
+
 /// A whole pipeline file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -210,6 +213,10 @@ pub enum StepSpec {
     RollingAggregate(IndexMap<String, String>),
     /// Passes only the first N records, then stops the source.
     Limit(u64),
+    /// Per key: aggregates over event-time windows (tumbling, sliding, session).
+    Window(WindowStep),
+    /// Copies fields from a table (a file of JSON lines) into each record, by key.
+    Join(JoinStep),
     /// Checks records against a registered schema (coercing and filling defaults); records
     /// that fail go to the dead-letter output with the field and the reason.
     Validate(SchemaRef),
@@ -255,6 +262,8 @@ impl StepSpec {
             StepSpec::Aggregate(_) => "aggregate",
             StepSpec::RollingAggregate(_) => "rolling_aggregate",
             StepSpec::Limit(_) => "limit",
+            StepSpec::Window(_) => "window",
+            StepSpec::Join(_) => "join",
             StepSpec::Validate(_) => "validate",
             StepSpec::Mask(_) => "mask",
         }
