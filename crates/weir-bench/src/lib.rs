@@ -4,6 +4,7 @@
 //! Both report the same `results` and `checksum` when they computed the same thing.
 
 mod digest;
+mod w5;
 pub mod workloads;
 
 pub use digest::Digest;
@@ -99,6 +100,9 @@ pub enum BenchError {
     NotImplemented(&'static str),
     #[error(transparent)]
     Job(#[from] weir_core::JobError),
+    /// State, checkpoint or restore failures (w5).
+    #[error("{0}")]
+    State(String),
 }
 
 /// Runs a workload by name.
@@ -108,7 +112,7 @@ pub fn run(workload: &str, options: &BenchOptions) -> Result<BenchReport, BenchE
         "w3" => Ok(workloads::w3(options)?),
         "w2" => Err(BenchError::NotImplemented("w2")),
         "w4" => Err(BenchError::NotImplemented("w4")),
-        "w5" => Err(BenchError::NotImplemented("w5")),
+        "w5" => w5::w5(options),
         "w6" => Err(BenchError::NotImplemented("w6")),
         other => Err(BenchError::UnknownWorkload(other.to_string())),
     }
