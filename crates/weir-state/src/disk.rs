@@ -472,10 +472,16 @@ impl<K: StateKey, V: StateValue> KeyedStore<K, V> for DiskStore<K, V> {
         all
     }
 
+    /// Streams the tree (after writing back the cache), decoding one entry at a time.
     fn for_each(&mut self, f: &mut dyn FnMut(&K, &V)) {
-        let all = self.read_all().unwrap_or_else(|e| self.fail(e));
-        for (k, v) in &all {
-            f(k, v);
+        self.write_back().unwrap_or_else(|e| self.fail(e));
+        let visit = |guard: fjall::Guard| -> Result<(), StateError> {
+            let (k, v) = guard.into_inner().map_err(|e| self.backend(e))?;
+            f(&decode(&k, "key")?, &decode(&v, "value")?);
+            Ok(())
+        };
+        if let Err(e) = self.tree.iter().try_for_each(visit) {
+            self.fail(e)
         }
     }
 
