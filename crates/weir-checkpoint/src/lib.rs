@@ -80,6 +80,13 @@ pub enum CheckpointError {
         "cannot reuse {file} of checkpoint {from} in checkpoint {into}: only blobs of earlier checkpoints can be reused"
     )]
     BadReuse { file: String, from: u64, into: u64 },
+    #[error("snapshot of state '{name}' of {operator}/{instance} failed: {message}")]
+    Snapshot {
+        operator: String,
+        instance: usize,
+        name: String,
+        message: String,
+    },
     #[error("no checkpoint {0} in the store")]
     NotFound(u64),
     #[error("{0}")]

@@ -602,6 +602,41 @@ impl PendingCheckpoint {
         Ok(())
     }
 
+    /// Writes state `name` of an operator instance as a full snapshot, or as an incremental
+    /// one on top of `base`'s chain for it (reused): incremental when `base` (the checkpoint
+    /// the state's previous snapshot went into) has a chain for this state shorter than
+    /// `max_chain`. `snapshot(incremental, writer)` writes the snapshot (for a keyed store:
+    /// `store.snapshot(kind, writer)`).
+    ///
+    /// An incremental snapshot holds the changes since the store's previous snapshot, so
+    /// `base` must be the checkpoint that holds that previous snapshot. If it did not complete,
+    /// pass `None` (a full snapshot).
+    pub fn write_state<E: fmt::Display>(
+        &self,
+        operator: &str,
+        instance: usize,
+        name: &str,
+        base: Option<&Checkpoint>,
+        max_chain: usize,
+        snapshot: impl FnOnce(bool, &mut BlobWriter<'_>) -> Result<(), E>,
+    ) -> Result<BlobRef, CheckpointError> {
+        let chain = base.map_or(&[][..], |b| b.chain(operator, instance, name));
+        let incremental = !chain.is_empty() && chain.len() < max_chain;
+        if incremental {
+            for blob in chain {
+                self.reuse(blob)?;
+            }
+        }
+        let mut w = self.blob_writer(operator, instance, name)?;
+        snapshot(incremental, &mut w).map_err(|e| CheckpointError::Snapshot {
+            operator: operator.to_string(),
+            instance,
+            name: name.to_string(),
+            message: e.to_string(),
+        })?;
+        w.finish()
+    }
+
     /// Records free-form metadata of an operator instance (a source's offset, a sink's
     /// pending transaction); a repeated key replaces the value.
     pub fn put_meta(

@@ -365,3 +365,45 @@ fn keyed_state_through_a_checkpoint() {
     assert_eq!(restored.get(&"k500".to_string()), Some(&500));
     assert_eq!(restored.get(&"k999".to_string()), None);
 }
+
+#[test]
+fn write_state_alternates_full_and_incremental_by_chain_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path(), 3);
+    let mut state = MemoryStore::<u32, u32>::new();
+    let mut kinds = Vec::new();
+    let mut previous: Option<weir_checkpoint::Checkpoint> = None;
+    for id in 1..=5u64 {
+        state.insert(id as u32, id as u32);
+        let p = s.begin(id).unwrap();
+        p.write_state("op", 0, "s", previous.as_ref(), 3, |incremental, w| {
+            kinds.push(incremental);
+            let kind = if incremental {
+                SnapshotKind::Incremental
+            } else {
+                SnapshotKind::Full
+            };
+            state.snapshot(kind, w).map(|_| ())
+        })
+        .unwrap();
+        p.complete().unwrap();
+        previous = s.latest().unwrap().0;
+        let c = previous.as_ref().unwrap();
+        let mut restored = MemoryStore::<u32, u32>::new();
+        restored.restore(&c.blobs("op", 0, "s").unwrap()).unwrap();
+        assert_eq!(restored.len(), id as usize, "checkpoint {id}");
+    }
+    // Chains: [1], [1,2], [1,2,3], then full again at length 3: [4], [4,5].
+    assert_eq!(kinds, vec![false, true, true, false, true]);
+    assert_eq!(previous.unwrap().chain("op", 0, "s").len(), 2);
+
+    let p = s.begin(6).unwrap();
+    let err = p
+        .write_state("op", 0, "s", None, 3, |_, _| Err("disk full"))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("state 's' of op/0 failed: disk full"),
+        "{err}"
+    );
+}

@@ -118,7 +118,8 @@ pub trait KeyedStore<K: StateKey, V: StateValue>: Send + 'static {
     /// Writes a snapshot to `out`: every entry ([`SnapshotKind::Full`]) or what changed since
     /// the previous snapshot ([`SnapshotKind::Incremental`]). Either starts a new change set.
     /// An incremental snapshot needs a previous snapshot or restore, else
-    /// [`StateError::NoBaseSnapshot`].
+    /// [`StateError::NoBaseSnapshot`]. It is relative to the previous snapshot whether or not
+    /// that one was stored: after a checkpoint that did not complete, take a full one.
     fn snapshot(
         &mut self,
         kind: SnapshotKind,
