@@ -264,6 +264,12 @@ impl CheckpointStore {
             if self.load(id, &path).is_ok() {
                 return Err(CheckpointError::AlreadyComplete(id));
             }
+            if path.join(RETIRED).exists() {
+                return Err(CheckpointError::Config(format!(
+                    "checkpoint {id} expired but holds blobs that kept checkpoints reference; \
+                     start new checkpoints at next_id()"
+                )));
+            }
             fs::remove_dir_all(&path).map_err(io(&path))?;
         }
         fs::create_dir(&path).map_err(io(&path))?;

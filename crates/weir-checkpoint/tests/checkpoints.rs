@@ -194,6 +194,9 @@ fn incremental_chains_survive_retention() {
         vec![b"base".to_vec(), b"delta2".to_vec(), b"delta3".to_vec()]
     );
     assert!(matches!(s.get(1), Err(CheckpointError::NotFound(1))));
+    let err = s.begin(1).err().unwrap();
+    assert!(err.to_string().contains("next_id"), "{err}");
+    assert!(dir.path().join("chk-000001").join(&base.file).exists());
 
     simple(&s, 5, b"base5");
     // Kept: 4 and 5, which reference nothing older: 1, 2 and 3 are gone.
