@@ -48,8 +48,8 @@ mod store;
 
 pub use meta::BlobRef;
 pub use store::{
-    BlobWriter, Checkpoint, CheckpointInfo, CheckpointStore, Listing, PendingCheckpoint,
-    SkipReason, Skipped,
+    BlobReader, BlobWriter, Checkpoint, CheckpointInfo, CheckpointStore, Listing,
+    PendingCheckpoint, SkipReason, Skipped,
 };
 
 use std::path::PathBuf;

@@ -837,6 +837,30 @@ impl Checkpoint {
             .collect()
     }
 
+    /// Readers over a state's blobs, in restore order, for state too large to hold in memory:
+    /// each checks its blob's size and checksum when it reaches the end, and fails the read
+    /// (an `InvalidData` I/O error naming the blob) on a mismatch.
+    pub fn blob_readers(
+        &self,
+        operator: &str,
+        instance: usize,
+        name: &str,
+    ) -> Result<Vec<BlobReader>, CheckpointError> {
+        self.chain(operator, instance, name)
+            .iter()
+            .map(|b| {
+                let path = self.root.join(dir_name(b.checkpoint)).join(&b.file);
+                let file = File::open(&path).map_err(io(&path))?;
+                Ok(BlobReader {
+                    inner: std::io::BufReader::with_capacity(1 << 20, file),
+                    hasher: crc32fast::Hasher::new(),
+                    size: 0,
+                    blob: b.clone(),
+                })
+            })
+            .collect()
+    }
+
     /// A metadata value of an operator instance.
     pub fn meta(&self, operator: &str, instance: usize, key: &str) -> Option<&serde_json::Value> {
         self.operator(operator, instance)
@@ -881,6 +905,53 @@ impl Checkpoint {
                 .map(|o| (format!("{}/{}", o.operator, o.instance), o.meta.clone()))
                 .collect(),
         }
+    }
+}
+
+/// Reads one blob, verifying it at its end (see [`Checkpoint::blob_readers`]).
+pub struct BlobReader {
+    inner: std::io::BufReader<File>,
+    hasher: crc32fast::Hasher,
+    size: u64,
+    blob: BlobRef,
+}
+
+impl BlobReader {
+    pub fn blob(&self) -> &BlobRef {
+        &self.blob
+    }
+
+    fn invalid(&self, reason: SkipReason) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, reason.to_string())
+    }
+}
+
+impl Read for BlobReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        let b = &self.blob;
+        if self.size > b.size || (n == 0 && self.size < b.size) {
+            return Err(self.invalid(SkipReason::BlobSize {
+                checkpoint: b.checkpoint,
+                file: b.file.clone(),
+                expected: b.size,
+                found: self.size,
+            }));
+        }
+        if n == 0 || (self.size == b.size && !buf.is_empty()) {
+            let found = self.hasher.clone().finalize();
+            if found != b.crc32 {
+                return Err(self.invalid(SkipReason::BlobChecksum {
+                    checkpoint: b.checkpoint,
+                    file: b.file.clone(),
+                    expected: b.crc32,
+                    found,
+                }));
+            }
+        }
+        Ok(n)
     }
 }
 

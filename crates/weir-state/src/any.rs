@@ -5,7 +5,7 @@ use crate::{
     StateKey, StateValue,
 };
 use serde::{Deserialize, Deserializer, Serialize};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 
 const DEFAULT_BUDGET: u64 = 64 * 1024 * 1024;
@@ -226,8 +226,8 @@ impl<K: StateKey, V: StateValue> KeyedStore<K, V> for AnyStore<K, V> {
     ) -> Result<SnapshotStats, StateError> {
         each!(self, s => s.snapshot(kind, out))
     }
-    fn apply_snapshot(&mut self, blob: &[u8]) -> Result<(), StateError> {
-        each!(self, s => s.apply_snapshot(blob))
+    fn apply_snapshot_from(&mut self, reader: &mut dyn Read) -> Result<(), StateError> {
+        each!(self, s => s.apply_snapshot_from(reader))
     }
 }
 

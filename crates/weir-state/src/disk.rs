@@ -16,7 +16,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use hashbrown::HashTable;
 use serde::Serialize;
 use std::hash::BuildHasher;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Marks a directory as a store's scratch space, which may be wiped on open.
@@ -65,8 +65,8 @@ struct Slot<K, V> {
 /// reference into it and marks the entry dirty. Dirty entries are written back when evicted
 /// (second-chance clock) and at every snapshot. A full snapshot streams the tree's encoded
 /// entries without decoding them; an incremental one writes the keys written back or removed
-/// since the previous snapshot. Restoring a full snapshot bulk-loads the tree (sorted tables
-/// written directly, no memtable).
+/// since the previous snapshot. Restoring a full snapshot streams it into the tree, bulk-loading
+/// sorted tables directly (no memtable); memory stays bounded whatever the state's size.
 ///
 /// ```
 /// use weir_state::{DiskStore, DiskStoreOptions, KeyedStore, SnapshotKind};
@@ -409,27 +409,49 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
         Ok(all)
     }
 
-    fn bulk_load(&mut self, entries: &mut Vec<(&[u8], &[u8])>) -> Result<(), StateError> {
-        if !entries.windows(2).all(|w| w[0].0 < w[1].0) {
-            // Stable, so that among repeated keys the last one written stays last.
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            let mut deduped: Vec<(&[u8], &[u8])> = Vec::with_capacity(entries.len());
-            for &(k, v) in entries.iter() {
-                match deduped.last_mut() {
-                    Some(last) if last.0 == k => *last = (k, v),
-                    _ => deduped.push((k, v)),
+    /// Loads a full snapshot into the empty tree. While its keys ascend (as in the full
+    /// snapshots of this backend) they are bulk-ingested: sorted tables written directly, no
+    /// memtable or journal. From the first key out of order on (snapshots of the in-memory
+    /// backend), the rest goes through write batches. A full snapshot holds each key once.
+    fn load_full(&mut self, r: &mut SnapshotReader<&mut dyn Read>) -> Result<(), StateError> {
+        let backend = |e: fjall::Error| StateError::Backend {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        };
+        let mut entries = 0usize;
+        let mut ingestion = Some(self.tree.start_ingestion().map_err(backend)?);
+        let mut last: Vec<u8> = Vec::new();
+        let mut batch = self.db.batch();
+        while let Some(op) = r.next_op()? {
+            if op != Op::Put {
+                return Err(StateError::Corrupt(
+                    "a full snapshot holds a removal or a clear".into(),
+                ));
+            }
+            entries += 1;
+            if let Some(ing) = ingestion.as_mut() {
+                if entries == 1 || r.key > last {
+                    ing.write(&r.key[..], &r.value[..]).map_err(backend)?;
+                    last.clear();
+                    last.extend_from_slice(&r.key);
+                    continue;
+                }
+                if let Some(ing) = ingestion.take() {
+                    ing.finish().map_err(backend)?;
                 }
             }
-            *entries = deduped;
-        }
-        let mut ingestion = self.tree.start_ingestion().map_err(|e| self.backend(e))?;
-        for &(k, v) in entries.iter() {
-            if let Err(e) = ingestion.write(k, v) {
-                return Err(self.backend(e));
+            batch.insert(&self.tree, &r.key[..], &r.value[..]);
+            if batch.len() >= 8192 {
+                std::mem::replace(&mut batch, self.db.batch())
+                    .commit()
+                    .map_err(backend)?;
             }
         }
-        ingestion.finish().map_err(|e| self.backend(e))?;
-        self.len = entries.len();
+        if let Some(ing) = ingestion {
+            ing.finish().map_err(backend)?;
+        }
+        batch.commit().map_err(backend)?;
+        self.len = entries;
         Ok(())
     }
 }
@@ -601,39 +623,38 @@ impl<K: StateKey, V: StateValue> KeyedStore<K, V> for DiskStore<K, V> {
         Ok(stats)
     }
 
-    fn apply_snapshot(&mut self, blob: &[u8]) -> Result<(), StateError> {
-        let mut r = SnapshotReader::open(blob)?;
-        // Cached entries may be stale once the tree changes under them.
-        self.write_back()?;
-        self.drop_cache();
+    fn apply_snapshot_from(&mut self, reader: &mut dyn Read) -> Result<(), StateError> {
+        let mut r = SnapshotReader::open(reader)?;
         if r.kind == SnapshotKind::Full {
+            self.drop_cache();
             self.wipe()?;
-            let mut entries = Vec::new();
-            while let Some(op) = r.next_op()? {
-                match op {
-                    Op::Put(k, v) => entries.push((k, v)),
-                    Op::Clear => entries.clear(),
-                    Op::Delete(_) => {
-                        return Err(StateError::Corrupt(
-                            "a full snapshot holds a removal".into(),
-                        ));
-                    }
-                }
-            }
-            self.bulk_load(&mut entries)?;
+            self.load_full(&mut r)?;
         } else {
+            // Cached entries may be stale once the tree changes under them.
+            self.write_back()?;
+            self.drop_cache();
             while let Some(op) = r.next_op()? {
                 match op {
-                    Op::Put(k, v) => {
-                        if !self.tree.contains_key(k).map_err(|e| self.backend(e))? {
+                    Op::Put => {
+                        if !self
+                            .tree
+                            .contains_key(&r.key)
+                            .map_err(|e| self.backend(e))?
+                        {
                             self.len += 1;
                         }
-                        self.tree.insert(k, v).map_err(|e| self.backend(e))?;
+                        self.tree
+                            .insert(&r.key[..], &r.value[..])
+                            .map_err(|e| self.backend(e))?;
                     }
-                    Op::Delete(k) => {
-                        if self.tree.contains_key(k).map_err(|e| self.backend(e))? {
+                    Op::Delete => {
+                        if self
+                            .tree
+                            .contains_key(&r.key)
+                            .map_err(|e| self.backend(e))?
+                        {
                             self.len -= 1;
-                            self.tree.remove(k).map_err(|e| self.backend(e))?;
+                            self.tree.remove(&r.key[..]).map_err(|e| self.backend(e))?;
                         }
                     }
                     Op::Clear => self.wipe()?,

@@ -56,7 +56,7 @@ pub use snapshot::{SnapshotKind, SnapshotStats};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::hash::Hash;
-use std::io::Write;
+use std::io::{Read, Write};
 
 /// Key types usable in keyed state. Serializable, because snapshots and the on-disk backend
 /// store them. Equal keys must serialize to equal bytes (true of strings, integers, tuples and
@@ -126,9 +126,15 @@ pub trait KeyedStore<K: StateKey, V: StateValue>: Send + 'static {
         out: &mut dyn Write,
     ) -> Result<SnapshotStats, StateError>;
 
-    /// Applies one snapshot: a full one replaces the contents, an incremental one applies its
-    /// changes. Afterwards the store counts as just snapshotted (no changes pending).
-    fn apply_snapshot(&mut self, blob: &[u8]) -> Result<(), StateError>;
+    /// Applies one snapshot read from a stream: a full one replaces the contents, an
+    /// incremental one applies its changes. Afterwards the store counts as just snapshotted
+    /// (no changes pending). Memory use does not grow with the snapshot's size.
+    fn apply_snapshot_from(&mut self, reader: &mut dyn Read) -> Result<(), StateError>;
+
+    /// [`apply_snapshot_from`](Self::apply_snapshot_from) for a snapshot in memory.
+    fn apply_snapshot(&mut self, blob: &[u8]) -> Result<(), StateError> {
+        self.apply_snapshot_from(&mut &blob[..])
+    }
 
     /// Replaces the contents with a full snapshot followed by the incremental snapshots taken
     /// after it, in order.
@@ -136,20 +142,43 @@ pub trait KeyedStore<K: StateKey, V: StateValue>: Send + 'static {
     where
         Self: Sized,
     {
-        let Some(first) = chain.first() else {
+        self.restore_from(chain.iter().map(|b| b.as_ref()))
+    }
+
+    /// [`restore`](Self::restore) from streams (files of a checkpoint, read as they are
+    /// applied).
+    fn restore_from<R: Read>(
+        &mut self,
+        chain: impl IntoIterator<Item = R>,
+    ) -> Result<(), StateError>
+    where
+        Self: Sized,
+    {
+        let mut applied = 0;
+        for (i, mut reader) in chain.into_iter().enumerate() {
+            if i == 0 {
+                // Peek at the header: the chain must start with a full snapshot.
+                let mut header = [0u8; snapshot::HEADER_LEN];
+                let n = snapshot::read_up_to(&mut reader, &mut header)?;
+                if snapshot::kind_of_header(&header[..n])? != SnapshotKind::Full {
+                    return Err(StateError::BadChain(
+                        "the first snapshot of a restore chain must be a full one, found an incremental one"
+                            .into(),
+                    ));
+                }
+                let mut whole = (&header[..n]).chain(reader);
+                self.apply_snapshot_from(&mut whole)
+                    .map_err(|e| e.in_chain(i))?;
+            } else {
+                self.apply_snapshot_from(&mut reader)
+                    .map_err(|e| e.in_chain(i))?;
+            }
+            applied += 1;
+        }
+        if applied == 0 {
             return Err(StateError::BadChain(
                 "no snapshot to restore from (the chain is empty)".into(),
             ));
-        };
-        if SnapshotKind::of(first.as_ref())? != SnapshotKind::Full {
-            return Err(StateError::BadChain(
-                "the first snapshot of a restore chain must be a full one, found an incremental one"
-                    .into(),
-            ));
-        }
-        for (i, blob) in chain.iter().enumerate() {
-            self.apply_snapshot(blob.as_ref())
-                .map_err(|e| e.in_chain(i, chain.len()))?;
         }
         Ok(())
     }
@@ -161,6 +190,12 @@ pub enum StateError {
     #[error("state I/O error at {path}: {source}")]
     Io {
         path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading a snapshot failed at byte {at}: {source}")]
+    Read {
+        at: u64,
         #[source]
         source: std::io::Error,
     },
@@ -186,14 +221,14 @@ pub enum StateError {
 }
 
 impl StateError {
-    fn in_chain(self, index: usize, len: usize) -> StateError {
+    fn in_chain(self, index: usize) -> StateError {
         match self {
             StateError::Corrupt(m) => {
-                StateError::Corrupt(format!("snapshot {} of {len} in the chain: {m}", index + 1))
+                StateError::Corrupt(format!("snapshot {} of the chain: {m}", index + 1))
             }
             StateError::Decode { what, message } => StateError::Decode {
                 what,
-                message: format!("{message} (snapshot {} of {len} in the chain)", index + 1),
+                message: format!("{message} (snapshot {} of the chain)", index + 1),
             },
             other => other,
         }

@@ -3,7 +3,7 @@ use crate::{KeyedStore, SnapshotKind, SnapshotStats, StateError, StateKey, State
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 use std::hash::BuildHasher;
-use std::io::Write;
+use std::io::{Read, Write};
 
 struct Slot<K, V> {
     key: K,
@@ -201,20 +201,20 @@ impl<K: StateKey, V: StateValue> KeyedStore<K, V> for MemoryStore<K, V> {
         Ok(stats)
     }
 
-    fn apply_snapshot(&mut self, blob: &[u8]) -> Result<(), StateError> {
-        let mut r = SnapshotReader::open(blob)?;
+    fn apply_snapshot_from(&mut self, reader: &mut dyn Read) -> Result<(), StateError> {
+        let mut r = SnapshotReader::open(reader)?;
         if r.kind == SnapshotKind::Full {
             self.clear_all();
         }
         while let Some(op) = r.next_op()? {
             match op {
-                Op::Put(k, v) => {
-                    let key: K = decode(k, "key")?;
-                    let value: V = decode(v, "value")?;
+                Op::Put => {
+                    let key: K = decode(&r.key, "key")?;
+                    let value: V = decode(&r.value, "value")?;
                     self.put(key, value, false);
                 }
-                Op::Delete(k) => {
-                    let key: K = decode(k, "key")?;
+                Op::Delete => {
+                    let key: K = decode(&r.key, "key")?;
                     let hash = self.hasher.hash_one(&key);
                     if let Ok(e) = self.table.find_entry(hash, |s| s.key == key) {
                         e.remove();

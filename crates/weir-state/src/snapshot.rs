@@ -11,13 +11,15 @@
 
 use crate::StateError;
 use serde::Serialize;
-use std::io::Write;
+use std::io::{Read, Write};
 
 const MAGIC: &[u8; 8] = b"WEIRSNP1";
 const OP_END: u8 = 0;
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 const OP_CLEAR: u8 = 3;
+/// Bytes of the header: magic and kind.
+pub(crate) const HEADER_LEN: usize = MAGIC.len() + 1;
 /// Bytes buffered before they go to the caller's writer.
 const FLUSH_AT: usize = 256 * 1024;
 
@@ -40,7 +42,7 @@ impl SnapshotKind {
 
     /// The kind of a snapshot blob, read from its header.
     pub fn of(blob: &[u8]) -> Result<SnapshotKind, StateError> {
-        SnapshotReader::open(blob).map(|r| r.kind)
+        kind_of_header(&blob[..blob.len().min(HEADER_LEN)])
     }
 }
 
@@ -200,113 +202,128 @@ fn length(len: usize, what: &'static str) -> Result<u32, StateError> {
     })
 }
 
-/// One change read from a snapshot.
+/// What the next change of a snapshot is; its key and value are in the reader's buffers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Op<'a> {
-    Put(&'a [u8], &'a [u8]),
-    Delete(&'a [u8]),
+pub(crate) enum Op {
+    Put,
+    Delete,
     Clear,
 }
 
-/// Reads a snapshot blob, checking its framing as it goes.
-pub(crate) struct SnapshotReader<'a> {
-    data: &'a [u8],
-    pos: usize,
+/// Reads a snapshot from a byte stream, one change at a time, checking its framing as it
+/// goes: memory stays bounded by the largest entry, whatever the snapshot's size.
+pub(crate) struct SnapshotReader<R> {
+    r: R,
+    pos: u64,
     pub(crate) kind: SnapshotKind,
     ops: u64,
     done: bool,
+    pub(crate) key: Vec<u8>,
+    pub(crate) value: Vec<u8>,
 }
 
-impl<'a> SnapshotReader<'a> {
-    pub(crate) fn open(data: &'a [u8]) -> Result<Self, StateError> {
-        if data.len() < MAGIC.len() + 1 || &data[..MAGIC.len()] != MAGIC {
-            return Err(StateError::Corrupt(format!(
-                "not a weir state snapshot: the {} bytes do not start with the snapshot header",
-                data.len()
-            )));
-        }
-        let kind = match data[MAGIC.len()] {
-            0 => SnapshotKind::Full,
-            1 => SnapshotKind::Incremental,
-            other => {
-                return Err(StateError::Corrupt(format!(
-                    "unknown snapshot kind {other} in the header (expected 0 = full or 1 = incremental)"
-                )));
-            }
-        };
+impl<R: Read> SnapshotReader<R> {
+    pub(crate) fn open(mut r: R) -> Result<Self, StateError> {
+        let mut header = [0u8; HEADER_LEN];
+        let got = read_up_to(&mut r, &mut header)?;
+        let kind = kind_of_header(&header[..got])?;
         Ok(SnapshotReader {
-            data,
-            pos: MAGIC.len() + 1,
+            r,
+            pos: header.len() as u64,
             kind,
             ops: 0,
             done: false,
+            key: Vec::new(),
+            value: Vec::new(),
         })
     }
 
-    fn truncated(&self, wanted: &str) -> StateError {
-        StateError::Corrupt(format!(
-            "snapshot truncated: {wanted} expected at byte {} of {}",
-            self.pos,
-            self.data.len()
-        ))
+    fn exact(&mut self, buf: &mut [u8], wanted: &str) -> Result<(), StateError> {
+        match self.r.read_exact(buf) {
+            Ok(()) => {
+                self.pos += buf.len() as u64;
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(StateError::Corrupt(
+                format!("snapshot truncated: {wanted} expected at byte {}", self.pos),
+            )),
+            Err(e) => Err(StateError::Read {
+                at: self.pos,
+                source: e,
+            }),
+        }
     }
 
-    #[inline]
-    fn byte(&mut self, wanted: &str) -> Result<u8, StateError> {
-        let b = *self
-            .data
-            .get(self.pos)
-            .ok_or_else(|| self.truncated(wanted))?;
-        self.pos += 1;
-        Ok(b)
+    fn field(&mut self, into_value: bool, wanted: &str) -> Result<(), StateError> {
+        let mut len = [0u8; 4];
+        self.exact(&mut len, wanted)?;
+        let len = u32::from_le_bytes(len) as usize;
+        let mut buf = std::mem::take(if into_value {
+            &mut self.value
+        } else {
+            &mut self.key
+        });
+        buf.clear();
+        // Grow as bytes arrive, so a corrupt length cannot allocate gigabytes up front.
+        let got = (&mut self.r)
+            .take(len as u64)
+            .read_to_end(&mut buf)
+            .map_err(|source| StateError::Read {
+                at: self.pos,
+                source,
+            })?;
+        self.pos += got as u64;
+        let short = got < len;
+        if into_value {
+            self.value = buf;
+        } else {
+            self.key = buf;
+        }
+        if short {
+            return Err(StateError::Corrupt(format!(
+                "snapshot truncated: {wanted} of {len} bytes expected at byte {}",
+                self.pos
+            )));
+        }
+        Ok(())
     }
 
-    #[inline]
-    fn field(&mut self, wanted: &str) -> Result<&'a [u8], StateError> {
-        let data = self.data;
-        let len_bytes = data
-            .get(self.pos..self.pos + 4)
-            .ok_or_else(|| self.truncated(wanted))?;
-        let len =
-            u32::from_le_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
-        let start = self.pos + 4;
-        let bytes = data
-            .get(start..start + len)
-            .ok_or_else(|| self.truncated(wanted))?;
-        self.pos = start + len;
-        Ok(bytes)
-    }
-
-    /// The next change, or `None` after the closing count has been checked.
-    #[inline]
-    pub(crate) fn next_op(&mut self) -> Result<Option<Op<'a>>, StateError> {
+    /// The next change (its key and value in `key` and `value`), or `None` once the closing
+    /// count and the end of the stream have been checked.
+    pub(crate) fn next_op(&mut self) -> Result<Option<Op>, StateError> {
         if self.done {
             return Ok(None);
         }
         let at = self.pos;
-        let op = match self.byte("an operation")? {
-            OP_PUT => Op::Put(self.field("a key")?, self.field("a value")?),
-            OP_DELETE => Op::Delete(self.field("a key")?),
+        let mut op = [0u8; 1];
+        self.exact(&mut op, "an operation")?;
+        let op = match op[0] {
+            OP_PUT => {
+                self.field(false, "a key")?;
+                self.field(true, "a value")?;
+                Op::Put
+            }
+            OP_DELETE => {
+                self.field(false, "a key")?;
+                Op::Delete
+            }
             OP_CLEAR => Op::Clear,
             OP_END => {
-                let count = self
-                    .data
-                    .get(self.pos..self.pos + 8)
-                    .ok_or_else(|| self.truncated("the closing count"))?;
-                let mut n = [0u8; 8];
-                n.copy_from_slice(count);
-                let count = u64::from_le_bytes(n);
+                let mut count = [0u8; 8];
+                self.exact(&mut count, "the closing count")?;
+                let count = u64::from_le_bytes(count);
                 if count != self.ops {
                     return Err(StateError::Corrupt(format!(
                         "snapshot closes with a count of {count} operations but holds {}",
                         self.ops
                     )));
                 }
-                self.pos += 8;
-                if self.pos != self.data.len() {
+                let mut rest = [0u8; 64];
+                let extra = read_up_to(&mut self.r, &mut rest)?;
+                if extra > 0 {
                     return Err(StateError::Corrupt(format!(
-                        "{} unexpected bytes after the end of the snapshot",
-                        self.data.len() - self.pos
+                        "unexpected bytes after the end of the snapshot at byte {}",
+                        self.pos
                     )));
                 }
                 self.done = true;
@@ -321,6 +338,36 @@ impl<'a> SnapshotReader<'a> {
         self.ops += 1;
         Ok(Some(op))
     }
+}
+
+/// The kind a snapshot header announces.
+pub(crate) fn kind_of_header(header: &[u8]) -> Result<SnapshotKind, StateError> {
+    if header.len() < HEADER_LEN || &header[..MAGIC.len()] != MAGIC {
+        return Err(StateError::Corrupt(
+            "not a weir state snapshot: it does not start with the snapshot header".into(),
+        ));
+    }
+    match header[MAGIC.len()] {
+        0 => Ok(SnapshotKind::Full),
+        1 => Ok(SnapshotKind::Incremental),
+        other => Err(StateError::Corrupt(format!(
+            "unknown snapshot kind {other} in the header (expected 0 = full or 1 = incremental)"
+        ))),
+    }
+}
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+pub(crate) fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, StateError> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(source) => return Err(StateError::Read { at: 0, source }),
+        }
+    }
+    Ok(got)
 }
 
 /// Decodes a postcard-encoded key or value read from a snapshot or from disk.
@@ -364,11 +411,23 @@ mod tests {
         out
     }
 
-    fn read_all(blob: &[u8]) -> Result<Vec<Op<'_>>, StateError> {
+    type Change = (Op, Vec<u8>, Vec<u8>);
+
+    fn read_all(blob: &[u8]) -> Result<Vec<Change>, StateError> {
         let mut r = SnapshotReader::open(blob)?;
         let mut ops = Vec::new();
         while let Some(op) = r.next_op()? {
-            ops.push(op);
+            let value = if op == Op::Put {
+                r.value.clone()
+            } else {
+                Vec::new()
+            };
+            let key = if op == Op::Clear {
+                Vec::new()
+            } else {
+                r.key.clone()
+            };
+            ops.push((op, key, value));
         }
         Ok(ops)
     }
@@ -383,10 +442,10 @@ mod tests {
         assert_eq!(
             read_all(&blob).unwrap(),
             vec![
-                Op::Clear,
-                Op::Put(&a, &one),
-                Op::Delete(&b),
-                Op::Put(b"k", b"v")
+                (Op::Clear, vec![], vec![]),
+                (Op::Put, a, one),
+                (Op::Delete, b, vec![]),
+                (Op::Put, b"k".to_vec(), b"v".to_vec())
             ]
         );
     }

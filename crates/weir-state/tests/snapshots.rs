@@ -151,7 +151,7 @@ fn a_truncated_snapshot_is_refused() {
     let cut = &chain[1][..chain[1].len() - 3];
     let mut fresh = MemoryStore::<Key, Val>::new();
     let err = fresh.restore(&[&chain[0][..], cut]).unwrap_err();
-    assert!(err.to_string().contains("snapshot 2 of 2"), "{err}");
+    assert!(err.to_string().contains("snapshot 2 of the chain"), "{err}");
     assert!(err.to_string().contains("truncated"), "{err}");
 }
 
@@ -198,4 +198,35 @@ fn state_far_larger_than_the_memory_budget() {
     for i in (0..n).step_by(997) {
         assert_eq!(restored.get(&i).unwrap()[..4], i.to_le_bytes());
     }
+}
+
+/// Restoring from streams (as from checkpoint files) reads them as it applies them.
+#[test]
+fn restore_from_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = MemoryStore::new();
+    let (chain, expected) = history(&mut m, 3_000, 24);
+    let files: Vec<_> = chain
+        .iter()
+        .enumerate()
+        .map(|(i, blob)| {
+            let path = dir.path().join(format!("blob-{i}"));
+            std::fs::write(&path, blob).unwrap();
+            path
+        })
+        .collect();
+    let open = || {
+        files
+            .iter()
+            .map(|p| std::io::BufReader::new(std::fs::File::open(p).unwrap()))
+    };
+    let mut d = disk(dir.path(), "d", 256 * 1024);
+    d.restore_from(open()).unwrap();
+    assert_eq!(contents(&mut d), expected);
+    let mut m2 = MemoryStore::new();
+    m2.restore_from(open()).unwrap();
+    assert_eq!(contents(&mut m2), expected);
+    // The first stream must be a full snapshot.
+    let err = m2.restore_from(open().skip(1)).unwrap_err();
+    assert!(err.to_string().contains("must be a full one"), "{err}");
 }
