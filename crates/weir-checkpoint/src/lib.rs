@@ -44,9 +44,11 @@
 //! ```
 
 mod meta;
+mod runtime;
 mod store;
 
 pub use meta::BlobRef;
+pub use runtime::{DirCheckpoints, FINISHED_KEY, JOB_ENTRY};
 pub use store::{
     BlobReader, BlobWriter, Checkpoint, CheckpointInfo, CheckpointStore, Listing,
     PendingCheckpoint, SkipReason, Skipped,

@@ -395,6 +395,28 @@ impl CheckpointStore {
             .map_err(|reason| CheckpointError::Invalid(Skipped { id, path, reason }))
     }
 
+    /// Makes checkpoint `id` the latest: the directories of every later checkpoint (complete
+    /// or not) are removed, so the next run resumes from `id`. Blobs only ever reference older
+    /// checkpoints, so `id` and its chain stay intact. Returns the removed ids. Output that the
+    /// removed checkpoints committed to external systems is not taken back.
+    pub fn rollback_to(&self, id: u64) -> Result<Vec<u64>, CheckpointError> {
+        // Refuse an id that is missing, retired or unusable.
+        self.get(id)?.verify().map_err(|reason| {
+            CheckpointError::Invalid(Skipped {
+                id,
+                path: self.dir.join(dir_name(id)),
+                reason,
+            })
+        })?;
+        let mut removed = Vec::new();
+        for e in self.entries()?.into_iter().filter(|e| e.id > id) {
+            fs::remove_dir_all(&e.path).map_err(io(&e.path))?;
+            removed.push(e.id);
+        }
+        sync_dir(&self.dir)?;
+        Ok(removed)
+    }
+
     /// Applies retention: keeps the last `keep` completed checkpoints and every blob they
     /// reference; removes older checkpoints, and directories of checkpoints that never
     /// completed older than the newest completed one. Returns the ids whose directories were

@@ -27,6 +27,8 @@ pub struct OperatorContext {
     pub(crate) checkpoints: Option<Arc<CheckpointShared>>,
     /// The checkpoint whose barrier is being handled.
     pub(crate) checkpoint: CheckpointId,
+    /// Per state name: blobs in its current chain (a full snapshot and the deltas after it).
+    pub(crate) chains: std::collections::HashMap<String, usize>,
 }
 
 /// Watermark or idleness an operator emitted during a call.
@@ -58,6 +60,7 @@ impl OperatorContext {
             emitted: Emitted::Nothing,
             checkpoints: None,
             checkpoint: 0,
+            chains: std::collections::HashMap::new(),
         }
     }
 

@@ -7,6 +7,7 @@
 
 mod aggregate;
 mod build;
+mod checkpoints;
 mod ingest;
 mod join;
 mod locate;
@@ -15,6 +16,7 @@ mod steps;
 mod window;
 
 pub use build::Built;
+pub use checkpoints::{CheckpointPlan, Resume};
 pub use locate::locate;
 
 use spec::PipelineSpec;

@@ -164,6 +164,18 @@ impl<S: KeyedStore<Vec<Value>, Vec<Acc>>> AggregateOp<S> {
 }
 
 impl<S: KeyedStore<Vec<Value>, Vec<Acc>>> Operator<Record, Routed> for AggregateOp<S> {
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        weir_core::state::restore_keyed(&mut self.state, ctx, "aggregates")
+    }
+
+    fn snapshot(
+        &mut self,
+        _: weir_core::CheckpointId,
+        ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        weir_core::state::save_keyed(&mut self.state, ctx, "aggregates")
+    }
+
     fn process(
         &mut self,
         input: &mut Vec<Record>,

@@ -94,6 +94,19 @@ impl Tracker {
         }
     }
 
+    /// The largest timestamp seen is the assigner's state: restored, it resumes the watermark
+    /// where the checkpoint left it.
+    fn restore(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        if let Some(max) = weir_core::state::restore_value::<Timestamp>(ctx, "max_seen")? {
+            self.max_seen = max;
+        }
+        Ok(())
+    }
+
+    fn save(&self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        weir_core::state::save_value(ctx, "max_seen", &self.max_seen)
+    }
+
     fn tick(&mut self, ctx: &mut OperatorContext) {
         let Some(timeout) = self.watermarks.idle_after else {
             return;
@@ -132,6 +145,18 @@ where
     T: Send + 'static,
     F: Fn(&T) -> Timestamp + Send + 'static,
 {
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        self.tracker.restore(ctx)
+    }
+
+    fn snapshot(
+        &mut self,
+        _: weir_core::CheckpointId,
+        ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        self.tracker.save(ctx)
+    }
+
     #[inline]
     fn process(
         &mut self,
@@ -187,6 +212,18 @@ impl GenerateWatermarks {
 }
 
 impl<T: Send + 'static> Operator<Timestamped<T>, Timestamped<T>> for GenerateWatermarks {
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        self.tracker.restore(ctx)
+    }
+
+    fn snapshot(
+        &mut self,
+        _: weir_core::CheckpointId,
+        ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        self.tracker.save(ctx)
+    }
+
     #[inline]
     fn process(
         &mut self,

@@ -617,6 +617,80 @@ impl<K: StateKey, A: StateValue + Clone, B: Backend> Sessions<K, A, B> {
     }
 }
 
+/// What a window operator stores in a checkpoint: its watermark and every open window.
+#[derive(Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "K: Serialize, A: Serialize",
+    deserialize = "K: StateKey, A: StateValue"
+))]
+struct WindowState<K, A> {
+    watermark: Timestamp,
+    /// Tumbling and sliding: per pane start, the partial accumulators.
+    panes: Vec<(Timestamp, Vec<(K, A)>)>,
+    /// Sessions: per key, its sessions, plus the pending firing and cleanup times.
+    sessions: Vec<(K, Vec<OpenSession<A>>)>,
+    fire: Vec<(Timestamp, Vec<K>)>,
+    cleanup: Vec<(Timestamp, Vec<K>)>,
+}
+
+fn entries<K: StateKey, V: StateValue + Clone, S: KeyedStore<K, V>>(store: &mut S) -> Vec<(K, V)> {
+    let mut all = Vec::with_capacity(store.len());
+    store.for_each(&mut |k, v| all.push((k.clone(), v.clone())));
+    all
+}
+
+impl<K: StateKey, A: StateValue + Clone, B: Backend> Layout<K, A, B> {
+    fn save(&mut self, watermark: Timestamp) -> WindowState<K, A> {
+        let mut state = WindowState {
+            watermark,
+            panes: Vec::new(),
+            sessions: Vec::new(),
+            fire: Vec::new(),
+            cleanup: Vec::new(),
+        };
+        match self {
+            Layout::Panes(p) => {
+                state.panes = p
+                    .panes
+                    .iter_mut()
+                    .map(|(start, store)| (*start, entries(store)))
+                    .collect();
+            }
+            Layout::Sessions(s) => {
+                state.sessions = entries(&mut s.store);
+                state.fire = s.fire.iter().map(|(t, k)| (*t, k.clone())).collect();
+                state.cleanup = s.cleanup.iter().map(|(t, k)| (*t, k.clone())).collect();
+            }
+        }
+        state
+    }
+
+    fn load(&mut self, state: WindowState<K, A>) {
+        match self {
+            Layout::Panes(p) => {
+                p.panes = state
+                    .panes
+                    .into_iter()
+                    .map(|(start, items)| {
+                        let mut store: B::Store<K, A> = Default::default();
+                        for (k, a) in items {
+                            store.insert(k, a);
+                        }
+                        (start, store)
+                    })
+                    .collect();
+            }
+            Layout::Sessions(s) => {
+                for (k, sessions) in state.sessions {
+                    s.store.insert(k, sessions);
+                }
+                s.fire = state.fire.into_iter().collect();
+                s.cleanup = state.cleanup.into_iter().collect();
+            }
+        }
+    }
+}
+
 enum Layout<K: StateKey, A: StateValue, B: Backend> {
     Panes(Panes<K, A, B>),
     Sessions(Sessions<K, A, B>),
@@ -666,6 +740,28 @@ where
     W::Out: Send + 'static,
     B: Backend,
 {
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        if let Some(state) =
+            weir_core::state::restore_binary::<WindowState<K, W::Acc>>(ctx, "windows")?
+        {
+            self.watermark = state.watermark;
+            self.layout.load(state);
+        }
+        Ok(())
+    }
+
+    fn snapshot(
+        &mut self,
+        _: weir_core::CheckpointId,
+        ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        if !ctx.checkpointing() {
+            return Ok(());
+        }
+        let state = self.layout.save(self.watermark);
+        weir_core::state::save_binary(ctx, "windows", &state)
+    }
+
     #[inline]
     fn process(
         &mut self,
