@@ -208,6 +208,8 @@ fn format_name(format: Format) -> &'static str {
 
 pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineError> {
     let spec = &p.spec;
+    // Checked here so that `validate` reports a bad backend; the caller applies it.
+    p.state_backend()?;
     if let Some(0) = spec.settings.parallelism {
         return Err(p.error_at("settings.parallelism", "must be at least 1"));
     }
@@ -341,7 +343,7 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
                             key_fields: key_fields.clone(),
                             aggregations: aggregations.clone(),
                             out_shape: out_shape.clone(),
-                            state: MemoryStore::new(),
+                            state: weir_state::AnyStore::Memory(MemoryStore::new()),
                             emit_every_record,
                             stage: stage2.clone(),
                             route_errors: route,

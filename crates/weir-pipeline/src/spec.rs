@@ -43,6 +43,26 @@ pub struct Settings {
     pub buffer: Option<BufferSpec>,
     /// Periodic checkpoints; a restarted run resumes from the latest one.
     pub checkpoint: Option<CheckpointSpec>,
+    /// Where keyed state lives.
+    pub state: Option<StateSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSpec {
+    /// `memory` (default) or `disk` (for state larger than memory).
+    pub backend: StateBackendKind,
+    /// disk: the directory (default `.weir/state/<pipeline name>` next to the pipeline file).
+    pub path: Option<PathBuf>,
+    /// disk: memory per operator instance for hot entries, e.g. `64 MiB` (the default).
+    pub memory_budget: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateBackendKind {
+    Memory,
+    Disk,
 }
 
 #[derive(Debug, Deserialize)]
