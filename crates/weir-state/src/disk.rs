@@ -26,7 +26,7 @@
 use crate::snapshot::{Op, SnapshotReader, SnapshotWriter, decode};
 use crate::{KeyedStore, SnapshotKind, SnapshotStats, StateError, StateKey, StateValue};
 use fjall::config::{PartitioningPolicy, PinningPolicy};
-use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable};
 use hashbrown::HashTable;
 use serde::Serialize;
 use std::hash::BuildHasher;
@@ -229,6 +229,46 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
 
     fn fail(&self, e: StateError) -> ! {
         panic!("on-disk keyed state failed: {e}")
+    }
+
+    /// The synchronous half of a full snapshot: writes the cache's dirty entries back and pins
+    /// the tree as it is now. The returned view writes the snapshot from any thread while the
+    /// store goes on working, so a checkpoint barrier pauses processing only for the
+    /// write-back. The store counts as snapshotted: its next incremental snapshot holds the
+    /// changes made after this call. Do not drain or restore the store while a view is being
+    /// written.
+    ///
+    /// ```
+    /// use weir_state::{DiskStore, DiskStoreOptions, KeyedStore, MemoryStore};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let mut store = DiskStore::<u32, u32>::open(dir.path().join("s"), DiskStoreOptions::default())?;
+    /// store.insert(1, 10);
+    /// let view = store.full_snapshot_view()?;
+    /// store.insert(2, 20); // not in the view
+    /// let blob = std::thread::spawn(move || {
+    ///     let mut blob = Vec::new();
+    ///     view.write_to(&mut blob).map(|_| blob)
+    /// })
+    /// .join()
+    /// .unwrap()?;
+    /// let mut copy = MemoryStore::<u32, u32>::new();
+    /// copy.restore(&[blob])?;
+    /// assert_eq!((copy.len(), copy.get(&1)), (1, Some(&10)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn full_snapshot_view(&mut self) -> Result<SnapshotView, StateError> {
+        self.write_back()?;
+        let view = SnapshotView {
+            snapshot: self.db.snapshot(),
+            tree: self.tree.clone(),
+            db: self.db.clone(),
+            path: self.path.clone(),
+        };
+        self.touched.clear();
+        self.cleared = false;
+        self.tracking = true;
+        Ok(view)
     }
 
     // ---- size estimate -------------------------------------------------------------------
@@ -467,6 +507,33 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
         batch.commit().map_err(backend)?;
         self.len = entries;
         Ok(())
+    }
+}
+
+/// A point-in-time view of a [`DiskStore`]'s entries, written as a full snapshot by
+/// [`write_to`](Self::write_to) (see [`DiskStore::full_snapshot_view`]). `Send`; it keeps the
+/// store's files alive until it is written or dropped.
+pub struct SnapshotView {
+    // The snapshot and the keyspace drop before the database.
+    snapshot: fjall::Snapshot,
+    tree: Keyspace,
+    #[allow(dead_code)]
+    db: Database,
+    path: PathBuf,
+}
+
+impl SnapshotView {
+    /// Writes the full snapshot.
+    pub fn write_to(self, out: &mut dyn Write) -> Result<SnapshotStats, StateError> {
+        let mut w = SnapshotWriter::new(out, SnapshotKind::Full);
+        for guard in self.snapshot.iter(&self.tree) {
+            let (k, v) = guard.into_inner().map_err(|e| StateError::Backend {
+                path: self.path.display().to_string(),
+                message: e.to_string(),
+            })?;
+            w.put_raw(&k, &v)?;
+        }
+        w.finish()
     }
 }
 

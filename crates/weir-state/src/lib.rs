@@ -59,7 +59,7 @@ mod memory;
 mod snapshot;
 
 pub use any::{AnyStore, StateBackend, StoreFactory};
-pub use disk::{DiskStore, DiskStoreOptions};
+pub use disk::{DiskStore, DiskStoreOptions, SnapshotView};
 pub use memory::MemoryStore;
 pub use snapshot::{SnapshotKind, SnapshotStats};
 

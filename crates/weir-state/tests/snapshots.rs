@@ -239,3 +239,34 @@ fn restore_from_readers() {
     let err = m2.restore_from(open().skip(1)).unwrap_err();
     assert!(err.to_string().contains("must be a full one"), "{err}");
 }
+
+/// A full snapshot written from another thread while the store goes on changing, then an
+/// incremental one: together they restore the final state.
+#[test]
+fn a_snapshot_view_is_written_while_the_store_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = disk(dir.path(), "d", 128 * 1024);
+    for i in 0..5_000 {
+        d.insert(key(i), vec![1; 32]);
+    }
+    let view = d.full_snapshot_view().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut blob = Vec::new();
+        view.write_to(&mut blob).map(|stats| (blob, stats))
+    });
+    for i in (0..5_000).step_by(7) {
+        d.get_mut(&key(i)).unwrap()[0] = 2;
+    }
+    d.remove(&key(3));
+    d.insert(key(9_999), vec![3]);
+    let (base, stats) = writer.join().unwrap().unwrap();
+    assert_eq!(
+        stats.entries, 5_000,
+        "the view holds the state when it was taken"
+    );
+    let mut delta = Vec::new();
+    d.snapshot(SnapshotKind::Incremental, &mut delta).unwrap();
+    let mut m = MemoryStore::new();
+    m.restore(&[base, delta]).unwrap();
+    assert_eq!(contents(&mut m), contents(&mut d));
+}
