@@ -23,6 +23,7 @@
 //! The directory is scratch space: the store starts empty and deletes it when dropped. The
 //! durable copy of the state is the snapshot stream the runtime stores in a checkpoint.
 
+use crate::filter::KeyFilter;
 use crate::snapshot::{Op, SnapshotReader, SnapshotWriter, decode};
 use crate::{KeyedStore, SnapshotKind, SnapshotStats, StateError, StateKey, StateValue};
 use fjall::config::{PartitioningPolicy, PinningPolicy};
@@ -116,6 +117,8 @@ pub struct DiskStore<K, V> {
     inserted: u64,
     hand: usize,
     len: usize,
+    /// Keys ever written to the tree: a miss on a key it has never seen skips the lookup.
+    filter: KeyFilter,
     /// Encoded keys written to or removed from the tree since the previous snapshot.
     touched: hashbrown::HashSet<Box<[u8]>>,
     tracking: bool,
@@ -190,6 +193,7 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
             inserted: 0,
             hand: 0,
             len: 0,
+            filter: KeyFilter::default(),
             touched: hashbrown::HashSet::new(),
             tracking: false,
             cleared: false,
@@ -281,12 +285,15 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
         }
     }
 
-    /// Recomputes the capacity: the budget over the estimated size of one cached entry (the
-    /// slot, its index entry, and its heap data estimated by its encoded size).
+    /// Recomputes the capacity: the budget (less the key filter) over the estimated size of one
+    /// cached entry (the slot, its index entry, and its heap data estimated by its encoded
+    /// size).
     fn resize(&mut self) {
         let heap = self.sampled_bytes.checked_div(self.samples).unwrap_or(0) as usize;
         let per_entry = std::mem::size_of::<Slot<K, V>>() + 16 + heap;
-        self.capacity = (self.cache_budget / per_entry.max(1)).max(16);
+        // The key filter (about 1.25 bytes per key in the tree) comes out of the cache's share.
+        let budget = self.cache_budget.saturating_sub(self.filter.bytes());
+        self.capacity = (budget / per_entry.max(1)).max(16);
     }
 
     fn sample_new(&mut self, key: &K, value: &V) {
@@ -383,6 +390,7 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
                 Self::encode_into(&mut self.kbuf, &slot.key, "key")?;
                 Self::encode_into(&mut self.vbuf, &slot.value, "value")?;
                 batch.insert(&self.tree, &self.kbuf[..], &self.vbuf[..]);
+                self.filter.insert(&self.kbuf);
                 if self.tracking {
                     self.touched.insert(self.kbuf.as_slice().into());
                 }
@@ -397,6 +405,9 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
     /// Reads `key` from the tree (the key is encoded into `kbuf`).
     fn load(&mut self, key: &K) -> Result<Option<V>, StateError> {
         self.encode_key(key)?;
+        if !self.filter.may_contain(&self.kbuf) {
+            return Ok(None);
+        }
         match self.tree.get(&self.kbuf).map_err(|e| self.backend(e))? {
             Some(bytes) => {
                 let value = decode(&bytes, "value")?;
@@ -433,6 +444,7 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
             Self::encode_into(&mut self.kbuf, &slot.key, "key")?;
             Self::encode_into(&mut self.vbuf, &slot.value, "value")?;
             batch.insert(&self.tree, &self.kbuf[..], &self.vbuf[..]);
+            self.filter.insert(&self.kbuf);
             if self.tracking {
                 self.touched.insert(self.kbuf.as_slice().into());
             }
@@ -449,6 +461,7 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
     fn wipe(&mut self) -> Result<(), StateError> {
         self.drop_cache();
         self.tree.clear().map_err(|e| self.backend(e))?;
+        self.filter.clear();
         self.len = 0;
         Ok(())
     }
@@ -486,6 +499,7 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
             if let Some(ing) = ingestion.as_mut() {
                 if entries == 1 || r.key > last {
                     ing.write(&r.key[..], &r.value[..]).map_err(backend)?;
+                    self.filter.insert(&r.key);
                     last.clear();
                     last.extend_from_slice(&r.key);
                     continue;
@@ -495,6 +509,7 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
                 }
             }
             batch.insert(&self.tree, &r.key[..], &r.value[..]);
+            self.filter.insert(&r.key);
             if batch.len() >= 8192 {
                 std::mem::replace(&mut batch, self.db.batch())
                     .commit()
@@ -727,6 +742,7 @@ impl<K: StateKey, V: StateValue> KeyedStore<K, V> for DiskStore<K, V> {
                         self.tree
                             .insert(&r.key[..], &r.value[..])
                             .map_err(|e| self.backend(e))?;
+                        self.filter.insert(&r.key);
                     }
                     Op::Delete => {
                         if self

@@ -55,6 +55,7 @@
 
 mod any;
 mod disk;
+mod filter;
 mod memory;
 mod snapshot;
 

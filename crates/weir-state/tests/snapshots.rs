@@ -103,6 +103,17 @@ fn disk_round_trip_full_and_incremental() {
     fresh.restore(&chain).unwrap();
     assert_eq!(contents(&mut fresh), expected);
     assert_eq!(fresh.len(), expected.len());
+    // Point reads find keys of the base and of the increments (the key filter knows them).
+    let mut again = disk(dir.path(), "c", 256 * 1024);
+    again.restore(&chain).unwrap();
+    assert_eq!(again.get(&key(5_001)).map(Vec::as_slice), Some(&b"new"[..]));
+    assert_eq!(again.get(&key(1)).map(Vec::as_slice), Some(&b"back"[..]));
+    assert_eq!(again.get(&key(2)).map(Vec::len), Some(40));
+    assert_eq!(again.get(&key(550)), None);
+    assert_eq!(
+        again.get(&key(50)).map(Vec::as_slice),
+        Some(&b"revived"[..])
+    );
     // A restored store is a base for the next incremental snapshot.
     fresh.insert(key(3), b"after restore".to_vec());
     let mut inc = Vec::new();
