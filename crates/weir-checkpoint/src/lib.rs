@@ -16,6 +16,14 @@
 //! blob) or a corrupt one (a checksum or size mismatch, truncated metadata) is skipped for the
 //! previous good one and reported as a [`Skipped`] naming it.
 //!
+//! How the runtime uses it: at a barrier, [`CheckpointStore::begin`] the next id
+//! ([`CheckpointStore::next_id`] after a restart); each task writes its states with
+//! [`PendingCheckpoint::write_state`] (full, or incremental on the previous checkpoint's chain)
+//! and its offsets or pending transactions with [`PendingCheckpoint::put_meta`]; once every task
+//! acknowledged, [`PendingCheckpoint::complete`]. To recover: [`CheckpointStore::latest`]
+//! (print the skipped ones), then per state `store.restore_from(checkpoint.blob_readers(..)?)`
+//! and per source its offset from [`Checkpoint::meta`].
+//!
 //! ```
 //! use weir_checkpoint::CheckpointStore;
 //!

@@ -13,6 +13,16 @@
 //! - [`StateBackend`] (configuration), [`StoreFactory`] and [`AnyStore`], which let the
 //!   runtime choose the backend per job at run time.
 //!
+//! # Why fjall for the on-disk backend
+//!
+//! fjall 3.1 is RocksDB's model (memtable, sorted tables, compaction, block cache, bulk
+//! ingestion) in pure Rust: it builds clean in 22 s debug / 43 s release with one job on the
+//! project's 2-core machine, where the RocksDB crate costs about 15 minutes of CI per clean
+//! profile and needs libclang. Its limit: no checkpoint API (RocksDB hard-links its table
+//! files), so a full snapshot of a [`DiskStore`] streams every entry (about 1 µs each here),
+//! while an incremental one costs only what changed. The backend sits behind [`KeyedStore`], so
+//! RocksDB could be added as a cargo feature.
+//!
 //! # Snapshots
 //!
 //! A snapshot is a byte stream (see [`SnapshotKind`]): a full one holds every entry, an
@@ -45,11 +55,12 @@
 
 mod any;
 mod disk;
+mod filter;
 mod memory;
 mod snapshot;
 
 pub use any::{AnyStore, StateBackend, StoreFactory};
-pub use disk::{DiskStore, DiskStoreOptions};
+pub use disk::{DiskStore, DiskStoreOptions, SnapshotView};
 pub use memory::MemoryStore;
 pub use snapshot::{SnapshotKind, SnapshotStats};
 

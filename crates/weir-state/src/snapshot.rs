@@ -20,6 +20,10 @@ const OP_DELETE: u8 = 2;
 const OP_CLEAR: u8 = 3;
 /// Bytes of the header: magic and kind.
 pub(crate) const HEADER_LEN: usize = MAGIC.len() + 1;
+/// Fields up to this size are read into a buffer sized up front.
+const PREALLOCATE_UP_TO: usize = 1 << 20;
+/// Bytes read ahead from the caller's reader.
+const READ_AHEAD: usize = 256 * 1024;
 /// Bytes buffered before they go to the caller's writer.
 const FLUSH_AT: usize = 256 * 1024;
 
@@ -213,7 +217,7 @@ pub(crate) enum Op {
 /// Reads a snapshot from a byte stream, one change at a time, checking its framing as it
 /// goes: memory stays bounded by the largest entry, whatever the snapshot's size.
 pub(crate) struct SnapshotReader<R> {
-    r: R,
+    r: std::io::BufReader<R>,
     pos: u64,
     pub(crate) kind: SnapshotKind,
     ops: u64,
@@ -223,7 +227,8 @@ pub(crate) struct SnapshotReader<R> {
 }
 
 impl<R: Read> SnapshotReader<R> {
-    pub(crate) fn open(mut r: R) -> Result<Self, StateError> {
+    pub(crate) fn open(r: R) -> Result<Self, StateError> {
+        let mut r = std::io::BufReader::with_capacity(READ_AHEAD, r);
         let mut header = [0u8; HEADER_LEN];
         let got = read_up_to(&mut r, &mut header)?;
         let kind = kind_of_header(&header[..got])?;
@@ -264,14 +269,20 @@ impl<R: Read> SnapshotReader<R> {
             &mut self.key
         });
         buf.clear();
-        // Grow as bytes arrive, so a corrupt length cannot allocate gigabytes up front.
-        let got = (&mut self.r)
-            .take(len as u64)
-            .read_to_end(&mut buf)
-            .map_err(|source| StateError::Read {
-                at: self.pos,
-                source,
-            })?;
+        let got = if len <= PREALLOCATE_UP_TO {
+            buf.resize(len, 0);
+            read_up_to(&mut self.r, &mut buf)?
+        } else {
+            // Grow as bytes arrive, so a corrupt length cannot allocate gigabytes up front.
+            (&mut self.r)
+                .take(len as u64)
+                .read_to_end(&mut buf)
+                .map_err(|source| StateError::Read {
+                    at: self.pos,
+                    source,
+                })?
+        };
+        buf.truncate(got);
         self.pos += got as u64;
         let short = got < len;
         if into_value {

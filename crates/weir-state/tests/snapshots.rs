@@ -103,6 +103,17 @@ fn disk_round_trip_full_and_incremental() {
     fresh.restore(&chain).unwrap();
     assert_eq!(contents(&mut fresh), expected);
     assert_eq!(fresh.len(), expected.len());
+    // Point reads find keys of the base and of the increments (the key filter knows them).
+    let mut again = disk(dir.path(), "c", 256 * 1024);
+    again.restore(&chain).unwrap();
+    assert_eq!(again.get(&key(5_001)).map(Vec::as_slice), Some(&b"new"[..]));
+    assert_eq!(again.get(&key(1)).map(Vec::as_slice), Some(&b"back"[..]));
+    assert_eq!(again.get(&key(2)).map(Vec::len), Some(40));
+    assert_eq!(again.get(&key(550)), None);
+    assert_eq!(
+        again.get(&key(50)).map(Vec::as_slice),
+        Some(&b"revived"[..])
+    );
     // A restored store is a base for the next incremental snapshot.
     fresh.insert(key(3), b"after restore".to_vec());
     let mut inc = Vec::new();
@@ -155,6 +166,15 @@ fn a_truncated_snapshot_is_refused() {
     assert!(err.to_string().contains("truncated"), "{err}");
 }
 
+/// A 1 KiB value naming its key, ending in `last`. (Strings, not `Vec<u8>`: serde encodes a
+/// `Vec<u8>` byte by byte, which in a debug build dominates the test.)
+fn kib(i: u32, last: char) -> String {
+    let mut v = format!("{i:010}");
+    v.extend(std::iter::repeat_n('.', 1023 - v.len()));
+    v.push(last);
+    v
+}
+
 /// 50k keys of 1 KiB (about 50 MiB of state) through a store with a 1 MiB budget.
 #[test]
 fn state_far_larger_than_the_memory_budget() {
@@ -163,11 +183,10 @@ fn state_far_larger_than_the_memory_budget() {
         path: dir.path().into(),
         memory_budget: 1 << 20,
     });
-    let mut s: AnyStore<u32, Vec<u8>> = factory.create("big", 0).unwrap();
+    let mut s: AnyStore<u32, String> = factory.create("big", 0).unwrap();
     let n = 50_000u32;
     for i in 0..n {
-        let v = s.get_or_insert_with(&i, || vec![0u8; 1024]);
-        v[..4].copy_from_slice(&i.to_le_bytes());
+        *s.get_or_insert_with(&i, String::new) = kib(i, '0');
     }
     let AnyStore::Disk(d) = &s else {
         panic!("the factory must build a disk store")
@@ -179,12 +198,13 @@ fn state_far_larger_than_the_memory_budget() {
     );
     // Update every tenth key, then read everything back.
     for i in (0..n).step_by(10) {
-        s.get_mut(&i).unwrap()[1023] = 1;
+        let v = s.get_mut(&i).unwrap();
+        v.pop();
+        v.push('1');
     }
     for i in 0..n {
-        let v = s.get(&i).unwrap();
-        assert_eq!(v[..4], i.to_le_bytes(), "key {i}");
-        assert_eq!(v[1023], u8::from(i % 10 == 0), "key {i}");
+        let expected = kib(i, if i % 10 == 0 { '1' } else { '0' });
+        assert_eq!(s.get(&i), Some(&expected), "key {i}");
     }
     assert_eq!(s.len(), n as usize);
 
@@ -192,11 +212,11 @@ fn state_far_larger_than_the_memory_budget() {
     let stats = s.snapshot(SnapshotKind::Full, &mut full).unwrap();
     assert_eq!(stats.entries, u64::from(n));
     assert!(stats.bytes > u64::from(n) * 1024);
-    let mut restored: AnyStore<u32, Vec<u8>> = factory.create("big", 1).unwrap();
+    let mut restored: AnyStore<u32, String> = factory.create("big", 1).unwrap();
     restored.restore(&[full]).unwrap();
     assert_eq!(restored.len(), n as usize);
     for i in (0..n).step_by(997) {
-        assert_eq!(restored.get(&i).unwrap()[..4], i.to_le_bytes());
+        assert_eq!(restored.get(&i).unwrap()[..10], format!("{i:010}"));
     }
 }
 
@@ -229,4 +249,35 @@ fn restore_from_readers() {
     // The first stream must be a full snapshot.
     let err = m2.restore_from(open().skip(1)).unwrap_err();
     assert!(err.to_string().contains("must be a full one"), "{err}");
+}
+
+/// A full snapshot written from another thread while the store goes on changing, then an
+/// incremental one: together they restore the final state.
+#[test]
+fn a_snapshot_view_is_written_while_the_store_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = disk(dir.path(), "d", 128 * 1024);
+    for i in 0..5_000 {
+        d.insert(key(i), vec![1; 32]);
+    }
+    let view = d.full_snapshot_view().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut blob = Vec::new();
+        view.write_to(&mut blob).map(|stats| (blob, stats))
+    });
+    for i in (0..5_000).step_by(7) {
+        d.get_mut(&key(i)).unwrap()[0] = 2;
+    }
+    d.remove(&key(3));
+    d.insert(key(9_999), vec![3]);
+    let (base, stats) = writer.join().unwrap().unwrap();
+    assert_eq!(
+        stats.entries, 5_000,
+        "the view holds the state when it was taken"
+    );
+    let mut delta = Vec::new();
+    d.snapshot(SnapshotKind::Incremental, &mut delta).unwrap();
+    let mut m = MemoryStore::new();
+    m.restore(&[base, delta]).unwrap();
+    assert_eq!(contents(&mut m), contents(&mut d));
 }
