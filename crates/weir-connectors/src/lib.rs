@@ -1,0 +1,32 @@
+//! Weir's connectors at the client level: reading Redis Streams through consumer groups,
+//! writing them (idempotently, for exactly-once), and inserting into ClickHouse over HTTP,
+//! exactly once per checkpoint.
+//!
+//! The runtime wraps these building blocks as sources and sinks; this crate owns the wire
+//! protocol, the decoding of entries into [`weir_types::Record`]s, error classification
+//! ([`ConnectorError::is_retryable`], [`ConnectorError::fault`]) and the two exactly-once
+//! schemes:
+//!
+//! - Redis: [`RedisStreamWriter::write_idempotent`] writes explicit, strictly increasing ids
+//!   derived from `(epoch, sequence)` and skips those the stream already has.
+//! - ClickHouse: [`ExactlyOnceInserter`] inserts each checkpoint batch as one atomic block
+//!   tagged with a deterministic batch id, and skips present batches on recovery.
+//!
+//! The integration tests run against real servers started by `scripts/services.sh`.
+
+mod clickhouse;
+mod error;
+mod redis_streams;
+#[doc(hidden)]
+pub mod testing;
+
+pub use clickhouse::{
+    BATCH_COLUMN, BatchBuilder, BatchId, ClickHouseClient, ClickHouseConfig, CommitMode,
+    CommitReport, DEFAULT_MAX_BLOCK_ROWS, ExactlyOnceInserter, InsertBatch, ServerVersion,
+};
+pub use error::{ConnectorError, Fault};
+pub use redis_streams::{
+    ConsumerLag, FieldEncoding, GroupStart, IdempotentWrite, InvalidEntry, RedisStreamReader,
+    RedisStreamReaderConfig, RedisStreamWriter, RedisStreamWriterConfig, StreamAcker, StreamBatch,
+    StreamEntry, StreamId,
+};

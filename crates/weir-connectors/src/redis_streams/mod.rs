@@ -1,0 +1,43 @@
+//! Redis Streams: a consumer-group reader and a (optionally idempotent) writer.
+
+mod decode;
+mod id;
+mod reader;
+mod writer;
+
+pub use decode::{FieldEncoding, InvalidEntry, StreamBatch, StreamEntry};
+pub use id::StreamId;
+pub use reader::{
+    ConsumerLag, GroupStart, RedisStreamReader, RedisStreamReaderConfig, StreamAcker,
+};
+pub use writer::{IdempotentWrite, RedisStreamWriter, RedisStreamWriterConfig};
+
+use crate::ConnectorError;
+use crate::error::redact_url;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::time::Duration;
+
+/// How long establishing a TCP connection to Redis may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A self-reconnecting connection whose commands time out after `response_timeout`.
+pub(crate) async fn connect(
+    url: &str,
+    response_timeout: Duration,
+) -> Result<ConnectionManager, ConnectorError> {
+    let client = redis::Client::open(url).map_err(|e| ConnectorError::Config {
+        key: "url",
+        reason: format!("`{}` is not a Redis URL: {e}", redact_url(url)),
+    })?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(response_timeout))
+        .set_number_of_retries(4)
+        .set_max_delay(Duration::from_secs(2));
+    ConnectionManager::new_with_config(client, config)
+        .await
+        .map_err(|source| ConnectorError::RedisConnect {
+            url: redact_url(url),
+            source,
+        })
+}
