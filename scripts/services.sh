@@ -5,6 +5,7 @@
 #   bash scripts/services.sh start    # install if needed, start, wait until both answer
 #   bash scripts/services.sh stop     # stop what `start` started
 #   bash scripts/services.sh status   # exit 0 when both answer
+#   bash scripts/services.sh clean    # stop, then delete the data directory
 #
 # Idempotent: `start` with both services already answering does nothing but print the URLs.
 # Overrides: WEIR_SERVICES_DIR (default /tmp/weir-services), WEIR_REDIS_PORT (6390),
@@ -290,6 +291,13 @@ main() {
         stop_redis
         stop_clickhouse
         ;;
+    clean)
+        mkdir -p "$DIR"
+        stop_redis
+        stop_clickhouse
+        rm -rf "$DIR"
+        log "removed $DIR"
+        ;;
     status)
         local ok=0
         if redis_up; then log "Redis up at $REDIS_URL"; else log "Redis down at $REDIS_URL"; ok=1; fi
@@ -297,7 +305,7 @@ main() {
         return "$ok"
         ;;
     *)
-        echo "usage: $0 start|stop|status" >&2
+        echo "usage: $0 start|stop|status|clean" >&2
         exit 2
         ;;
     esac

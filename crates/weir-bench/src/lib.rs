@@ -4,6 +4,7 @@
 //! Both report the same `results` and `checksum` when they computed the same thing.
 
 mod digest;
+mod w6;
 pub mod workloads;
 
 pub use digest::Digest;
@@ -24,6 +25,10 @@ pub struct BenchOptions {
     pub seconds: u64,
     /// W5: distinct keys.
     pub keys: u64,
+    /// W6: the Redis server.
+    pub redis_url: String,
+    /// W6: the ClickHouse HTTP interface.
+    pub clickhouse_url: String,
 }
 
 impl Default for BenchOptions {
@@ -35,6 +40,8 @@ impl Default for BenchOptions {
             rate: 1_000_000,
             seconds: 10,
             keys: 1_000_000,
+            redis_url: "redis://127.0.0.1:6390".into(),
+            clickhouse_url: "http://127.0.0.1:8124".into(),
         }
     }
 }
@@ -99,6 +106,8 @@ pub enum BenchError {
     NotImplemented(&'static str),
     #[error(transparent)]
     Job(#[from] weir_core::JobError),
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// Runs a workload by name.
@@ -109,7 +118,7 @@ pub fn run(workload: &str, options: &BenchOptions) -> Result<BenchReport, BenchE
         "w2" => Err(BenchError::NotImplemented("w2")),
         "w4" => Err(BenchError::NotImplemented("w4")),
         "w5" => Err(BenchError::NotImplemented("w5")),
-        "w6" => Err(BenchError::NotImplemented("w6")),
+        "w6" => w6::w6(options),
         other => Err(BenchError::UnknownWorkload(other.to_string())),
     }
 }

@@ -26,6 +26,20 @@ pub struct BenchArgs {
     /// w5: distinct keys.
     #[arg(long, default_value_t = 1_000_000)]
     keys: u64,
+    /// w6: Redis server.
+    #[arg(
+        long,
+        env = "WEIR_TEST_REDIS_URL",
+        default_value = "redis://127.0.0.1:6390"
+    )]
+    redis_url: String,
+    /// w6: ClickHouse HTTP interface.
+    #[arg(
+        long,
+        env = "WEIR_TEST_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8124"
+    )]
+    clickhouse_url: String,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -36,6 +50,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         rate: args.rate,
         seconds: args.seconds,
         keys: args.keys,
+        redis_url: args.redis_url,
+        clickhouse_url: args.clickhouse_url,
     };
     let report = match weir_bench::run(&args.workload, &options) {
         Ok(r) => r,

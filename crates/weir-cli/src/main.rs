@@ -2,6 +2,7 @@
 
 mod bench;
 mod run;
+mod schema;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -23,6 +24,8 @@ enum Command {
     Run(run::RunArgs),
     /// Check a pipeline file without running it.
     Validate(run::ValidateArgs),
+    /// Manage the schema registry.
+    Schema(schema::SchemaArgs),
     /// Run a benchmark workload of BENCHMARKS.md (w1..w6).
     Bench(bench::BenchArgs),
 }
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => Ok(run::run(args)),
         Command::Validate(args) => Ok(run::validate(args)),
+        Command::Schema(args) => Ok(schema::run(args)),
         Command::Bench(args) => bench::run(args),
     };
     match result {

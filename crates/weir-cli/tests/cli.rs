@@ -247,3 +247,47 @@ fn an_unknown_workload_exits_2() {
     let out = run(&["bench", "w9"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn schema_register_check_list_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    write(
+        "v1.yaml",
+        "name: shop.order\nfields:\n  - { name: id, type: int, required: true }\n",
+    );
+    write(
+        "v2.yaml",
+        "name: shop.order\nfields:\n  - { name: id, type: int, required: true }\n  - { name: note, type: string }\n",
+    );
+    write(
+        "bad.yaml",
+        "name: shop.order\nfields:\n  - { name: id, type: string, required: true }\n",
+    );
+    let schema = |args: &[&str]| {
+        weir()
+            .arg("schema")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    assert!(schema(&["register", "v1.yaml"]).status.success());
+    let refused = schema(&["check", "bad.yaml"]);
+    assert_eq!(refused.status.code(), Some(2));
+    let err = text(&refused.stderr);
+    assert!(
+        err.contains("field `id`") && err.contains("not backward compatible"),
+        "{err}"
+    );
+    let registered = schema(&["register", "v2.yaml"]);
+    assert!(text(&registered.stdout).contains("shop.order v2"));
+    let list = text(&schema(&["list"]).stdout);
+    assert!(list.contains("shop.order") && list.contains("v2"), "{list}");
+    let shown = text(&schema(&["show", "shop.order", "1"]).stdout);
+    assert!(
+        shown.contains("version: 1") && !shown.contains("note"),
+        "{shown}"
+    );
+    assert!(dir.path().join("schemas/shop.order/v2.yaml").exists());
+}

@@ -16,17 +16,22 @@
 
 mod clickhouse;
 mod error;
+mod io_runtime;
+mod producer;
 mod redis_streams;
 #[doc(hidden)]
 pub mod testing;
 
 pub use clickhouse::{
-    BATCH_COLUMN, BatchBuilder, BatchId, ClickHouseClient, ClickHouseConfig, CommitMode,
-    CommitReport, DEFAULT_MAX_BLOCK_ROWS, ExactlyOnceInserter, InsertBatch, ServerVersion,
+    BATCH_COLUMN, BatchBuilder, BatchId, ClickHouseClient, ClickHouseConfig, ClickHouseSink,
+    ClickHouseSinkConfig, CommitMode, CommitReport, DEFAULT_MAX_BLOCK_ROWS, ExactlyOnceInserter,
+    InsertBatch, ServerVersion,
 };
 pub use error::{ConnectorError, Fault};
+pub use io_runtime::block_on;
+pub use producer::{BackgroundProducer, Event, Producer, ProducerConfig, ProducerError};
 pub use redis_streams::{
     ConsumerLag, FieldEncoding, GroupStart, IdempotentWrite, InvalidEntry, RedisStreamReader,
-    RedisStreamReaderConfig, RedisStreamWriter, RedisStreamWriterConfig, StreamAcker, StreamBatch,
-    StreamEntry, StreamId,
+    RedisStreamReaderConfig, RedisStreamSource, RedisStreamSourceConfig, RedisStreamWriter,
+    RedisStreamWriterConfig, StreamAcker, StreamBatch, StreamEntry, StreamId,
 };

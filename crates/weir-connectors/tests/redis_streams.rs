@@ -92,6 +92,8 @@ async fn read_ack_and_lag() {
     let mut config = reader_config(&url, &stream, "g", "c1");
     config.batch_size = 4;
     let mut reader = RedisStreamReader::connect(config).await.unwrap();
+    reader.ping().await.unwrap();
+    writer.ping().await.unwrap();
     let ids = writer.write(&records(0..10)).await.unwrap();
     assert_eq!(ids.len(), 10);
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
@@ -398,4 +400,30 @@ async fn an_unreachable_redis_is_a_retryable_connection_error() {
     assert!(matches!(e, ConnectorError::RedisConnect { .. }), "{e}");
     assert!(e.is_retryable(), "{e}");
     assert!(!e.to_string().contains("secret"), "{e}");
+}
+
+#[tokio::test]
+async fn lag_is_an_upper_bound_when_redis_cannot_count() {
+    let url = redis_or_skip!();
+    let stream = unique_name("weir_lag_nil");
+    let mut writer = RedisStreamWriter::connect(RedisStreamWriterConfig::new(&url, &stream))
+        .await
+        .unwrap();
+    let ids = writer.write(&records(0..5)).await.unwrap();
+    let mut config = reader_config(&url, &stream, "g", "c");
+    config.batch_size = 1;
+    let mut reader = RedisStreamReader::connect(config).await.unwrap();
+    reader.read_batch().await.unwrap();
+    // A deletion after the group's position makes Redis 7 report `lag` as nil.
+    let mut conn = raw(&url).await;
+    let _: i64 = redis::cmd("XDEL")
+        .arg(&stream)
+        .arg(ids[2].to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let lag = reader.lag().await.unwrap();
+    assert!(lag.estimated);
+    // Three entries are undelivered; the stream length (4) bounds that from above.
+    assert_eq!((lag.undelivered, lag.pending), (4, 1));
 }

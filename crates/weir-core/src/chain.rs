@@ -151,12 +151,14 @@ impl<In: Send, Out: Send, O: Operator<In, Out>> Pusher<In> for OpNode<In, Out, O
     }
 
     fn barrier(&mut self, barrier: Barrier) -> Result<(), JobError> {
+        self.ctx.checkpoint = barrier.checkpoint;
         let op = &mut self.op;
         guarded(&mut self.ctx, |ctx| op.snapshot(barrier.checkpoint, ctx))?;
         self.next.barrier(barrier)
     }
 
     fn commit(&mut self, checkpoint: CheckpointId) -> Result<(), JobError> {
+        self.ctx.checkpoint = checkpoint;
         let op = &mut self.op;
         guarded(&mut self.ctx, |ctx| op.commit(checkpoint, ctx))?;
         self.next.commit(checkpoint)
@@ -214,11 +216,13 @@ impl<T: Send, S: Sink<T>> Pusher<T> for SinkNode<T, S> {
     }
 
     fn barrier(&mut self, barrier: Barrier) -> Result<(), JobError> {
+        self.ctx.checkpoint = barrier.checkpoint;
         let sink = &mut self.sink;
         guarded(&mut self.ctx, |ctx| sink.snapshot(barrier.checkpoint, ctx))
     }
 
     fn commit(&mut self, checkpoint: CheckpointId) -> Result<(), JobError> {
+        self.ctx.checkpoint = checkpoint;
         let sink = &mut self.sink;
         guarded(&mut self.ctx, |ctx| sink.commit(checkpoint, ctx))
     }

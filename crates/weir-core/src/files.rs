@@ -60,6 +60,8 @@ pub struct JsonLinesSource {
     label: Arc<str>,
     reader: Option<BufReader<Box<dyn Read + Send>>>,
     line: u64,
+    /// Bytes consumed so far: where a restart resumes.
+    offset: u64,
     buf: String,
     decoder: RecordDecoder,
 }
@@ -73,19 +75,56 @@ impl JsonLinesSource {
             path,
             reader: None,
             line: 0,
+            offset: 0,
             buf: String::new(),
             decoder: RecordDecoder::default(),
         }
     }
 }
 
+/// Where a line reader stands, for checkpoints.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ReadPosition {
+    offset: u64,
+    line: u64,
+}
+
 impl Source<ReadResult> for JsonLinesSource {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
         // One file is read by one instance; the others have nothing to do.
-        if ctx.instance() == 0 {
-            self.reader = Some(BufReader::with_capacity(1 << 16, open_input(&self.path)?));
+        if ctx.instance() != 0 {
+            return Ok(());
         }
+        let mut input = open_input(&self.path)?;
+        if let Some(pos) = crate::state::restore_value::<ReadPosition>(ctx, "position")? {
+            if self.path == Path::new("-") {
+                return Err(OperatorError::new(
+                    ErrorKind::Config,
+                    "cannot resume standard input from a checkpoint; run with --ignore-state",
+                ));
+            }
+            let mut file = File::open(&self.path)
+                .map_err(|e| OperatorError::io(format!("cannot open {}", self.label), e))?;
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(pos.offset))
+                .map_err(|e| OperatorError::io(format!("seeking in {}", self.label), e))?;
+            input = Box::new(file);
+            self.offset = pos.offset;
+            self.line = pos.line;
+        }
+        self.reader = Some(BufReader::with_capacity(1 << 16, input));
         Ok(())
+    }
+
+    fn snapshot(
+        &mut self,
+        _: crate::CheckpointId,
+        ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        let position = ReadPosition {
+            offset: self.offset,
+            line: self.line,
+        };
+        crate::state::save_value(ctx, "position", &position)
     }
 
     fn poll(
@@ -105,6 +144,7 @@ impl Source<ReadResult> for JsonLinesSource {
             if n == 0 {
                 return Ok(SourceStatus::Finished);
             }
+            self.offset += n as u64;
             self.line += 1;
             let text = self.buf.trim_end_matches(['\n', '\r']);
             if text.trim().is_empty() {
@@ -232,11 +272,38 @@ impl Source<ReadResult> for CsvSource {
 
 /// Writes each record as one line of JSON to a file (or `-` for standard output).
 ///
-/// Delivery: at-least-once; lines are flushed at every tick and at the end of input.
+/// Delivery: without checkpoints, lines are flushed at every tick and at the end
+/// (at-least-once across crashes). With checkpoints the sink is exactly-once, by two-phase
+/// commit: records go to a pending file; at a barrier the pending file is renamed to a staged
+/// file for that checkpoint (pre-commit); when the checkpoint completes, staged files are
+/// appended to the output in order (commit). Readers of the output never see records of a
+/// checkpoint that did not complete. After a crash, the restored checkpoint says how long the
+/// output was and which staged files were not yet appended: the output is cut back to that
+/// length and the staged files appended again, so nothing is lost or doubled.
 pub struct JsonLinesSink {
     path: PathBuf,
     writer: Option<BufWriter<Box<dyn Write + Send>>>,
     line: Vec<u8>,
+    /// Exactly-once mode: staged files not yet appended, oldest first.
+    transaction: Option<Transaction>,
+}
+
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Transaction {
+    /// Staged checkpoints not yet committed, with their sizes.
+    staged: Vec<(crate::CheckpointId, u64)>,
+}
+
+/// What the sink stores in a checkpoint.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SinkState {
+    /// Length of the output when the checkpoint was taken.
+    output_len: u64,
+    staged: Vec<(crate::CheckpointId, u64)>,
+}
+
+fn io(context: &str, path: &Path, e: std::io::Error) -> OperatorError {
+    OperatorError::io(format!("{context} {}", path.display()), e)
 }
 
 impl JsonLinesSink {
@@ -245,6 +312,7 @@ impl JsonLinesSink {
             path: path.into(),
             writer: None,
             line: Vec::new(),
+            transaction: None,
         }
     }
 
@@ -255,23 +323,137 @@ impl JsonLinesSink {
         }
         Ok(())
     }
+
+    fn sibling(&self, suffix: &str) -> PathBuf {
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(suffix);
+        self.path.with_file_name(name)
+    }
+
+    fn pending_path(&self) -> PathBuf {
+        self.sibling(".weir-pending")
+    }
+
+    fn staged_path(&self, checkpoint: crate::CheckpointId) -> PathBuf {
+        self.sibling(&format!(".weir-staged-{checkpoint}"))
+    }
+
+    fn create_pending(&mut self) -> Result<(), OperatorError> {
+        let path = self.pending_path();
+        let file = File::create(&path).map_err(|e| io("cannot create", &path, e))?;
+        self.writer = Some(BufWriter::with_capacity(1 << 16, Box::new(file)));
+        Ok(())
+    }
+
+    /// Appends a staged file to the output, durably, then removes it.
+    fn append_staged(&self, checkpoint: crate::CheckpointId) -> Result<(), OperatorError> {
+        let staged = self.staged_path(checkpoint);
+        let mut from = File::open(&staged).map_err(|e| io("cannot open", &staged, e))?;
+        let mut to = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&self.path)
+            .map_err(|e| io("cannot open", &self.path, e))?;
+        std::io::copy(&mut from, &mut to).map_err(|e| io("appending to", &self.path, e))?;
+        to.sync_all().map_err(|e| io("syncing", &self.path, e))?;
+        std::fs::remove_file(&staged).map_err(|e| io("cannot remove", &staged, e))
+    }
+
+    /// Brings the output back to what the restored checkpoint committed (or will commit).
+    fn recover(&mut self, state: Option<SinkState>) -> Result<(), OperatorError> {
+        let kept: Vec<crate::CheckpointId> = match state {
+            None => {
+                // A fresh start: a new, empty output.
+                File::create(&self.path).map_err(|e| io("cannot create", &self.path, e))?;
+                Vec::new()
+            }
+            Some(state) => {
+                // Staged files are appended in order and removed after: those still present
+                // were not (fully) appended when the process stopped.
+                let first_present = state
+                    .staged
+                    .iter()
+                    .position(|(id, _)| self.staged_path(*id).exists())
+                    .unwrap_or(state.staged.len());
+                let committed: u64 = state.staged[..first_present].iter().map(|(_, n)| n).sum();
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&self.path)
+                    .map_err(|e| io("cannot open", &self.path, e))?;
+                file.set_len(state.output_len + committed)
+                    .map_err(|e| io("cannot truncate", &self.path, e))?;
+                file.sync_all().map_err(|e| io("syncing", &self.path, e))?;
+                let rest = &state.staged[first_present..];
+                self.transaction = Some(Transaction {
+                    staged: rest.to_vec(),
+                });
+                rest.iter().map(|(id, _)| *id).collect()
+            }
+        };
+        // Leftovers of checkpoints that never completed.
+        let prefix = self.sibling(".weir-staged-");
+        let prefix = prefix
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        if let Some(dir) = self.path.parent().map(|d| {
+            if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            }
+        }) && let Ok(entries) = std::fs::read_dir(dir)
+        {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                let stray = name
+                    .strip_prefix(&prefix)
+                    .and_then(|id| id.parse::<crate::CheckpointId>().ok())
+                    .is_some_and(|id| !kept.contains(&id));
+                if stray {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<T: Serialize + Send + 'static> Sink<T> for JsonLinesSink {
-    fn open(&mut self, _: &mut OperatorContext) -> Result<(), OperatorError> {
-        let out: Box<dyn Write + Send> = if self.path == Path::new("-") {
-            Box::new(std::io::stdout())
-        } else {
-            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    OperatorError::io(format!("cannot create {}", dir.display()), e)
-                })?;
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        if self.path == Path::new("-") {
+            self.writer = Some(BufWriter::with_capacity(
+                1 << 16,
+                Box::new(std::io::stdout()),
+            ));
+            return Ok(());
+        }
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
+        }
+        if ctx.checkpointing() {
+            self.transaction = Some(Transaction::default());
+            let state = crate::state::restore_value::<SinkState>(ctx, "transaction")?;
+            self.recover(state)?;
+            // Commit what the restored checkpoint staged: it completed.
+            let staged: Vec<_> = self
+                .transaction
+                .as_ref()
+                .map(|t| t.staged.iter().map(|(id, _)| *id).collect())
+                .unwrap_or_default();
+            for id in staged {
+                self.append_staged(id)?;
             }
-            Box::new(File::create(&self.path).map_err(|e| {
-                OperatorError::io(format!("cannot create {}", self.path.display()), e)
-            })?)
-        };
-        self.writer = Some(BufWriter::with_capacity(1 << 16, out));
+            if let Some(t) = self.transaction.as_mut() {
+                t.staged.clear();
+            }
+            return self.create_pending();
+        }
+        let file = File::create(&self.path).map_err(|e| io("cannot create", &self.path, e))?;
+        self.writer = Some(BufWriter::with_capacity(1 << 16, Box::new(file)));
         Ok(())
     }
 
@@ -291,10 +473,76 @@ impl<T: Serialize + Send + 'static> Sink<T> for JsonLinesSink {
     }
 
     fn on_tick(&mut self, _: &mut OperatorContext) -> Result<(), OperatorError> {
+        if self.transaction.is_some() {
+            // Pending data only becomes visible through a commit.
+            return Ok(());
+        }
         self.flush()
     }
 
+    fn snapshot(
+        &mut self,
+        checkpoint: crate::CheckpointId,
+        ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        if self.transaction.is_none() {
+            return Ok(());
+        }
+        // Pre-commit: the pending file becomes this checkpoint's staged file.
+        let writer = self.writer.take();
+        let mut size = 0;
+        if let Some(w) = writer {
+            let mut file = w.into_inner().map_err(|e| {
+                OperatorError::io(format!("writing {}", self.path.display()), e.error())
+            })?;
+            file.flush().map_err(|e| io("writing", &self.path, e))?;
+            drop(file);
+            let pending = self.pending_path();
+            let staged = self.staged_path(checkpoint);
+            let f = File::open(&pending).map_err(|e| io("cannot open", &pending, e))?;
+            f.sync_all().map_err(|e| io("syncing", &pending, e))?;
+            size = f.metadata().map_err(|e| io("reading", &pending, e))?.len();
+            std::fs::rename(&pending, &staged).map_err(|e| io("cannot rename", &pending, e))?;
+        }
+        let output_len = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        let transaction = self.transaction.get_or_insert_with(Transaction::default);
+        transaction.staged.push((checkpoint, size));
+        let state = SinkState {
+            output_len,
+            staged: transaction.staged.clone(),
+        };
+        crate::state::save_value(ctx, "transaction", &state)?;
+        self.create_pending()
+    }
+
+    fn commit(
+        &mut self,
+        checkpoint: crate::CheckpointId,
+        _: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        let Some(transaction) = self.transaction.as_mut() else {
+            return Ok(());
+        };
+        let ready: Vec<_> = transaction
+            .staged
+            .iter()
+            .take_while(|(id, _)| *id <= checkpoint)
+            .map(|(id, _)| *id)
+            .collect();
+        transaction.staged.drain(..ready.len());
+        for id in ready {
+            self.append_staged(id)?;
+        }
+        Ok(())
+    }
+
     fn close(&mut self, _: &mut OperatorContext) -> Result<(), OperatorError> {
+        if self.transaction.is_some() {
+            // Everything was committed by the final checkpoint; the empty pending file goes.
+            self.writer = None;
+            let _ = std::fs::remove_file(self.pending_path());
+            return Ok(());
+        }
         self.flush()
     }
 }

@@ -5,6 +5,7 @@
 
 use crate::chain::{BoxPusher, Discard, Exchange, ExchangeMode, NoPartitioner, Partitioner, Tee};
 use crate::channel::{BufferPolicy, Close, Receiver, Sender, SenderFactory, channel};
+use crate::checkpoint::CheckpointShared;
 use crate::error::JobError;
 use crate::operator::OperatorContext;
 use crate::task::{InboxTask, Task};
@@ -74,7 +75,6 @@ pub(crate) enum Routing {
 
 pub(crate) struct Edge {
     pub(crate) from: NodeId,
-    pub(crate) port: usize,
     pub(crate) to: NodeId,
     pub(crate) routing: Routing,
     /// `ExchangeFactory<T>`, boxed.
@@ -179,6 +179,7 @@ pub(crate) trait InputKit {
         inputs: usize,
         head: AnyBox,
         name: Arc<str>,
+        checkpoints: Option<Arc<CheckpointShared>>,
     ) -> Result<Box<dyn Task>, JobError>;
 }
 
@@ -213,10 +214,17 @@ impl<T: Send + 'static> InputKit for TypedInput<T> {
         inputs: usize,
         head: AnyBox,
         name: Arc<str>,
+        checkpoints: Option<Arc<CheckpointShared>>,
     ) -> Result<Box<dyn Task>, JobError> {
         let receiver = downcast::<Receiver<T>>(receiver, "receiver")?;
         let head = downcast::<BoxPusher<T>>(head, "task head")?;
-        Ok(Box::new(InboxTask::new(name, receiver, inputs, head)))
+        Ok(Box::new(InboxTask::new(
+            name,
+            receiver,
+            inputs,
+            head,
+            checkpoints,
+        )))
     }
 }
 
@@ -244,7 +252,6 @@ impl Graph {
         let id = self.edges.len();
         self.edges.push(Edge {
             from,
-            port,
             to,
             routing,
             exchange,

@@ -21,6 +21,7 @@
 
 mod chain;
 mod channel;
+mod checkpoint;
 mod error;
 mod files;
 mod graph;
@@ -32,11 +33,16 @@ mod ops;
 mod runtime;
 mod sinks;
 mod sources;
+pub mod state;
 mod stream;
 mod task;
 
 pub use chain::{KEY_GROUPS, instance_of_group, key_group};
 pub use channel::BufferPolicy;
+pub use checkpoint::{
+    Checkpointing, MemoryCheckpoint, MemoryCheckpoints, RestoredState, SnapshotStore,
+    SnapshotWriter, StatePart,
+};
 pub use error::{ErrorKind, JobError, OperatorError};
 pub use files::{
     BadRecord, CsvSource, Format, JsonLinesSink, JsonLinesSource, ReadResult, infer_value,

@@ -4,6 +4,7 @@
 //! the runtime drives: start, watermarks, processing-time ticks, checkpoint barriers (snapshot),
 //! checkpoint completion (commit, phase two of two-phase commit) and end of input.
 
+use crate::checkpoint::{CheckpointShared, StatePart};
 use crate::error::OperatorError;
 use crate::message::{BEFORE_TIME, CheckpointId, Clock, SystemClock, Timestamp};
 use crate::metrics::Counters;
@@ -23,6 +24,9 @@ pub struct OperatorContext {
     pub(crate) clock: Arc<dyn Clock>,
     /// What the operator asked to send downstream besides records.
     pub(crate) emitted: Emitted,
+    pub(crate) checkpoints: Option<Arc<CheckpointShared>>,
+    /// The checkpoint whose barrier is being handled.
+    pub(crate) checkpoint: CheckpointId,
 }
 
 /// Watermark or idleness an operator emitted during a call.
@@ -52,7 +56,76 @@ impl OperatorContext {
             counters,
             clock: Arc::new(SystemClock),
             emitted: Emitted::Nothing,
+            checkpoints: None,
+            checkpoint: 0,
         }
+    }
+
+    pub(crate) fn with_checkpoints(mut self, checkpoints: Option<Arc<CheckpointShared>>) -> Self {
+        self.checkpoints = checkpoints;
+        self
+    }
+
+    /// Whether the job takes checkpoints (so sinks should pre-commit and commit).
+    pub fn checkpointing(&self) -> bool {
+        self.checkpoints.is_some()
+    }
+
+    /// In `snapshot`: stores this instance's state under `name` for the checkpoint being taken.
+    pub fn save_state(
+        &self,
+        name: &str,
+        part: StatePart,
+        bytes: Vec<u8>,
+    ) -> Result<(), OperatorError> {
+        match &self.checkpoints {
+            Some(c) => c.put(
+                self.checkpoint,
+                &self.name,
+                self.instance,
+                name,
+                part,
+                bytes,
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// The id of the checkpoint whose barrier is being handled (in `snapshot` and `commit`).
+    pub fn checkpoint_id(&self) -> CheckpointId {
+        self.checkpoint
+    }
+
+    /// In `open`: the state this instance stored under `name` in the checkpoint the job
+    /// resumes from (a full blob then deltas, in order); empty on a fresh start.
+    pub fn restored_state(&self, name: &str) -> Result<Vec<Vec<u8>>, OperatorError> {
+        let restored = self
+            .checkpoints
+            .as_ref()
+            .and_then(|c| c.config.restore.as_ref());
+        match restored {
+            Some(r) => r.get(&self.name, self.instance, name).map_err(|e| {
+                OperatorError::new(
+                    crate::error::ErrorKind::Io,
+                    format!("reading checkpoint {}: {e}", r.checkpoint()),
+                )
+            }),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The id the first checkpoint of this run will have (ids then follow each other): lets a
+    /// sink tag output with the checkpoint it will belong to before the barrier arrives.
+    pub fn first_checkpoint_id(&self) -> CheckpointId {
+        self.checkpoints.as_ref().map_or(1, |c| c.config.first_id)
+    }
+
+    /// The checkpoint the job resumed from, if any.
+    pub fn restored_checkpoint(&self) -> Option<CheckpointId> {
+        self.checkpoints
+            .as_ref()
+            .and_then(|c| c.config.restore.as_ref())
+            .map(|r| r.checkpoint())
     }
 
     pub(crate) fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {

@@ -247,6 +247,18 @@ where
     F: FnMut(&T, T) -> T + Send + 'static,
     S: KeyedStore<K, T>,
 {
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        crate::state::restore_keyed(&mut self.state, ctx, "reduce")
+    }
+
+    fn snapshot(
+        &mut self,
+        _: crate::CheckpointId,
+        ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        crate::state::save_keyed(&mut self.state, ctx, "reduce")
+    }
+
     fn process(
         &mut self,
         input: &mut Vec<T>,
@@ -291,6 +303,18 @@ where
     F: FnMut(&mut A, T) + Send + 'static,
     S: KeyedStore<K, A>,
 {
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        crate::state::restore_keyed(&mut self.state, ctx, "fold")
+    }
+
+    fn snapshot(
+        &mut self,
+        _: crate::CheckpointId,
+        ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        crate::state::save_keyed(&mut self.state, ctx, "fold")
+    }
+
     #[inline]
     fn process(
         &mut self,

@@ -8,6 +8,7 @@
 
 use crate::chain::ExchangeMode;
 use crate::channel::{BufferPolicy, Close};
+use crate::checkpoint::{CheckpointShared, Checkpointing};
 use crate::error::JobError;
 use crate::graph::{AnyBox, Build, Graph, NodeId, NodeKind, Routing};
 use crate::message::{Clock, SystemClock};
@@ -34,6 +35,8 @@ pub struct Config {
     pub tick_interval: Duration,
     /// Processing time as operators see it.
     pub clock: Arc<dyn Clock>,
+    /// Periodic barrier checkpoints (off when `None`).
+    pub checkpointing: Option<Checkpointing>,
 }
 
 impl std::fmt::Debug for Config {
@@ -57,6 +60,7 @@ impl Default for Config {
             buffer_policy: BufferPolicy::Block,
             tick_interval: Duration::from_millis(100),
             clock: Arc::new(SystemClock),
+            checkpointing: None,
         }
     }
 }
@@ -79,6 +83,8 @@ impl JobResult {
 pub struct RunningJob {
     metrics: JobMetrics,
     stop: Arc<AtomicBool>,
+    aborted: Arc<AtomicBool>,
+    checkpoints: Option<Arc<CheckpointShared>>,
     closers: Vec<Arc<dyn Close>>,
     threads: Vec<JoinHandle<()>>,
     failure: Arc<Mutex<Option<JobError>>>,
@@ -98,12 +104,21 @@ impl RunningJob {
 
     /// Aborts the job: channels close, tasks stop where they are.
     pub fn cancel(&self) {
-        record_failure(
-            &self.failure,
-            &self.stop,
-            &self.closers,
-            JobError::Cancelled,
-        );
+        self.abort(JobError::Cancelled);
+    }
+
+    fn abort(&self, error: JobError) {
+        if let Some(cp) = &self.checkpoints {
+            cp.abort();
+        }
+        record_failure(&self.failure, &self.aborted, &self.closers, error);
+    }
+
+    /// Checkpoints completed in this run so far.
+    pub fn checkpoints_completed(&self) -> u64 {
+        self.checkpoints
+            .as_ref()
+            .map_or(0, |c| c.completed.load(Ordering::Relaxed))
     }
 
     pub fn is_finished(&self) -> bool {
@@ -112,6 +127,17 @@ impl RunningJob {
 
     /// Waits for every task and returns the job's result.
     pub fn wait(self) -> Result<JobResult, JobError> {
+        if let Some(cp) = &self.checkpoints {
+            // The coordinator thread ends on its own once the final checkpoint is committed;
+            // if it failed to start a checkpoint, the job cannot finish: abort it.
+            while !self.threads.iter().all(|t| t.is_finished()) {
+                if let Some(e) = cp.failure() {
+                    self.abort(JobError::Plan(e));
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         for t in self.threads {
             // Task threads catch panics themselves; a join error cannot carry more.
             let _ = t.join();
@@ -134,7 +160,7 @@ impl RunningJob {
 /// The first real failure wins; `Cancelled` (a consequence of aborting) never replaces one.
 fn record_failure(
     slot: &Mutex<Option<JobError>>,
-    stop: &AtomicBool,
+    aborted: &AtomicBool,
     closers: &[Arc<dyn Close>],
     error: JobError,
 ) {
@@ -148,7 +174,7 @@ fn record_failure(
             _ => {}
         }
     }
-    stop.store(true, Ordering::Relaxed);
+    aborted.store(true, Ordering::Relaxed);
     for c in closers {
         c.close();
     }
@@ -164,6 +190,7 @@ struct Plan<'g> {
     input_offset: Vec<u32>,
     stop: Arc<AtomicBool>,
     clock: Arc<dyn Clock>,
+    checkpoints: Option<Arc<CheckpointShared>>,
 }
 
 impl Plan<'_> {
@@ -191,6 +218,7 @@ impl Plan<'_> {
             self.counters[node][instance].clone(),
         )
         .with_clock(self.clock.clone())
+        .with_checkpoints(self.checkpoints.clone())
     }
 
     /// The already-combined pushers of each output port of `node`'s instance.
@@ -284,6 +312,11 @@ pub(crate) fn start(graph: Graph, config: &Config) -> Result<RunningJob, JobErro
     };
 
     let stop = Arc::new(AtomicBool::new(false));
+    let aborted = Arc::new(AtomicBool::new(false));
+    let checkpoints = config
+        .checkpointing
+        .clone()
+        .map(|c| Arc::new(CheckpointShared::new(c)));
     let mut plan = Plan {
         graph: &graph,
         parallelism,
@@ -292,6 +325,7 @@ pub(crate) fn start(graph: Graph, config: &Config) -> Result<RunningJob, JobErro
         input_offset: vec![0; graph.edges.len()],
         stop: stop.clone(),
         clock: config.clock.clone(),
+        checkpoints: checkpoints.clone(),
     };
 
     // Channels into every head that has inputs, and the input numbering of its upstreams.
@@ -325,31 +359,48 @@ pub(crate) fn start(graph: Graph, config: &Config) -> Result<RunningJob, JobErro
     }
 
     let mut tasks: Vec<Box<dyn Task>> = Vec::new();
+    let mut source_tasks = 0;
     for (id, node) in graph.nodes.iter().enumerate() {
         if !plan.is_head(id) {
             continue;
         }
+        // Sources have no receivers; heads behind channels have one per instance.
+        let mut node_receivers = std::mem::take(&mut receivers[id]).into_iter();
         for instance in 0..plan.parallelism[id] {
             match &node.build {
                 Build::Source(build) => {
+                    source_tasks += 1;
                     let outputs = plan.outputs(id, instance)?;
                     tasks.push(build(plan.context(id, instance), outputs));
                 }
                 Build::Pusher(_) => {
                     let head = plan.pusher(id, instance)?;
-                    let receiver = std::mem::replace(&mut receivers[id][instance], Box::new(()));
+                    let receiver = node_receivers.next().ok_or_else(|| {
+                        JobError::Plan(format!("internal: no channel for '{}'", node.name))
+                    })?;
                     let kit = node.input.as_ref().ok_or_else(|| {
                         JobError::Plan(format!("'{}' cannot take input", node.name))
                     })?;
-                    tasks.push(kit.task(receiver, input_counts[id], head, node.name.clone())?);
+                    tasks.push(kit.task(
+                        receiver,
+                        input_counts[id],
+                        head,
+                        node.name.clone(),
+                        checkpoints.clone(),
+                    )?);
                 }
             }
         }
     }
     drop(plan);
 
+    if let Some(cp) = &checkpoints {
+        cp.total_sources.store(source_tasks, Ordering::SeqCst);
+        cp.total_tasks.store(tasks.len(), Ordering::SeqCst);
+    }
     let shared = Arc::new(JobShared {
         stop: stop.clone(),
+        aborted: aborted.clone(),
         tick_interval: config.tick_interval,
         batch_size: config.batch_size.max(1),
     });
@@ -361,6 +412,7 @@ pub(crate) fn start(graph: Graph, config: &Config) -> Result<RunningJob, JobErro
         let shared = shared.clone();
         let failure_slot = failure.clone();
         let closers_for_task = closers.clone();
+        let cp_for_task = checkpoints.clone();
         let name = task.name().to_string();
         let handle = std::thread::Builder::new()
             .name(format!("weir:{name}"))
@@ -375,20 +427,33 @@ pub(crate) fn start(graph: Graph, config: &Config) -> Result<RunningJob, JobErro
                         crate::error::panic_message(&*payload)
                     )),
                 };
-                record_failure(&failure_slot, &shared.stop, &closers_for_task, error);
+                if let Some(cp) = &cp_for_task {
+                    cp.abort();
+                }
+                record_failure(&failure_slot, &shared.aborted, &closers_for_task, error);
             })
             .map_err(|e| JobError::Plan(format!("cannot start a task thread: {e}")));
         match handle {
             Ok(h) => threads.push(h),
             Err(e) => {
-                record_failure(&failure, &stop, &closers, e);
+                record_failure(&failure, &aborted, &closers, e);
                 break;
             }
         }
     }
+    if let Some(cp) = &checkpoints {
+        let cp = cp.clone();
+        let coordinator = std::thread::Builder::new()
+            .name("weir:checkpoints".into())
+            .spawn(move || cp.coordinate())
+            .map_err(|e| JobError::Plan(format!("cannot start the checkpoint coordinator: {e}")))?;
+        threads.push(coordinator);
+    }
     Ok(RunningJob {
         metrics,
         stop,
+        aborted,
+        checkpoints,
         closers: closers.to_vec(),
         threads,
         failure,

@@ -63,7 +63,18 @@ impl<T: Send + 'static, F: Fn(u64) -> T + Send + 'static> Source<T> for Generato
         if let Some(rate) = self.rate {
             self.rate = Some(rate / p as f64);
         }
+        if let Some(next) = crate::state::restore_value::<u64>(ctx, "next_id")? {
+            self.next = next;
+        }
         Ok(())
+    }
+
+    fn snapshot(
+        &mut self,
+        _: crate::CheckpointId,
+        ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        crate::state::save_value(ctx, "next_id", &self.next)
     }
 
     #[inline]

@@ -5,8 +5,9 @@
 
 use crate::chain::{BoxPusher, guarded};
 use crate::channel::{Received, Receiver};
+use crate::checkpoint::CheckpointShared;
 use crate::error::JobError;
-use crate::message::{BEFORE_TIME, Barrier, END_OF_TIME, Message, Timestamp};
+use crate::message::{BEFORE_TIME, Barrier, CheckpointId, END_OF_TIME, Message, Timestamp};
 use crate::metrics::Counters;
 use crate::operator::{OperatorContext, Source, SourceStatus};
 use std::collections::VecDeque;
@@ -18,6 +19,8 @@ use std::time::{Duration, Instant};
 pub(crate) struct JobShared {
     /// Sources finish at their next poll (graceful: everything in flight drains).
     pub(crate) stop: Arc<AtomicBool>,
+    /// The job failed or was cancelled: tasks stop where they are.
+    pub(crate) aborted: Arc<AtomicBool>,
     pub(crate) tick_interval: Duration,
     pub(crate) batch_size: usize,
 }
@@ -43,9 +46,49 @@ impl<T: Send, S: Source<T>> Task for SourceTask<T, S> {
         let source = &mut this.source;
         guarded(&mut this.ctx, |ctx| source.open(ctx))?;
         this.chain.open()?;
+        let checkpoints = this.ctx.checkpoints.clone();
         let mut batch = Vec::with_capacity(job.batch_size);
         let mut last_tick = Instant::now();
-        while !job.stop.load(Ordering::Relaxed) {
+        let (mut injected, mut committed) = (0, 0);
+        let mut reading = true;
+        loop {
+            if job.aborted.load(Ordering::Relaxed) {
+                return Err(JobError::Cancelled);
+            }
+            if let Some(cp) = &checkpoints {
+                let requested = cp.requested.load(Ordering::SeqCst);
+                if requested > injected {
+                    injected = requested;
+                    this.inject_barrier(requested, cp)?;
+                }
+                let done = cp.committed.load(Ordering::SeqCst);
+                if done > committed {
+                    committed = done;
+                    this.commit(done)?;
+                }
+            }
+            if last_tick.elapsed() >= job.tick_interval {
+                last_tick = Instant::now();
+                this.chain.tick()?;
+            }
+            if reading && job.stop.load(Ordering::Relaxed) {
+                reading = false;
+                this.finish_reading(checkpoints.as_deref())?;
+            }
+            if !reading {
+                match &checkpoints {
+                    None => break,
+                    Some(cp) => {
+                        // Wait for the checkpoint that covers everything read.
+                        let last = cp.final_id.load(Ordering::SeqCst);
+                        if last != 0 && committed >= last {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
+                        continue;
+                    }
+                }
+            }
             let started = Instant::now();
             let source = &mut this.source;
             let status = guarded(&mut this.ctx, |ctx| {
@@ -60,19 +103,45 @@ impl<T: Send, S: Source<T>> Task for SourceTask<T, S> {
                 batch.clear();
             }
             match status {
-                SourceStatus::Finished => break,
+                SourceStatus::Finished => {
+                    reading = false;
+                    this.finish_reading(checkpoints.as_deref())?;
+                }
                 SourceStatus::Idle => std::thread::sleep(Duration::from_millis(1)),
                 SourceStatus::Ready => {}
             }
-            if last_tick.elapsed() >= job.tick_interval {
-                last_tick = Instant::now();
-                this.chain.tick()?;
-            }
         }
-        this.chain.watermark(END_OF_TIME)?;
         this.chain.end()?;
         let source = &mut this.source;
         guarded(&mut this.ctx, |ctx| source.close(ctx))
+    }
+}
+
+impl<T: Send, S: Source<T>> SourceTask<T, S> {
+    /// Everything has been read: close event time (every window fires now, so that the final
+    /// checkpoint covers the results), then tell the coordinator.
+    fn finish_reading(&mut self, checkpoints: Option<&CheckpointShared>) -> Result<(), JobError> {
+        self.chain.watermark(END_OF_TIME)?;
+        if let Some(cp) = checkpoints {
+            cp.source_finished();
+        }
+        Ok(())
+    }
+
+    fn inject_barrier(&mut self, id: CheckpointId, cp: &CheckpointShared) -> Result<(), JobError> {
+        self.ctx.checkpoint = id;
+        let source = &mut self.source;
+        guarded(&mut self.ctx, |ctx| source.snapshot(id, ctx))?;
+        self.chain.barrier(Barrier { checkpoint: id })?;
+        let ctx = &mut self.ctx;
+        guarded(ctx, |_| cp.ack(id))
+    }
+
+    fn commit(&mut self, id: CheckpointId) -> Result<(), JobError> {
+        self.ctx.checkpoint = id;
+        let source = &mut self.source;
+        guarded(&mut self.ctx, |ctx| source.commit(id, ctx))?;
+        self.chain.commit(id)
     }
 }
 
@@ -96,6 +165,8 @@ pub(crate) struct InboxTask<T> {
     receiver: Receiver<T>,
     inputs: usize,
     chain: BoxPusher<T>,
+    checkpoints: Option<Arc<CheckpointShared>>,
+    committed: CheckpointId,
 }
 
 impl<T> InboxTask<T> {
@@ -104,13 +175,31 @@ impl<T> InboxTask<T> {
         receiver: Receiver<T>,
         inputs: usize,
         chain: BoxPusher<T>,
+        checkpoints: Option<Arc<CheckpointShared>>,
     ) -> Self {
         InboxTask {
             name,
             receiver,
             inputs,
             chain,
+            checkpoints,
+            committed: 0,
         }
+    }
+
+    /// Passes on commit notifications of completed checkpoints.
+    fn poll_commits(&mut self) -> Result<(), JobError>
+    where
+        T: Send,
+    {
+        if let Some(cp) = &self.checkpoints {
+            let done = cp.committed.load(Ordering::SeqCst);
+            if done > self.committed {
+                self.committed = done;
+                self.chain.commit(done)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -140,8 +229,9 @@ impl<T: Send> Task for InboxTask<T> {
         loop {
             match self.receiver.recv_all(&mut queue, job.tick_interval) {
                 Received::Closed => return Err(JobError::Cancelled),
-                Received::Timeout => {}
+                Received::Timeout => self.poll_commits()?,
                 Received::Messages => {
+                    self.poll_commits()?;
                     while let Some((input, msg)) = queue.pop_front() {
                         let i = input as usize;
                         if state.blocked[i] {
@@ -176,6 +266,9 @@ impl<T: Send> Task for InboxTask<T> {
                                 self.advance_watermark(&mut state)?;
                                 self.complete_alignment(&mut state, &mut held, &mut queue)?;
                                 if state.live == 0 {
+                                    // Sources end after the final checkpoint completed:
+                                    // deliver its commit before closing.
+                                    self.poll_commits()?;
                                     return self.chain.end();
                                 }
                             }
@@ -226,6 +319,14 @@ impl<T: Send> InboxTask<T> {
             return Ok(());
         }
         self.chain.barrier(barrier)?;
+        if let Some(cp) = &self.checkpoints {
+            cp.ack(barrier.checkpoint)
+                .map_err(|error| JobError::Operator {
+                    operator: self.name.clone(),
+                    instance: 0,
+                    error,
+                })?;
+        }
         state.aligning = None;
         state.blocked_count = 0;
         for (i, h) in held.iter_mut().enumerate().rev() {

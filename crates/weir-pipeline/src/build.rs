@@ -53,7 +53,7 @@ impl Operator<Record, Record> for Pass {
 }
 
 /// Relative paths in a pipeline file are relative to the file's directory.
-fn resolve(pipeline: &Pipeline, path: &Path) -> PathBuf {
+pub(crate) fn resolve(pipeline: &Pipeline, path: &Path) -> PathBuf {
     if path.is_absolute() || path == Path::new("-") {
         return path.to_path_buf();
     }
@@ -123,6 +123,11 @@ impl Planner<'_> {
                 self.decoded(env.read_file("-", format)),
                 format!("stdin ({})", format_name(format)),
             ),
+            SourceKind::RedisStream => {
+                let (config, label) = crate::ingest::redis_source(p, spec)?;
+                let raw = env.source("redis_stream", crate::ingest::redis_source_factory(config));
+                (self.decoded(raw), label)
+            }
             SourceKind::Generator => {
                 let generated = spec.fields.as_ref().ok_or_else(|| {
                     p.error_at(
@@ -135,7 +140,7 @@ impl Planner<'_> {
                     Expr::compile(source, &ids)
                         .map_err(|e| p.error_at(&format!("source.fields.{name}"), e.to_string()))?;
                 }
-                if let Some(r) = spec.rate.filter(|r| !(*r > 0.0)) {
+                if let Some(r) = spec.rate.filter(|r| r.is_nan() || *r <= 0.0) {
                     return Err(p.error_at("source.rate", format!("must be positive, found {r}")));
                 }
                 let pairs: Vec<(&str, &str)> = generated
@@ -341,6 +346,28 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
                 fields = out_fields;
             }
             StepSpec::Limit(n) => stream = stream.take(*n).name(&stage),
+            StepSpec::Validate(reference) => {
+                let schema = crate::ingest::schema(p, &stage, reference)?;
+                fields = crate::ingest::schema_fields(&schema);
+                let route = planner.route_errors;
+                let stage2 = stage.clone();
+                let routed = stream.transform(&stage, move || crate::ingest::ValidateOp {
+                    validator: weir_schema::Validator::new(schema.clone()),
+                    stage: stage2.clone(),
+                    route_errors: route,
+                });
+                stream = planner.routed(routed);
+            }
+            StepSpec::Mask(reference) => {
+                let schema = crate::ingest::schema(p, &stage, reference)?;
+                stream = stream
+                    .map(move |mut r: Record| {
+                        schema.apply_privacy(&mut r);
+                        r
+                    })
+                    .name(&stage);
+                fields = FieldTypes::dynamic();
+            }
             _ => {}
         }
     }
@@ -402,6 +429,12 @@ fn attach_sink(
         }
         SinkKind::Discard => {
             stream.for_each(drop).name(name);
+        }
+        SinkKind::Clickhouse => {
+            let config = crate::ingest::clickhouse_sink(p, name, sink)?;
+            stream.sink(name, move || {
+                weir_connectors::ClickHouseSink::new(config.clone())
+            });
         }
     }
     Ok(())

@@ -7,6 +7,7 @@
 
 mod aggregate;
 mod build;
+mod ingest;
 mod locate;
 pub mod spec;
 mod steps;

@@ -27,6 +27,8 @@ pub struct PipelineSpec {
     pub sinks: Option<Vec<SinkSpec>>,
     /// Where records go that cannot be decoded or fail a step, with the reason.
     pub dead_letter: Option<SinkSpec>,
+    /// The schema registry directory used by `validate`, `mask` and the ClickHouse sink.
+    pub schemas: Option<PathBuf>,
 }
 
 /// Runtime settings.
@@ -36,6 +38,20 @@ pub struct Settings {
     pub parallelism: Option<usize>,
     pub batch_size: Option<usize>,
     pub buffer: Option<BufferSpec>,
+    /// Periodic checkpoints; a restarted run resumes from the latest one.
+    pub checkpoint: Option<CheckpointSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSpec {
+    /// How often, e.g. `1s`, `500ms`.
+    pub interval: Option<String>,
+    /// Where checkpoints are stored (default `.weir/checkpoints/<pipeline name>` next to the
+    /// pipeline file).
+    pub dir: Option<PathBuf>,
+    /// Completed checkpoints to keep (default 3).
+    pub keep: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,6 +105,20 @@ pub struct SourceSpec {
     pub rate: Option<f64>,
     /// generator: each field is an expression over `id` (0, 1, 2, ...).
     pub fields: Option<IndexMap<String, String>>,
+    /// redis_stream: `redis://host:port[/db]`.
+    pub url: Option<String>,
+    /// redis_stream: the stream key.
+    pub stream: Option<String>,
+    /// redis_stream: the consumer group (created if missing).
+    pub group: Option<String>,
+    /// redis_stream: this reader's consumer name (default `weir`; suffixed with the instance).
+    pub consumer: Option<String>,
+    /// redis_stream: entries per read (default 500).
+    pub read_count: Option<usize>,
+    /// redis_stream: take over entries pending this long on a dead consumer (default 60s).
+    pub claim_idle: Option<String>,
+    /// redis_stream: end the input after this long without new entries (default: never).
+    pub stop_after_idle: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -100,6 +130,8 @@ pub enum SourceKind {
     Stdin,
     /// Deterministic records made from a counter.
     Generator,
+    /// A Redis stream, through a consumer group.
+    RedisStream,
 }
 
 impl SourceKind {
@@ -108,6 +140,7 @@ impl SourceKind {
             SourceKind::File => "file",
             SourceKind::Stdin => "stdin",
             SourceKind::Generator => "generator",
+            SourceKind::RedisStream => "redis_stream",
         }
     }
 }
@@ -126,6 +159,13 @@ impl SourceSpec {
         note(self.count.is_some(), "count");
         note(self.rate.is_some(), "rate");
         note(self.fields.is_some(), "fields");
+        note(self.url.is_some(), "url");
+        note(self.stream.is_some(), "stream");
+        note(self.group.is_some(), "group");
+        note(self.consumer.is_some(), "consumer");
+        note(self.read_count.is_some(), "read_count");
+        note(self.claim_idle.is_some(), "claim_idle");
+        note(self.stop_after_idle.is_some(), "stop_after_idle");
         given
     }
 
@@ -135,6 +175,15 @@ impl SourceSpec {
             SourceKind::File => &["path", "format"],
             SourceKind::Stdin => &["format"],
             SourceKind::Generator => &["count", "rate", "fields"],
+            SourceKind::RedisStream => &[
+                "url",
+                "stream",
+                "group",
+                "consumer",
+                "read_count",
+                "claim_idle",
+                "stop_after_idle",
+            ],
         }
     }
 }
@@ -161,6 +210,37 @@ pub enum StepSpec {
     RollingAggregate(IndexMap<String, String>),
     /// Passes only the first N records, then stops the source.
     Limit(u64),
+    /// Checks records against a registered schema (coercing and filling defaults); records
+    /// that fail go to the dead-letter output with the field and the reason.
+    Validate(SchemaRef),
+    /// Masks, hashes or drops the fields a schema marks sensitive.
+    Mask(SchemaRef),
+}
+
+/// `validate: user.login` (latest version) or `validate: { schema: user.login, version: 2 }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum SchemaRef {
+    Name(String),
+    Versioned {
+        schema: String,
+        version: Option<u32>,
+    },
+}
+
+impl SchemaRef {
+    pub fn name(&self) -> &str {
+        match self {
+            SchemaRef::Name(n) | SchemaRef::Versioned { schema: n, .. } => n,
+        }
+    }
+
+    pub fn version(&self) -> Option<u32> {
+        match self {
+            SchemaRef::Name(_) => None,
+            SchemaRef::Versioned { version, .. } => *version,
+        }
+    }
 }
 
 impl StepSpec {
@@ -175,6 +255,8 @@ impl StepSpec {
             StepSpec::Aggregate(_) => "aggregate",
             StepSpec::RollingAggregate(_) => "rolling_aggregate",
             StepSpec::Limit(_) => "limit",
+            StepSpec::Validate(_) => "validate",
+            StepSpec::Mask(_) => "mask",
         }
     }
 }
@@ -204,6 +286,24 @@ pub struct SinkSpec {
     pub kind: SinkKind,
     /// file: the path (relative to the pipeline file).
     pub path: Option<PathBuf>,
+    /// clickhouse: the HTTP interface, e.g. `http://127.0.0.1:8123`.
+    pub url: Option<String>,
+    /// clickhouse: the table (`name` or `db.name`).
+    pub table: Option<String>,
+    /// clickhouse: a registered schema: rows rendered by it, table created from it.
+    pub schema: Option<String>,
+    /// clickhouse: create the table from the schema if missing (default true).
+    pub create_table: Option<bool>,
+    /// clickhouse: most rows per insert (default 50000).
+    pub batch_rows: Option<usize>,
+    /// clickhouse: without checkpoints, insert at least this often (default 1s).
+    pub flush_interval: Option<String>,
+    /// clickhouse: retries of a failed insert (default 5).
+    pub retries: Option<u32>,
+    /// clickhouse: user name.
+    pub user: Option<String>,
+    /// clickhouse: the environment variable holding the password (never the password itself).
+    pub password_env: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -215,6 +315,8 @@ pub enum SinkKind {
     File,
     /// Counts and discards (for measuring).
     Discard,
+    /// Batched inserts into ClickHouse, exactly once with checkpoints.
+    Clickhouse,
 }
 
 impl SinkKind {
@@ -223,19 +325,47 @@ impl SinkKind {
             SinkKind::Stdout => "stdout",
             SinkKind::File => "file",
             SinkKind::Discard => "discard",
+            SinkKind::Clickhouse => "clickhouse",
         }
     }
 }
 
 impl SinkSpec {
     pub fn given(&self) -> Vec<&'static str> {
-        self.path.iter().map(|_| "path").collect()
+        let mut given = Vec::new();
+        let mut note = |set: bool, name: &'static str| {
+            if set {
+                given.push(name)
+            }
+        };
+        note(self.path.is_some(), "path");
+        note(self.url.is_some(), "url");
+        note(self.table.is_some(), "table");
+        note(self.schema.is_some(), "schema");
+        note(self.create_table.is_some(), "create_table");
+        note(self.batch_rows.is_some(), "batch_rows");
+        note(self.flush_interval.is_some(), "flush_interval");
+        note(self.retries.is_some(), "retries");
+        note(self.user.is_some(), "user");
+        note(self.password_env.is_some(), "password_env");
+        given
     }
 
     pub fn accepted(&self) -> &'static [&'static str] {
         match self.kind {
             SinkKind::File => &["path"],
             SinkKind::Stdout | SinkKind::Discard => &[],
+            SinkKind::Clickhouse => &[
+                "url",
+                "table",
+                "schema",
+                "create_table",
+                "batch_rows",
+                "flush_interval",
+                "retries",
+                "user",
+                "password_env",
+            ],
         }
     }
 }

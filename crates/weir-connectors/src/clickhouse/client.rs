@@ -132,11 +132,14 @@ impl ClickHouseClient {
         match endpoint.scheme() {
             "http" => {}
             "https" => {
-                return Err(ConnectorError::Config {
-                    key: "url",
-                    reason: "https is not supported by this build yet; use http on 127.0.0.1"
-                        .into(),
-                });
+                if cfg!(feature = "tls") {
+                    install_crypto_provider();
+                } else {
+                    return Err(ConnectorError::Config {
+                        key: "url",
+                        reason: "https needs weir-connectors built with the `tls` feature".into(),
+                    });
+                }
             }
             other => {
                 return Err(ConnectorError::Config {
@@ -192,6 +195,33 @@ impl ClickHouseClient {
 
     pub fn database(&self) -> Option<&str> {
         self.database.as_deref()
+    }
+
+    /// Health check: `GET /ping`, which ClickHouse answers `Ok.` without running a query.
+    pub async fn ping(&self) -> Result<(), ConnectorError> {
+        const WHAT: &str = "GET /ping";
+        let mut url = self.endpoint.clone();
+        url.set_path("/ping");
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e, WHAT))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(e, WHAT))?;
+        if status == StatusCode::OK && body.starts_with(b"Ok.") {
+            Ok(())
+        } else {
+            Err(ConnectorError::ClickHouseHttp {
+                status: status.as_u16(),
+                body: short_query(&String::from_utf8_lossy(&body)),
+                query: WHAT.into(),
+            })
+        }
     }
 
     /// `SELECT version()`.
@@ -262,9 +292,11 @@ impl ClickHouseClient {
                 Vec::with_capacity(rows.len() / 4),
                 flate2::Compression::fast(),
             );
-            // Writing into a Vec cannot fail.
-            let _ = encoder.write_all(rows);
-            (encoder.finish().unwrap_or_default(), Some("gzip"))
+            // Writing into a Vec cannot fail; if it ever did, send the rows uncompressed.
+            match encoder.write_all(rows).and_then(|()| encoder.finish()) {
+                Ok(compressed) => (compressed, Some("gzip")),
+                Err(_) => (rows.to_vec(), None),
+            }
         } else {
             (rows.to_vec(), None)
         };
@@ -355,6 +387,14 @@ impl ClickHouseClient {
                 source: e,
             }
         }
+    }
+}
+
+/// Makes ring rustls's process-wide provider unless the program installed one already.
+fn install_crypto_provider() {
+    #[cfg(feature = "tls")]
+    {
+        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 
@@ -467,5 +507,7 @@ mod tests {
         assert!(!format!("{client:?}").contains("s3cret"));
         let e = ClickHouseClient::new(ClickHouseConfig::new("ftp://x")).unwrap_err();
         assert!(e.to_string().contains("`url`"), "{e}");
+        let https = ClickHouseClient::new(ClickHouseConfig::new("https://127.0.0.1:8443"));
+        assert_eq!(https.is_ok(), cfg!(feature = "tls"), "{https:?}");
     }
 }

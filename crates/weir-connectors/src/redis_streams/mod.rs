@@ -3,6 +3,7 @@
 mod decode;
 mod id;
 mod reader;
+mod source;
 mod writer;
 
 pub use decode::{FieldEncoding, InvalidEntry, StreamBatch, StreamEntry};
@@ -10,6 +11,7 @@ pub use id::StreamId;
 pub use reader::{
     ConsumerLag, GroupStart, RedisStreamReader, RedisStreamReaderConfig, StreamAcker,
 };
+pub use source::{RedisStreamSource, RedisStreamSourceConfig};
 pub use writer::{IdempotentWrite, RedisStreamWriter, RedisStreamWriterConfig};
 
 use crate::ConnectorError;
@@ -40,4 +42,21 @@ pub(crate) async fn connect(
             url: redact_url(url),
             source,
         })
+}
+
+/// `PING`, expecting `PONG`.
+pub(crate) async fn ping(conn: &mut ConnectionManager, stream: &str) -> Result<(), ConnectorError> {
+    let pong: String = redis::cmd("PING")
+        .query_async(conn)
+        .await
+        .map_err(|e| ConnectorError::redis("PING", stream, e))?;
+    if pong == "PONG" {
+        Ok(())
+    } else {
+        Err(ConnectorError::reply(
+            "PING",
+            stream,
+            format!("expected PONG, found {pong:?}"),
+        ))
+    }
 }

@@ -1,5 +1,5 @@
 use super::decode::{EntryDecoder, FieldEncoding, StreamBatch, bytes_of, parse_id};
-use super::{StreamId, connect};
+use super::{StreamId, connect, ping};
 use crate::ConnectorError;
 use redis::Value as RedisValue;
 use redis::aio::ConnectionManager;
@@ -208,6 +208,11 @@ impl RedisStreamReader {
 
     /// Reads entries never delivered to the group (`XREADGROUP ... >`), waiting up to `block`
     /// for some to arrive. An empty batch means none arrived in time.
+    ///
+    /// If the connection breaks after Redis delivered entries but before the answer arrived,
+    /// those entries are pending on this consumer without having been seen: they come back
+    /// through [`read_own_pending`](Self::read_own_pending) after a restart, or through
+    /// [`claim_idle`](Self::claim_idle) once idle. Nothing is lost.
     pub async fn read_batch(&mut self) -> Result<StreamBatch, ConnectorError> {
         let mut cmd = self.xreadgroup_cmd();
         if !self.config.block.is_zero() {
@@ -322,6 +327,11 @@ impl RedisStreamReader {
     /// Acknowledges entries (`XACK`, one round trip). Returns how many were pending.
     pub async fn ack(&mut self, ids: &[StreamId]) -> Result<u64, ConnectorError> {
         self.acker.ack(ids).await
+    }
+
+    /// Health check: `PING` on the command connection.
+    pub async fn ping(&mut self) -> Result<(), ConnectorError> {
+        ping(&mut self.acker.conn, &self.config.stream).await
     }
 
     /// A handle that acknowledges entries of this reader's group from another task.

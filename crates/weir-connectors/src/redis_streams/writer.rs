@@ -1,5 +1,5 @@
 use super::decode::{bytes_of, parse_id};
-use super::{StreamId, connect};
+use super::{StreamId, connect, ping};
 use crate::ConnectorError;
 use redis::Value as RedisValue;
 use redis::aio::ConnectionManager;
@@ -128,6 +128,11 @@ impl RedisStreamWriter {
 
     pub fn config(&self) -> &RedisStreamWriterConfig {
         &self.config
+    }
+
+    /// Health check: `PING`.
+    pub async fn ping(&mut self) -> Result<(), ConnectorError> {
+        ping(&mut self.conn, &self.config.stream).await
     }
 
     /// Entries skipped as already written, over this writer's life.

@@ -1,0 +1,222 @@
+//! Redis Streams as a Weir source: a consumer group, exactly once with checkpoints.
+//!
+//! Each parallel instance is one consumer of the group (`<consumer>-<instance>`), so Redis
+//! shares the stream's entries between them — and between several `weir` processes that run
+//! the same pipeline.
+//!
+//! Delivery: entries are acknowledged (`XACK`) only when the checkpoint that covers them
+//! completes. On a restart from a checkpoint, the entries it covers are acknowledged first;
+//! the entries this consumer had read after it (still pending on it) are read again and
+//! processed, then reading continues with new entries. Without checkpoints, an entry is
+//! acknowledged once the batch after it is read (at-least-once). Entries left pending by a
+//! consumer that died are claimed (`XAUTOCLAIM`) after `claim_idle`.
+
+use super::{RedisStreamReader, RedisStreamReaderConfig, StreamBatch, StreamId};
+use crate::io_runtime::block_on;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use weir_core::{
+    BadRecord, CheckpointId, ErrorKind, OperatorContext, OperatorError, ReadResult, Source,
+    SourceStatus,
+};
+
+/// Settings of a [`RedisStreamSource`].
+#[derive(Debug, Clone)]
+pub struct RedisStreamSourceConfig {
+    /// The reader settings; `consumer` is a base name, suffixed with the instance index.
+    pub reader: RedisStreamReaderConfig,
+    /// How often to look for entries left pending by dead consumers.
+    pub claim_every: Duration,
+    /// End the stream after this long without new entries (for bounded runs and tests);
+    /// `None`: read forever.
+    pub stop_after_idle: Option<Duration>,
+}
+
+pub struct RedisStreamSource {
+    config: RedisStreamSourceConfig,
+    label: Arc<str>,
+    reader: Option<RedisStreamReader>,
+    checkpointing: bool,
+    /// Ids emitted since the last barrier.
+    unacked: Vec<StreamId>,
+    /// Ids per checkpoint, acknowledged when it completes.
+    staged: Vec<(CheckpointId, Vec<StreamId>)>,
+    /// While replaying this consumer's own pending entries: where the next read starts.
+    replay_from: Option<StreamId>,
+    last_claim: Instant,
+    last_data: Instant,
+    lost: u64,
+}
+
+fn connector_error(e: crate::ConnectorError) -> OperatorError {
+    let kind = if e.is_retryable() {
+        ErrorKind::Io
+    } else {
+        ErrorKind::Config
+    };
+    OperatorError::new(kind, e.to_string())
+}
+
+impl RedisStreamSource {
+    pub fn new(config: RedisStreamSourceConfig) -> Self {
+        let label = format!("redis stream {}", config.reader.stream).into();
+        RedisStreamSource {
+            config,
+            label,
+            reader: None,
+            checkpointing: false,
+            unacked: Vec::new(),
+            staged: Vec::new(),
+            replay_from: None,
+            last_claim: Instant::now(),
+            last_data: Instant::now(),
+            lost: 0,
+        }
+    }
+
+    fn reader(&mut self) -> Result<&mut RedisStreamReader, OperatorError> {
+        self.reader
+            .as_mut()
+            .ok_or_else(|| OperatorError::new(ErrorKind::Internal, "source not opened"))
+    }
+
+    fn ack(&mut self, ids: &[StreamId]) -> Result<(), OperatorError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let reader = self.reader()?;
+        block_on(reader.ack(ids)).map_err(connector_error)?;
+        Ok(())
+    }
+
+    fn emit(&mut self, batch: StreamBatch, out: &mut Vec<ReadResult>) {
+        self.lost += batch.deleted.len() as u64;
+        for entry in batch.entries {
+            self.unacked.push(entry.id);
+            out.push(Ok(entry.record));
+        }
+        for bad in batch.invalid {
+            self.unacked.push(bad.id);
+            out.push(Err(BadRecord {
+                source: self.label.clone(),
+                line: 0,
+                error: format!("entry {}: {}", bad.id, bad.reason),
+                raw: bad.raw,
+            }));
+        }
+    }
+}
+
+impl Source<ReadResult> for RedisStreamSource {
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        let mut config = self.config.reader.clone();
+        config.consumer = format!("{}-{}", config.consumer, ctx.instance());
+        let reader = block_on(RedisStreamReader::connect(config)).map_err(connector_error)?;
+        self.reader = Some(reader);
+        self.checkpointing = ctx.checkpointing();
+        if self.checkpointing {
+            let staged: Vec<(CheckpointId, Vec<StreamId>)> =
+                weir_core::state::restore_value::<Vec<(CheckpointId, Vec<String>)>>(ctx, "acks")?
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(c, ids)| (c, ids.iter().filter_map(|i| i.parse().ok()).collect()))
+                    .collect();
+            // The restored checkpoint covers these entries: acknowledge them now.
+            let covered: Vec<StreamId> = staged.into_iter().flat_map(|(_, ids)| ids).collect();
+            self.ack(&covered)?;
+            // What this consumer read after that checkpoint is still pending on it.
+            self.replay_from = Some(StreamId::ZERO);
+        }
+        Ok(())
+    }
+
+    fn poll(
+        &mut self,
+        out: &mut Vec<ReadResult>,
+        _max: usize,
+        _: &mut OperatorContext,
+    ) -> Result<SourceStatus, OperatorError> {
+        if !self.checkpointing {
+            // At-least-once: the previous batch has gone through the chain.
+            let done = std::mem::take(&mut self.unacked);
+            self.ack(&done)?;
+        }
+        let batch = if let Some(after) = self.replay_from {
+            let reader = self.reader()?;
+            let batch = block_on(reader.read_own_pending(after)).map_err(connector_error)?;
+            self.replay_from = batch.last_id().filter(|_| !batch.is_empty());
+            batch
+        } else if self.last_claim.elapsed() >= self.config.claim_every {
+            self.last_claim = Instant::now();
+            let reader = self.reader()?;
+            let claimed = block_on(reader.claim_idle()).map_err(connector_error)?;
+            if claimed.is_empty() {
+                block_on(reader.read_batch()).map_err(connector_error)?
+            } else {
+                tracing::info!(stream = %self.config.reader.stream, claimed = claimed.len(),
+                    "took over entries left pending by another consumer");
+                claimed
+            }
+        } else {
+            let reader = self.reader()?;
+            block_on(reader.read_batch()).map_err(connector_error)?
+        };
+        if batch.is_empty() {
+            if let Some(limit) = self.config.stop_after_idle
+                && self.last_data.elapsed() >= limit
+                && self.replay_from.is_none()
+            {
+                return Ok(SourceStatus::Finished);
+            }
+            return Ok(SourceStatus::Idle);
+        }
+        self.last_data = Instant::now();
+        self.emit(batch, out);
+        Ok(SourceStatus::Ready)
+    }
+
+    fn snapshot(
+        &mut self,
+        checkpoint: CheckpointId,
+        ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        let ids = std::mem::take(&mut self.unacked);
+        self.staged.push((checkpoint, ids));
+        let state: Vec<(CheckpointId, Vec<String>)> = self
+            .staged
+            .iter()
+            .map(|(c, ids)| (*c, ids.iter().map(StreamId::to_string).collect()))
+            .collect();
+        weir_core::state::save_value(ctx, "acks", &state)
+    }
+
+    fn commit(
+        &mut self,
+        checkpoint: CheckpointId,
+        _: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        let ready = self
+            .staged
+            .iter()
+            .take_while(|(c, _)| *c <= checkpoint)
+            .count();
+        let ids: Vec<StreamId> = self
+            .staged
+            .drain(..ready)
+            .flat_map(|(_, ids)| ids)
+            .collect();
+        self.ack(&ids)
+    }
+
+    fn close(&mut self, _: &mut OperatorContext) -> Result<(), OperatorError> {
+        if !self.checkpointing {
+            let done = std::mem::take(&mut self.unacked);
+            self.ack(&done)?;
+        }
+        if self.lost > 0 {
+            tracing::warn!(stream = %self.config.reader.stream, lost = self.lost,
+                "entries were trimmed from the stream before they could be processed");
+        }
+        Ok(())
+    }
+}
