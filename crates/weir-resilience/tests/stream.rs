@@ -1,0 +1,186 @@
+//! `map_async` inside real jobs: parallel instances, small batches, a cached keyed mapper, and
+//! every record accounted for (output or failure stream, never both, never neither).
+
+mod common;
+
+use common::TestError;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use weir_core::{Config, Environment};
+use weir_resilience::stream::{AsyncMapper, AsyncOptions, AsyncStreamExt};
+use weir_resilience::{Backoff, Cache, Cached, Error, Order, Policy};
+
+fn env(parallelism: usize, batch_size: usize) -> Environment {
+    Environment::with_config(Config {
+        parallelism,
+        batch_size,
+        ..Config::default()
+    })
+}
+
+#[test]
+fn every_record_ends_in_exactly_one_of_the_two_streams() {
+    let env = env(2, 7);
+    let attempts = Arc::new(Mutex::new(HashMap::<u64, u32>::new()));
+    let a = attempts.clone();
+    let policy = Policy::builder()
+        .retries(2)
+        .backoff(Backoff::exponential(Duration::from_millis(1)))
+        .retry_when_retryable()
+        .build()
+        .unwrap();
+    let (ok, failed) =
+        env.generate(500, |id| id)
+            .map_async(4, Order::Unordered, policy, move |x: &u64| {
+                let x = *x;
+                let attempt = {
+                    let mut attempts = a.lock().unwrap();
+                    let n = attempts.entry(x).or_insert(0);
+                    *n += 1;
+                    *n
+                };
+                async move {
+                    tokio::time::sleep(Duration::from_micros(x % 5 * 100)).await;
+                    match x % 10 {
+                        3 => Err(TestError::Fatal),
+                        // Two transient failures, then success on the third (last) attempt.
+                        7 if attempt < 3 => Err(TestError::Transient(attempt)),
+                        _ => Ok(x * 2),
+                    }
+                }
+            });
+    let ok = ok.collect();
+    let failed = failed.collect();
+    env.execute().unwrap();
+
+    let mut ok = ok.take();
+    ok.sort();
+    let failed = failed.take();
+    assert_eq!(ok.len() + failed.len(), 500);
+    let mut failed_inputs: Vec<u64> = failed.iter().map(|f| f.error.input).collect();
+    failed_inputs.sort();
+    assert_eq!(
+        failed_inputs,
+        (0..500).filter(|x| x % 10 == 3).collect::<Vec<_>>()
+    );
+    assert!(
+        failed
+            .iter()
+            .all(|f| f.error.to_string().contains("fatal failure"))
+    );
+    let expected: Vec<u64> = (0..500).filter(|x| x % 10 != 3).map(|x| x * 2).collect();
+    assert_eq!(ok, expected);
+    assert!(
+        attempts
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(x, n)| *n == if x % 10 == 7 { 3 } else { 1 })
+    );
+}
+
+#[test]
+fn ordered_output_survives_small_batches_and_jittered_calls() {
+    let env = env(1, 5);
+    let (ok, failed) = env.from_iter(0..200u64).map_async(
+        8,
+        Order::Ordered,
+        Policy::<TestError>::default(),
+        |x: &u64| {
+            let x = *x;
+            async move {
+                // Later records of a batch tend to finish first.
+                tokio::time::sleep(Duration::from_micros((10 - x % 10) * 200)).await;
+                Ok(x)
+            }
+        },
+    );
+    let ok = ok.collect();
+    let failed = failed.count();
+    env.execute().unwrap();
+    assert_eq!(ok.take(), (0..200).collect::<Vec<_>>());
+    assert_eq!(failed.get(), 0);
+}
+
+/// A mapper that looks a key up through a cached policy and builds the output from the input
+/// and the looked-up value: the shape the HTTP enrichment uses.
+#[derive(Clone)]
+struct Lookup {
+    cached: Cached<u64, String, TestError>,
+    calls: Arc<Mutex<HashMap<u64, u32>>>,
+}
+
+impl AsyncMapper<(u64, u64)> for Lookup {
+    type Value = String;
+    type Output = (u64, String);
+    type Error = TestError;
+
+    fn call<'a>(
+        &'a self,
+        input: &'a (u64, u64),
+    ) -> impl Future<Output = Result<String, Error<TestError>>> + 'a {
+        async move {
+            let key = input.1;
+            let operation = || {
+                let calls = self.calls.clone();
+                async move {
+                    let n = {
+                        let mut calls = calls.lock().unwrap();
+                        let n = calls.entry(key).or_insert(0);
+                        *n += 1;
+                        *n
+                    };
+                    match (key, n) {
+                        (13, _) => Err(TestError::Fatal),
+                        (_, 1) => Err(TestError::Transient(1)),
+                        _ => Ok(format!("value-{key}")),
+                    }
+                }
+            };
+            self.cached.call_keyed(&key, operation).await
+        }
+    }
+
+    fn complete(&self, input: (u64, u64), value: String) -> (u64, String) {
+        (input.0, value)
+    }
+}
+
+#[test]
+fn a_cached_keyed_mapper_calls_each_key_until_it_succeeds_once() {
+    let env = env(1, 64);
+    let policy = Policy::builder()
+        .retries(1)
+        .backoff(Backoff::none())
+        .retry_when_retryable()
+        .build()
+        .unwrap();
+    let calls = Arc::new(Mutex::new(HashMap::new()));
+    let lookup = Lookup {
+        cached: policy.with_cache(Cache::new(Duration::from_secs(60))),
+        calls: calls.clone(),
+    };
+    let records = (0..2000u64).map(|i| (i, i % 20));
+    let (ok, failed) = env
+        .from_iter(records)
+        .map_async_with(AsyncOptions::new(8).name("lookup"), lookup);
+    let ok = ok.collect();
+    let failed = failed.collect();
+    env.execute().unwrap();
+
+    let ok = ok.take();
+    let failed = failed.take();
+    assert_eq!(ok.len(), 1900);
+    assert!(ok.iter().all(|(i, v)| *v == format!("value-{}", i % 20)));
+    assert_eq!(failed.len(), 100);
+    assert!(failed.iter().all(|f| f.error.input.1 == 13
+        && f.position == f.error.input.0
+        && &*f.operator == "lookup"));
+    let calls = calls.lock().unwrap();
+    // Each good key: one transient failure, one success, then cache hits only.
+    assert!((0..20).filter(|k| *k != 13).all(|k| calls[&k] == 2));
+    // Failures are never cached: every record of key 13 called (once: fatal is not retried).
+    assert_eq!(calls[&13], 100);
+}
