@@ -5,7 +5,6 @@ mod common;
 
 use common::TestError;
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use weir_core::{Config, Environment};
@@ -117,30 +116,25 @@ impl AsyncMapper<(u64, u64)> for Lookup {
     type Output = (u64, String);
     type Error = TestError;
 
-    fn call<'a>(
-        &'a self,
-        input: &'a (u64, u64),
-    ) -> impl Future<Output = Result<String, Error<TestError>>> + 'a {
-        async move {
-            let key = input.1;
-            let operation = || {
-                let calls = self.calls.clone();
-                async move {
-                    let n = {
-                        let mut calls = calls.lock().unwrap();
-                        let n = calls.entry(key).or_insert(0);
-                        *n += 1;
-                        *n
-                    };
-                    match (key, n) {
-                        (13, _) => Err(TestError::Fatal),
-                        (_, 1) => Err(TestError::Transient(1)),
-                        _ => Ok(format!("value-{key}")),
-                    }
+    async fn call(&self, input: &(u64, u64)) -> Result<String, Error<TestError>> {
+        let key = input.1;
+        let operation = || {
+            let calls = self.calls.clone();
+            async move {
+                let n = {
+                    let mut calls = calls.lock().unwrap();
+                    let n = calls.entry(key).or_insert(0);
+                    *n += 1;
+                    *n
+                };
+                match (key, n) {
+                    (13, _) => Err(TestError::Fatal),
+                    (_, 1) => Err(TestError::Transient(1)),
+                    _ => Ok(format!("value-{key}")),
                 }
-            };
-            self.cached.call_keyed(&key, operation).await
-        }
+            }
+        };
+        self.cached.call_keyed(&key, operation).await
     }
 
     fn complete(&self, input: (u64, u64), value: String) -> (u64, String) {
