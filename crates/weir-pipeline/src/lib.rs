@@ -7,6 +7,7 @@
 
 mod aggregate;
 mod build;
+mod enrich;
 mod ingest;
 mod locate;
 pub mod spec;

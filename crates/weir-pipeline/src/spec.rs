@@ -5,6 +5,10 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use weir_core::{BufferPolicy, Format};
 
+pub use crate::enrich::EnrichHttpSpec;
+pub use weir_connectors::http::{BodyFormat, Method};
+pub use weir_resilience::PolicyConfig;
+
 /// A whole pipeline file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -215,6 +219,9 @@ pub enum StepSpec {
     Validate(SchemaRef),
     /// Masks, hashes or drops the fields a schema marks sensitive.
     Mask(SchemaRef),
+    /// Calls an HTTP service per record (under a resilience `policy`) and merges its JSON
+    /// answer into the record; records whose call fails go to the dead-letter output.
+    EnrichHttp(EnrichHttpSpec),
 }
 
 /// `validate: user.login` (latest version) or `validate: { schema: user.login, version: 2 }`.
@@ -257,6 +264,7 @@ impl StepSpec {
             StepSpec::Limit(_) => "limit",
             StepSpec::Validate(_) => "validate",
             StepSpec::Mask(_) => "mask",
+            StepSpec::EnrichHttp(_) => "enrich_http",
         }
     }
 }
@@ -304,6 +312,12 @@ pub struct SinkSpec {
     pub user: Option<String>,
     /// clickhouse: the environment variable holding the password (never the password itself).
     pub password_env: Option<String>,
+    /// http: `json_array` (default) or `json_lines`.
+    pub format: Option<BodyFormat>,
+    /// http: extra request headers.
+    pub headers: Option<IndexMap<String, String>>,
+    /// http: retries, backoff, timeouts, rate limit, circuit breaker of each request.
+    pub policy: Option<PolicyConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -317,6 +331,8 @@ pub enum SinkKind {
     Discard,
     /// Batched inserts into ClickHouse, exactly once with checkpoints.
     Clickhouse,
+    /// Batches of records POSTed to a webhook, at least once.
+    Http,
 }
 
 impl SinkKind {
@@ -326,6 +342,7 @@ impl SinkKind {
             SinkKind::File => "file",
             SinkKind::Discard => "discard",
             SinkKind::Clickhouse => "clickhouse",
+            SinkKind::Http => "http",
         }
     }
 }
@@ -348,6 +365,9 @@ impl SinkSpec {
         note(self.retries.is_some(), "retries");
         note(self.user.is_some(), "user");
         note(self.password_env.is_some(), "password_env");
+        note(self.format.is_some(), "format");
+        note(self.headers.is_some(), "headers");
+        note(self.policy.is_some(), "policy");
         given
     }
 
@@ -365,6 +385,14 @@ impl SinkSpec {
                 "retries",
                 "user",
                 "password_env",
+            ],
+            SinkKind::Http => &[
+                "url",
+                "format",
+                "batch_rows",
+                "flush_interval",
+                "headers",
+                "policy",
             ],
         }
     }
