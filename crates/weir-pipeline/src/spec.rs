@@ -221,7 +221,7 @@ pub enum StepSpec {
     Mask(SchemaRef),
     /// Calls an HTTP service per record (under a resilience `policy`) and merges its JSON
     /// answer into the record; records whose call fails go to the dead-letter output.
-    EnrichHttp(EnrichHttpSpec),
+    EnrichHttp(Box<EnrichHttpSpec>),
 }
 
 /// `validate: user.login` (latest version) or `validate: { schema: user.login, version: 2 }`.

@@ -148,16 +148,26 @@ dead_letter:
 
     let enriched = read_lines(&output);
     let dead = read_lines(&dead);
-    assert_eq!(enriched.len() + dead.len(), RECORDS as usize, "no record lost or duplicated");
+    assert_eq!(
+        enriched.len() + dead.len(),
+        RECORDS as usize,
+        "no record lost or duplicated"
+    );
 
     let mut seen = vec![false; RECORDS as usize];
     for r in &enriched {
         let id = r["id"].as_u64().unwrap();
-        assert!(!std::mem::replace(&mut seen[id as usize], true), "record {id} twice");
+        assert!(
+            !std::mem::replace(&mut seen[id as usize], true),
+            "record {id} twice"
+        );
         match expected(id) {
             Expected::Enriched(user) => {
                 assert_eq!(r["user_id"], user);
-                assert_eq!(r["user"], json!({ "id": user, "name": format!("user-{user}") }));
+                assert_eq!(
+                    r["user"],
+                    json!({ "id": user, "name": format!("user-{user}") })
+                );
                 assert_eq!(r["amount"], id % 7, "the record's own fields are kept");
             }
             _ => panic!("record {id} should have failed: {r}"),
@@ -166,7 +176,10 @@ dead_letter:
     let (mut unknown, mut no_user_id) = (0, 0);
     for d in &dead {
         let id = d["record"]["id"].as_u64().unwrap();
-        assert!(!std::mem::replace(&mut seen[id as usize], true), "record {id} twice");
+        assert!(
+            !std::mem::replace(&mut seen[id as usize], true),
+            "record {id} twice"
+        );
         assert_eq!(d["stage"], "steps[0].enrich_http");
         // One file source, one instance: the position is the record's line index.
         assert_eq!(d["position"], id, "{d}");
@@ -178,7 +191,10 @@ dead_letter:
                     error.contains(&format!("answered HTTP 404: no such user: ghost{id}")),
                     "{error}"
                 );
-                assert!(error.contains("after 1 attempt(s)"), "404 is not retried: {error}");
+                assert!(
+                    error.contains("after 1 attempt(s)"),
+                    "404 is not retried: {error}"
+                );
             }
             Expected::NoUserId => {
                 no_user_id += 1;
@@ -207,7 +223,10 @@ dead_letter:
         allowed - RATE as usize
     );
     // And the limiter was what held it back: the run needed more than one second of calls.
-    assert!(busiest > RATE as usize / 2, "only {busiest} requests in the busiest second");
+    assert!(
+        busiest > RATE as usize / 2,
+        "only {busiest} requests in the busiest second"
+    );
 }
 
 #[test]
@@ -248,7 +267,10 @@ sink:
 
     let requests = server.requests();
     assert_eq!(requests.len(), 11, "10 batches, one of them sent twice");
-    assert_eq!(requests[1].body, requests[2].body, "the failed batch is re-sent as it was");
+    assert_eq!(
+        requests[1].body, requests[2].body,
+        "the failed batch is re-sent as it was"
+    );
     let mut ids: Vec<u64> = requests
         .iter()
         .enumerate()
@@ -259,7 +281,11 @@ sink:
             String::from_utf8(r.body.clone())
                 .unwrap()
                 .lines()
-                .map(|l| serde_json::from_str::<Json>(l).unwrap()["id"].as_u64().unwrap())
+                .map(|l| {
+                    serde_json::from_str::<Json>(l).unwrap()["id"]
+                        .as_u64()
+                        .unwrap()
+                })
                 .collect::<Vec<_>>()
         })
         .collect();
@@ -316,15 +342,24 @@ fn configuration_errors_name_the_file_line_and_key() {
     let error = config_error(&format!(
         "{head}steps:\n  - enrich_http:\n      url: \"http://127.0.0.1:1/{{nope}}\"\n{sink}"
     ));
-    assert!(error.starts_with("bad.yaml:7: steps[0].enrich_http.url: unknown field `nope`"), "{error}");
+    assert!(
+        error.starts_with("bad.yaml:7: steps[0].enrich_http.url: unknown field `nope`"),
+        "{error}"
+    );
     let error = config_error(&format!(
         "{head}steps:\n  - enrich_http:\n      url: \"http://127.0.0.1:1/{{id\"\n{sink}"
     ));
-    assert!(error.starts_with("bad.yaml:7: steps[0].enrich_http.url: unclosed `{`"), "{error}");
+    assert!(
+        error.starts_with("bad.yaml:7: steps[0].enrich_http.url: unclosed `{`"),
+        "{error}"
+    );
     let error = config_error(&format!(
         "{head}steps:\n  - enrich_http:\n      url: \"http://127.0.0.1:1/{{id}}\"\n      retries: 3\n{sink}"
     ));
-    assert!(error.contains(":8") && error.contains("unknown field `retries`"), "{error}");
+    assert!(
+        error.contains(":8") && error.contains("unknown field `retries`"),
+        "{error}"
+    );
     let error = config_error(&format!(
         "{head}sink:\n  type: http\n  url: \"http://127.0.0.1:1/hook\"\n  path: out.jsonl\n"
     ));
@@ -335,5 +370,8 @@ fn configuration_errors_name_the_file_line_and_key() {
     let error = config_error(&format!(
         "{head}sink:\n  type: http\n  url: \"http://127.0.0.1:1/hook\"\n  policy:\n    backoff: {{ min: 2s, max: 1s }}\n"
     ));
-    assert!(error.starts_with("bad.yaml:9: sink.policy.backoff"), "{error}");
+    assert!(
+        error.starts_with("bad.yaml:9: sink.policy.backoff"),
+        "{error}"
+    );
 }
