@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use weir_core::{Config, Environment};
 use weir_resilience::stream::{AsyncMapper, AsyncOptions, AsyncStreamExt};
-use weir_resilience::{Backoff, Cache, Cached, Error, Order, Policy};
+use weir_resilience::{Backoff, Cache, Cached, Error, Fallback, Order, Policy};
 
 fn env(parallelism: usize, batch_size: usize) -> Environment {
     Environment::with_config(Config {
@@ -177,4 +177,59 @@ fn a_cached_keyed_mapper_calls_each_key_until_it_succeeds_once() {
     assert!((0..20).filter(|k| *k != 13).all(|k| calls[&k] == 2));
     // Failures are never cached: every record of key 13 called (once: fatal is not retried).
     assert_eq!(calls[&13], 100);
+}
+
+/// Endpoints tried in order for each record: a record goes to the failure stream only once every
+/// endpoint failed, with every endpoint's error.
+#[derive(Clone)]
+struct Endpoints(Arc<Fallback<&'static str, TestError>>);
+
+impl AsyncMapper<u64> for Endpoints {
+    type Value = String;
+    type Output = String;
+    type Error = TestError;
+
+    async fn call(&self, input: &u64) -> Result<String, Error<TestError>> {
+        let x = *input;
+        self.0
+            .call(|endpoint| async move {
+                match (*endpoint, x % 4) {
+                    ("primary", 0) => Ok(format!("primary:{x}")),
+                    ("replica", 1) => Ok(format!("replica:{x}")),
+                    (_, 3) => Err(TestError::Fatal),
+                    _ => Err(TestError::Transient(x as u32)),
+                }
+            })
+            .await
+    }
+
+    fn complete(&self, _input: u64, value: String) -> String {
+        value
+    }
+}
+
+#[test]
+fn records_fail_only_after_every_fallback_failed() {
+    let env = env(1, 16);
+    let fallback = Fallback::new(["primary", "replica"]).unwrap();
+    let (ok, failed) = env.from_iter(0..40u64).map_async_with(
+        AsyncOptions::new(4).name("endpoints"),
+        Endpoints(Arc::new(fallback)),
+    );
+    let ok = ok.collect();
+    let failed = failed.collect();
+    env.execute().unwrap();
+    let ok = ok.take();
+    assert_eq!(ok.len(), 20);
+    assert_eq!(ok[0], "primary:0");
+    assert_eq!(ok[1], "replica:1");
+    let failed = failed.take();
+    assert_eq!(failed.len(), 20);
+    let third = failed.iter().find(|f| f.error.input == 3).unwrap();
+    assert_eq!(third.position, 3);
+    assert_eq!(
+        third.error.to_string(),
+        "all 2 alternatives failed: [1] primary: operation failed after 1 attempt(s): fatal \
+         failure; [2] replica: operation failed after 1 attempt(s): fatal failure"
+    );
 }
