@@ -7,7 +7,10 @@ use common::TestError;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use weir_core::{Config, Environment};
+use weir_core::{
+    CheckpointId, Checkpointing, Config, Environment, MemoryCheckpoints, OperatorContext,
+    OperatorError, Sink, Source, SourceStatus,
+};
 use weir_resilience::stream::{AsyncMapper, AsyncOptions, AsyncStreamExt};
 use weir_resilience::{Backoff, Cache, Cached, Error, Fallback, Order, Policy};
 
@@ -232,4 +235,114 @@ fn records_fail_only_after_every_fallback_failed() {
         "all 2 alternatives failed: [1] primary: operation failed after 1 attempt(s): fatal \
          failure; [2] replica: operation failed after 1 attempt(s): fatal failure"
     );
+}
+
+// ---- checkpoints -----------------------------------------------------------------------------
+
+/// Emits 0..n, `per_poll` at a time, and notes its position at every checkpoint.
+struct Counting {
+    next: u64,
+    n: u64,
+    positions: Arc<Mutex<HashMap<CheckpointId, u64>>>,
+}
+
+impl Source<u64> for Counting {
+    fn poll(
+        &mut self,
+        out: &mut Vec<u64>,
+        max: usize,
+        _: &mut OperatorContext,
+    ) -> Result<SourceStatus, OperatorError> {
+        if self.next == self.n {
+            return Ok(SourceStatus::Finished);
+        }
+        let end = (self.next + max.min(10) as u64).min(self.n);
+        out.extend(self.next..end);
+        self.next = end;
+        // Slow enough for several checkpoints to happen during the run.
+        std::thread::sleep(Duration::from_millis(1));
+        Ok(SourceStatus::Ready)
+    }
+
+    fn snapshot(&mut self, id: CheckpointId, _: &mut OperatorContext) -> Result<(), OperatorError> {
+        self.positions.lock().unwrap().insert(id, self.next);
+        Ok(())
+    }
+}
+
+/// Counts what arrives and notes the count at every checkpoint.
+struct Tally {
+    seen: u64,
+    counts: Arc<Mutex<HashMap<CheckpointId, u64>>>,
+}
+
+impl Sink<u64> for Tally {
+    fn write(
+        &mut self,
+        batch: &mut Vec<u64>,
+        _: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        self.seen += batch.drain(..).count() as u64;
+        Ok(())
+    }
+
+    fn snapshot(&mut self, id: CheckpointId, _: &mut OperatorContext) -> Result<(), OperatorError> {
+        self.counts.lock().unwrap().insert(id, self.seen);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_checkpoint_barrier_never_overtakes_a_call_in_flight() {
+    let store = MemoryCheckpoints::new();
+    let env = Environment::with_config(Config {
+        checkpointing: Some(Checkpointing::new(
+            Duration::from_millis(5),
+            Arc::new(store.clone()),
+        )),
+        ..Config::default()
+    });
+    let positions = Arc::new(Mutex::new(HashMap::new()));
+    let counts = Arc::new(Mutex::new(HashMap::new()));
+    let p = positions.clone();
+    let source = env.source("counting", move || Counting {
+        next: 0,
+        n: 2000,
+        positions: p.clone(),
+    });
+    let (ok, failed) = source.map_async(
+        8,
+        Order::Unordered,
+        Policy::<TestError>::default(),
+        |x: &u64| {
+            let x = *x;
+            async move {
+                // Calls outlive the moment their batch arrives: a barrier right behind the
+                // batch must wait for them.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                if x % 5 == 0 {
+                    Err(TestError::Fatal)
+                } else {
+                    Ok(x)
+                }
+            }
+        },
+    );
+    let c = counts.clone();
+    ok.union(&[failed.map(|f| f.error.input)])
+        .sink("tally", move || Tally {
+            seen: 0,
+            counts: c.clone(),
+        });
+    env.execute().unwrap();
+
+    let completed = store.completed();
+    assert!(completed.len() >= 2, "checkpoints ran: {completed:?}");
+    let positions = positions.lock().unwrap();
+    let counts = counts.lock().unwrap();
+    for id in completed {
+        // Every record the source had emitted before the barrier had finished its call (either
+        // way) and reached the sink before the sink saw the barrier.
+        assert_eq!(counts[&id], positions[&id], "checkpoint {id}");
+    }
 }
