@@ -320,7 +320,7 @@ fn a_checkpoint_barrier_never_overtakes_a_call_in_flight() {
                 // Calls outlive the moment their batch arrives: a barrier right behind the
                 // batch must wait for them.
                 tokio::time::sleep(Duration::from_millis(2)).await;
-                if x % 5 == 0 {
+                if x.is_multiple_of(5) {
                     Err(TestError::Fatal)
                 } else {
                     Ok(x)
