@@ -180,6 +180,12 @@ pub(crate) fn http_sink(
     config.headers = headers(spec.headers.as_ref());
     if let Some(policy) = &spec.policy {
         policy.validate().map_err(|e| policy_error(p, key, e))?;
+        if policy.cache.is_some() {
+            return Err(p.error_at(
+                &format!("{key}.policy.cache"),
+                "a sink delivers every batch; `cache` applies to `enrich_http` only",
+            ));
+        }
         config.policy = policy.clone();
     }
     HttpSink::new(config).map_err(|e| http_error(p, key, e))
