@@ -415,3 +415,14 @@ fn a_batch_that_fails_for_good_fails_the_job_with_the_reason() {
     );
     assert!(text.contains("HTTP 400: field i is not allowed"), "{text}");
 }
+
+#[tokio::test]
+async fn the_shared_runtime_can_be_looked_up_from_async_code() {
+    // Building a pipeline inside an async program must not try to nest runtimes.
+    let runtime = weir_connectors::http::runtime();
+    let handle = runtime.handle();
+    let answer = std::thread::spawn(move || handle.block_on(async { 6 * 7 }))
+        .join()
+        .unwrap();
+    assert_eq!(answer, 42);
+}

@@ -38,8 +38,12 @@ pub enum Method {
 /// (the one [`crate::block_on`] uses), so a process runs one tokio runtime for all of them.
 pub fn runtime() -> AsyncRuntime {
     static HANDLE: OnceLock<tokio::runtime::Handle> = OnceLock::new();
-    let handle =
-        HANDLE.get_or_init(|| crate::block_on(async { tokio::runtime::Handle::current() }));
+    let handle = HANDLE.get_or_init(|| {
+        // On a thread of its own, so that this also works when called from async code.
+        let fetch = || crate::block_on(async { tokio::runtime::Handle::current() });
+        std::thread::scope(|s| s.spawn(fetch).join())
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    });
     AsyncRuntime::from_handle(handle.clone())
 }
 
