@@ -213,10 +213,13 @@ dead_letter:
         server.request_count(),
         KEYS as usize * (FAIL_FIRST as usize + 1) + slow_users + 100
     );
-    // The limiter spaces attempts 1/RATE apart, the first immediate (a burst of 1). Arrival
-    // times also carry the network's and the scheduler's jitter: allow 20 ms of it.
-    let allowed = RATE as usize + 1 + (RATE as usize * 20).div_ceil(1000);
+    // The limiter reserves slots 1/RATE apart, the first immediate (a burst of 1). A request
+    // leaves when its timer fires, which can be late (timer resolution, a loaded machine), so
+    // a late request bunches with the next ones: allow 50 ms of such lateness, i.e.
+    // RATE * 0.05 more requests. (Without the limiter this server sees ~1200 in one second.)
+    let allowed = RATE as usize + 1 + (RATE as usize * 50).div_ceil(1000);
     let busiest = server.max_in_window(Duration::from_secs(1));
+    eprintln!("busiest second: {busiest} requests (limit {RATE}/s, allowed {allowed})");
     assert!(
         busiest <= allowed,
         "{busiest} requests within one second; the limit is {RATE}/s (+{})",
