@@ -3,7 +3,7 @@
 //!
 //! One thread accepts, one thread serves each connection (keep-alive, `Content-Length` bodies).
 //! Dropping the server stops accepting; connection threads end when their client closes or
-//! after two idle seconds.
+//! after 30 idle seconds.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -169,7 +169,7 @@ impl Drop for TestServer {
 }
 
 fn serve(stream: TcpStream, stop: &AtomicBool, requests: &Mutex<Vec<Request>>, handler: &Handler) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let _ = stream.set_nodelay(true);
     let Ok(mut writer) = stream.try_clone() else {
         return;
