@@ -4,6 +4,8 @@
 //! Both report the same `results` and `checksum` when they computed the same thing.
 
 mod digest;
+mod w2;
+mod w5;
 mod w6;
 pub mod workloads;
 
@@ -108,6 +110,9 @@ pub enum BenchError {
     Job(#[from] weir_core::JobError),
     #[error("{0}")]
     Setup(String),
+    /// State, checkpoint or restore failures (w5).
+    #[error("{0}")]
+    State(String),
 }
 
 /// Runs a workload by name.
@@ -115,9 +120,9 @@ pub fn run(workload: &str, options: &BenchOptions) -> Result<BenchReport, BenchE
     match workload {
         "w1" => Ok(workloads::w1(options)?),
         "w3" => Ok(workloads::w3(options)?),
-        "w2" => Err(BenchError::NotImplemented("w2")),
+        "w2" => Ok(w2::w2(options)?),
         "w4" => Err(BenchError::NotImplemented("w4")),
-        "w5" => Err(BenchError::NotImplemented("w5")),
+        "w5" => w5::w5(options),
         "w6" => w6::w6(options),
         other => Err(BenchError::UnknownWorkload(other.to_string())),
     }

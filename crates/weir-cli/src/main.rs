@@ -1,6 +1,7 @@
 //! The `weir` command line.
 
 mod bench;
+mod checkpoints;
 mod run;
 mod schema;
 
@@ -24,6 +25,8 @@ enum Command {
     Run(run::RunArgs),
     /// Check a pipeline file without running it.
     Validate(run::ValidateArgs),
+    /// Inspect and choose a pipeline's checkpoints.
+    Checkpoints(checkpoints::CheckpointArgs),
     /// Manage the schema registry.
     Schema(schema::SchemaArgs),
     /// Run a benchmark workload of BENCHMARKS.md (w1..w6).
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         Command::Run(args) => Ok(run::run(args)),
         Command::Validate(args) => Ok(run::validate(args)),
         Command::Schema(args) => Ok(schema::run(args)),
+        Command::Checkpoints(args) => Ok(checkpoints::run(args)),
         Command::Bench(args) => bench::run(args),
     };
     match result {

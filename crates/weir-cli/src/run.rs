@@ -22,6 +22,12 @@ pub struct RunArgs {
     /// Print the final summary as one JSON object on standard error.
     #[arg(long)]
     summary_json: bool,
+    /// Resume from this checkpoint instead of the latest one.
+    #[arg(long, value_name = "ID", conflicts_with = "ignore_state")]
+    from_checkpoint: Option<u64>,
+    /// Start fresh, ignoring existing checkpoints (they are kept).
+    #[arg(long)]
+    ignore_state: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -78,6 +84,35 @@ pub fn run(args: RunArgs) -> ExitCode {
     let mut config = pipeline.config();
     if let Some(p) = args.parallelism {
         config.parallelism = p.max(1);
+    }
+    let resume = weir_pipeline::Resume {
+        from: args.from_checkpoint,
+        ignore_state: args.ignore_state,
+    };
+    match pipeline.checkpoint_plan(&resume) {
+        Ok(Some(plan)) => {
+            for skipped in &plan.skipped {
+                eprintln!("warning: {skipped}");
+            }
+            match plan.resumed {
+                Some(id) if plan.resumed_finished => eprintln!(
+                    "{}: checkpoint {id} already covers the whole input; nothing new to do (--ignore-state starts over)",
+                    pipeline.name()
+                ),
+                Some(id) => eprintln!(
+                    "{}: resuming from checkpoint {id} in {}",
+                    pipeline.name(),
+                    plan.dir.display()
+                ),
+                None => {}
+            }
+            config.checkpointing = Some(plan.checkpointing);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(BAD_INPUT);
+        }
     }
     let env = Environment::with_config(config);
     if let Err(e) = pipeline.build(&env) {

@@ -291,3 +291,48 @@ fn schema_register_check_list_show() {
     );
     assert!(dir.path().join("schemas/shop.order/v2.yaml").exists());
 }
+
+#[test]
+fn a_corrupt_checkpoint_is_skipped_for_the_previous_good_one_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: String = (0..5000)
+        .map(|i| format!("{{\"k\":\"k{}\",\"v\":{i}}}\n", i % 10))
+        .collect();
+    std::fs::write(dir.path().join("in.jsonl"), lines).unwrap();
+    let yaml = "name: c\nsettings:\n  checkpoint: { interval: 10ms, keep: 5 }\nsource: { type: file, path: in.jsonl }\nsteps:\n  - key_by: k\n  - aggregate: { n: count() }\nsink: { type: file, path: out.jsonl }\n";
+    std::fs::write(dir.path().join("c.yaml"), yaml).unwrap();
+    let run = |args: &[&str]| weir().args(args).current_dir(dir.path()).output().unwrap();
+    assert!(
+        run(&["run", "c.yaml", "--progress", "never"])
+            .status
+            .success()
+    );
+    let listing = text(&run(&["checkpoints", "list", "c.yaml", "--json"]).stdout);
+    let infos: Vec<serde_json::Value> = serde_json::from_str(&listing).unwrap();
+    assert!(infos.len() >= 2, "{listing}");
+    let latest = infos.last().unwrap()["id"].as_u64().unwrap();
+    let previous = infos[infos.len() - 2]["id"].as_u64().unwrap();
+    // Corrupt the latest checkpoint's metadata.
+    let meta = dir
+        .path()
+        .join(format!(".weir/checkpoints/c/chk-{latest:06}/_metadata"));
+    let bytes = std::fs::read(&meta).unwrap();
+    std::fs::write(&meta, &bytes[..bytes.len() / 2]).unwrap();
+    let resumed = run(&["run", "c.yaml", "--progress", "never"]);
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    let err = text(&resumed.stderr);
+    assert!(
+        err.contains(&format!("chk-{latest:06}")) && err.contains("skipped"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("resuming from checkpoint {previous}")),
+        "{err}"
+    );
+    // Show and restore name what they work on.
+    let shown = text(&run(&["checkpoints", "show", "c.yaml", &previous.to_string()]).stdout);
+    assert!(shown.contains(&format!("checkpoint {previous}")), "{shown}");
+    let restored = run(&["checkpoints", "restore", "c.yaml", &previous.to_string()]);
+    assert!(restored.status.success(), "{}", text(&restored.stderr));
+    assert!(text(&restored.stdout).contains(&format!("resumes from checkpoint {previous}")));
+}

@@ -160,26 +160,32 @@ impl CheckpointShared {
 
     /// A task handled barrier `id`; the last acknowledgement completes the checkpoint.
     pub(crate) fn ack(&self, id: CheckpointId) -> Result<(), OperatorError> {
-        let done = {
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            match pending.as_mut() {
-                Some(p) if p.id == id => {
-                    p.acks_left = p.acks_left.saturating_sub(1);
-                    if p.acks_left == 0 {
-                        pending.take()
-                    } else {
-                        None
-                    }
-                }
-                _ => None,
+        // Completion happens under the lock: the coordinator must not begin the next
+        // checkpoint (which may build on this one) before this one is durable.
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let last = match pending.as_mut() {
+            Some(p) if p.id == id => {
+                p.acks_left = p.acks_left.saturating_sub(1);
+                p.acks_left == 0
             }
+            _ => false,
         };
-        let Some(p) = done else { return Ok(()) };
-        p.writer
-            .complete(p.is_final, p.started.elapsed())
-            .map_err(|e| {
-                OperatorError::new(ErrorKind::Io, format!("completing checkpoint {id}: {e}"))
-            })?;
+        if !last {
+            return Ok(());
+        }
+        let Some(p) = pending.take() else {
+            return Ok(());
+        };
+        let completed = p.writer.complete(p.is_final, p.started.elapsed());
+        if let Err(e) = completed {
+            // Keep the slot taken: no further checkpoint starts; the job fails.
+            *pending = Some(p);
+            return Err(OperatorError::new(
+                ErrorKind::Io,
+                format!("completing checkpoint {id}: {e}"),
+            ));
+        }
+        drop(pending);
         self.completed.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             checkpoint = id,
@@ -277,7 +283,7 @@ pub struct MemoryCheckpoints {
 }
 
 type BlobKey = (String, usize, String);
-type Blobs = std::collections::HashMap<BlobKey, Vec<(StatePart, Vec<u8>)>>;
+type Blobs = std::collections::HashMap<BlobKey, Vec<Arc<Vec<u8>>>>;
 
 /// One checkpoint held by [`MemoryCheckpoints`].
 pub struct MemoryCheckpoint {
@@ -321,12 +327,15 @@ impl MemoryCheckpoint {
 struct MemoryWriter {
     store: Arc<MemoryCheckpoints>,
     checkpoint: Arc<MemoryCheckpoint>,
+    /// The previous completed checkpoint: deltas extend its chains.
+    base: Option<Arc<MemoryCheckpoint>>,
 }
 
 impl SnapshotStore for Arc<MemoryCheckpoints> {
     fn begin(&self, id: CheckpointId) -> Result<Arc<dyn SnapshotWriter>, String> {
         Ok(Arc::new(MemoryWriter {
             store: self.clone(),
+            base: self.latest(),
             checkpoint: Arc::new(MemoryCheckpoint {
                 id,
                 blobs: Mutex::default(),
@@ -346,16 +355,27 @@ impl SnapshotWriter for MemoryWriter {
         bytes: Vec<u8>,
     ) -> Result<(), String> {
         let key = (operator.to_string(), instance, name.to_string());
-        let mut blobs = self
-            .checkpoint
+        let mut chain = match (part, &self.base) {
+            (StatePart::Delta, Some(base)) => base
+                .blobs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+                .cloned()
+                .unwrap_or_default(),
+            (StatePart::Delta, None) => {
+                return Err(format!(
+                    "a delta for {operator}/{instance}/{name} has no base"
+                ));
+            }
+            (StatePart::Full, _) => Vec::new(),
+        };
+        chain.push(Arc::new(bytes));
+        self.checkpoint
             .blobs
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let entry = blobs.entry(key).or_default();
-        if part == StatePart::Full {
-            entry.clear();
-        }
-        entry.push((part, bytes));
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, chain);
         Ok(())
     }
 
@@ -379,7 +399,7 @@ impl RestoredState for MemoryCheckpoint {
         let blobs = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
         Ok(blobs
             .get(&(operator.to_string(), instance, name.to_string()))
-            .map(|parts| parts.iter().map(|(_, b)| b.clone()).collect())
+            .map(|chain| chain.iter().map(|b| b.to_vec()).collect())
             .unwrap_or_default())
     }
 }

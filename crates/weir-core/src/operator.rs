@@ -10,6 +10,7 @@ use crate::message::{BEFORE_TIME, CheckpointId, Clock, SystemClock, Timestamp};
 use crate::metrics::Counters;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use weir_state::{StateKey, StateValue};
 
 /// Where an operator instance runs and what it may ask of the job.
 pub struct OperatorContext {
@@ -27,6 +28,9 @@ pub struct OperatorContext {
     pub(crate) checkpoints: Option<Arc<CheckpointShared>>,
     /// The checkpoint whose barrier is being handled.
     pub(crate) checkpoint: CheckpointId,
+    /// Per state name: blobs in its current chain (a full snapshot and the deltas after it).
+    pub(crate) chains: std::collections::HashMap<String, usize>,
+    pub(crate) state: weir_state::StoreFactory,
 }
 
 /// Watermark or idleness an operator emitted during a call.
@@ -58,7 +62,27 @@ impl OperatorContext {
             emitted: Emitted::Nothing,
             checkpoints: None,
             checkpoint: 0,
+            chains: std::collections::HashMap::new(),
+            state: weir_state::StoreFactory::default(),
         }
+    }
+
+    pub(crate) fn with_state(mut self, state: weir_state::StoreFactory) -> Self {
+        self.state = state;
+        self
+    }
+
+    /// A keyed store for this operator instance on the job's state backend (in memory, or on
+    /// disk under `<path>/<operator>-<instance>` for state larger than memory).
+    pub fn keyed_store<K: StateKey, V: StateValue>(
+        &self,
+    ) -> Result<weir_state::AnyStore<K, V>, OperatorError> {
+        self.state.create(&self.name, self.instance).map_err(|e| {
+            OperatorError::new(
+                crate::error::ErrorKind::Io,
+                format!("opening the state store: {e}"),
+            )
+        })
     }
 
     pub(crate) fn with_checkpoints(mut self, checkpoints: Option<Arc<CheckpointShared>>) -> Self {

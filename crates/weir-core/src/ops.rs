@@ -236,6 +236,7 @@ impl<T, F: FnMut(&T) -> usize + Send + 'static> Operator<T, (usize, T)> for Rout
 pub(crate) struct KeyedReduce<KF, F, S> {
     pub(crate) key_of: KF,
     pub(crate) reduce: F,
+    /// Replaced in `open` by a store on the job's state backend.
     pub(crate) state: S,
 }
 
@@ -245,9 +246,10 @@ where
     T: Clone + StateValue,
     KF: FnMut(&T) -> K + Send + 'static,
     F: FnMut(&T, T) -> T + Send + 'static,
-    S: KeyedStore<K, T>,
+    S: KeyedStore<K, T> + From<weir_state::AnyStore<K, T>>,
 {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        self.state = ctx.keyed_store::<K, T>()?.into();
         crate::state::restore_keyed(&mut self.state, ctx, "reduce")
     }
 
@@ -301,9 +303,10 @@ where
     KF: FnMut(&T) -> K + Send + 'static,
     I: FnMut() -> A + Send + 'static,
     F: FnMut(&mut A, T) + Send + 'static,
-    S: KeyedStore<K, A>,
+    S: KeyedStore<K, A> + From<weir_state::AnyStore<K, A>>,
 {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        self.state = ctx.keyed_store::<K, A>()?.into();
         crate::state::restore_keyed(&mut self.state, ctx, "fold")
     }
 

@@ -37,6 +37,8 @@ pub struct Config {
     pub clock: Arc<dyn Clock>,
     /// Periodic barrier checkpoints (off when `None`).
     pub checkpointing: Option<Checkpointing>,
+    /// Where keyed state lives (in memory by default).
+    pub state: weir_state::StoreFactory,
 }
 
 impl std::fmt::Debug for Config {
@@ -61,6 +63,7 @@ impl Default for Config {
             tick_interval: Duration::from_millis(100),
             clock: Arc::new(SystemClock),
             checkpointing: None,
+            state: weir_state::StoreFactory::default(),
         }
     }
 }
@@ -191,6 +194,7 @@ struct Plan<'g> {
     stop: Arc<AtomicBool>,
     clock: Arc<dyn Clock>,
     checkpoints: Option<Arc<CheckpointShared>>,
+    state: weir_state::StoreFactory,
 }
 
 impl Plan<'_> {
@@ -219,6 +223,7 @@ impl Plan<'_> {
         )
         .with_clock(self.clock.clone())
         .with_checkpoints(self.checkpoints.clone())
+        .with_state(self.state.clone())
     }
 
     /// The already-combined pushers of each output port of `node`'s instance.
@@ -326,6 +331,7 @@ pub(crate) fn start(graph: Graph, config: &Config) -> Result<RunningJob, JobErro
         stop: stop.clone(),
         clock: config.clock.clone(),
         checkpoints: checkpoints.clone(),
+        state: config.state.clone(),
     };
 
     // Channels into every head that has inputs, and the input numbering of its upstreams.

@@ -6,7 +6,7 @@
 use crate::checkpoint::StatePart;
 use crate::error::{ErrorKind, OperatorError};
 use crate::operator::OperatorContext;
-use weir_state::{KeyedStore, StateKey, StateValue};
+use weir_state::{KeyedStore, SnapshotKind, StateKey, StateValue};
 
 fn corrupt(name: &str, e: impl std::fmt::Display) -> OperatorError {
     OperatorError::new(
@@ -15,48 +15,52 @@ fn corrupt(name: &str, e: impl std::fmt::Display) -> OperatorError {
     )
 }
 
-/// Stores the whole content of `store` under `name` in the checkpoint being taken.
+/// Deltas after a full snapshot before the next full one: bounds restore time.
+const MAX_DELTAS: usize = 8;
+
+/// Stores `store` under `name` in the checkpoint being taken: only what changed since the
+/// previous checkpoint when the store can tell (incremental), a full snapshot otherwise (the
+/// first checkpoint of a run, and after every few deltas).
 pub fn save_keyed<K: StateKey, V: StateValue, S: KeyedStore<K, V>>(
     store: &mut S,
-    ctx: &OperatorContext,
+    ctx: &mut OperatorContext,
     name: &str,
 ) -> Result<(), OperatorError> {
     if !ctx.checkpointing() {
         return Ok(());
     }
+    let chain = ctx.chains.get(name).copied().unwrap_or(0);
+    let (kind, part) = if chain == 0 || chain > MAX_DELTAS {
+        (SnapshotKind::Full, StatePart::Full)
+    } else {
+        (SnapshotKind::Incremental, StatePart::Delta)
+    };
     let mut bytes = Vec::new();
-    let mut failure = None;
-    store.for_each(&mut |k, v| {
-        if failure.is_none()
-            && let Err(e) = postcard::to_io(&(k, v), &mut bytes)
-        {
-            failure = Some(e);
-        }
-    });
-    if let Some(e) = failure {
-        return Err(OperatorError::new(
-            ErrorKind::Internal,
-            format!("encoding state '{name}': {e}"),
-        ));
-    }
-    ctx.save_state(name, StatePart::Full, bytes)
+    store.snapshot(kind, &mut bytes).map_err(|e| {
+        OperatorError::new(ErrorKind::Io, format!("snapshotting state '{name}': {e}"))
+    })?;
+    ctx.save_state(name, part, bytes)?;
+    let next = if part == StatePart::Full {
+        1
+    } else {
+        chain + 1
+    };
+    ctx.chains.insert(name.to_string(), next);
+    Ok(())
 }
 
 /// Loads what [`save_keyed`] stored under `name` into `store` (nothing on a fresh start).
 pub fn restore_keyed<K: StateKey, V: StateValue, S: KeyedStore<K, V>>(
     store: &mut S,
-    ctx: &OperatorContext,
+    ctx: &mut OperatorContext,
     name: &str,
 ) -> Result<(), OperatorError> {
-    for blob in ctx.restored_state(name)? {
-        let mut rest: &[u8] = &blob;
-        while !rest.is_empty() {
-            let ((k, v), tail): ((K, V), &[u8]) =
-                postcard::take_from_bytes(rest).map_err(|e| corrupt(name, e))?;
-            store.insert(k, v);
-            rest = tail;
-        }
+    let chain = ctx.restored_state(name)?;
+    if chain.is_empty() {
+        return Ok(());
     }
+    store.restore(&chain).map_err(|e| corrupt(name, e))?;
+    ctx.chains.insert(name.to_string(), chain.len());
     Ok(())
 }
 

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use weir_state::{MemoryStore, StateKey, StateValue};
+use weir_state::{AnyStore, MemoryStore, StateKey, StateValue};
 use weir_types::Record;
 
 /// Types that can flow through a stream.
@@ -559,6 +559,16 @@ where
             .operator(name, Routing::Hash, exchange, move || make(key_of.clone()))
     }
 
+    /// The stream before partitioning (for operators that combine several keyed streams).
+    pub fn stream(&self) -> &Stream<T> {
+        &self.stream
+    }
+
+    /// The key function.
+    pub fn key_fn(&self) -> &F {
+        &self.key_of
+    }
+
     /// A custom keyed operator; `make` gets the key function.
     pub fn transform<U: Data, O: Operator<T, U>>(
         &self,
@@ -577,7 +587,7 @@ where
         self.keyed("reduce", move |key_of| ops::KeyedReduce {
             key_of,
             reduce: f.clone(),
-            state: MemoryStore::<K, T>::new(),
+            state: AnyStore::<K, T>::Memory(MemoryStore::new()),
         })
     }
 
@@ -591,7 +601,7 @@ where
             key_of,
             init: init.clone(),
             fold: f.clone(),
-            state: MemoryStore::<K, A>::new(),
+            state: AnyStore::<K, A>::Memory(MemoryStore::new()),
             emit_every_record: true,
         })
     }
@@ -607,7 +617,7 @@ where
             key_of,
             init: init.clone(),
             fold: f.clone(),
-            state: MemoryStore::<K, A>::new(),
+            state: AnyStore::<K, A>::Memory(MemoryStore::new()),
             emit_every_record: false,
         })
     }

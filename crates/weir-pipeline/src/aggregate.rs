@@ -144,6 +144,51 @@ impl Acc {
         Ok(())
     }
 
+    /// Adds another accumulator of the same aggregation (a partial result over other records)
+    /// into this one: what windows need to combine panes and merge sessions. `first` keeps
+    /// this one's value if it has one, `last` takes the other's.
+    pub(crate) fn merge(&mut self, other: &Acc) -> Result<(), String> {
+        match (&mut *self, other) {
+            (Acc::Count(a), Acc::Count(b)) => *a += b,
+            (Acc::SumInt(a), Acc::SumInt(b)) => match a.checked_add(*b) {
+                Some(sum) => *a = sum,
+                None => {
+                    let sum = *a as f64 + *b as f64;
+                    *self = Acc::SumFloat(sum);
+                }
+            },
+            (Acc::SumInt(a), Acc::SumFloat(b)) => {
+                let sum = *a as f64 + b;
+                *self = Acc::SumFloat(sum);
+            }
+            (Acc::SumFloat(a), Acc::SumInt(b)) => *a += *b as f64,
+            (Acc::SumFloat(a), Acc::SumFloat(b)) => *a += b,
+            (Acc::Min(m), Acc::Min(v)) if !v.is_null() => {
+                keep_extreme(m, v.clone(), std::cmp::Ordering::Less)?
+            }
+            (Acc::Max(m), Acc::Max(v)) if !v.is_null() => {
+                keep_extreme(m, v.clone(), std::cmp::Ordering::Greater)?
+            }
+            (Acc::Min(_), Acc::Min(_)) | (Acc::Max(_), Acc::Max(_)) => {}
+            (Acc::Avg(s, n), Acc::Avg(s2, n2)) => {
+                *s += s2;
+                *n += n2;
+            }
+            (Acc::First(f), Acc::First(g)) => {
+                if f.is_none() {
+                    *f = g.clone();
+                }
+            }
+            (Acc::Last(l), Acc::Last(v)) => {
+                if !v.is_null() {
+                    *l = v.clone();
+                }
+            }
+            (a, b) => return Err(format!("cannot merge {a:?} with {b:?}")),
+        }
+        Ok(())
+    }
+
     pub(crate) fn result(&self) -> Value {
         match self {
             Acc::Count(n) | Acc::SumInt(n) => Value::Int(*n),
@@ -229,6 +274,42 @@ mod tests {
             run("sum(x)", &[Value::Int(1), Value::Float(0.5)]),
             Value::Float(1.5)
         );
+    }
+
+    #[test]
+    fn merging_partial_accumulators_equals_adding_everything() {
+        let f = FieldTypes::dynamic();
+        let vals = [Value::Int(3), Value::Null, Value::Float(1.5), Value::Int(5)];
+        for func in [
+            "count()", "count(x)", "sum(x)", "min(x)", "max(x)", "avg(x)", "first(x)", "last(x)",
+        ] {
+            let agg = Aggregation::parse("o", func, &f).unwrap();
+            let arg = |v: &Value| {
+                if agg.arg.is_some() {
+                    Some(v.clone())
+                } else {
+                    None
+                }
+            };
+            let mut whole = agg.init();
+            for v in &vals {
+                whole.add(arg(v)).unwrap();
+            }
+            for split in 0..=vals.len() {
+                let (mut left, mut right) = (agg.init(), agg.init());
+                vals[..split].iter().for_each(|v| left.add(arg(v)).unwrap());
+                vals[split..]
+                    .iter()
+                    .for_each(|v| right.add(arg(v)).unwrap());
+                left.merge(&right).unwrap();
+                assert_eq!(left.result(), whole.result(), "{func} split at {split}");
+            }
+        }
+        let mut big = Acc::SumInt(i64::MAX);
+        big.merge(&Acc::SumInt(1)).unwrap();
+        assert_eq!(big.result(), Value::Float(i64::MAX as f64 + 1.0));
+        let mut min = Acc::Min(Value::Int(1));
+        assert!(min.merge(&Acc::Min(Value::from("a"))).is_err());
     }
 
     #[test]

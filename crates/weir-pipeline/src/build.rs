@@ -208,6 +208,8 @@ fn format_name(format: Format) -> &'static str {
 
 pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineError> {
     let spec = &p.spec;
+    // Checked here so that `validate` reports a bad backend; the caller applies it.
+    p.state_backend()?;
     if let Some(0) = spec.settings.parallelism {
         return Err(p.error_at("settings.parallelism", "must be at least 1"));
     }
@@ -291,7 +293,11 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
                 check_known(p, &stage, &fields, names.iter())?;
                 let next_aggregates = matches!(
                     spec.steps.get(i + 1),
-                    Some(StepSpec::Aggregate(_) | StepSpec::RollingAggregate(_))
+                    Some(
+                        StepSpec::Aggregate(_)
+                            | StepSpec::RollingAggregate(_)
+                            | StepSpec::Window(_)
+                    )
                 );
                 if next_aggregates {
                     key = Some(names);
@@ -337,7 +343,7 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
                             key_fields: key_fields.clone(),
                             aggregations: aggregations.clone(),
                             out_shape: out_shape.clone(),
-                            state: MemoryStore::new(),
+                            state: weir_state::AnyStore::Memory(MemoryStore::new()),
                             emit_every_record,
                             stage: stage2.clone(),
                             route_errors: route,
@@ -346,6 +352,20 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
                 fields = out_fields;
             }
             StepSpec::Limit(n) => stream = stream.take(*n).name(&stage),
+            StepSpec::Window(w) => {
+                (stream, fields) = crate::window::WindowPlan {
+                    pipeline: p,
+                    stage: stage.clone(),
+                    key_fields: key.take().unwrap_or_default(),
+                    fields: &fields,
+                    route_errors: planner.route_errors,
+                    dead: &mut planner.dead,
+                }
+                .plan(w, &stream)?;
+            }
+            StepSpec::Join(j) => {
+                (stream, fields) = crate::join::plan(p, &stage, j, &stream, &fields)?
+            }
             StepSpec::Validate(reference) => {
                 let schema = crate::ingest::schema(p, &stage, reference)?;
                 fields = crate::ingest::schema_fields(&schema);

@@ -7,13 +7,17 @@
 
 mod aggregate;
 mod build;
+mod checkpoints;
 mod enrich;
 mod ingest;
+mod join;
 mod locate;
 pub mod spec;
 mod steps;
+mod window;
 
 pub use build::Built;
+pub use checkpoints::{CheckpointPlan, Resume};
 pub use locate::locate;
 
 use spec::PipelineSpec;
@@ -117,7 +121,8 @@ impl Pipeline {
         })
     }
 
-    /// The runtime configuration from the `settings` block.
+    /// The runtime configuration from the `settings` block (the state backend is set by
+    /// [`Pipeline::build`], which can report a bad one).
     pub fn config(&self) -> Config {
         let mut config = Config::default();
         let s = &self.spec.settings;
@@ -135,7 +140,52 @@ impl Pipeline {
                 config.buffer_policy = policy;
             }
         }
+        // An invalid backend is reported by `build` and `validate`.
+        config.state = weir_state::StoreFactory::new(self.state_backend().unwrap_or_default());
         config
+    }
+
+    /// The keyed-state backend from `settings.state`.
+    pub fn state_backend(&self) -> Result<weir_state::StateBackend, PipelineError> {
+        use spec::StateBackendKind;
+        let Some(state) = &self.spec.settings.state else {
+            return Ok(weir_state::StateBackend::Memory {});
+        };
+        match state.backend {
+            StateBackendKind::Memory => {
+                for (set, key) in [
+                    (state.path.is_some(), "path"),
+                    (state.memory_budget.is_some(), "memory_budget"),
+                ] {
+                    if set {
+                        return Err(self.error_at(
+                            &format!("settings.state.{key}"),
+                            format!("`{key}` applies to the disk backend only"),
+                        ));
+                    }
+                }
+                Ok(weir_state::StateBackend::Memory {})
+            }
+            StateBackendKind::Disk => {
+                let path = match &state.path {
+                    Some(p) => build::resolve(self, p),
+                    None => build::resolve(self, &PathBuf::from(".weir/state").join(self.name())),
+                };
+                let memory_budget = match &state.memory_budget {
+                    None => 64 << 20,
+                    Some(text) => parse_bytes(text).ok_or_else(|| {
+                        self.error_at(
+                            "settings.state.memory_budget",
+                            format!("invalid size `{text}`: expected a number and a unit such as `256 KiB`, `64 MiB` or `1 GiB`"),
+                        )
+                    })?,
+                };
+                Ok(weir_state::StateBackend::Disk {
+                    path,
+                    memory_budget,
+                })
+            }
+        }
     }
 
     /// Checks everything that can be checked without running: settings, expressions, field
@@ -150,6 +200,27 @@ impl Pipeline {
     pub fn build(&self, env: &Environment) -> Result<Built, PipelineError> {
         build::build(self, env)
     }
+}
+
+/// `256 KiB`, `64MB`, `1 GiB`, `1000`: a byte count.
+fn parse_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "mb" => 1000 * 1000,
+        "gb" => 1000 * 1000 * 1000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        _ => return None,
+    };
+    Some((number * factor as f64) as u64)
 }
 
 /// yaml_serde's message is `path: message at line L column C`; keep the path and message.

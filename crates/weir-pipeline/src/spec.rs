@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use weir_core::{BufferPolicy, Format};
 
 pub use crate::enrich::EnrichHttpSpec;
+pub use crate::join::JoinStep;
+pub use crate::window::{LatePolicy, WindowKind, WindowStep};
 pub use weir_connectors::http::{BodyFormat, Method};
 pub use weir_resilience::PolicyConfig;
 
@@ -44,6 +46,26 @@ pub struct Settings {
     pub buffer: Option<BufferSpec>,
     /// Periodic checkpoints; a restarted run resumes from the latest one.
     pub checkpoint: Option<CheckpointSpec>,
+    /// Where keyed state lives.
+    pub state: Option<StateSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSpec {
+    /// `memory` (default) or `disk` (for state larger than memory).
+    pub backend: StateBackendKind,
+    /// disk: the directory (default `.weir/state/<pipeline name>` next to the pipeline file).
+    pub path: Option<PathBuf>,
+    /// disk: memory per operator instance for hot entries, e.g. `64 MiB` (the default).
+    pub memory_budget: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateBackendKind {
+    Memory,
+    Disk,
 }
 
 #[derive(Debug, Deserialize)]
@@ -214,6 +236,10 @@ pub enum StepSpec {
     RollingAggregate(IndexMap<String, String>),
     /// Passes only the first N records, then stops the source.
     Limit(u64),
+    /// Per key: aggregates over event-time windows (tumbling, sliding, session).
+    Window(WindowStep),
+    /// Copies fields from a table (a file of JSON lines) into each record, by key.
+    Join(JoinStep),
     /// Checks records against a registered schema (coercing and filling defaults); records
     /// that fail go to the dead-letter output with the field and the reason.
     Validate(SchemaRef),
@@ -262,6 +288,8 @@ impl StepSpec {
             StepSpec::Aggregate(_) => "aggregate",
             StepSpec::RollingAggregate(_) => "rolling_aggregate",
             StepSpec::Limit(_) => "limit",
+            StepSpec::Window(_) => "window",
+            StepSpec::Join(_) => "join",
             StepSpec::Validate(_) => "validate",
             StepSpec::Mask(_) => "mask",
             StepSpec::EnrichHttp(_) => "enrich_http",

@@ -163,7 +163,23 @@ impl<S: KeyedStore<Vec<Value>, Vec<Acc>>> AggregateOp<S> {
     }
 }
 
-impl<S: KeyedStore<Vec<Value>, Vec<Acc>>> Operator<Record, Routed> for AggregateOp<S> {
+impl<S> Operator<Record, Routed> for AggregateOp<S>
+where
+    S: KeyedStore<Vec<Value>, Vec<Acc>> + From<weir_state::AnyStore<Vec<Value>, Vec<Acc>>>,
+{
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        self.state = ctx.keyed_store::<Vec<Value>, Vec<Acc>>()?.into();
+        weir_core::state::restore_keyed(&mut self.state, ctx, "aggregates")
+    }
+
+    fn snapshot(
+        &mut self,
+        _: weir_core::CheckpointId,
+        ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        weir_core::state::save_keyed(&mut self.state, ctx, "aggregates")
+    }
+
     fn process(
         &mut self,
         input: &mut Vec<Record>,

@@ -1,0 +1,127 @@
+//! The checkpoint store as the runtime's storage: [`DirCheckpoints`] implements weir-core's
+//! `SnapshotStore`, and a loaded [`Checkpoint`] is a `RestoredState` to resume from.
+
+use crate::{Checkpoint, CheckpointStore};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use weir_core::{CheckpointId, RestoredState, SnapshotStore, SnapshotWriter, StatePart};
+
+/// Metadata key under which a checkpoint records that it covers the whole input.
+pub const FINISHED_KEY: &str = "finished";
+/// Operator name used for job-level metadata.
+pub const JOB_ENTRY: &str = "_job";
+
+/// Checkpoints of a running job, written into a [`CheckpointStore`]. An incremental state
+/// blob (`StatePart::Delta`) extends the chain its operator had in the previous completed
+/// checkpoint of this run (or the one it resumed from).
+pub struct DirCheckpoints {
+    store: CheckpointStore,
+    previous: Arc<Mutex<Option<Arc<Checkpoint>>>>,
+}
+
+impl DirCheckpoints {
+    /// `resumed`: the checkpoint the run starts from, if any.
+    pub fn new(store: CheckpointStore, resumed: Option<Arc<Checkpoint>>) -> Self {
+        DirCheckpoints {
+            store,
+            previous: Arc::new(Mutex::new(resumed)),
+        }
+    }
+}
+
+impl SnapshotStore for DirCheckpoints {
+    fn begin(&self, id: CheckpointId) -> Result<Arc<dyn SnapshotWriter>, String> {
+        let pending = self.store.begin(id).map_err(|e| e.to_string())?;
+        let base = self
+            .previous
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Ok(Arc::new(DirWriter {
+            id,
+            store: self.store.clone(),
+            pending: RwLock::new(Some(pending)),
+            base,
+            previous: self.previous.clone(),
+        }))
+    }
+}
+
+struct DirWriter {
+    id: CheckpointId,
+    store: CheckpointStore,
+    pending: RwLock<Option<crate::PendingCheckpoint>>,
+    base: Option<Arc<Checkpoint>>,
+    previous: Arc<Mutex<Option<Arc<Checkpoint>>>>,
+}
+
+impl SnapshotWriter for DirWriter {
+    fn put(
+        &self,
+        operator: &str,
+        instance: usize,
+        name: &str,
+        part: StatePart,
+        bytes: Vec<u8>,
+    ) -> Result<(), String> {
+        let guard = self.pending.read().unwrap_or_else(|p| p.into_inner());
+        let pending = guard
+            .as_ref()
+            .ok_or_else(|| format!("checkpoint {} is already complete", self.id))?;
+        if part == StatePart::Delta {
+            let base = self.base.as_ref().ok_or_else(|| {
+                format!(
+                    "an incremental blob for {operator}/{instance}/{name} has no base checkpoint"
+                )
+            })?;
+            for blob in base.chain(operator, instance, name) {
+                pending.reuse(blob).map_err(|e| e.to_string())?;
+            }
+        }
+        pending
+            .write_blob(operator, instance, name, &bytes)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn complete(&self, finished: bool, _duration: Duration) -> Result<(), String> {
+        let pending = self
+            .pending
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(|| format!("checkpoint {} is already complete", self.id))?;
+        pending
+            .put_meta(
+                JOB_ENTRY,
+                0,
+                FINISHED_KEY,
+                serde_json::Value::Bool(finished),
+            )
+            .map_err(|e| e.to_string())?;
+        pending.complete().map_err(|e| e.to_string())?;
+        let completed = self.store.get(self.id).map_err(|e| e.to_string())?;
+        *self.previous.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(completed));
+        Ok(())
+    }
+}
+
+impl RestoredState for Checkpoint {
+    fn checkpoint(&self) -> CheckpointId {
+        self.id()
+    }
+
+    fn get(&self, operator: &str, instance: usize, name: &str) -> Result<Vec<Vec<u8>>, String> {
+        self.blobs(operator, instance, name)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Checkpoint {
+    /// Whether this checkpoint was the last of a run that read all its input.
+    pub fn finished(&self) -> bool {
+        self.meta(JOB_ENTRY, 0, FINISHED_KEY)
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false)
+    }
+}

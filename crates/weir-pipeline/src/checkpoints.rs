@@ -1,0 +1,119 @@
+//! Checkpoint settings of a pipeline: where checkpoints go and which one a run resumes from.
+
+use crate::{Pipeline, PipelineError};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use weir_checkpoint::{Checkpoint, CheckpointStore, DirCheckpoints};
+use weir_core::{Checkpointing, RestoredState};
+
+/// How a run starts when the pipeline has checkpoints.
+#[derive(Debug, Clone, Default)]
+pub struct Resume {
+    /// Resume from this checkpoint instead of the latest.
+    pub from: Option<u64>,
+    /// Start fresh, ignoring existing checkpoints (they are kept).
+    pub ignore_state: bool,
+}
+
+/// The checkpointing of one run.
+pub struct CheckpointPlan {
+    pub checkpointing: Checkpointing,
+    pub dir: PathBuf,
+    /// The checkpoint the run resumes from.
+    pub resumed: Option<u64>,
+    /// Whether that checkpoint already covers the whole input.
+    pub resumed_finished: bool,
+    /// Checkpoints passed over (partial or corrupt), with the reason.
+    pub skipped: Vec<String>,
+}
+
+impl Pipeline {
+    /// The checkpoint directory of the pipeline, if it has checkpoints.
+    pub fn checkpoint_dir(&self) -> Option<PathBuf> {
+        let spec = self.spec.settings.checkpoint.as_ref()?;
+        let dir = match &spec.dir {
+            Some(dir) => crate::build::resolve(self, dir),
+            None => {
+                crate::build::resolve(self, &PathBuf::from(".weir/checkpoints").join(self.name()))
+            }
+        };
+        Some(dir)
+    }
+
+    /// Opens the pipeline's checkpoint store.
+    pub fn checkpoint_store(&self) -> Result<Option<CheckpointStore>, PipelineError> {
+        let Some(spec) = &self.spec.settings.checkpoint else {
+            return Ok(None);
+        };
+        let Some(dir) = self.checkpoint_dir() else {
+            return Ok(None);
+        };
+        let keep = spec.keep.unwrap_or(3);
+        CheckpointStore::open(&dir, keep)
+            .map(|s| Some(s.with_job(self.name())))
+            .map_err(|e| self.error_at("settings.checkpoint", e.to_string()))
+    }
+
+    /// Plans the checkpoints of a run: the store, and the checkpoint to resume from.
+    pub fn checkpoint_plan(
+        &self,
+        resume: &Resume,
+    ) -> Result<Option<CheckpointPlan>, PipelineError> {
+        let Some(spec) = &self.spec.settings.checkpoint else {
+            if resume.from.is_some() {
+                return Err(self.error_at(
+                    "settings",
+                    "--from-checkpoint needs `settings.checkpoint` in the pipeline",
+                ));
+            }
+            return Ok(None);
+        };
+        let interval = match &spec.interval {
+            Some(text) => crate::ingest::duration(self, "settings.checkpoint.interval", text)?,
+            None => Duration::from_secs(1),
+        };
+        if interval.is_zero() {
+            return Err(self.error_at("settings.checkpoint.interval", "must be longer than zero"));
+        }
+        if spec.keep == Some(0) {
+            return Err(self.error_at("settings.checkpoint.keep", "must be at least 1"));
+        }
+        let Some(store) = self.checkpoint_store()? else {
+            return Ok(None);
+        };
+        let dir = store.dir().to_path_buf();
+        let located = |e: weir_checkpoint::CheckpointError| {
+            self.error_at("settings.checkpoint", e.to_string())
+        };
+        let mut skipped = Vec::new();
+        let resumed: Option<Checkpoint> = if resume.ignore_state {
+            None
+        } else if let Some(id) = resume.from {
+            Some(store.get(id).map_err(located)?)
+        } else {
+            let (latest, passed_over) = store.latest().map_err(located)?;
+            skipped = passed_over.iter().map(ToString::to_string).collect();
+            latest
+        };
+        let next = store.next_id().map_err(located)?;
+        let resumed = resumed.map(Arc::new);
+        let resumed_id = resumed.as_ref().map(|c| c.id());
+        let resumed_finished = resumed.as_ref().is_some_and(|c| c.finished());
+        let mut checkpointing = Checkpointing::new(
+            interval,
+            Arc::new(DirCheckpoints::new(store, resumed.clone())),
+        );
+        if let Some(cp) = resumed {
+            checkpointing = checkpointing.restore_from(cp as Arc<dyn RestoredState>);
+        }
+        checkpointing.first_id = checkpointing.first_id.max(next);
+        Ok(Some(CheckpointPlan {
+            checkpointing,
+            dir,
+            resumed: resumed_id,
+            resumed_finished,
+            skipped,
+        }))
+    }
+}
