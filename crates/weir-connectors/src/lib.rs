@@ -1,6 +1,7 @@
 //! Weir's connectors at the client level: reading Redis Streams through consumer groups,
-//! writing them (idempotently, for exactly-once), and inserting into ClickHouse over HTTP,
-//! exactly once per checkpoint.
+//! writing them (idempotently, for exactly-once), inserting into ClickHouse over HTTP,
+//! exactly once per checkpoint, and calling HTTP services ([`http`]: per-record enrichment and
+//! a webhook sink, under a resilience policy).
 //!
 //! The runtime wraps these building blocks as sources and sinks; this crate owns the wire
 //! protocol, the decoding of entries into [`weir_types::Record`]s, error classification
@@ -16,6 +17,7 @@
 
 mod clickhouse;
 mod error;
+pub mod http;
 mod io_runtime;
 mod producer;
 mod redis_streams;

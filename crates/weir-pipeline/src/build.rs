@@ -378,6 +378,13 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
                 });
                 stream = planner.routed(routed);
             }
+            StepSpec::EnrichHttp(enrich) => {
+                let (enriched, dead) =
+                    crate::enrich::plan(p, &stage, enrich, &stream, &fields, planner.route_errors)?;
+                planner.dead.extend(dead);
+                stream = enriched;
+                fields = crate::enrich::fields_after(enrich, fields);
+            }
             StepSpec::Mask(reference) => {
                 let schema = crate::ingest::schema(p, &stage, reference)?;
                 stream = stream
@@ -455,6 +462,10 @@ fn attach_sink(
             stream.sink(name, move || {
                 weir_connectors::ClickHouseSink::new(config.clone())
             });
+        }
+        SinkKind::Http => {
+            let webhook = crate::enrich::http_sink(p, name, sink)?;
+            stream.sink(name, move || webhook.clone());
         }
     }
     Ok(())

@@ -8,6 +8,7 @@
 mod aggregate;
 mod build;
 mod checkpoints;
+mod enrich;
 mod ingest;
 mod join;
 mod locate;

@@ -5,8 +5,11 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use weir_core::{BufferPolicy, Format};
 
+pub use crate::enrich::EnrichHttpSpec;
 pub use crate::join::JoinStep;
 pub use crate::window::{LatePolicy, WindowKind, WindowStep};
+pub use weir_connectors::http::{BodyFormat, Method};
+pub use weir_resilience::PolicyConfig;
 
 /// A whole pipeline file.
 #[derive(Debug, Deserialize)]
@@ -242,6 +245,9 @@ pub enum StepSpec {
     Validate(SchemaRef),
     /// Masks, hashes or drops the fields a schema marks sensitive.
     Mask(SchemaRef),
+    /// Calls an HTTP service per record (under a resilience `policy`) and merges its JSON
+    /// answer into the record; records whose call fails go to the dead-letter output.
+    EnrichHttp(Box<EnrichHttpSpec>),
 }
 
 /// `validate: user.login` (latest version) or `validate: { schema: user.login, version: 2 }`.
@@ -286,6 +292,7 @@ impl StepSpec {
             StepSpec::Join(_) => "join",
             StepSpec::Validate(_) => "validate",
             StepSpec::Mask(_) => "mask",
+            StepSpec::EnrichHttp(_) => "enrich_http",
         }
     }
 }
@@ -333,6 +340,12 @@ pub struct SinkSpec {
     pub user: Option<String>,
     /// clickhouse: the environment variable holding the password (never the password itself).
     pub password_env: Option<String>,
+    /// http: `json_array` (default) or `json_lines`.
+    pub format: Option<BodyFormat>,
+    /// http: extra request headers.
+    pub headers: Option<IndexMap<String, String>>,
+    /// http: retries, backoff, timeouts, rate limit, circuit breaker of each request.
+    pub policy: Option<PolicyConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -346,6 +359,8 @@ pub enum SinkKind {
     Discard,
     /// Batched inserts into ClickHouse, exactly once with checkpoints.
     Clickhouse,
+    /// Batches of records POSTed to a webhook, at least once.
+    Http,
 }
 
 impl SinkKind {
@@ -355,6 +370,7 @@ impl SinkKind {
             SinkKind::File => "file",
             SinkKind::Discard => "discard",
             SinkKind::Clickhouse => "clickhouse",
+            SinkKind::Http => "http",
         }
     }
 }
@@ -377,6 +393,9 @@ impl SinkSpec {
         note(self.retries.is_some(), "retries");
         note(self.user.is_some(), "user");
         note(self.password_env.is_some(), "password_env");
+        note(self.format.is_some(), "format");
+        note(self.headers.is_some(), "headers");
+        note(self.policy.is_some(), "policy");
         given
     }
 
@@ -394,6 +413,14 @@ impl SinkSpec {
                 "retries",
                 "user",
                 "password_env",
+            ],
+            SinkKind::Http => &[
+                "url",
+                "format",
+                "batch_rows",
+                "flush_interval",
+                "headers",
+                "policy",
             ],
         }
     }

@@ -82,6 +82,9 @@
 //!   (everything, waits included); a limit on attempts in flight.
 //! - **Parallel map.** [`Parallel`] runs at most `workers` futures at once over an iterator or a
 //!   stream, output in input order ([`Order::Ordered`]) or completion order.
+//! - **In streams.** [`stream::AsyncStreamExt::map_async`] runs such calls as a Weir stream
+//!   operator: failures go to a second stream with the record and its position, and every
+//!   call of a batch finishes before the batch does, so checkpoints never miss one.
 
 mod backoff;
 mod breaker;
@@ -93,6 +96,7 @@ mod human;
 mod parallel;
 mod policy;
 mod rate;
+pub mod stream;
 
 pub use backoff::{Backoff, Delays};
 pub use breaker::{

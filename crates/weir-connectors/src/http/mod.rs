@@ -1,0 +1,107 @@
+//! HTTP: an enrichment client ([`HttpEnricher`]: one call per record, its JSON answer merged
+//! into the record) and a webhook sink ([`HttpSink`]: records POSTed in batches), both under a
+//! [`weir_resilience::PolicyConfig`]. Errors are [`HttpError`]s, classified for retries.
+//!
+//! Plain `http://` works out of the box; `https://` needs the crate's `tls` feature (rustls with
+//! the ring provider).
+
+mod enrich;
+mod error;
+mod sink;
+mod template;
+#[doc(hidden)]
+pub mod test_server;
+
+pub use enrich::{Enrichment, HttpEnrichConfig, HttpEnricher};
+pub use error::HttpError;
+pub use sink::{BodyFormat, HttpSink, HttpSinkConfig};
+pub use template::UrlTemplate;
+
+use serde::Deserialize;
+use std::sync::OnceLock;
+use std::time::Duration;
+use weir_resilience::stream::AsyncRuntime;
+
+/// The request method of an enrichment call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum Method {
+    /// `GET` the URL.
+    #[default]
+    #[serde(rename = "GET", alias = "get")]
+    Get,
+    /// `POST` the record, as a JSON object, to the URL.
+    #[serde(rename = "POST", alias = "post")]
+    Post,
+}
+
+/// The runtime for async operators that call the connectors: the process's shared I/O runtime
+/// (the one [`crate::block_on`] uses), so a process runs one tokio runtime for all of them.
+pub fn runtime() -> AsyncRuntime {
+    static HANDLE: OnceLock<tokio::runtime::Handle> = OnceLock::new();
+    let handle = HANDLE.get_or_init(|| {
+        // On a thread of its own, so that this also works when called from async code.
+        let fetch = || crate::block_on(async { tokio::runtime::Handle::current() });
+        std::thread::scope(|s| s.spawn(fetch).join())
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    });
+    AsyncRuntime::from_handle(handle.clone())
+}
+
+fn build_client(timeout: Duration) -> Result<reqwest::Client, HttpError> {
+    if timeout.is_zero() {
+        return Err(HttpError::Config {
+            key: "timeout",
+            reason: "expected a duration longer than zero".into(),
+        });
+    }
+    #[cfg(feature = "tls")]
+    {
+        // The ring provider, unless the program installed one already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .build()
+        .map_err(|e| HttpError::Config {
+            key: "url",
+            reason: format!("cannot build an HTTP client: {e}"),
+        })
+}
+
+fn header_map(headers: &[(String, String)]) -> Result<reqwest::header::HeaderMap, HttpError> {
+    use reqwest::header::{HeaderName, HeaderValue};
+    let mut map = reqwest::header::HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let bad = |what: &str| HttpError::Config {
+            key: "headers",
+            reason: format!("{what} in header `{name}`"),
+        };
+        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad("invalid name"))?;
+        let value = HeaderValue::from_str(value).map_err(|_| bad("invalid value"))?;
+        map.insert(header, value);
+    }
+    Ok(map)
+}
+
+/// Sends a request and reads the whole answer; a non-2xx status is an error carrying the start
+/// of the body.
+async fn read_answer(
+    url: &str,
+    timeout: Duration,
+    request: reqwest::RequestBuilder,
+) -> Result<bytes::Bytes, HttpError> {
+    let wire = |e| HttpError::from_reqwest(url, timeout, e);
+    let response = request.send().await.map_err(wire)?;
+    let status = response.status();
+    // Read the body also on errors: it says why, and a drained connection can be reused.
+    let body = response.bytes().await.map_err(wire)?;
+    if !status.is_success() {
+        return Err(HttpError::Status {
+            url: crate::error::redact_url(url),
+            status: status.as_u16(),
+            body: error::snippet(&body, 200),
+        });
+    }
+    Ok(body)
+}

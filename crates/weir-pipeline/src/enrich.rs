@@ -1,0 +1,192 @@
+//! The `enrich_http` step and the `http` (webhook) sink: their YAML options and their planning
+//! onto `weir-connectors`' HTTP client and `weir-resilience`'s async stream operator.
+
+use crate::spec::SinkSpec;
+use crate::steps::dead_letter;
+use crate::{Pipeline, PipelineError};
+use indexmap::IndexMap;
+use serde::Deserialize;
+use weir_connectors::http::{
+    HttpEnrichConfig, HttpEnricher, HttpError, HttpSink, HttpSinkConfig, Method,
+};
+use weir_core::{ErrorKind, OperatorContext, OperatorError, Sink, Stream};
+use weir_expr::FieldTypes;
+use weir_resilience::stream::{AsyncOptions, AsyncStreamExt};
+use weir_resilience::{ConfigError, Order, PolicyConfig};
+use weir_types::Record;
+
+/// Default for `workers`.
+const DEFAULT_WORKERS: usize = 8;
+
+/// `- enrich_http: { url, method, into, workers, ordered, headers, policy }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrichHttpSpec {
+    /// URL template; `{field}` takes the record's value (percent-encoded).
+    pub url: String,
+    /// `GET` (default) or `POST` (sends the record as a JSON object).
+    #[serde(default)]
+    pub method: Method,
+    /// Field that receives the JSON answer; absent: the answer's keys are merged at the top
+    /// level.
+    pub into: Option<String>,
+    /// Calls in flight at once per instance (default 8).
+    pub workers: Option<usize>,
+    /// Output in input order (default true) or in completion order.
+    pub ordered: Option<bool>,
+    /// Extra request headers.
+    pub headers: Option<IndexMap<String, String>>,
+    /// Retries, backoff, timeouts, rate limit, circuit breaker, cache.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+}
+
+/// A policy error at its key, e.g. `steps[1].enrich_http.policy.rate_limit.per_second`.
+fn policy_error(p: &Pipeline, at: &str, error: ConfigError) -> PipelineError {
+    let key = match &error {
+        ConfigError::Invalid { key, .. } => format!("{at}.policy.{key}"),
+        _ => format!("{at}.policy"),
+    };
+    p.error_at(&key, error.to_string())
+}
+
+/// An HTTP configuration error at its key.
+fn http_error(p: &Pipeline, at: &str, error: HttpError) -> PipelineError {
+    match error {
+        HttpError::Config { key, reason } => p.error_at(&format!("{at}.{key}"), reason),
+        other => p.error_at(at, other.to_string()),
+    }
+}
+
+fn headers(map: Option<&IndexMap<String, String>>) -> Vec<(String, String)> {
+    map.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
+}
+
+/// Plans `enrich_http`: returns the enriched stream and, when the pipeline has a dead-letter
+/// output, the dead letters of the records whose call failed for good. Without one, such a
+/// record fails the job (as in every other step), naming the step, the position and the error.
+pub(crate) fn plan(
+    p: &Pipeline,
+    stage: &str,
+    spec: &EnrichHttpSpec,
+    stream: &Stream<Record>,
+    fields: &FieldTypes,
+    route_errors: bool,
+) -> Result<(Stream<Record>, Option<Stream<Record>>), PipelineError> {
+    spec.policy
+        .validate()
+        .map_err(|e| policy_error(p, stage, e))?;
+    if spec.workers == Some(0) {
+        return Err(p.error_at(&format!("{stage}.workers"), "must be at least 1"));
+    }
+    let mut config = HttpEnrichConfig::new(spec.url.clone());
+    config.method = spec.method;
+    config.into = spec.into.clone();
+    config.headers = headers(spec.headers.as_ref());
+    config.policy = spec.policy.clone();
+    let enricher = HttpEnricher::new(config).map_err(|e| http_error(p, stage, e))?;
+    if !fields.is_dynamic() {
+        for field in enricher.template().fields() {
+            if fields.get(field).is_none() {
+                let known: Vec<&str> = fields.names().collect();
+                return Err(p.error_at(
+                    &format!("{stage}.url"),
+                    format!(
+                        "unknown field `{field}` in the URL; the records here have: {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    let order = if spec.ordered.unwrap_or(true) {
+        Order::Ordered
+    } else {
+        Order::Unordered
+    };
+    let options = AsyncOptions::new(spec.workers.unwrap_or(DEFAULT_WORKERS))
+        .order(order)
+        .runtime(weir_connectors::http::runtime())
+        .name(stage);
+    let (enriched, failed) = stream.map_async_with(options, enricher);
+    let stage_name: std::sync::Arc<str> = stage.into();
+    let dead = failed
+        .map(move |f| dead_letter(&stage_name, &f.error, &f.error.input, f.position))
+        .name(&format!("{stage}.failed"));
+    if route_errors {
+        return Ok((enriched, Some(dead)));
+    }
+    dead.sink(&format!("{stage}.failed"), || FailJob);
+    Ok((enriched, None))
+}
+
+/// Field types after the step: the answer's field is untyped; a top-level merge may add any.
+pub(crate) fn fields_after(spec: &EnrichHttpSpec, mut fields: FieldTypes) -> FieldTypes {
+    match &spec.into {
+        Some(into) if !fields.is_dynamic() => {
+            fields.insert(into, None);
+            fields
+        }
+        _ => FieldTypes::dynamic(),
+    }
+}
+
+/// Fails the job with the first dead letter it sees (no dead-letter output configured).
+struct FailJob;
+
+impl Sink<Record> for FailJob {
+    fn write(
+        &mut self,
+        batch: &mut Vec<Record>,
+        _: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        match batch.first() {
+            None => Ok(()),
+            Some(dead) => {
+                let field =
+                    |name: &str| dead.get(name).map(ToString::to_string).unwrap_or_default();
+                let position = dead.get("position").and_then(|v| v.as_i64()).unwrap_or(0);
+                Err(OperatorError::new(
+                    ErrorKind::UserFunction,
+                    format!("{}: {}", field("stage"), field("error")),
+                )
+                .at(position as u64))
+            }
+        }
+    }
+}
+
+/// The webhook sink of an `http` sink spec.
+pub(crate) fn http_sink(
+    p: &Pipeline,
+    key: &str,
+    spec: &SinkSpec,
+) -> Result<HttpSink, PipelineError> {
+    let url = spec
+        .url
+        .clone()
+        .ok_or_else(|| p.error_at(key, "an http sink needs `url`"))?;
+    let mut config = HttpSinkConfig::new(url);
+    if let Some(format) = spec.format {
+        config.format = format;
+    }
+    if let Some(rows) = spec.batch_rows {
+        config.batch_rows = rows;
+    }
+    if let Some(d) = &spec.flush_interval {
+        config.flush_interval = crate::ingest::duration(p, &format!("{key}.flush_interval"), d)?;
+    }
+    config.headers = headers(spec.headers.as_ref());
+    if let Some(policy) = &spec.policy {
+        policy.validate().map_err(|e| policy_error(p, key, e))?;
+        if policy.cache.is_some() {
+            return Err(p.error_at(
+                &format!("{key}.policy.cache"),
+                "a sink delivers every batch; `cache` applies to `enrich_http` only",
+            ));
+        }
+        config.policy = policy.clone();
+    }
+    HttpSink::new(config).map_err(|e| http_error(p, key, e))
+}
