@@ -196,6 +196,11 @@ impl Reporter {
         let read = metrics.source_records();
         let written = metrics.sink_records();
         let errors: u64 = ops.iter().map(|m| m.errors).sum();
+        let lag: Option<i64> = ops
+            .iter()
+            .filter_map(|m| m.gauges.get("consumer_lag"))
+            .copied()
+            .reduce(|a, b| a + b);
         let dropped: u64 = ops.iter().map(|m| m.dropped).sum();
         let dt = self.last_at.elapsed().as_secs_f64();
         if dt > 0.0 {
@@ -203,7 +208,7 @@ impl Reporter {
         }
         self.last_in = read;
         self.last_at = Instant::now();
-        let line = format!(
+        let mut line = format!(
             "{}: {:>6.1}s  read {} ({}/s)  written {}  errors {}  dropped {}",
             self.name,
             elapsed.as_secs_f64(),
@@ -213,6 +218,9 @@ impl Reporter {
             errors,
             dropped
         );
+        if let Some(lag) = lag {
+            line.push_str(&format!("  lag {}", human(lag as f64)));
+        }
         let mut err = std::io::stderr().lock();
         if terminal {
             let _ = write!(err, "\r\x1b[2K{line}");

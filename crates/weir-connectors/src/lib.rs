@@ -34,6 +34,6 @@ pub use io_runtime::block_on;
 pub use producer::{BackgroundProducer, Event, Producer, ProducerConfig, ProducerError};
 pub use redis_streams::{
     ConsumerLag, FieldEncoding, GroupStart, IdempotentWrite, InvalidEntry, RedisStreamReader,
-    RedisStreamReaderConfig, RedisStreamSource, RedisStreamSourceConfig, RedisStreamWriter,
-    RedisStreamWriterConfig, StreamAcker, StreamBatch, StreamEntry, StreamId,
+    RedisStreamReaderConfig, RedisStreamSink, RedisStreamSource, RedisStreamSourceConfig,
+    RedisStreamWriter, RedisStreamWriterConfig, StreamAcker, StreamBatch, StreamEntry, StreamId,
 };

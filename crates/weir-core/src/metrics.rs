@@ -13,6 +13,8 @@ pub struct Counters {
     pub(crate) dropped: Arc<AtomicU64>,
     pub(crate) busy_ns: AtomicU64,
     pub(crate) errors: AtomicU64,
+    /// Named levels an operator reports (e.g. a source's consumer lag); set rarely.
+    pub(crate) gauges: std::sync::Mutex<Vec<(&'static str, i64)>>,
 }
 
 impl Counters {
@@ -24,6 +26,14 @@ impl Counters {
     /// Counts records an operator routed to an error or dead-letter output.
     pub fn add_errors(&self, n: u64) {
         Self::add(&self.errors, n);
+    }
+
+    pub(crate) fn set_gauge(&self, name: &'static str, value: i64) {
+        let mut gauges = self.gauges.lock().unwrap_or_else(|p| p.into_inner());
+        match gauges.iter_mut().find(|(n, _)| *n == name) {
+            Some(g) => g.1 = value,
+            None => gauges.push((name, value)),
+        }
     }
 }
 
@@ -44,8 +54,15 @@ impl OperatorHandle {
                 .map(|c| f(c).load(Ordering::Relaxed))
                 .sum()
         };
+        let mut gauges = std::collections::BTreeMap::new();
+        for c in &self.instances {
+            for (name, value) in c.gauges.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                *gauges.entry(name.to_string()).or_insert(0) += value;
+            }
+        }
         OperatorMetrics {
             name: self.name.to_string(),
+            gauges,
             kind: self.kind,
             parallelism: self.instances.len(),
             records_in: sum(|c| &c.records_in),
@@ -73,6 +90,9 @@ pub struct OperatorMetrics {
     /// Time spent inside the operator's own code (not downstream).
     #[serde(serialize_with = "serialize_duration_ms")]
     pub busy: Duration,
+    /// Levels the operator reports, summed over instances (e.g. `consumer_lag`).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub gauges: std::collections::BTreeMap<String, i64>,
 }
 
 fn serialize_duration_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

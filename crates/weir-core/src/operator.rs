@@ -206,6 +206,11 @@ impl OperatorContext {
         self.stop.load(Ordering::Relaxed)
     }
 
+    /// Reports a level (e.g. `consumer_lag`), shown in progress output and metrics.
+    pub fn set_gauge(&self, name: &'static str, value: i64) {
+        self.counters.set_gauge(name, value);
+    }
+
     /// Counts records routed to an error output.
     pub fn count_errors(&self, n: u64) {
         self.counters.add_errors(n);

@@ -130,17 +130,6 @@ impl RunningJob {
 
     /// Waits for every task and returns the job's result.
     pub fn wait(self) -> Result<JobResult, JobError> {
-        if let Some(cp) = &self.checkpoints {
-            // The coordinator thread ends on its own once the final checkpoint is committed;
-            // if it failed to start a checkpoint, the job cannot finish: abort it.
-            while !self.threads.iter().all(|t| t.is_finished()) {
-                if let Some(e) = cp.failure() {
-                    self.abort(JobError::Plan(e));
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
         for t in self.threads {
             // Task threads catch panics themselves; a join error cannot carry more.
             let _ = t.join();
@@ -449,9 +438,16 @@ pub(crate) fn start(graph: Graph, config: &Config) -> Result<RunningJob, JobErro
     }
     if let Some(cp) = &checkpoints {
         let cp = cp.clone();
+        let (failure, aborted, closers) = (failure.clone(), aborted.clone(), closers.clone());
         let coordinator = std::thread::Builder::new()
             .name("weir:checkpoints".into())
-            .spawn(move || cp.coordinate())
+            .spawn(move || {
+                cp.coordinate();
+                // Without checkpoints the sources would wait forever for the last one.
+                if let Some(e) = cp.failure() {
+                    record_failure(&failure, &aborted, &closers, JobError::Plan(e));
+                }
+            })
             .map_err(|e| JobError::Plan(format!("cannot start the checkpoint coordinator: {e}")))?;
         threads.push(coordinator);
     }

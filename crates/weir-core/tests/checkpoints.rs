@@ -119,3 +119,45 @@ fn a_failed_run_resumes_from_the_last_checkpoint_without_loss_or_duplicates() {
     assert_eq!(counts, expected(), "state neither lost nor double-counted");
     assert_eq!(lines as u64, N, "every rolling update written exactly once");
 }
+
+/// A store that refuses to begin checkpoints after the first few.
+struct FailingStore {
+    inner: Arc<MemoryCheckpoints>,
+    allowed: std::sync::atomic::AtomicU64,
+}
+
+impl weir_core::SnapshotStore for FailingStore {
+    fn begin(&self, id: u64) -> Result<Arc<dyn weir_core::SnapshotWriter>, String> {
+        if self.allowed.fetch_sub(1, Ordering::SeqCst) == 0 {
+            return Err("disk full".into());
+        }
+        self.inner.begin(id)
+    }
+}
+
+#[test]
+fn a_checkpoint_store_that_fails_fails_the_job_instead_of_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FailingStore {
+        inner: MemoryCheckpoints::new(),
+        allowed: std::sync::atomic::AtomicU64::new(2),
+    };
+    let env = Environment::with_config(config(
+        Checkpointing::new(Duration::from_millis(10), Arc::new(store)),
+        1,
+    ));
+    build(
+        &env,
+        &dir.path().join("out.jsonl"),
+        None,
+        Arc::new(AtomicBool::new(false)),
+    );
+    let job = env.start().unwrap();
+    let started = std::time::Instant::now();
+    while !job.is_finished() {
+        assert!(started.elapsed() < Duration::from_secs(30), "the job hangs");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let err = job.wait().unwrap_err().to_string();
+    assert!(err.contains("disk full"), "{err}");
+}

@@ -125,6 +125,7 @@ impl Planner<'_> {
             ),
             SourceKind::RedisStream => {
                 let (config, label) = crate::ingest::redis_source(p, spec)?;
+                crate::ingest::check_claim_idle(p, &config)?;
                 let raw = env.source("redis_stream", crate::ingest::redis_source_factory(config));
                 (self.decoded(raw), label)
             }
@@ -456,6 +457,23 @@ fn attach_sink(
         }
         SinkKind::Discard => {
             stream.for_each(drop).name(name);
+        }
+        SinkKind::RedisStream => {
+            let need = |v: &Option<String>, key: &str| {
+                v.clone()
+                    .ok_or_else(|| p.error_at(name, format!("a redis_stream sink needs `{key}`")))
+            };
+            let mut config = weir_connectors::RedisStreamWriterConfig::new(
+                need(&sink.url, "url")?,
+                need(&sink.stream, "stream")?,
+            );
+            config.max_len = sink.max_len;
+            // Explicit, growing ids need a single writer per stream.
+            stream
+                .sink(name, move || {
+                    weir_connectors::RedisStreamSink::new(config.clone())
+                })
+                .parallelism(1);
         }
         SinkKind::Clickhouse => {
             let config = crate::ingest::clickhouse_sink(p, name, sink)?;

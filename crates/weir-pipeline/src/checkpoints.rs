@@ -41,6 +41,19 @@ impl Pipeline {
         Some(dir)
     }
 
+    /// The checkpoint interval, if the pipeline has checkpoints.
+    pub fn checkpoint_interval(&self) -> Result<Option<Duration>, PipelineError> {
+        let Some(spec) = &self.spec.settings.checkpoint else {
+            return Ok(None);
+        };
+        match &spec.interval {
+            Some(text) => {
+                crate::ingest::duration(self, "settings.checkpoint.interval", text).map(Some)
+            }
+            None => Ok(Some(Duration::from_secs(1))),
+        }
+    }
+
     /// Opens the pipeline's checkpoint store.
     pub fn checkpoint_store(&self) -> Result<Option<CheckpointStore>, PipelineError> {
         let Some(spec) = &self.spec.settings.checkpoint else {
@@ -69,10 +82,9 @@ impl Pipeline {
             }
             return Ok(None);
         };
-        let interval = match &spec.interval {
-            Some(text) => crate::ingest::duration(self, "settings.checkpoint.interval", text)?,
-            None => Duration::from_secs(1),
-        };
+        let interval = self
+            .checkpoint_interval()?
+            .unwrap_or(Duration::from_secs(1));
         if interval.is_zero() {
             return Err(self.error_at("settings.checkpoint.interval", "must be longer than zero"));
         }

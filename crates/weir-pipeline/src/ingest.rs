@@ -102,12 +102,10 @@ impl Operator<Record, Routed> for ValidateOp {
                     }
                     ctx.count_errors(1);
                     let reason = e.to_string();
-                    out.push(Err(dead_letter(
-                        &self.stage,
-                        reason,
-                        &e.into_record(),
-                        position,
-                    )));
+                    // Sensitive fields stay protected in the dead-letter output too.
+                    let mut record = e.into_record();
+                    self.validator.schema().apply_privacy(&mut record);
+                    out.push(Err(dead_letter(&self.stage, reason, &record, position)));
                 }
             }
         }
@@ -199,6 +197,27 @@ pub(crate) fn clickhouse_sink(
         config.retries = r;
     }
     Ok(config)
+}
+
+/// Entries are acknowledged when a checkpoint completes: a consumer must not take over
+/// another's entries before that can have happened.
+pub(crate) fn check_claim_idle(
+    p: &Pipeline,
+    config: &RedisStreamSourceConfig,
+) -> Result<(), PipelineError> {
+    let Some(interval) = p.checkpoint_interval()? else {
+        return Ok(());
+    };
+    if config.reader.claim_idle <= interval {
+        return Err(p.error_at(
+            "source.claim_idle",
+            format!(
+                "must be longer than the checkpoint interval ({}): entries stay pending until a checkpoint completes, and a shorter claim_idle would take them from live consumers",
+                humantime::format_duration(interval)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Factory for the source task: one reader per instance.

@@ -340,6 +340,10 @@ pub struct SinkSpec {
     pub user: Option<String>,
     /// clickhouse: the environment variable holding the password (never the password itself).
     pub password_env: Option<String>,
+    /// redis_stream: the stream key.
+    pub stream: Option<String>,
+    /// redis_stream: trim the stream to about this many entries (`MAXLEN ~`).
+    pub max_len: Option<usize>,
     /// http: `json_array` (default) or `json_lines`.
     pub format: Option<BodyFormat>,
     /// http: extra request headers.
@@ -359,6 +363,8 @@ pub enum SinkKind {
     Discard,
     /// Batched inserts into ClickHouse, exactly once with checkpoints.
     Clickhouse,
+    /// Appends to a Redis stream, exactly once with checkpoints.
+    RedisStream,
     /// Batches of records POSTed to a webhook, at least once.
     Http,
 }
@@ -370,6 +376,7 @@ impl SinkKind {
             SinkKind::File => "file",
             SinkKind::Discard => "discard",
             SinkKind::Clickhouse => "clickhouse",
+            SinkKind::RedisStream => "redis_stream",
             SinkKind::Http => "http",
         }
     }
@@ -393,6 +400,8 @@ impl SinkSpec {
         note(self.retries.is_some(), "retries");
         note(self.user.is_some(), "user");
         note(self.password_env.is_some(), "password_env");
+        note(self.stream.is_some(), "stream");
+        note(self.max_len.is_some(), "max_len");
         note(self.format.is_some(), "format");
         note(self.headers.is_some(), "headers");
         note(self.policy.is_some(), "policy");
@@ -403,6 +412,7 @@ impl SinkSpec {
         match self.kind {
             SinkKind::File => &["path"],
             SinkKind::Stdout | SinkKind::Discard => &[],
+            SinkKind::RedisStream => &["url", "stream", "max_len"],
             SinkKind::Clickhouse => &[
                 "url",
                 "table",

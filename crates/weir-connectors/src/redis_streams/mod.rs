@@ -3,6 +3,7 @@
 mod decode;
 mod id;
 mod reader;
+mod sink;
 mod source;
 mod writer;
 
@@ -11,6 +12,7 @@ pub use id::StreamId;
 pub use reader::{
     ConsumerLag, GroupStart, RedisStreamReader, RedisStreamReaderConfig, StreamAcker,
 };
+pub use sink::RedisStreamSink;
 pub use source::{RedisStreamSource, RedisStreamSourceConfig};
 pub use writer::{IdempotentWrite, RedisStreamWriter, RedisStreamWriterConfig};
 

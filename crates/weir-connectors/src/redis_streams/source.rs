@@ -41,12 +41,19 @@ pub struct RedisStreamSource {
     unacked: Vec<StreamId>,
     /// Ids per checkpoint, acknowledged when it completes.
     staged: Vec<(CheckpointId, Vec<StreamId>)>,
+    /// Every id emitted and not yet acknowledged: `XAUTOCLAIM` may hand this consumer's own
+    /// entries back when they wait longer than `claim_idle`; they must not be emitted twice.
+    held: std::collections::HashSet<StreamId>,
     /// While replaying this consumer's own pending entries: where the next read starts.
     replay_from: Option<StreamId>,
     last_claim: Instant,
     last_data: Instant,
+    last_lag: Instant,
     lost: u64,
 }
+
+/// How often the source asks Redis for the group's lag.
+const LAG_EVERY: Duration = Duration::from_secs(2);
 
 fn connector_error(e: crate::ConnectorError) -> OperatorError {
     let kind = if e.is_retryable() {
@@ -67,9 +74,11 @@ impl RedisStreamSource {
             checkpointing: false,
             unacked: Vec::new(),
             staged: Vec::new(),
+            held: std::collections::HashSet::new(),
             replay_from: None,
             last_claim: Instant::now(),
             last_data: Instant::now(),
+            last_lag: Instant::now() - LAG_EVERY,
             lost: 0,
         }
     }
@@ -84,18 +93,29 @@ impl RedisStreamSource {
         if ids.is_empty() {
             return Ok(());
         }
+        for id in ids {
+            self.held.remove(id);
+        }
         let reader = self.reader()?;
         block_on(reader.ack(ids)).map_err(connector_error)?;
         Ok(())
     }
 
-    fn emit(&mut self, batch: StreamBatch, out: &mut Vec<ReadResult>) {
+    /// Emits a batch; returns how many entries were new (not already held).
+    fn emit(&mut self, batch: StreamBatch, out: &mut Vec<ReadResult>) -> usize {
         self.lost += batch.deleted.len() as u64;
+        let before = out.len();
         for entry in batch.entries {
+            if !self.held.insert(entry.id) {
+                continue;
+            }
             self.unacked.push(entry.id);
             out.push(Ok(entry.record));
         }
         for bad in batch.invalid {
+            if !self.held.insert(bad.id) {
+                continue;
+            }
             self.unacked.push(bad.id);
             out.push(Err(BadRecord {
                 source: self.label.clone(),
@@ -104,6 +124,7 @@ impl RedisStreamSource {
                 raw: bad.raw,
             }));
         }
+        out.len() - before
     }
 }
 
@@ -134,8 +155,19 @@ impl Source<ReadResult> for RedisStreamSource {
         &mut self,
         out: &mut Vec<ReadResult>,
         _max: usize,
-        _: &mut OperatorContext,
+        ctx: &mut OperatorContext,
     ) -> Result<SourceStatus, OperatorError> {
+        if self.last_lag.elapsed() >= LAG_EVERY {
+            self.last_lag = Instant::now();
+            let reader = self.reader()?;
+            // Lag is informational: a failed query must not stop the reading.
+            if let Ok(lag) = block_on(reader.lag()) {
+                // Every instance sees the whole group: report it once.
+                if ctx.instance() == 0 {
+                    ctx.set_gauge("consumer_lag", (lag.undelivered + lag.pending) as i64);
+                }
+            }
+        }
         if !self.checkpointing {
             // At-least-once: the previous batch has gone through the chain.
             let done = std::mem::take(&mut self.unacked);
@@ -161,7 +193,7 @@ impl Source<ReadResult> for RedisStreamSource {
             let reader = self.reader()?;
             block_on(reader.read_batch()).map_err(connector_error)?
         };
-        if batch.is_empty() {
+        if self.emit(batch, out) == 0 {
             if let Some(limit) = self.config.stop_after_idle
                 && self.last_data.elapsed() >= limit
                 && self.replay_from.is_none()
@@ -171,7 +203,6 @@ impl Source<ReadResult> for RedisStreamSource {
             return Ok(SourceStatus::Idle);
         }
         self.last_data = Instant::now();
-        self.emit(batch, out);
         Ok(SourceStatus::Ready)
     }
 
