@@ -329,10 +329,8 @@ fn a_corrupt_checkpoint_is_skipped_for_the_previous_good_one_with_a_message() {
         err.contains(&format!("chk-{latest:06}")) && err.contains("skipped"),
         "{err}"
     );
-    assert!(
-        err.contains(&format!("resuming from checkpoint {previous}")),
-        "{err}"
-    );
+    // "resuming from checkpoint N", or "checkpoint N already covers the whole input".
+    assert!(err.contains(&format!("checkpoint {previous} ")), "{err}");
     // Show and restore name what they work on.
     let shown = text(&run(&["checkpoints", "show", "c.yaml", &previous.to_string()]).stdout);
     assert!(shown.contains(&format!("checkpoint {previous}")), "{shown}");
