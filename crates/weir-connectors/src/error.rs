@@ -232,6 +232,19 @@ pub(crate) fn short_query(sql: &str) -> String {
     format!("{}...", &sql[..end])
 }
 
+impl From<ConnectorError> for weir_core::OperatorError {
+    /// For the runtime: a failure that may pass on retry is an I/O error; the rest is the
+    /// configuration's (or the data's) fault.
+    fn from(e: ConnectorError) -> Self {
+        let kind = if e.is_retryable() {
+            weir_core::ErrorKind::Io
+        } else {
+            weir_core::ErrorKind::Config
+        };
+        weir_core::OperatorError::new(kind, e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

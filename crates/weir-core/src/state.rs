@@ -64,18 +64,54 @@ pub fn restore_keyed<K: StateKey, V: StateValue, S: KeyedStore<K, V>>(
     Ok(())
 }
 
+/// How a value is encoded in a checkpoint.
+#[derive(Clone, Copy)]
+enum Encoding {
+    /// JSON: small values (offsets, lists of pending files), readable when debugging.
+    Json,
+    /// postcard: bulk values (a sink's staged rows).
+    Binary,
+}
+
+fn save_encoded<T: serde::Serialize>(
+    ctx: &OperatorContext,
+    name: &str,
+    value: &T,
+    encoding: Encoding,
+) -> Result<(), OperatorError> {
+    if !ctx.checkpointing() {
+        return Ok(());
+    }
+    let bytes = match encoding {
+        Encoding::Json => serde_json::to_vec(value).map_err(|e| e.to_string()),
+        Encoding::Binary => postcard::to_stdvec(value).map_err(|e| e.to_string()),
+    }
+    .map_err(|e| OperatorError::new(ErrorKind::Internal, format!("encoding '{name}': {e}")))?;
+    ctx.save_state(name, StatePart::Full, bytes)
+}
+
+fn restore_encoded<T: serde::de::DeserializeOwned>(
+    ctx: &OperatorContext,
+    name: &str,
+    encoding: Encoding,
+) -> Result<Option<T>, OperatorError> {
+    let Some(bytes) = ctx.restored_state(name)?.pop() else {
+        return Ok(None);
+    };
+    match encoding {
+        Encoding::Json => serde_json::from_slice(&bytes).map_err(|e| corrupt(name, e)),
+        Encoding::Binary => postcard::from_bytes(&bytes).map_err(|e| corrupt(name, e)),
+    }
+    .map(Some)
+}
+
 /// Stores a small serializable value (a source offset, a sink's pending files).
 pub fn save_value<T: serde::Serialize>(
     ctx: &OperatorContext,
     name: &str,
     value: &T,
 ) -> Result<(), OperatorError> {
-    if !ctx.checkpointing() {
-        return Ok(());
-    }
-    let bytes = serde_json::to_vec(value)
-        .map_err(|e| OperatorError::new(ErrorKind::Internal, format!("encoding '{name}': {e}")))?;
-    ctx.save_state(name, StatePart::Full, bytes)
+    save_encoded(ctx, name, value, Encoding::Json)
 }
 
 /// The value [`save_value`] stored under `name` in the restored checkpoint, if any.
@@ -83,12 +119,7 @@ pub fn restore_value<T: serde::de::DeserializeOwned>(
     ctx: &OperatorContext,
     name: &str,
 ) -> Result<Option<T>, OperatorError> {
-    match ctx.restored_state(name)?.pop() {
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| corrupt(name, e)),
-        None => Ok(None),
-    }
+    restore_encoded(ctx, name, Encoding::Json)
 }
 
 /// Stores a value in a compact binary encoding (postcard): for state with bulk bytes in it,
@@ -98,12 +129,7 @@ pub fn save_binary<T: serde::Serialize>(
     name: &str,
     value: &T,
 ) -> Result<(), OperatorError> {
-    if !ctx.checkpointing() {
-        return Ok(());
-    }
-    let bytes = postcard::to_stdvec(value)
-        .map_err(|e| OperatorError::new(ErrorKind::Internal, format!("encoding '{name}': {e}")))?;
-    ctx.save_state(name, StatePart::Full, bytes)
+    save_encoded(ctx, name, value, Encoding::Binary)
 }
 
 /// The value [`save_binary`] stored under `name` in the restored checkpoint, if any.
@@ -111,10 +137,5 @@ pub fn restore_binary<T: serde::de::DeserializeOwned>(
     ctx: &OperatorContext,
     name: &str,
 ) -> Result<Option<T>, OperatorError> {
-    match ctx.restored_state(name)?.pop() {
-        Some(bytes) => postcard::from_bytes(&bytes)
-            .map(Some)
-            .map_err(|e| corrupt(name, e)),
-        None => Ok(None),
-    }
+    restore_encoded(ctx, name, Encoding::Binary)
 }

@@ -2,7 +2,7 @@
 //! source and the ClickHouse sink.
 
 use crate::spec::{SchemaRef, SinkSpec, SourceSpec};
-use crate::steps::{Routed, dead_letter};
+use crate::steps::{Routed, reject};
 use crate::{Pipeline, PipelineError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,18 +94,19 @@ impl Operator<Record, Routed> for ValidateOp {
                 Ok(valid) => out.push(Ok(valid)),
                 Err(e) => {
                     let position = ctx.position() + i as u64;
-                    if !self.route_errors {
-                        return Err(
-                            OperatorError::new(weir_core::ErrorKind::Data, e.to_string())
-                                .at(position),
-                        );
-                    }
-                    ctx.count_errors(1);
                     let reason = e.to_string();
                     // Sensitive fields stay protected in the dead-letter output too.
                     let mut record = e.into_record();
                     self.validator.schema().apply_privacy(&mut record);
-                    out.push(Err(dead_letter(&self.stage, reason, &record, position)));
+                    reject(
+                        self.route_errors,
+                        &self.stage,
+                        reason,
+                        &record,
+                        position,
+                        ctx,
+                        out,
+                    )?;
                 }
             }
         }

@@ -27,6 +27,25 @@ pub(crate) fn dead_letter(
     ])
 }
 
+/// A record a step cannot process: fails the job, naming the record's position, or — when the
+/// pipeline has a dead-letter output (`route`) — goes there with the reason.
+pub(crate) fn reject<T>(
+    route: bool,
+    stage: &str,
+    error: impl Display,
+    record: &Record,
+    position: u64,
+    ctx: &OperatorContext,
+    out: &mut Vec<Result<T, Record>>,
+) -> Result<(), OperatorError> {
+    if !route {
+        return Err(OperatorError::user(error).at(position));
+    }
+    ctx.count_errors(1);
+    out.push(Err(dead_letter(stage, error, record, position)));
+    Ok(())
+}
+
 /// The record sent to the dead-letter output for input that could not be decoded.
 pub(crate) fn bad_input(bad: BadRecord) -> Record {
     Record::from_pairs([
@@ -98,11 +117,15 @@ impl Operator<Record, Routed> for StepOp {
                 Ok(None) => {}
                 Err((error, record)) => {
                     let position = ctx.position() + i as u64;
-                    if !self.route_errors {
-                        return Err(OperatorError::user(error).at(position));
-                    }
-                    ctx.count_errors(1);
-                    out.push(Err(dead_letter(&self.stage, error, &record, position)));
+                    reject(
+                        self.route_errors,
+                        &self.stage,
+                        error,
+                        &record,
+                        position,
+                        ctx,
+                        out,
+                    )?;
                 }
             }
         }
@@ -195,11 +218,15 @@ where
                 }
                 Err(error) => {
                     let position = ctx.position() + i as u64;
-                    if !self.route_errors {
-                        return Err(OperatorError::user(error).at(position));
-                    }
-                    ctx.count_errors(1);
-                    out.push(Err(dead_letter(&self.stage, error, &record, position)));
+                    reject(
+                        self.route_errors,
+                        &self.stage,
+                        error,
+                        &record,
+                        position,
+                        ctx,
+                        out,
+                    )?;
                 }
             }
         }

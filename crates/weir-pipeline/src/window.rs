@@ -19,7 +19,7 @@
 //! the window operator, and a step that turns window results into records.
 
 use crate::aggregate::{Acc, AggFn, Aggregation, argument};
-use crate::steps::{Routed, dead_letter};
+use crate::steps::{Routed, dead_letter, reject};
 use crate::{Pipeline, PipelineError};
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
@@ -189,11 +189,15 @@ impl Operator<Record, Result<Timestamped<Row>, Record>> for Prepare {
             match self.row(record, position) {
                 Ok(row) => out.push(Ok(row)),
                 Err((error, record)) => {
-                    if !self.route_errors {
-                        return Err(OperatorError::user(error).at(position));
-                    }
-                    ctx.count_errors(1);
-                    out.push(Err(dead_letter(&self.stage, error, &record, position)));
+                    reject(
+                        self.route_errors,
+                        &self.stage,
+                        error,
+                        &record,
+                        position,
+                        ctx,
+                        out,
+                    )?;
                 }
             }
         }

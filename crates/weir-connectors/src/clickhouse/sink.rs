@@ -86,12 +86,9 @@ pub struct ClickHouseSink {
 }
 
 fn connector_error(context: &str, e: crate::ConnectorError) -> OperatorError {
-    let kind = if e.is_retryable() {
-        ErrorKind::Io
-    } else {
-        ErrorKind::Config
-    };
-    OperatorError::new(kind, format!("{context}: {e}"))
+    let mut error = OperatorError::from(e);
+    error.message = format!("{context}: {}", error.message);
+    error
 }
 
 impl ClickHouseSink {

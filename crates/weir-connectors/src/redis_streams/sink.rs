@@ -32,15 +32,6 @@ pub struct RedisStreamSink {
     last_epoch: u64,
 }
 
-fn connector_error(e: crate::ConnectorError) -> OperatorError {
-    let kind = if e.is_retryable() {
-        ErrorKind::Io
-    } else {
-        ErrorKind::Config
-    };
-    OperatorError::new(kind, e.to_string())
-}
-
 impl RedisStreamSink {
     pub fn new(config: RedisStreamWriterConfig) -> Self {
         RedisStreamSink {
@@ -76,7 +67,7 @@ impl RedisStreamSink {
                 .map_err(|e| OperatorError::new(ErrorKind::Internal, e.to_string()))?;
             let writer = self.writer()?;
             block_on(writer.write_idempotent(staged.epoch, 1, &records))
-                .map_err(connector_error)?;
+                .map_err(OperatorError::from)?;
         }
         Ok(())
     }
@@ -84,8 +75,8 @@ impl RedisStreamSink {
 
 impl Sink<Record> for RedisStreamSink {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
-        let writer =
-            block_on(RedisStreamWriter::connect(self.config.clone())).map_err(connector_error)?;
+        let writer = block_on(RedisStreamWriter::connect(self.config.clone()))
+            .map_err(OperatorError::from)?;
         self.writer = Some(writer);
         self.checkpointing = ctx.checkpointing();
         if self.checkpointing {
@@ -95,7 +86,7 @@ impl Sink<Record> for RedisStreamSink {
             // The restored checkpoint completed: write what it staged (again).
             self.write_staged(CheckpointId::MAX)?;
             let writer = self.writer()?;
-            let last = block_on(writer.last_id()).map_err(connector_error)?;
+            let last = block_on(writer.last_id()).map_err(OperatorError::from)?;
             self.last_epoch = self.last_epoch.max(last.map_or(0, |id| id.ms));
         }
         Ok(())
@@ -112,7 +103,7 @@ impl Sink<Record> for RedisStreamSink {
         }
         let records = std::mem::take(batch);
         let writer = self.writer()?;
-        block_on(writer.write(&records)).map_err(connector_error)?;
+        block_on(writer.write(&records)).map_err(OperatorError::from)?;
         Ok(())
     }
 

@@ -55,15 +55,6 @@ pub struct RedisStreamSource {
 /// How often the source asks Redis for the group's lag.
 const LAG_EVERY: Duration = Duration::from_secs(2);
 
-fn connector_error(e: crate::ConnectorError) -> OperatorError {
-    let kind = if e.is_retryable() {
-        ErrorKind::Io
-    } else {
-        ErrorKind::Config
-    };
-    OperatorError::new(kind, e.to_string())
-}
-
 impl RedisStreamSource {
     pub fn new(config: RedisStreamSourceConfig) -> Self {
         let label = format!("redis stream {}", config.reader.stream).into();
@@ -97,7 +88,7 @@ impl RedisStreamSource {
             self.held.remove(id);
         }
         let reader = self.reader()?;
-        block_on(reader.ack(ids)).map_err(connector_error)?;
+        block_on(reader.ack(ids)).map_err(OperatorError::from)?;
         Ok(())
     }
 
@@ -132,7 +123,7 @@ impl Source<ReadResult> for RedisStreamSource {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
         let mut config = self.config.reader.clone();
         config.consumer = format!("{}-{}", config.consumer, ctx.instance());
-        let reader = block_on(RedisStreamReader::connect(config)).map_err(connector_error)?;
+        let reader = block_on(RedisStreamReader::connect(config)).map_err(OperatorError::from)?;
         self.reader = Some(reader);
         self.checkpointing = ctx.checkpointing();
         if self.checkpointing {
@@ -175,15 +166,15 @@ impl Source<ReadResult> for RedisStreamSource {
         }
         let batch = if let Some(after) = self.replay_from {
             let reader = self.reader()?;
-            let batch = block_on(reader.read_own_pending(after)).map_err(connector_error)?;
+            let batch = block_on(reader.read_own_pending(after)).map_err(OperatorError::from)?;
             self.replay_from = batch.last_id().filter(|_| !batch.is_empty());
             batch
         } else if self.last_claim.elapsed() >= self.config.claim_every {
             self.last_claim = Instant::now();
             let reader = self.reader()?;
-            let claimed = block_on(reader.claim_idle()).map_err(connector_error)?;
+            let claimed = block_on(reader.claim_idle()).map_err(OperatorError::from)?;
             if claimed.is_empty() {
-                block_on(reader.read_batch()).map_err(connector_error)?
+                block_on(reader.read_batch()).map_err(OperatorError::from)?
             } else {
                 tracing::info!(stream = %self.config.reader.stream, claimed = claimed.len(),
                     "took over entries left pending by another consumer");
@@ -191,7 +182,7 @@ impl Source<ReadResult> for RedisStreamSource {
             }
         } else {
             let reader = self.reader()?;
-            block_on(reader.read_batch()).map_err(connector_error)?
+            block_on(reader.read_batch()).map_err(OperatorError::from)?
         };
         if self.emit(batch, out) == 0 {
             if let Some(limit) = self.config.stop_after_idle
