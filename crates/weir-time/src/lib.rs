@@ -59,7 +59,8 @@ pub use error::TimeError;
 pub use join::{JoinKind, JoinOutput, Table, Tagged};
 pub use process::{KeyedContext, KeyedProcessFunction, Timer};
 pub use state::{
-    Backend, FixedTime, InMemory, ListState, MapState, StateTime, TimeDomain, Ttl, ValueState,
+    Backend, CheckpointedStore, FixedTime, InMemory, ListState, MapState, StateTime, TimeDomain,
+    Ttl, ValueState,
 };
 pub use time::{Either, Timestamped, Window};
 pub use watermark::{AssignTimestamps, GenerateWatermarks, Watermarks};
@@ -75,8 +76,8 @@ pub mod prelude {
     pub use crate::watermark::{EventTimeExt, WatermarkExt};
     pub use crate::window::KeyedWindowExt;
     pub use crate::{
-        Aggregator, Avg, Count, Either, JoinKind, KeyedContext, KeyedProcessFunction, Max, Min,
-        Reduce, Session, Sliding, Sum, Table, Timer, Timestamp, Timestamped, Ttl, Tumbling,
-        Watermarks, Window, WindowResult,
+        Aggregator, Avg, CheckpointedStore, Count, Either, JoinKind, KeyedContext,
+        KeyedProcessFunction, Max, Min, Reduce, Session, Sliding, Sum, Table, Timer, Timestamp,
+        Timestamped, Ttl, Tumbling, Watermarks, Window, WindowResult,
     };
 }

@@ -77,6 +77,28 @@ impl<K: StateKey> TimerQueue<K> {
     pub(crate) fn len(&self) -> usize {
         self.registered.len()
     }
+
+    /// The pending timers, in firing order.
+    fn pending(&mut self) -> Vec<(K, Timestamp)> {
+        let mut all = Vec::with_capacity(self.registered.len());
+        for (time, keys) in &self.by_time {
+            for key in keys {
+                if self.registered.get(&(key.clone(), *time)).is_some() {
+                    all.push((key.clone(), *time));
+                }
+            }
+        }
+        all
+    }
+}
+
+/// The timers and watermark of a process operator, as stored in a checkpoint.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(bound(serialize = "K: serde::Serialize", deserialize = "K: StateKey"))]
+struct TimerState<K> {
+    watermark: Timestamp,
+    event: Vec<(K, Timestamp)>,
+    processing: Vec<(K, Timestamp)>,
 }
 
 /// The timers of a keyed process operator.
@@ -184,6 +206,18 @@ pub trait KeyedProcessFunction<K: StateKey, T>: Send + 'static {
     ) -> Result<(), OperatorError> {
         Ok(())
     }
+
+    /// A checkpoint is being taken: save the function's state (e.g. `self.count.save(ctx,
+    /// "count")` for each [`CheckpointedStore`](crate::CheckpointedStore)). Timers are saved by
+    /// the runtime.
+    fn snapshot(&mut self, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// The job resumes from a checkpoint: load what [`snapshot`](Self::snapshot) saved.
+    fn restore(&mut self, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        Ok(())
+    }
 }
 
 /// Runs a [`KeyedProcessFunction`] and its timers.
@@ -249,6 +283,39 @@ where
     KF: Fn(&Timestamped<T>) -> K + Send + 'static,
     P: KeyedProcessFunction<K, T>,
 {
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        if let Some(state) = weir_core::state::restore_binary::<TimerState<K>>(ctx, "timers")? {
+            self.watermark = state.watermark;
+            for (key, time) in state.event {
+                self.timers.event.register(&key, time);
+            }
+            for (key, time) in state.processing {
+                self.timers.processing.register(&key, time);
+            }
+        }
+        if ctx.restored_checkpoint().is_some() {
+            self.func.restore(ctx)?;
+        }
+        Ok(())
+    }
+
+    fn snapshot(
+        &mut self,
+        _: weir_core::CheckpointId,
+        ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        if !ctx.checkpointing() {
+            return Ok(());
+        }
+        let state = TimerState {
+            watermark: self.watermark,
+            event: self.timers.event.pending(),
+            processing: self.timers.processing.pending(),
+        };
+        weir_core::state::save_binary(ctx, "timers", &state)?;
+        self.func.snapshot(ctx)
+    }
+
     fn process(
         &mut self,
         input: &mut Vec<Timestamped<T>>,
