@@ -495,6 +495,75 @@ impl<K: StateKey, V: StateValue, B: Backend> ListState<K, V, B> {
     }
 }
 
+/// Keyed state saved in and restored from checkpoints: a process function calls these from its
+/// [`KeyedProcessFunction::snapshot`](crate::KeyedProcessFunction::snapshot) and
+/// [`restore`](crate::KeyedProcessFunction::restore), with one distinct `name` per state.
+pub trait CheckpointedStore {
+    fn save(
+        &mut self,
+        ctx: &mut weir_core::OperatorContext,
+        name: &str,
+    ) -> Result<(), weir_core::OperatorError>;
+    fn restore(
+        &mut self,
+        ctx: &mut weir_core::OperatorContext,
+        name: &str,
+    ) -> Result<(), weir_core::OperatorError>;
+}
+
+impl<K: StateKey, V: StateValue, B: Backend> CheckpointedStore for ValueState<K, V, B> {
+    fn save(
+        &mut self,
+        ctx: &mut weir_core::OperatorContext,
+        name: &str,
+    ) -> Result<(), weir_core::OperatorError> {
+        weir_core::state::save_keyed(&mut self.store, ctx, name)
+    }
+    fn restore(
+        &mut self,
+        ctx: &mut weir_core::OperatorContext,
+        name: &str,
+    ) -> Result<(), weir_core::OperatorError> {
+        weir_core::state::restore_keyed(&mut self.store, ctx, name)
+    }
+}
+
+impl<K: StateKey, UK: StateKey, UV: StateValue, B: Backend> CheckpointedStore
+    for MapState<K, UK, UV, B>
+{
+    fn save(
+        &mut self,
+        ctx: &mut weir_core::OperatorContext,
+        name: &str,
+    ) -> Result<(), weir_core::OperatorError> {
+        weir_core::state::save_keyed(&mut self.store, ctx, name)
+    }
+    fn restore(
+        &mut self,
+        ctx: &mut weir_core::OperatorContext,
+        name: &str,
+    ) -> Result<(), weir_core::OperatorError> {
+        weir_core::state::restore_keyed(&mut self.store, ctx, name)
+    }
+}
+
+impl<K: StateKey, V: StateValue, B: Backend> CheckpointedStore for ListState<K, V, B> {
+    fn save(
+        &mut self,
+        ctx: &mut weir_core::OperatorContext,
+        name: &str,
+    ) -> Result<(), weir_core::OperatorError> {
+        weir_core::state::save_keyed(&mut self.store, ctx, name)
+    }
+    fn restore(
+        &mut self,
+        ctx: &mut weir_core::OperatorContext,
+        name: &str,
+    ) -> Result<(), weir_core::OperatorError> {
+        weir_core::state::restore_keyed(&mut self.store, ctx, name)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -582,74 +651,5 @@ mod tests {
         assert!(s.get(&1, &processing(1_100)).is_empty());
         s.push(2, 9, &processing(0));
         assert_eq!(s.purge_expired(&processing(5_000)), 1);
-    }
-}
-
-/// Keyed state saved in and restored from checkpoints: a process function calls these from its
-/// [`KeyedProcessFunction::snapshot`](crate::KeyedProcessFunction::snapshot) and
-/// [`restore`](crate::KeyedProcessFunction::restore), with one distinct `name` per state.
-pub trait CheckpointedStore {
-    fn save(
-        &mut self,
-        ctx: &mut weir_core::OperatorContext,
-        name: &str,
-    ) -> Result<(), weir_core::OperatorError>;
-    fn restore(
-        &mut self,
-        ctx: &mut weir_core::OperatorContext,
-        name: &str,
-    ) -> Result<(), weir_core::OperatorError>;
-}
-
-impl<K: StateKey, V: StateValue, B: Backend> CheckpointedStore for ValueState<K, V, B> {
-    fn save(
-        &mut self,
-        ctx: &mut weir_core::OperatorContext,
-        name: &str,
-    ) -> Result<(), weir_core::OperatorError> {
-        weir_core::state::save_keyed(&mut self.store, ctx, name)
-    }
-    fn restore(
-        &mut self,
-        ctx: &mut weir_core::OperatorContext,
-        name: &str,
-    ) -> Result<(), weir_core::OperatorError> {
-        weir_core::state::restore_keyed(&mut self.store, ctx, name)
-    }
-}
-
-impl<K: StateKey, UK: StateKey, UV: StateValue, B: Backend> CheckpointedStore
-    for MapState<K, UK, UV, B>
-{
-    fn save(
-        &mut self,
-        ctx: &mut weir_core::OperatorContext,
-        name: &str,
-    ) -> Result<(), weir_core::OperatorError> {
-        weir_core::state::save_keyed(&mut self.store, ctx, name)
-    }
-    fn restore(
-        &mut self,
-        ctx: &mut weir_core::OperatorContext,
-        name: &str,
-    ) -> Result<(), weir_core::OperatorError> {
-        weir_core::state::restore_keyed(&mut self.store, ctx, name)
-    }
-}
-
-impl<K: StateKey, V: StateValue, B: Backend> CheckpointedStore for ListState<K, V, B> {
-    fn save(
-        &mut self,
-        ctx: &mut weir_core::OperatorContext,
-        name: &str,
-    ) -> Result<(), weir_core::OperatorError> {
-        weir_core::state::save_keyed(&mut self.store, ctx, name)
-    }
-    fn restore(
-        &mut self,
-        ctx: &mut weir_core::OperatorContext,
-        name: &str,
-    ) -> Result<(), weir_core::OperatorError> {
-        weir_core::state::restore_keyed(&mut self.store, ctx, name)
     }
 }
