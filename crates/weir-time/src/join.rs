@@ -343,6 +343,33 @@ where
     J: FnMut(&L, &R) -> O + Send + 'static,
     B: Backend,
 {
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        weir_core::state::restore_keyed(&mut self.buffers, ctx, "interval")?;
+        if let Some((watermark, pending)) = weir_core::state::restore_binary::<(
+            Timestamp,
+            Vec<(Timestamp, Vec<K>)>,
+        )>(ctx, "interval_times")?
+        {
+            self.watermark = watermark;
+            self.cleanup = pending.into_iter().collect();
+        }
+        Ok(())
+    }
+
+    fn snapshot(
+        &mut self,
+        _: weir_core::CheckpointId,
+        ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        if !ctx.checkpointing() {
+            return Ok(());
+        }
+        weir_core::state::save_keyed(&mut self.buffers, ctx, "interval")?;
+        let times: Vec<(Timestamp, Vec<K>)> =
+            self.cleanup.iter().map(|(t, k)| (*t, k.clone())).collect();
+        weir_core::state::save_binary(ctx, "interval_times", &(self.watermark, times))
+    }
+
     fn process(
         &mut self,
         input: &mut Vec<Tagged<L, R>>,
@@ -470,6 +497,33 @@ where
     J: FnMut(T, Option<&V>) -> O + Send + 'static,
     B: Backend,
 {
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        weir_core::state::restore_keyed(&mut self.state, ctx, "latest")?;
+        if let Some((watermark, pending)) = weir_core::state::restore_binary::<(
+            Timestamp,
+            Vec<(Timestamp, Vec<K>)>,
+        )>(ctx, "latest_times")?
+        {
+            self.watermark = watermark;
+            self.due = pending.into_iter().collect();
+        }
+        Ok(())
+    }
+
+    fn snapshot(
+        &mut self,
+        _: weir_core::CheckpointId,
+        ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        if !ctx.checkpointing() {
+            return Ok(());
+        }
+        weir_core::state::save_keyed(&mut self.state, ctx, "latest")?;
+        let times: Vec<(Timestamp, Vec<K>)> =
+            self.due.iter().map(|(t, k)| (*t, k.clone())).collect();
+        weir_core::state::save_binary(ctx, "latest_times", &(self.watermark, times))
+    }
+
     fn process(
         &mut self,
         input: &mut Vec<Tagged<T, V>>,
