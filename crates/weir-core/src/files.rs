@@ -169,6 +169,8 @@ pub struct CsvSource {
     reader: Option<csv::Reader<Box<dyn Read + Send>>>,
     shape: Arc<weir_types::Shape>,
     record: csv::StringRecord,
+    /// Rows consumed (good or bad): a resumed run skips this many.
+    rows: u64,
 }
 
 impl CsvSource {
@@ -180,6 +182,7 @@ impl CsvSource {
             reader: None,
             shape: Arc::default(),
             record: csv::StringRecord::new(),
+            rows: 0,
         }
     }
 }
@@ -216,8 +219,27 @@ impl Source<ReadResult> for CsvSource {
             )
         })?;
         self.shape = Arc::new(weir_types::Shape::new(headers.iter()));
+        if let Some(rows) = crate::state::restore_value::<u64>(ctx, "rows")? {
+            // CSV rows may span lines: re-read and skip the rows the checkpoint covers.
+            let mut skip = csv::StringRecord::new();
+            for _ in 0..rows {
+                match reader.read_record(&mut skip) {
+                    Ok(true) | Err(_) => {}
+                    Ok(false) => break,
+                }
+            }
+            self.rows = rows;
+        }
         self.reader = Some(reader);
         Ok(())
+    }
+
+    fn snapshot(
+        &mut self,
+        _: crate::CheckpointId,
+        ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        crate::state::save_value(ctx, "rows", &self.rows)
     }
 
     fn poll(
@@ -230,7 +252,11 @@ impl Source<ReadResult> for CsvSource {
             return Ok(SourceStatus::Finished);
         };
         while out.len() < max {
-            match reader.read_record(&mut self.record) {
+            let read = reader.read_record(&mut self.record);
+            if !matches!(read, Ok(false)) {
+                self.rows += 1;
+            }
+            match read {
                 Ok(false) => return Ok(SourceStatus::Finished),
                 Ok(true) => {
                     let line = self.record.position().map_or(0, |p| p.line());

@@ -87,6 +87,7 @@ impl Environment {
         let items = Arc::new(Mutex::new(Some(items.into_iter())));
         let stream = self.source("from_iter", move || IterSource {
             items: items.lock().ok().and_then(|mut i| i.take()),
+            emitted: 0,
         });
         self.graph.borrow_mut().nodes[stream.node].max_parallelism = Some(1);
         stream

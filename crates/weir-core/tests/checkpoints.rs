@@ -161,3 +161,65 @@ fn a_checkpoint_store_that_fails_fails_the_job_instead_of_hanging() {
     let err = job.wait().unwrap_err().to_string();
     assert!(err.contains("disk full"), "{err}");
 }
+
+#[test]
+fn csv_and_iterator_sources_resume_where_the_checkpoint_left_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv: String = std::iter::once("k,v\n".to_string())
+        .chain((0..30_000).map(|i| format!("k{},{}\n", i % 5, i)))
+        .collect();
+    std::fs::write(dir.path().join("in.csv"), csv).unwrap();
+    let store = MemoryCheckpoints::new();
+    let csv_path = dir.path().join("in.csv");
+    let build = |env: &Environment, out: &std::path::Path, fail_after: Option<u64>| {
+        let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let from_file = env
+            .read_records(&csv_path, weir_core::Format::Csv)
+            .map(|r| r.get("v").and_then(|v| v.as_i64()).unwrap_or(-1));
+        let from_iter = env.from_iter(30_000..40_000i64);
+        from_file
+            .union(&[from_iter])
+            .map(move |v| {
+                std::thread::sleep(std::time::Duration::from_micros(20));
+                if fail_after.is_some_and(|l| seen.fetch_add(1, Ordering::SeqCst) >= l) {
+                    panic!("simulated crash");
+                }
+                v
+            })
+            .key_by(|v| v % 3)
+            .fold(|| 0i64, |sum, v| *sum += v)
+            .map(|(k, sum)| serde_json::json!({ "key": k, "sum": sum }))
+            .write_json_lines(out);
+    };
+    let run = |fail_after: Option<u64>| {
+        let mut cp = Checkpointing::new(Duration::from_millis(15), Arc::new(store.clone()));
+        if let Some(latest) = store.latest() {
+            cp = cp.restore_from(latest as Arc<dyn RestoredState>);
+        }
+        // A small channel: barriers do not wait behind 16k queued records.
+        let env = Environment::with_config(Config {
+            buffer_size: 1_000,
+            ..config(cp, 1)
+        });
+        build(&env, &dir.path().join("out.jsonl"), fail_after);
+        env.execute()
+    };
+    assert!(run(Some(25_000)).is_err());
+    assert!(!store.completed().is_empty());
+    run(None).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+    assert_eq!(
+        text.lines().count(),
+        40_000,
+        "one running sum per input, exactly once"
+    );
+    let mut last = BTreeMap::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        last.insert(v["key"].as_i64().unwrap(), v["sum"].as_i64().unwrap());
+    }
+    let expected: BTreeMap<i64, i64> = (0..3)
+        .map(|k| (k, (0..40_000i64).filter(|v| v % 3 == k).sum()))
+        .collect();
+    assert_eq!(last, expected);
+}
