@@ -304,6 +304,42 @@ where
     }
 }
 
+/// Saves a join's keyed buffers, its pending times and its watermark in the checkpoint.
+fn save_keyed_and_times<K: StateKey, V: StateValue, S: KeyedStore<K, V>>(
+    store: &mut S,
+    times: &BTreeMap<Timestamp, Vec<K>>,
+    watermark: Timestamp,
+    ctx: &mut OperatorContext,
+    name: &str,
+) -> Result<(), OperatorError> {
+    if !ctx.checkpointing() {
+        return Ok(());
+    }
+    weir_core::state::save_keyed(store, ctx, name)?;
+    let times: Vec<(Timestamp, Vec<K>)> = times.iter().map(|(t, k)| (*t, k.clone())).collect();
+    weir_core::state::save_binary(ctx, &format!("{name}_times"), &(watermark, times))
+}
+
+/// Loads what [`save_keyed_and_times`] saved (nothing on a fresh start).
+fn restore_keyed_and_times<K: StateKey, V: StateValue, S: KeyedStore<K, V>>(
+    store: &mut S,
+    times: &mut BTreeMap<Timestamp, Vec<K>>,
+    watermark: &mut Timestamp,
+    ctx: &mut OperatorContext,
+    name: &str,
+) -> Result<(), OperatorError> {
+    weir_core::state::restore_keyed(store, ctx, name)?;
+    let saved = weir_core::state::restore_binary::<(Timestamp, Vec<(Timestamp, Vec<K>)>)>(
+        ctx,
+        &format!("{name}_times"),
+    )?;
+    if let Some((w, pending)) = saved {
+        *watermark = w;
+        *times = pending.into_iter().collect();
+    }
+    Ok(())
+}
+
 /// Buffers of the interval join for one key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Buffers<L, R> {
@@ -344,16 +380,13 @@ where
     B: Backend,
 {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
-        weir_core::state::restore_keyed(&mut self.buffers, ctx, "interval")?;
-        if let Some((watermark, pending)) = weir_core::state::restore_binary::<(
-            Timestamp,
-            Vec<(Timestamp, Vec<K>)>,
-        )>(ctx, "interval_times")?
-        {
-            self.watermark = watermark;
-            self.cleanup = pending.into_iter().collect();
-        }
-        Ok(())
+        restore_keyed_and_times(
+            &mut self.buffers,
+            &mut self.cleanup,
+            &mut self.watermark,
+            ctx,
+            "interval",
+        )
     }
 
     fn snapshot(
@@ -361,13 +394,13 @@ where
         _: weir_core::CheckpointId,
         ctx: &mut OperatorContext,
     ) -> Result<(), OperatorError> {
-        if !ctx.checkpointing() {
-            return Ok(());
-        }
-        weir_core::state::save_keyed(&mut self.buffers, ctx, "interval")?;
-        let times: Vec<(Timestamp, Vec<K>)> =
-            self.cleanup.iter().map(|(t, k)| (*t, k.clone())).collect();
-        weir_core::state::save_binary(ctx, "interval_times", &(self.watermark, times))
+        save_keyed_and_times(
+            &mut self.buffers,
+            &self.cleanup,
+            self.watermark,
+            ctx,
+            "interval",
+        )
     }
 
     fn process(
@@ -498,16 +531,13 @@ where
     B: Backend,
 {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
-        weir_core::state::restore_keyed(&mut self.state, ctx, "latest")?;
-        if let Some((watermark, pending)) = weir_core::state::restore_binary::<(
-            Timestamp,
-            Vec<(Timestamp, Vec<K>)>,
-        )>(ctx, "latest_times")?
-        {
-            self.watermark = watermark;
-            self.due = pending.into_iter().collect();
-        }
-        Ok(())
+        restore_keyed_and_times(
+            &mut self.state,
+            &mut self.due,
+            &mut self.watermark,
+            ctx,
+            "latest",
+        )
     }
 
     fn snapshot(
@@ -515,13 +545,7 @@ where
         _: weir_core::CheckpointId,
         ctx: &mut OperatorContext,
     ) -> Result<(), OperatorError> {
-        if !ctx.checkpointing() {
-            return Ok(());
-        }
-        weir_core::state::save_keyed(&mut self.state, ctx, "latest")?;
-        let times: Vec<(Timestamp, Vec<K>)> =
-            self.due.iter().map(|(t, k)| (*t, k.clone())).collect();
-        weir_core::state::save_binary(ctx, "latest_times", &(self.watermark, times))
+        save_keyed_and_times(&mut self.state, &self.due, self.watermark, ctx, "latest")
     }
 
     fn process(

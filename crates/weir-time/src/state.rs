@@ -511,58 +511,31 @@ pub trait CheckpointedStore {
     ) -> Result<(), weir_core::OperatorError>;
 }
 
-impl<K: StateKey, V: StateValue, B: Backend> CheckpointedStore for ValueState<K, V, B> {
-    fn save(
-        &mut self,
-        ctx: &mut weir_core::OperatorContext,
-        name: &str,
-    ) -> Result<(), weir_core::OperatorError> {
-        weir_core::state::save_keyed(&mut self.store, ctx, name)
-    }
-    fn restore(
-        &mut self,
-        ctx: &mut weir_core::OperatorContext,
-        name: &str,
-    ) -> Result<(), weir_core::OperatorError> {
-        weir_core::state::restore_keyed(&mut self.store, ctx, name)
-    }
+/// Every state type keeps its entries in one keyed store, `store`.
+macro_rules! checkpointed_store {
+    ($ty:ident<$($p:ident: $bound:ident),*>) => {
+        impl<$($p: $bound,)* B: Backend> CheckpointedStore for $ty<$($p,)* B> {
+            fn save(
+                &mut self,
+                ctx: &mut weir_core::OperatorContext,
+                name: &str,
+            ) -> Result<(), weir_core::OperatorError> {
+                weir_core::state::save_keyed(&mut self.store, ctx, name)
+            }
+            fn restore(
+                &mut self,
+                ctx: &mut weir_core::OperatorContext,
+                name: &str,
+            ) -> Result<(), weir_core::OperatorError> {
+                weir_core::state::restore_keyed(&mut self.store, ctx, name)
+            }
+        }
+    };
 }
 
-impl<K: StateKey, UK: StateKey, UV: StateValue, B: Backend> CheckpointedStore
-    for MapState<K, UK, UV, B>
-{
-    fn save(
-        &mut self,
-        ctx: &mut weir_core::OperatorContext,
-        name: &str,
-    ) -> Result<(), weir_core::OperatorError> {
-        weir_core::state::save_keyed(&mut self.store, ctx, name)
-    }
-    fn restore(
-        &mut self,
-        ctx: &mut weir_core::OperatorContext,
-        name: &str,
-    ) -> Result<(), weir_core::OperatorError> {
-        weir_core::state::restore_keyed(&mut self.store, ctx, name)
-    }
-}
-
-impl<K: StateKey, V: StateValue, B: Backend> CheckpointedStore for ListState<K, V, B> {
-    fn save(
-        &mut self,
-        ctx: &mut weir_core::OperatorContext,
-        name: &str,
-    ) -> Result<(), weir_core::OperatorError> {
-        weir_core::state::save_keyed(&mut self.store, ctx, name)
-    }
-    fn restore(
-        &mut self,
-        ctx: &mut weir_core::OperatorContext,
-        name: &str,
-    ) -> Result<(), weir_core::OperatorError> {
-        weir_core::state::restore_keyed(&mut self.store, ctx, name)
-    }
-}
+checkpointed_store!(ValueState<K: StateKey, V: StateValue>);
+checkpointed_store!(MapState<K: StateKey, UK: StateKey, UV: StateValue>);
+checkpointed_store!(ListState<K: StateKey, V: StateValue>);
 
 #[cfg(test)]
 mod tests {
