@@ -280,10 +280,37 @@ macro_rules! for_all {
     }};
 }
 
+/// The control methods of a fan-out node: each forwards to every output, through `$each`
+/// (`for_all` over `self.outputs`, or `both` over `self.ok` and `self.err`).
+macro_rules! fan_out_control {
+    ($each:ident) => {
+        fn open(&mut self) -> Result<(), JobError> {
+            $each!(self, o => o.open())
+        }
+        fn watermark(&mut self, w: Timestamp) -> Result<(), JobError> {
+            $each!(self, o => o.watermark(w))
+        }
+        fn idle(&mut self) -> Result<(), JobError> {
+            $each!(self, o => o.idle())
+        }
+        fn tick(&mut self) -> Result<(), JobError> {
+            $each!(self, o => o.tick())
+        }
+        fn barrier(&mut self, b: Barrier) -> Result<(), JobError> {
+            $each!(self, o => o.barrier(b))
+        }
+        fn commit(&mut self, c: CheckpointId) -> Result<(), JobError> {
+            $each!(self, o => o.commit(c))
+        }
+        fn end(&mut self) -> Result<(), JobError> {
+            $each!(self, o => o.end())
+        }
+    };
+}
+
 impl<T: Clone + Send> Pusher<T> for Tee<T> {
-    fn open(&mut self) -> Result<(), JobError> {
-        for_all!(self, o => o.open())
-    }
+    fan_out_control!(for_all);
+
     fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError> {
         let (last, rest) = match self.outputs.split_last_mut() {
             Some(split) => split,
@@ -295,24 +322,6 @@ impl<T: Clone + Send> Pusher<T> for Tee<T> {
             o.push(&mut self.scratch)?;
         }
         last.push(batch)
-    }
-    fn watermark(&mut self, w: Timestamp) -> Result<(), JobError> {
-        for_all!(self, o => o.watermark(w))
-    }
-    fn idle(&mut self) -> Result<(), JobError> {
-        for_all!(self, o => o.idle())
-    }
-    fn tick(&mut self) -> Result<(), JobError> {
-        for_all!(self, o => o.tick())
-    }
-    fn barrier(&mut self, b: Barrier) -> Result<(), JobError> {
-        for_all!(self, o => o.barrier(b))
-    }
-    fn commit(&mut self, c: CheckpointId) -> Result<(), JobError> {
-        for_all!(self, o => o.commit(c))
-    }
-    fn end(&mut self) -> Result<(), JobError> {
-        for_all!(self, o => o.end())
     }
 }
 
@@ -336,9 +345,8 @@ macro_rules! both {
 }
 
 impl<A: Send, E: Send> Pusher<Result<A, E>> for ResultSplit<A, E> {
-    fn open(&mut self) -> Result<(), JobError> {
-        both!(self, p => p.open())
-    }
+    fan_out_control!(both);
+
     fn push(&mut self, batch: &mut Vec<Result<A, E>>) -> Result<(), JobError> {
         for r in batch.drain(..) {
             match r {
@@ -355,24 +363,6 @@ impl<A: Send, E: Send> Pusher<Result<A, E>> for ResultSplit<A, E> {
             self.err_buf.clear();
         }
         Ok(())
-    }
-    fn watermark(&mut self, w: Timestamp) -> Result<(), JobError> {
-        both!(self, p => p.watermark(w))
-    }
-    fn idle(&mut self) -> Result<(), JobError> {
-        both!(self, p => p.idle())
-    }
-    fn tick(&mut self) -> Result<(), JobError> {
-        both!(self, p => p.tick())
-    }
-    fn barrier(&mut self, b: Barrier) -> Result<(), JobError> {
-        both!(self, p => p.barrier(b))
-    }
-    fn commit(&mut self, c: CheckpointId) -> Result<(), JobError> {
-        both!(self, p => p.commit(c))
-    }
-    fn end(&mut self) -> Result<(), JobError> {
-        both!(self, p => p.end())
     }
 }
 
@@ -530,9 +520,8 @@ pub(crate) struct Router<T> {
 }
 
 impl<T: Send> Pusher<(usize, T)> for Router<T> {
-    fn open(&mut self) -> Result<(), JobError> {
-        for_all!(self, o => o.open())
-    }
+    fan_out_control!(for_all);
+
     fn push(&mut self, batch: &mut Vec<(usize, T)>) -> Result<(), JobError> {
         let last = self.buffers.len() - 1;
         for (route, record) in batch.drain(..) {
@@ -546,23 +535,5 @@ impl<T: Send> Pusher<(usize, T)> for Router<T> {
             }
         }
         Ok(())
-    }
-    fn watermark(&mut self, w: Timestamp) -> Result<(), JobError> {
-        for_all!(self, o => o.watermark(w))
-    }
-    fn idle(&mut self) -> Result<(), JobError> {
-        for_all!(self, o => o.idle())
-    }
-    fn tick(&mut self) -> Result<(), JobError> {
-        for_all!(self, o => o.tick())
-    }
-    fn barrier(&mut self, b: Barrier) -> Result<(), JobError> {
-        for_all!(self, o => o.barrier(b))
-    }
-    fn commit(&mut self, c: CheckpointId) -> Result<(), JobError> {
-        for_all!(self, o => o.commit(c))
-    }
-    fn end(&mut self) -> Result<(), JobError> {
-        for_all!(self, o => o.end())
     }
 }

@@ -101,7 +101,28 @@ pub(crate) enum Acc {
 impl Acc {
     /// Adds one record's argument value. Nulls are skipped, as in SQL (`count()` counts
     /// records, `count(x)` counts non-null `x`).
+    /// What [`add`](Self::add) would refuse, checked without changing anything: lets a record
+    /// update several accumulators all or nothing.
+    pub(crate) fn check(&self, value: Option<&Value>) -> Result<(), String> {
+        let Some(v) = value.filter(|v| !v.is_null()) else {
+            return Ok(());
+        };
+        let numbers = |what: &str| match v.as_f64() {
+            Some(_) => Ok(()),
+            None => Err(format!("{what} needs numbers, found {}", v.kind())),
+        };
+        match self {
+            Acc::SumInt(_) | Acc::SumFloat(_) => numbers("sum"),
+            Acc::Avg(..) => numbers("avg"),
+            Acc::Min(m) | Acc::Max(m) if !m.is_null() && v.compare(m).is_none() => {
+                Err(format!("cannot compare {} with {}", v.kind(), m.kind()))
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub(crate) fn add(&mut self, value: Option<Value>) -> Result<(), String> {
+        self.check(value.as_ref())?;
         let Some(v) = value else {
             if let Acc::Count(n) = self {
                 *n += 1;
@@ -310,6 +331,39 @@ mod tests {
         assert_eq!(big.result(), Value::Float(i64::MAX as f64 + 1.0));
         let mut min = Acc::Min(Value::Int(1));
         assert!(min.merge(&Acc::Min(Value::from("a"))).is_err());
+    }
+
+    #[test]
+    fn check_refuses_exactly_what_add_refuses() {
+        let values = [
+            Value::Int(3),
+            Value::Float(1.5),
+            Value::from("a"),
+            Value::Bool(true),
+            Value::Null,
+            Value::Timestamp(5),
+        ];
+        for func in [
+            "count()", "count(x)", "sum(x)", "min(x)", "max(x)", "avg(x)", "first(x)", "last(x)",
+        ] {
+            let agg = Aggregation::parse("o", func, &FieldTypes::dynamic()).unwrap();
+            for start in &values {
+                let mut acc = agg.init();
+                let _ = acc.add(Some(start.clone()));
+                for v in &values {
+                    let mut after = acc.clone();
+                    let added = after.add(Some(v.clone()));
+                    assert_eq!(
+                        acc.check(Some(v)).is_err(),
+                        added.is_err(),
+                        "{func} after {start:?} with {v:?}"
+                    );
+                    if added.is_err() {
+                        assert_eq!(after, acc, "a refused value changes nothing");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

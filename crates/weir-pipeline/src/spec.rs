@@ -11,6 +11,19 @@ pub use crate::window::{LatePolicy, WindowKind, WindowStep};
 pub use weir_connectors::http::{BodyFormat, Method};
 pub use weir_resilience::PolicyConfig;
 
+/// The names of a spec's options that are set: `Option` fields named like their YAML keys.
+macro_rules! set_options {
+    ($spec:expr; $($field:ident),* $(,)?) => {{
+        let mut given = Vec::new();
+        $(
+            if $spec.$field.is_some() {
+                given.push(stringify!($field));
+            }
+        )*
+        given
+    }};
+}
+
 /// A whole pipeline file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -174,25 +187,9 @@ impl SourceKind {
 impl SourceSpec {
     /// The options set in the file, by name.
     pub fn given(&self) -> Vec<&'static str> {
-        let mut given = Vec::new();
-        let mut note = |set: bool, name: &'static str| {
-            if set {
-                given.push(name)
-            }
-        };
-        note(self.path.is_some(), "path");
-        note(self.format.is_some(), "format");
-        note(self.count.is_some(), "count");
-        note(self.rate.is_some(), "rate");
-        note(self.fields.is_some(), "fields");
-        note(self.url.is_some(), "url");
-        note(self.stream.is_some(), "stream");
-        note(self.group.is_some(), "group");
-        note(self.consumer.is_some(), "consumer");
-        note(self.read_count.is_some(), "read_count");
-        note(self.claim_idle.is_some(), "claim_idle");
-        note(self.stop_after_idle.is_some(), "stop_after_idle");
-        given
+        set_options!(self;
+            path, format, count, rate, fields, url, stream, group, consumer, read_count,
+            claim_idle, stop_after_idle)
     }
 
     /// The options each type accepts.
@@ -384,28 +381,9 @@ impl SinkKind {
 
 impl SinkSpec {
     pub fn given(&self) -> Vec<&'static str> {
-        let mut given = Vec::new();
-        let mut note = |set: bool, name: &'static str| {
-            if set {
-                given.push(name)
-            }
-        };
-        note(self.path.is_some(), "path");
-        note(self.url.is_some(), "url");
-        note(self.table.is_some(), "table");
-        note(self.schema.is_some(), "schema");
-        note(self.create_table.is_some(), "create_table");
-        note(self.batch_rows.is_some(), "batch_rows");
-        note(self.flush_interval.is_some(), "flush_interval");
-        note(self.retries.is_some(), "retries");
-        note(self.user.is_some(), "user");
-        note(self.password_env.is_some(), "password_env");
-        note(self.stream.is_some(), "stream");
-        note(self.max_len.is_some(), "max_len");
-        note(self.format.is_some(), "format");
-        note(self.headers.is_some(), "headers");
-        note(self.policy.is_some(), "policy");
-        given
+        set_options!(self;
+            path, url, table, schema, create_table, batch_rows, flush_interval, retries, user,
+            password_env, stream, max_len, format, headers, policy)
     }
 
     pub fn accepted(&self) -> &'static [&'static str] {

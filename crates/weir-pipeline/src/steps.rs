@@ -170,11 +170,14 @@ impl<S: KeyedStore<Vec<Value>, Vec<Acc>>> AggregateOp<S> {
         let accs = self
             .state
             .get_or_insert_with(&key, || aggs.iter().map(Aggregation::init).collect());
-        let mut trial = accs.clone();
-        for ((acc, agg), arg) in trial.iter_mut().zip(aggs.iter()).zip(args) {
+        // All or nothing: check every accumulator before changing any.
+        for ((acc, agg), arg) in accs.iter().zip(aggs.iter()).zip(&args) {
+            acc.check(arg.as_ref())
+                .map_err(|e| format!("{}: {e}", agg.name))?;
+        }
+        for ((acc, agg), arg) in accs.iter_mut().zip(aggs.iter()).zip(args) {
             acc.add(arg).map_err(|e| format!("{}: {e}", agg.name))?;
         }
-        *accs = trial;
         Ok(self.emit_every_record.then_some(key))
     }
 

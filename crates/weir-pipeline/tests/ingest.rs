@@ -167,3 +167,59 @@ fn redis_to_clickhouse_validates_masks_and_dead_letters() {
     });
     assert_eq!(pending, 0);
 }
+
+#[test]
+fn clickhouse_without_a_schema_writes_plain_json_rows_exactly_once() {
+    let Some(clickhouse) = block_on(testing::clickhouse_url()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let table = testing::unique_name("plain");
+    let client = ClickHouseClient::new(ClickHouseConfig::new(&clickhouse)).unwrap();
+    block_on(client.execute(&format!(
+        "CREATE TABLE {table} (id Int64, meta String, _weir_batch String) ENGINE = MergeTree ORDER BY id"
+    )))
+    .unwrap();
+    let lines: String = (0..5000)
+        .map(|i| format!("{{\"id\":{i},\"meta\":{{\"n\":{i},\"tags\":[\"a\"]}}}}\n"))
+        .collect();
+    std::fs::write(dir.path().join("in.jsonl"), lines).unwrap();
+    let yaml = format!(
+        "source: {{ type: file, path: in.jsonl }}
+settings: {{ checkpoint: {{ interval: 20ms }} }}
+sink: {{ type: clickhouse, url: {clickhouse}, table: {table}, batch_rows: 700, create_table: false }}
+"
+    );
+    std::fs::write(dir.path().join("p.yaml"), yaml).unwrap();
+    let pipeline = Pipeline::load(dir.path().join("p.yaml")).unwrap();
+    let mut config = pipeline.config();
+    config.checkpointing = pipeline
+        .checkpoint_plan(&weir_pipeline::Resume::default())
+        .unwrap()
+        .map(|p| p.checkpointing);
+    let env = Environment::with_config(config);
+    pipeline.build(&env).unwrap();
+    env.execute().unwrap();
+    let rows = block_on(client.query_json(&format!(
+        "SELECT count() AS n, uniqExact(id) AS ids, uniqExact(_weir_batch) AS batches, any(meta) AS meta FROM {table}"
+    )))
+    .unwrap();
+    let int = |f: &str| {
+        rows[0]
+            .get(f)
+            .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
+    };
+    assert_eq!(int("n"), Some(5000));
+    assert_eq!(int("ids"), Some(5000));
+    assert!(int("batches").unwrap() >= 8, "batches of at most 700 rows");
+    let meta = rows[0]
+        .get("meta")
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_string();
+    assert!(
+        meta.starts_with("{\"n\":") && meta.contains("\"tags\":[\"a\"]"),
+        "{meta}"
+    );
+    let _ = block_on(client.execute(&format!("DROP TABLE IF EXISTS {table}")));
+}

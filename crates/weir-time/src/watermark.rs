@@ -125,6 +125,42 @@ fn forward_only_end(watermark: Timestamp) -> Option<Timestamp> {
     (watermark == END_OF_TIME).then_some(END_OF_TIME)
 }
 
+/// The hooks both event-time operators delegate to their [`Tracker`]: its state in
+/// checkpoints, only the end of time passing from upstream, idleness on ticks.
+macro_rules! tracker_hooks {
+    () => {
+        fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+            self.tracker.restore(ctx)
+        }
+
+        fn snapshot(
+            &mut self,
+            _: weir_core::CheckpointId,
+            ctx: &mut OperatorContext,
+        ) -> Result<(), OperatorError> {
+            self.tracker.save(ctx)
+        }
+
+        fn on_watermark(
+            &mut self,
+            watermark: Timestamp,
+            _: &mut Vec<Timestamped<T>>,
+            _: &mut OperatorContext,
+        ) -> Result<Option<Timestamp>, OperatorError> {
+            Ok(forward_only_end(watermark))
+        }
+
+        fn on_tick(
+            &mut self,
+            _: &mut Vec<Timestamped<T>>,
+            ctx: &mut OperatorContext,
+        ) -> Result<(), OperatorError> {
+            self.tracker.tick(ctx);
+            Ok(())
+        }
+    };
+}
+
 /// Gives every record its timestamp and emits watermarks; see [`EventTimeExt::assign_timestamps`].
 pub struct AssignTimestamps<F> {
     time_of: F,
@@ -145,17 +181,7 @@ where
     T: Send + 'static,
     F: Fn(&T) -> Timestamp + Send + 'static,
 {
-    fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
-        self.tracker.restore(ctx)
-    }
-
-    fn snapshot(
-        &mut self,
-        _: weir_core::CheckpointId,
-        ctx: &mut OperatorContext,
-    ) -> Result<(), OperatorError> {
-        self.tracker.save(ctx)
-    }
+    tracker_hooks!();
 
     #[inline]
     fn process(
@@ -177,24 +203,6 @@ where
         self.tracker.observed(max, ctx);
         Ok(())
     }
-
-    fn on_watermark(
-        &mut self,
-        watermark: Timestamp,
-        _: &mut Vec<Timestamped<T>>,
-        _: &mut OperatorContext,
-    ) -> Result<Option<Timestamp>, OperatorError> {
-        Ok(forward_only_end(watermark))
-    }
-
-    fn on_tick(
-        &mut self,
-        _: &mut Vec<Timestamped<T>>,
-        ctx: &mut OperatorContext,
-    ) -> Result<(), OperatorError> {
-        self.tracker.tick(ctx);
-        Ok(())
-    }
 }
 
 /// Emits watermarks for records that already carry their timestamp; see
@@ -212,17 +220,7 @@ impl GenerateWatermarks {
 }
 
 impl<T: Send + 'static> Operator<Timestamped<T>, Timestamped<T>> for GenerateWatermarks {
-    fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
-        self.tracker.restore(ctx)
-    }
-
-    fn snapshot(
-        &mut self,
-        _: weir_core::CheckpointId,
-        ctx: &mut OperatorContext,
-    ) -> Result<(), OperatorError> {
-        self.tracker.save(ctx)
-    }
+    tracker_hooks!();
 
     #[inline]
     fn process(
@@ -240,24 +238,6 @@ impl<T: Send + 'static> Operator<Timestamped<T>, Timestamped<T>> for GenerateWat
             out.append(input);
         }
         self.tracker.observed(max, ctx);
-        Ok(())
-    }
-
-    fn on_watermark(
-        &mut self,
-        watermark: Timestamp,
-        _: &mut Vec<Timestamped<T>>,
-        _: &mut OperatorContext,
-    ) -> Result<Option<Timestamp>, OperatorError> {
-        Ok(forward_only_end(watermark))
-    }
-
-    fn on_tick(
-        &mut self,
-        _: &mut Vec<Timestamped<T>>,
-        ctx: &mut OperatorContext,
-    ) -> Result<(), OperatorError> {
-        self.tracker.tick(ctx);
         Ok(())
     }
 }

@@ -70,6 +70,11 @@ impl InsertBatch {
         &self.id
     }
 
+    /// The rows, taking them out of the batch.
+    pub fn into_rows(self) -> Vec<u8> {
+        self.rows
+    }
+
     pub fn rows(&self) -> &[u8] {
         &self.rows
     }

@@ -14,7 +14,8 @@
 //!   `flush_interval`, and at the end of input.
 
 use super::{
-    BatchId, ClickHouseClient, ClickHouseConfig, CommitMode, ExactlyOnceInserter, InsertBatch,
+    BatchBuilder, BatchId, ClickHouseClient, ClickHouseConfig, CommitMode, ExactlyOnceInserter,
+    InsertBatch,
 };
 use crate::io_runtime::block_on;
 use std::sync::Arc;
@@ -76,7 +77,12 @@ pub struct ClickHouseSink {
     /// The checkpoint the rows being written will belong to.
     epoch: CheckpointId,
     seq: u64,
+    /// The id of the batch being filled (`epoch`, `seq`); empty until first needed.
+    batch: String,
+    /// Rows of the batch being filled, rendered by the schema...
     rows: Vec<u8>,
+    /// ...or, without a schema, as plain JSON with the batch id added.
+    builder: Option<BatchBuilder>,
     count: usize,
     /// Sealed batches not yet inserted, oldest first.
     sealed: Vec<StoredBatch>,
@@ -101,7 +107,9 @@ impl ClickHouseSink {
             sink_name: String::new(),
             epoch: 1,
             seq: 0,
+            batch: String::new(),
             rows: Vec::new(),
+            builder: None,
             count: 0,
             sealed: Vec::new(),
             last_flush: Instant::now(),
@@ -109,29 +117,44 @@ impl ClickHouseSink {
         }
     }
 
-    fn batch_id(&self) -> String {
-        BatchId::new(&self.config.job, &self.sink_name, self.epoch, self.seq)
-            .as_str()
-            .to_string()
+    /// The id of the batch being filled, made once per batch.
+    fn batch_id(&mut self) -> &str {
+        if self.batch.is_empty() {
+            self.batch = BatchId::new(&self.config.job, &self.sink_name, self.epoch, self.seq)
+                .as_str()
+                .to_string();
+        }
+        &self.batch
     }
 
     fn push_row(&mut self, record: &Record) -> Result<(), OperatorError> {
-        let id = self.batch_id();
+        self.batch_id();
         match (&self.config.schema, &self.features) {
             (Some(schema), Some(features)) => {
-                schema.write_clickhouse_row(record, features, &id, &mut self.rows)
+                schema.write_clickhouse_row(record, features, &self.batch, &mut self.rows)
             }
             _ => {
-                let mut row = record.clone();
-                row.set(super::BATCH_COLUMN, weir_types::Value::from(id));
-                for value in row.values_mut() {
+                let id = &self.batch;
+                let builder = self
+                    .builder
+                    .get_or_insert_with(|| BatchBuilder::new(BatchId::from_raw(id.clone())));
+                let has_json = record
+                    .values()
+                    .iter()
+                    .any(|v| matches!(v, weir_types::Value::Json(_)));
+                let pushed = if has_json {
                     // ClickHouse reads nested JSON into String columns only as text.
-                    if let weir_types::Value::Json(j) = value {
-                        *value = weir_types::Value::from(j.to_string());
+                    let mut row = record.clone();
+                    for value in row.values_mut() {
+                        if let weir_types::Value::Json(j) = value {
+                            *value = weir_types::Value::from(j.to_string());
+                        }
                     }
-                }
-                row.write_json(&mut self.rows);
-                self.rows.push(b'\n');
+                    builder.push(&row)
+                } else {
+                    builder.push(record)
+                };
+                pushed.map_err(OperatorError::from)?;
             }
         }
         self.count += 1;
@@ -145,14 +168,19 @@ impl ClickHouseSink {
         if self.count == 0 {
             return;
         }
+        let rows = match self.builder.take() {
+            Some(builder) => builder.finish().into_rows(),
+            None => std::mem::take(&mut self.rows),
+        };
         let batch = StoredBatch {
             checkpoint: self.epoch,
-            id: self.batch_id(),
-            rows: std::mem::take(&mut self.rows),
+            id: self.batch_id().to_string(),
+            rows,
             count: std::mem::take(&mut self.count),
         };
         self.sealed.push(batch);
         self.seq += 1;
+        self.batch.clear();
     }
 
     /// Inserts the sealed batches of checkpoints up to `upto` (all if `None`), retrying in
