@@ -1,12 +1,12 @@
 //! Choosing the backend at run time: configuration, a factory, and an enum store.
 
 use crate::{
-    DiskStore, DiskStoreOptions, KeyedStore, MemoryStore, SnapshotKind, SnapshotStats, StateError,
+    DiskStore, DiskStoreOptions, FileCheckpointStats, KeyedStore, MemoryStore, SnapshotKind, SnapshotStats, StateError,
     StateKey, StateValue,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 const DEFAULT_BUDGET: u64 = 64 * 1024 * 1024;
 
@@ -228,6 +228,15 @@ impl<K: StateKey, V: StateValue> KeyedStore<K, V> for AnyStore<K, V> {
     }
     fn apply_snapshot_from(&mut self, reader: &mut dyn Read) -> Result<(), StateError> {
         each!(self, s => s.apply_snapshot_from(reader))
+    }
+    fn checkpoints_as_files(&self) -> bool {
+        each!(self, s => s.checkpoints_as_files())
+    }
+    fn checkpoint_files(&mut self, dir: &Path) -> Result<FileCheckpointStats, StateError> {
+        each!(self, s => s.checkpoint_files(dir))
+    }
+    fn restore_files(&mut self, dir: &Path) -> Result<(), StateError> {
+        each!(self, s => s.restore_files(dir))
     }
 }
 

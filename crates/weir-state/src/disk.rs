@@ -23,16 +23,21 @@
 //! The directory is scratch space: the store starts empty and deletes it when dropped. The
 //! durable copy of the state is the snapshot stream the runtime stores in a checkpoint.
 
+use crate::files::{
+    FileCheckpointStats, StoreImage, TABLES, copy_synced, io_error, link_or_copy, place_tree,
+    read_store_image, sync_dir, write_store_image, write_synced,
+};
 use crate::filter::KeyFilter;
 use crate::snapshot::{Op, SnapshotReader, SnapshotWriter, decode};
 use crate::{KeyedStore, SnapshotKind, SnapshotStats, StateError, StateKey, StateValue};
 use fjall::config::{PartitioningPolicy, PinningPolicy};
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable};
+use fjall::{AbstractTree, Database, Keyspace, KeyspaceCreateOptions, Readable};
 use hashbrown::HashTable;
 use serde::Serialize;
 use std::hash::BuildHasher;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Marks a directory as a store's scratch space, which may be wiped on open.
 const MARKER: &str = "WEIR_STATE_SCRATCH";
@@ -103,10 +108,14 @@ struct Slot<K, V> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct DiskStore<K, V> {
-    path: PathBuf,
     // Declared before `db` so it drops first.
     tree: Keyspace,
     db: Database,
+    /// The tree's directory inside the scratch directory: `db-N`, N counting restores from
+    /// files (each opens a new tree beside the old one, which is deleted when it drops).
+    db_path: PathBuf,
+    generation: u32,
+    options: DiskStoreOptions,
     slots: Vec<Slot<K, V>>,
     index: HashTable<u32>,
     hasher: hashbrown::DefaultHashBuilder,
@@ -125,6 +134,55 @@ pub struct DiskStore<K, V> {
     cleared: bool,
     kbuf: Vec<u8>,
     vbuf: Vec<u8>,
+    /// Last: removes the scratch directory once the tree is closed (and no view needs it).
+    root: Arc<ScratchRoot>,
+}
+
+/// A store's scratch directory, removed when the last owner drops.
+struct ScratchRoot(PathBuf);
+
+impl Drop for ScratchRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Opens (or recovers) the fjall tree of a store at `db_path`, sized from the budget.
+fn open_tree(
+    db_path: &Path,
+    options: &DiskStoreOptions,
+) -> Result<(Database, Keyspace), StateError> {
+    let budget = options.memory_budget.max(64 * 1024);
+    let backend = |e: fjall::Error| StateError::Backend {
+        path: db_path.display().to_string(),
+        message: e.to_string(),
+    };
+    let memtable = (budget / 4).clamp(512 * 1024, 64 * 1024 * 1024) as u64;
+    // The tree needs no journal on disk for durability (checkpoints give that): it is
+    // persisted only when the process exits cleanly, and deleted then.
+    let db = Database::builder(db_path)
+        .cache_size((budget / 4) as u64)
+        .worker_threads(options.worker_threads.max(1))
+        .manual_journal_persist(true)
+        .temporary(true)
+        .open()
+        .map_err(backend)?;
+    let tree = db
+        .keyspace("state", || {
+            KeyspaceCreateOptions::default()
+                .manual_journal_persist(true)
+                .max_memtable_size(memtable)
+                // Every cache miss is a point read that consults filters and indexes. Tables
+                // made by bulk ingestion (restores) are never pinned, and their whole-table
+                // filter and index blocks were read and checksummed again on every lookup
+                // (100 µs per read at 1M keys): partitioned, a lookup loads small blocks.
+                .filter_block_pinning_policy(PinningPolicy::all(true))
+                .index_block_pinning_policy(PinningPolicy::all(true))
+                .filter_block_partitioning_policy(PartitioningPolicy::all(true))
+                .index_block_partitioning_policy(PartitioningPolicy::all(true))
+        })
+        .map_err(backend)?;
+    Ok((db, tree))
 }
 
 impl<K: StateKey, V: StateValue> DiskStore<K, V> {
@@ -150,39 +208,16 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
         }
         std::fs::create_dir_all(&path).map_err(io)?;
         std::fs::write(path.join(MARKER), b"scratch space of a weir DiskStore\n").map_err(io)?;
-
+        let root = Arc::new(ScratchRoot(path));
+        let db_path = root.0.join("db-0");
+        let (db, tree) = open_tree(&db_path, &options)?;
         let budget = options.memory_budget.max(64 * 1024);
-        let backend = |e: fjall::Error| StateError::Backend {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        };
-        let memtable = (budget / 4).clamp(512 * 1024, 64 * 1024 * 1024) as u64;
-        let db = Database::builder(&path)
-            .cache_size((budget / 4) as u64)
-            .worker_threads(options.worker_threads.max(1))
-            .manual_journal_persist(true)
-            .temporary(true)
-            .open()
-            .map_err(backend)?;
-        let tree = db
-            .keyspace("state", || {
-                KeyspaceCreateOptions::default()
-                    .manual_journal_persist(true)
-                    .max_memtable_size(memtable)
-                    // Every cache miss is a point read that consults filters and indexes. Tables
-                    // made by bulk ingestion (restores) are never pinned, and their whole-table
-                    // filter and index blocks were read and checksummed again on every lookup
-                    // (100 µs per read at 1M keys): partitioned, a lookup loads small blocks.
-                    .filter_block_pinning_policy(PinningPolicy::all(true))
-                    .index_block_pinning_policy(PinningPolicy::all(true))
-                    .filter_block_partitioning_policy(PartitioningPolicy::all(true))
-                    .index_block_partitioning_policy(PartitioningPolicy::all(true))
-            })
-            .map_err(backend)?;
         let mut store = DiskStore {
-            path,
             tree,
             db,
+            db_path,
+            generation: 0,
+            options,
             slots: Vec::new(),
             index: HashTable::new(),
             hasher: hashbrown::DefaultHashBuilder::default(),
@@ -199,6 +234,7 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
             cleared: false,
             kbuf: Vec::new(),
             vbuf: Vec::new(),
+            root,
         };
         store.resize();
         Ok(store)
@@ -206,7 +242,7 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
 
     /// Where the store keeps its files.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.root.0
     }
 
     /// Entries currently decoded in the cache.
@@ -226,7 +262,7 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
 
     fn backend(&self, e: fjall::Error) -> StateError {
         StateError::Backend {
-            path: self.path.display().to_string(),
+            path: self.db_path.display().to_string(),
             message: e.to_string(),
         }
     }
@@ -267,12 +303,175 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
             snapshot: self.db.snapshot(),
             tree: self.tree.clone(),
             db: self.db.clone(),
-            path: self.path.clone(),
+            path: self.db_path.clone(),
+            _root: self.root.clone(),
         };
         self.touched.clear();
         self.cleared = false;
         self.tracking = true;
         Ok(view)
+    }
+
+    /// Writes a checkpoint of the store into the directory `dir` as files (see
+    /// [`crate::files`]): writes the cache's dirty entries back, flushes the memtable, then
+    /// hard-links the tree's tables into `dir` (copies them where `dir` is on another file
+    /// system). The cost is the flush of what changed since the previous checkpoint, not the
+    /// size of the state. Afterwards the store counts as snapshotted. `dir` must be empty or
+    /// absent.
+    pub fn checkpoint_files(&mut self, dir: &Path) -> Result<FileCheckpointStats, StateError> {
+        self.write_back()?;
+        self.flush_memtables()?;
+        if dir.exists() && std::fs::read_dir(dir).map_err(io_error(dir))?.next().is_some() {
+            return Err(StateError::Config(format!(
+                "cannot checkpoint into {}: the directory is not empty",
+                dir.display()
+            )));
+        }
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let mut stats = FileCheckpointStats {
+            entries: self.len as u64,
+            ..FileCheckpointStats::default()
+        };
+        // fjall's format marker and keyspace catalogue (written once, when the tree opened).
+        let version = self.db_path.join("version");
+        stats.copied_bytes += copy_synced(&version, &dir.join("version")).map_err(io_error(&version))?;
+        stats.files += 1;
+        let state = self.tree.path().to_path_buf();
+        let keyspaces = self.db_path.join("keyspaces");
+        for entry in std::fs::read_dir(&keyspaces).map_err(io_error(&keyspaces))? {
+            let entry = entry.map_err(io_error(&keyspaces))?;
+            if entry.path() != state {
+                let to = dir.join("keyspaces").join(entry.file_name());
+                place_tree(&entry.path(), &to, &mut stats)?;
+            }
+        }
+        let relative = state.strip_prefix(&self.db_path).map_err(|_| {
+            StateError::Config(format!(
+                "the state tree {} is outside the store's directory {}",
+                state.display(),
+                self.db_path.display()
+            ))
+        })?;
+        self.link_current_tables(&state, &dir.join(relative), &mut stats)?;
+        let image = StoreImage {
+            entries: self.len as u64,
+            filter: self.filter.image(),
+        };
+        let n = write_store_image(dir, &image)?;
+        stats.files += 1;
+        stats.bytes += n;
+        stats.copied_bytes += n;
+        sync_dir(&dir.join("keyspaces"))?;
+        sync_dir(dir)?;
+        self.touched.clear();
+        self.cleared = false;
+        self.tracking = true;
+        Ok(stats)
+    }
+
+    /// Replaces the contents with a checkpoint written by
+    /// [`checkpoint_files`](Self::checkpoint_files): links its files into a new tree directory
+    /// and opens the tree on them. The checkpoint's files stay untouched (the tree never
+    /// modifies a table; later compactions only unlink the store's own names).
+    pub fn restore_files(&mut self, dir: &Path) -> Result<(), StateError> {
+        let image = read_store_image(dir)?;
+        let filter = KeyFilter::from_image(image.filter)?;
+        let generation = self.generation + 1;
+        let db_path = self.root.0.join(format!("db-{generation}"));
+        if db_path.exists() {
+            std::fs::remove_dir_all(&db_path).map_err(io_error(&db_path))?;
+        }
+        place_tree(dir, &db_path, &mut FileCheckpointStats::default())?;
+        // An empty journal: fjall then takes its sequence numbers from the tables (with no
+        // journal at all it would start them at zero and hide every entry).
+        write_synced(&db_path.join("0.jnl"), b"")?;
+        // fjall opens an existing tree's lock file without creating it.
+        write_synced(&db_path.join("lock"), b"")?;
+        let (db, tree) = open_tree(&db_path, &self.options)?;
+        self.drop_cache();
+        self.tree = tree;
+        self.db = db;
+        self.db_path = db_path;
+        self.generation = generation;
+        self.len = usize::try_from(image.entries).unwrap_or(usize::MAX);
+        self.filter = filter;
+        self.touched.clear();
+        self.cleared = false;
+        self.tracking = true;
+        Ok(())
+    }
+
+    /// Seals the memtable and waits until every sealed memtable is a table on disk.
+    fn flush_memtables(&self) -> Result<(), StateError> {
+        self.tree.rotate_memtable().map_err(|e| self.backend(e))?;
+        while self.tree.sealed_memtable_count() > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    /// Places the state tree's current version and its tables at `to`. Compactions go on in
+    /// the background; holding the version keeps its tables from being deleted, and its
+    /// `current` file must name it, else a compaction just finished and this starts over.
+    fn link_current_tables(
+        &self,
+        from: &Path,
+        to: &Path,
+        stats: &mut FileCheckpointStats,
+    ) -> Result<(), StateError> {
+        const ATTEMPTS: usize = 100;
+        for _ in 0..ATTEMPTS {
+            let version = self.tree.tree.current_version();
+            if version.blob_file_count() > 0 {
+                return Err(StateError::Config(
+                    "checkpoints as files do not support key-value separated trees".into(),
+                ));
+            }
+            if to.exists() {
+                std::fs::remove_dir_all(to).map_err(io_error(to))?;
+            }
+            let tables = to.join(TABLES);
+            std::fs::create_dir_all(&tables).map_err(io_error(&tables))?;
+            let mut placed = FileCheckpointStats::default();
+            let name = format!("v{}", version.id());
+            match copy_synced(&from.join(&name), &to.join(&name)) {
+                Ok(n) => {
+                    placed.files += 1;
+                    placed.bytes += n;
+                    placed.copied_bytes += n;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error(&from.join(&name))(e)),
+            }
+            let current_path = from.join("current");
+            let current = std::fs::read(&current_path).map_err(io_error(&current_path))?;
+            if current.get(..8) != Some(&version.id().to_le_bytes()[..]) {
+                continue;
+            }
+            write_synced(&to.join("current"), &current)?;
+            placed.files += 1;
+            placed.bytes += current.len() as u64;
+            placed.copied_bytes += current.len() as u64;
+            for table in version.iter_tables() {
+                let name = table.id().to_string();
+                let src = from.join(TABLES).join(&name);
+                let copied = link_or_copy(&src, &tables.join(&name)).map_err(io_error(&src))?;
+                let size = std::fs::metadata(&src).map_err(io_error(&src))?.len();
+                placed.files += 1;
+                placed.bytes += size;
+                placed.copied_bytes += copied;
+            }
+            sync_dir(&tables)?;
+            sync_dir(to)?;
+            stats.files += placed.files;
+            stats.bytes += placed.bytes;
+            stats.copied_bytes += placed.copied_bytes;
+            return Ok(());
+        }
+        Err(StateError::Backend {
+            path: from.display().to_string(),
+            message: format!("the tree's version changed during each of {ATTEMPTS} attempts to checkpoint it"),
+        })
     }
 
     // ---- size estimate -------------------------------------------------------------------
@@ -482,7 +681,7 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
     /// backend), the rest goes through write batches. A full snapshot holds each key once.
     fn load_full(&mut self, r: &mut SnapshotReader<&mut dyn Read>) -> Result<(), StateError> {
         let backend = |e: fjall::Error| StateError::Backend {
-            path: self.path.display().to_string(),
+            path: self.db_path.display().to_string(),
             message: e.to_string(),
         };
         let mut entries = 0usize;
@@ -535,6 +734,7 @@ pub struct SnapshotView {
     #[allow(dead_code)]
     db: Database,
     path: PathBuf,
+    _root: Arc<ScratchRoot>,
 }
 
 impl SnapshotView {
@@ -719,6 +919,18 @@ impl<K: StateKey, V: StateValue> KeyedStore<K, V> for DiskStore<K, V> {
         Ok(stats)
     }
 
+    fn checkpoints_as_files(&self) -> bool {
+        true
+    }
+
+    fn checkpoint_files(&mut self, dir: &Path) -> Result<FileCheckpointStats, StateError> {
+        DiskStore::checkpoint_files(self, dir)
+    }
+
+    fn restore_files(&mut self, dir: &Path) -> Result<(), StateError> {
+        DiskStore::restore_files(self, dir)
+    }
+
     fn apply_snapshot_from(&mut self, reader: &mut dyn Read) -> Result<(), StateError> {
         let mut r = SnapshotReader::open(reader)?;
         if r.kind == SnapshotKind::Full {
@@ -831,6 +1043,87 @@ mod tests {
         assert!(s.is_empty());
         assert_eq!(s.get(&1), None);
         assert!(!path.join("stale").exists());
+    }
+
+    fn sum<S: KeyedStore<u64, u64>>(s: &mut S) -> (usize, u64) {
+        let (mut n, mut total) = (0, 0);
+        s.for_each(&mut |_, v| {
+            n += 1;
+            total += *v;
+        });
+        (n, total)
+    }
+
+    #[test]
+    fn checkpoints_as_files_restore_what_they_saw_and_stay_put() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 30_000u64;
+        let mut s: DiskStore<u64, u64> = open(dir.path(), "s", 256 * 1024);
+        for i in 0..n {
+            *s.get_or_insert_with(&i, || 0) += i;
+        }
+        let first = dir.path().join("chk-1");
+        let stats = s.checkpoint_files(&first).unwrap();
+        assert_eq!(stats.entries, n);
+        assert!(stats.files >= 4 && stats.bytes > 0, "{stats:?}");
+        assert!(
+            stats.copied_bytes < stats.bytes / 2,
+            "tables are linked, not copied: {stats:?}"
+        );
+        // Change 1% of the keys, remove one, add one.
+        for i in (0..n).step_by(100) {
+            *s.get_mut(&i).unwrap() += 1;
+        }
+        assert_eq!(s.remove(&7), Some(7));
+        s.insert(n, 1);
+        let second = dir.path().join("chk-2");
+        s.checkpoint_files(&second).unwrap();
+        // Later changes reach neither checkpoint.
+        for i in 0..n {
+            s.insert(i, 0);
+        }
+        drop(s);
+
+        let expected_first = (0..n).sum::<u64>();
+        let mut r: DiskStore<u64, u64> = open(dir.path(), "r", 256 * 1024);
+        r.restore_files(&first).unwrap();
+        assert_eq!((r.len(), sum(&mut r)), (n as usize, (n as usize, expected_first)));
+        r.restore_files(&second).unwrap();
+        let expected_second = expected_first + n / 100 - 7 + 1;
+        assert_eq!(r.len(), n as usize);
+        assert_eq!(sum(&mut r), (n as usize, expected_second));
+        assert_eq!(r.get(&7), None);
+        assert_eq!(r.get(&100), Some(&101));
+        assert_eq!(r.get(&(n + 5)), None);
+        // The restored store goes on working, and checkpoints again.
+        for i in n..n + 1000 {
+            *r.get_or_insert_with(&i, || 0) += 2;
+        }
+        assert_eq!(r.get(&(n + 999)), Some(&2));
+        assert_eq!(r.len(), n as usize + 999);
+        let third = dir.path().join("chk-3");
+        r.checkpoint_files(&third).unwrap();
+        drop(r);
+
+        // The in-memory backend restores from the same files.
+        let mut m = crate::MemoryStore::<u64, u64>::new();
+        KeyedStore::restore_files(&mut m, &second).unwrap();
+        assert_eq!(sum(&mut m), (n as usize, expected_second));
+        let mut m = crate::MemoryStore::<u64, u64>::new();
+        KeyedStore::restore_files(&mut m, &third).unwrap();
+        assert_eq!(m.len(), n as usize + 999);
+        assert!(first.join(crate::files::STORE_FILE).exists());
+    }
+
+    #[test]
+    fn a_checkpoint_directory_must_be_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s: DiskStore<u64, u64> = open(dir.path(), "s", 1 << 20);
+        s.insert(1, 1);
+        std::fs::create_dir_all(dir.path().join("chk")).unwrap();
+        std::fs::write(dir.path().join("chk/x"), "x").unwrap();
+        let err = s.checkpoint_files(&dir.path().join("chk")).unwrap_err();
+        assert!(err.to_string().contains("not empty"), "{err}");
     }
 
     #[test]

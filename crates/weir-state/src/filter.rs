@@ -2,6 +2,8 @@
 //! cache miss on a new key skips the tree's lookup (a search through its memtables and table
 //! filters, several microseconds).
 
+use crate::StateError;
+use serde::{Deserialize, Serialize};
 use std::hash::BuildHasher;
 
 /// Bits per key and probes per lookup: about a 1% false-positive rate per stage.
@@ -108,6 +110,60 @@ impl KeyFilter {
     pub(crate) fn bytes(&self) -> usize {
         self.stages.iter().map(|s| s.bits.len() * 8).sum()
     }
+
+    /// The filter as plain data, to be stored with a checkpoint.
+    pub(crate) fn image(&self) -> FilterImage {
+        FilterImage {
+            stages: self
+                .stages
+                .iter()
+                .map(|s| StageImage {
+                    capacity: s.capacity as u64,
+                    keys: s.keys as u64,
+                    bits: s.bits.iter().flat_map(|w| w.to_le_bytes()).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The filter an [`image`](Self::image) was taken of.
+    pub(crate) fn from_image(image: FilterImage) -> Result<KeyFilter, StateError> {
+        let mut filter = KeyFilter::default();
+        for s in image.stages {
+            let nbits = s.bits.len() * 8;
+            if nbits < 64 || !nbits.is_power_of_two() {
+                return Err(StateError::Corrupt(format!(
+                    "a key filter stage of {} bytes (expected a power of two of at least 8)",
+                    s.bits.len()
+                )));
+            }
+            filter.stages.push(Stage {
+                bits: s
+                    .bits
+                    .chunks_exact(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+                    .collect(),
+                mask: nbits as u64 - 1,
+                keys: s.keys as usize,
+                capacity: s.capacity as usize,
+            });
+        }
+        Ok(filter)
+    }
+}
+
+/// A [`KeyFilter`] as plain data.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct FilterImage {
+    stages: Vec<StageImage>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StageImage {
+    capacity: u64,
+    keys: u64,
+    /// The bit words, little-endian.
+    bits: Vec<u8>,
 }
 
 #[cfg(test)]
@@ -131,6 +187,8 @@ mod tests {
             "{false_positives} false positives in {n}"
         );
         assert!(f.bytes() < n as usize * 4, "{} bytes", f.bytes());
+        let copy = KeyFilter::from_image(f.image()).unwrap();
+        assert!((0..2 * n).all(|i| copy.may_contain(&i.to_le_bytes()) == f.may_contain(&i.to_le_bytes())));
         f.clear();
         assert!(!f.may_contain(&0u32.to_le_bytes()));
     }

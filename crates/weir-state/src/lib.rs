@@ -55,12 +55,14 @@
 
 mod any;
 mod disk;
+mod files;
 mod filter;
 mod memory;
 mod snapshot;
 
 pub use any::{AnyStore, StateBackend, StoreFactory};
 pub use disk::{DiskStore, DiskStoreOptions, SnapshotView};
+pub use files::FileCheckpointStats;
 pub use memory::MemoryStore;
 pub use snapshot::{SnapshotKind, SnapshotStats};
 
@@ -68,6 +70,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::hash::Hash;
 use std::io::{Read, Write};
+use std::path::Path;
 
 /// Key types usable in keyed state. Serializable, because snapshots and the on-disk backend
 /// store them. Equal keys must serialize to equal bytes (true of strings, integers, tuples and
@@ -145,6 +148,40 @@ pub trait KeyedStore<K: StateKey, V: StateValue>: Send + 'static {
     /// [`apply_snapshot_from`](Self::apply_snapshot_from) for a snapshot in memory.
     fn apply_snapshot(&mut self, blob: &[u8]) -> Result<(), StateError> {
         self.apply_snapshot_from(&mut &blob[..])
+    }
+
+    /// Whether this store checkpoints as files ([`checkpoint_files`](Self::checkpoint_files)):
+    /// the on-disk backend does, linking its immutable tables instead of streaming every entry.
+    fn checkpoints_as_files(&self) -> bool {
+        false
+    }
+
+    /// Writes a checkpoint of the store into the directory `dir` as files, when
+    /// [`checkpoints_as_files`](Self::checkpoints_as_files). Afterwards the store counts as
+    /// snapshotted.
+    fn checkpoint_files(&mut self, dir: &Path) -> Result<FileCheckpointStats, StateError> {
+        Err(StateError::Config(format!(
+            "cannot checkpoint into {} as files: this backend keeps its state in memory and is checkpointed as a snapshot",
+            dir.display()
+        )))
+    }
+
+    /// Replaces the contents with a checkpoint written as files by the on-disk backend. Any
+    /// backend can: the default opens the files as a temporary on-disk store and copies its
+    /// entries.
+    fn restore_files(&mut self, dir: &Path) -> Result<(), StateError>
+    where
+        Self: Sized,
+    {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let scratch =
+            std::env::temp_dir().join(format!("weir-restore-{}-{n}", std::process::id()));
+        let mut disk = DiskStore::<K, V>::open(&scratch, DiskStoreOptions::default())?;
+        disk.restore_files(dir)?;
+        let mut blob = Vec::new();
+        disk.snapshot(SnapshotKind::Full, &mut blob)?;
+        self.apply_snapshot(&blob)
     }
 
     /// Replaces the contents with a full snapshot followed by the incremental snapshots taken

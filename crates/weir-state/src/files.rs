@@ -1,0 +1,151 @@
+//! Checkpoints of a [`DiskStore`](crate::DiskStore) as files, the way RocksDB checkpoints: the
+//! tree's sorted tables never change once written, so a checkpoint hard-links them into the
+//! checkpoint's directory instead of copying their contents (a copy where the two directories
+//! are on different file systems). Consecutive checkpoints share the tables they have in common,
+//! which makes every checkpoint incremental on disk: only tables written since the previous one
+//! cost I/O. A restore links the files back into a fresh scratch directory and opens the tree
+//! on them.
+//!
+//! Layout of a checkpoint directory (fjall 3.1's own layout, plus one file of ours):
+//!
+//! ```text
+//! version                  fjall's format marker (copied)
+//! keyspaces/0/...          fjall's keyspace catalogue, written once when the store opens (copied)
+//! keyspaces/N/current      which version of the state tree is current (copied)
+//! keyspaces/N/vID          that version: the list of its tables (copied)
+//! keyspaces/N/tables/ID    the tables (hard-linked)
+//! WEIR_STORE               the store's entry count and key filter
+//! ```
+
+use crate::StateError;
+use crate::filter::FilterImage;
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File};
+use std::io::{self, ErrorKind};
+use std::path::Path;
+
+/// The store's own bookkeeping in a checkpoint directory.
+pub(crate) const STORE_FILE: &str = "WEIR_STORE";
+const STORE_HEADER: &[u8] = b"weir-disk-store 1\n";
+/// The directory of a tree's tables: its files are immutable, so they are linked, not copied.
+pub(crate) const TABLES: &str = "tables";
+
+/// What a checkpoint of a store as files wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileCheckpointStats {
+    /// Entries in the store.
+    pub entries: u64,
+    /// Files in the checkpoint directory.
+    pub files: u64,
+    /// Bytes of those files.
+    pub bytes: u64,
+    /// Bytes that had to be copied (hard links were not possible, or small mutable files).
+    pub copied_bytes: u64,
+}
+
+/// The content of [`STORE_FILE`].
+#[derive(Serialize, Deserialize)]
+pub(crate) struct StoreImage {
+    pub(crate) entries: u64,
+    pub(crate) filter: FilterImage,
+}
+
+pub(crate) fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+pub(crate) fn write_store_image(dir: &Path, image: &StoreImage) -> Result<u64, StateError> {
+    let mut bytes = STORE_HEADER.to_vec();
+    bytes = postcard::to_extend(image, bytes).map_err(|e| StateError::Encode {
+        what: "store image",
+        message: e.to_string(),
+    })?;
+    let path = dir.join(STORE_FILE);
+    write_synced(&path, &bytes)?;
+    Ok(bytes.len() as u64)
+}
+
+pub(crate) fn read_store_image(dir: &Path) -> Result<StoreImage, StateError> {
+    let path = dir.join(STORE_FILE);
+    let bytes = fs::read(&path).map_err(io_error(&path))?;
+    let body = bytes.strip_prefix(STORE_HEADER).ok_or_else(|| {
+        StateError::Corrupt(format!(
+            "{} is not a weir disk store checkpoint (unknown header)",
+            path.display()
+        ))
+    })?;
+    postcard::from_bytes(body).map_err(|e| StateError::Decode {
+        what: "store image",
+        message: format!("{}: {e}", path.display()),
+    })
+}
+
+pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    fs::write(path, bytes)
+        .and_then(|()| File::open(path)?.sync_all())
+        .map_err(io_error(path))
+}
+
+/// Makes `to` the same file as `from`: a hard link, or a synced copy when linking is not
+/// possible (another file system). Returns the bytes copied (0 for a link). A missing `from`
+/// is reported as such (`ErrorKind::NotFound`), so that callers can retry.
+pub(crate) fn link_or_copy(from: &Path, to: &Path) -> io::Result<u64> {
+    match fs::hard_link(from, to) {
+        Ok(()) => Ok(0),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(e),
+        Err(_) => copy_synced(from, to),
+    }
+}
+
+/// Copies `from` to `to` and syncs the copy.
+pub(crate) fn copy_synced(from: &Path, to: &Path) -> io::Result<u64> {
+    let n = fs::copy(from, to)?;
+    File::open(to)?.sync_all()?;
+    Ok(n)
+}
+
+/// Flushes a directory's entries (new names, links) to disk.
+pub(crate) fn sync_dir(path: &Path) -> Result<(), StateError> {
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(path))
+}
+
+/// Recreates the tree `from` at `to`: files in a [`TABLES`] directory are linked (immutable),
+/// other files copied (fjall replaces them, or may append to them), [`STORE_FILE`] skipped.
+/// Directories are synced. Adds what it placed to `stats`.
+pub(crate) fn place_tree(
+    from: &Path,
+    to: &Path,
+    stats: &mut FileCheckpointStats,
+) -> Result<(), StateError> {
+    fs::create_dir_all(to).map_err(io_error(to))?;
+    let immutable = from.file_name().is_some_and(|n| n == TABLES);
+    for entry in fs::read_dir(from).map_err(io_error(from))? {
+        let entry = entry.map_err(io_error(from))?;
+        let (src, name) = (entry.path(), entry.file_name());
+        let dst = to.join(&name);
+        let kind = entry.file_type().map_err(io_error(&src))?;
+        if kind.is_dir() {
+            place_tree(&src, &dst, stats)?;
+            continue;
+        }
+        if name == STORE_FILE {
+            continue;
+        }
+        let copied = if immutable {
+            link_or_copy(&src, &dst)
+        } else {
+            copy_synced(&src, &dst)
+        }
+        .map_err(io_error(&src))?;
+        let size = entry.metadata().map_err(io_error(&src))?.len();
+        stats.files += 1;
+        stats.bytes += size;
+        stats.copied_bytes += copied;
+    }
+    sync_dir(to)
+}
