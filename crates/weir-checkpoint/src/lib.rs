@@ -5,6 +5,7 @@
 //! ```text
 //! DIR/chk-000012/count-0-counts     one file per (operator, instance, state) blob
 //! DIR/chk-000012/source-0-offsets
+//! DIR/chk-000012/join-0-left.files/  a state kept as files (an on-disk store's tables, linked)
 //! DIR/chk-000012/_metadata          written last, atomically; checksums and sizes of the blobs
 //! ```
 //!
@@ -58,7 +59,7 @@ mod store;
 pub use meta::BlobRef;
 pub use runtime::{DirCheckpoints, FINISHED_KEY, JOB_ENTRY};
 pub use store::{
-    BlobReader, BlobWriter, Checkpoint, CheckpointInfo, CheckpointStore, Listing,
+    BlobReader, BlobWriter, Checkpoint, CheckpointInfo, CheckpointStore, FilesInfo, Listing,
     PendingCheckpoint, SkipReason, Skipped,
 };
 

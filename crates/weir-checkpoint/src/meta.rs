@@ -23,6 +23,10 @@ pub struct BlobRef {
     pub file: String,
     pub size: u64,
     pub crc32: u32,
+    /// For the files of a state kept as files: their xxh3-128 (hex), checked instead of
+    /// `crc32`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xxh3_128: Option<String>,
 }
 
 /// One operator instance's part of a checkpoint.
@@ -37,6 +41,10 @@ pub(crate) struct OperatorEntry {
     /// Free-form metadata: a source's offset, a sink's pending transaction.
     #[serde(default)]
     pub(crate) meta: BTreeMap<String, serde_json::Value>,
+    /// Per state name stored as files (an on-disk store's tables): every file of its
+    /// directory, with its size and checksum (`file` is the path inside the checkpoint).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) files: BTreeMap<String, Vec<BlobRef>>,
 }
 
 /// The content of `_metadata`.
@@ -114,10 +122,11 @@ impl Metadata {
         serde_json::from_slice(body).map_err(|e| format!("unreadable metadata: {e}"))
     }
 
+    /// Every file the checkpoint references: blobs and the files of states stored as files.
     pub(crate) fn blobs(&self) -> impl Iterator<Item = &BlobRef> {
         self.operators
             .iter()
-            .flat_map(|o| o.states.values().flatten())
+            .flat_map(|o| o.states.values().chain(o.files.values()).flatten())
     }
 }
 
@@ -139,6 +148,7 @@ mod tests {
                 instance: 0,
                 states: BTreeMap::new(),
                 meta: BTreeMap::from([("offset".into(), serde_json::json!(42))]),
+                files: BTreeMap::new(),
             }],
         }
     }

@@ -1,7 +1,8 @@
 //! The checkpoint store as the runtime's storage: [`DirCheckpoints`] implements weir-core's
 //! `SnapshotStore`, and a loaded [`Checkpoint`] is a `RestoredState` to resume from.
 
-use crate::{Checkpoint, CheckpointStore};
+use crate::{Checkpoint, CheckpointError, CheckpointStore, PendingCheckpoint};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use weir_core::{CheckpointId, RestoredState, SnapshotStore, SnapshotWriter, StatePart};
@@ -50,9 +51,23 @@ impl SnapshotStore for DirCheckpoints {
 struct DirWriter {
     id: CheckpointId,
     store: CheckpointStore,
-    pending: RwLock<Option<crate::PendingCheckpoint>>,
+    pending: RwLock<Option<PendingCheckpoint>>,
     base: Option<Arc<Checkpoint>>,
     previous: Arc<Mutex<Option<Arc<Checkpoint>>>>,
+}
+
+impl DirWriter {
+    /// Runs `f` on the checkpoint being written (an error once it is complete).
+    fn with_pending<T>(
+        &self,
+        f: impl FnOnce(&PendingCheckpoint) -> Result<T, CheckpointError>,
+    ) -> Result<T, String> {
+        let guard = self.pending.read().unwrap_or_else(|p| p.into_inner());
+        let pending = guard
+            .as_ref()
+            .ok_or_else(|| format!("checkpoint {} is already complete", self.id))?;
+        f(pending).map_err(|e| e.to_string())
+    }
 }
 
 impl SnapshotWriter for DirWriter {
@@ -64,24 +79,41 @@ impl SnapshotWriter for DirWriter {
         part: StatePart,
         bytes: Vec<u8>,
     ) -> Result<(), String> {
-        let guard = self.pending.read().unwrap_or_else(|p| p.into_inner());
-        let pending = guard
-            .as_ref()
-            .ok_or_else(|| format!("checkpoint {} is already complete", self.id))?;
-        if part == StatePart::Delta {
-            let base = self.base.as_ref().ok_or_else(|| {
+        let base = match part {
+            StatePart::Delta => Some(self.base.as_ref().ok_or_else(|| {
                 format!(
                     "an incremental blob for {operator}/{instance}/{name} has no base checkpoint"
                 )
-            })?;
-            for blob in base.chain(operator, instance, name) {
-                pending.reuse(blob).map_err(|e| e.to_string())?;
+            })?),
+            StatePart::Full => None,
+        };
+        self.with_pending(|pending| {
+            for blob in base.map_or(&[][..], |b| b.chain(operator, instance, name)) {
+                pending.reuse(blob)?;
             }
-        }
-        pending
-            .write_blob(operator, instance, name, &bytes)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            pending
+                .write_blob(operator, instance, name, &bytes)
+                .map(|_| ())
+        })
+    }
+
+    fn files_dir(
+        &self,
+        operator: &str,
+        instance: usize,
+        name: &str,
+    ) -> Result<Option<PathBuf>, String> {
+        self.with_pending(|p| p.files_dir(operator, instance, name).map(Some))
+    }
+
+    fn put_files(
+        &self,
+        operator: &str,
+        instance: usize,
+        name: &str,
+        known: &[(String, u128)],
+    ) -> Result<(), String> {
+        self.with_pending(|p| p.put_files(operator, instance, name, known).map(|_| ()))
     }
 
     fn complete(&self, finished: bool, _duration: Duration) -> Result<(), String> {
@@ -114,6 +146,10 @@ impl RestoredState for Checkpoint {
     fn get(&self, operator: &str, instance: usize, name: &str) -> Result<Vec<Vec<u8>>, String> {
         self.blobs(operator, instance, name)
             .map_err(|e| e.to_string())
+    }
+
+    fn files(&self, operator: &str, instance: usize, name: &str) -> Option<PathBuf> {
+        self.files_dir(operator, instance, name)
     }
 }
 

@@ -1,7 +1,7 @@
 use crate::meta::{FORMAT, Metadata, OperatorEntry};
 use crate::{BlobRef, CheckpointError, io};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
@@ -37,6 +37,11 @@ fn encode_name(name: &str, out: &mut String) {
             out.push_str(&format!("%{b:02X}"));
         }
     }
+}
+
+/// The directory of a state kept as files.
+fn files_dir_name(operator: &str, instance: usize, name: &str) -> String {
+    format!("{}.files", blob_file(operator, instance, name))
 }
 
 fn blob_file(operator: &str, instance: usize, name: &str) -> String {
@@ -80,6 +85,12 @@ pub enum SkipReason {
         expected: u32,
         found: u32,
     },
+    FileChecksum {
+        checkpoint: u64,
+        file: String,
+        expected: String,
+        found: String,
+    },
     Unreadable {
         file: String,
         message: String,
@@ -115,6 +126,16 @@ impl fmt::Display for SkipReason {
             } => write!(
                 f,
                 "blob {}/{file} is corrupt: crc32 {found:08x}, expected {expected:08x}",
+                dir_name(*checkpoint)
+            ),
+            SkipReason::FileChecksum {
+                checkpoint,
+                file,
+                expected,
+                found,
+            } => write!(
+                f,
+                "file {}/{file} is corrupt: xxh3-128 {found}, expected {expected}",
                 dir_name(*checkpoint)
             ),
             SkipReason::Unreadable { file, message } => {
@@ -181,6 +202,31 @@ pub struct CheckpointStore {
     keep: usize,
     job: String,
     in_progress: Arc<Mutex<BTreeSet<u64>>>,
+}
+
+/// The xxh3-128 and size of a file's contents.
+fn xxh3_file(path: &Path) -> std::io::Result<(u128, u64)> {
+    let mut f = File::open(path)?;
+    let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok((hasher.digest128(), size));
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+}
+
+/// What [`PendingCheckpoint::put_files`] recorded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FilesInfo {
+    pub files: u64,
+    pub bytes: u64,
+    /// Bytes read to checksum them (files whose checksum the caller did not know).
+    pub read_bytes: u64,
 }
 
 struct Entry {
@@ -599,8 +645,95 @@ impl PendingCheckpoint {
                 file,
                 size: 0,
                 crc32: 0,
+                xxh3_128: None,
             },
         })
+    }
+
+    /// An empty directory in this checkpoint for state `name` of an operator instance kept as
+    /// files (an on-disk store hard-links its tables there). Once the files are in place,
+    /// [`put_files`](Self::put_files) records them.
+    pub fn files_dir(
+        &self,
+        operator: &str,
+        instance: usize,
+        name: &str,
+    ) -> Result<PathBuf, CheckpointError> {
+        let file = files_dir_name(operator, instance, name);
+        if !lock(&self.state).files.insert(file.clone()) {
+            return Err(CheckpointError::DuplicateBlob {
+                checkpoint: self.id,
+                operator: operator.to_string(),
+                instance,
+                name: name.to_string(),
+            });
+        }
+        let path = self.path.join(file);
+        fs::create_dir(&path).map_err(io(&path))?;
+        Ok(path)
+    }
+
+    /// Records every file under [`files_dir`](Self::files_dir) as state `name`, with its size
+    /// and xxh3-128 checksum, so that [`CheckpointStore::latest`] detects a missing, truncated
+    /// or corrupt file. `known` gives checksums the caller already has (an LSM tree records
+    /// one for every table it writes), by path relative to the directory with `/`; other
+    /// files are read. A wrong known checksum makes the checkpoint fail verification.
+    pub fn put_files(
+        &self,
+        operator: &str,
+        instance: usize,
+        name: &str,
+        known: &[(String, u128)],
+    ) -> Result<FilesInfo, CheckpointError> {
+        let dir = files_dir_name(operator, instance, name);
+        let known: HashMap<&str, u128> = known.iter().map(|(p, c)| (p.as_str(), *c)).collect();
+        let root = self.path.join(&dir);
+        let mut refs = Vec::new();
+        let mut info = FilesInfo::default();
+        let mut pending = vec![root.clone()];
+        while let Some(at) = pending.pop() {
+            for item in fs::read_dir(&at).map_err(io(&at))? {
+                let item = item.map_err(io(&at))?;
+                let path = item.path();
+                let m = item.metadata().map_err(io(&path))?;
+                if m.is_dir() {
+                    pending.push(path);
+                    continue;
+                }
+                let inside = path
+                    .strip_prefix(&root)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                let (checksum, size) = match known.get(inside.as_str()) {
+                    Some(&c) => (c, m.len()),
+                    None => {
+                        let (c, size) = xxh3_file(&path).map_err(io(&path))?;
+                        info.read_bytes += size;
+                        (c, size)
+                    }
+                };
+                refs.push(BlobRef {
+                    checkpoint: self.id,
+                    operator: operator.to_string(),
+                    instance,
+                    name: name.to_string(),
+                    file: format!("{dir}/{inside}"),
+                    size,
+                    crc32: 0,
+                    xxh3_128: Some(format!("{checksum:032x}")),
+                });
+                info.files += 1;
+                info.bytes += size;
+            }
+        }
+        refs.sort_by(|a, b| a.file.cmp(&b.file));
+        // Not counted in `bytes_written`: the files are mostly links to the store's own.
+        lock(&self.state)
+            .entry(operator, instance)
+            .files
+            .insert(name.to_string(), refs);
+        Ok(info)
     }
 
     /// Appends a blob of an earlier checkpoint to its state's chain in this one (an incremental
@@ -688,7 +821,7 @@ impl PendingCheckpoint {
         let operators: Vec<OperatorEntry> = state.operators.into_values().collect();
         let total_bytes = operators
             .iter()
-            .flat_map(|o| o.states.values().flatten())
+            .flat_map(|o| o.states.values().chain(o.files.values()).flatten())
             .map(|b| b.size)
             .sum();
         let meta = Metadata {
@@ -825,7 +958,13 @@ impl Checkpoint {
     /// The state names of an operator instance.
     pub fn states(&self, operator: &str, instance: usize) -> Vec<&str> {
         self.operator(operator, instance)
-            .map(|o| o.states.keys().map(String::as_str).collect())
+            .map(|o| {
+                o.states
+                    .keys()
+                    .chain(o.files.keys())
+                    .map(String::as_str)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -883,6 +1022,14 @@ impl Checkpoint {
             .collect()
     }
 
+    /// The directory of state `name` of an operator instance if it was stored as files
+    /// ([`PendingCheckpoint::put_files`]).
+    pub fn files_dir(&self, operator: &str, instance: usize, name: &str) -> Option<PathBuf> {
+        self.operator(operator, instance)
+            .filter(|o| o.files.contains_key(name))
+            .map(|_| self.path.join(files_dir_name(operator, instance, name)))
+    }
+
     /// A metadata value of an operator instance.
     pub fn meta(&self, operator: &str, instance: usize, key: &str) -> Option<&serde_json::Value> {
         self.operator(operator, instance)
@@ -926,6 +1073,60 @@ impl Checkpoint {
                 .filter(|o| !o.meta.is_empty())
                 .map(|o| (format!("{}/{}", o.operator, o.instance), o.meta.clone()))
                 .collect(),
+        }
+    }
+}
+
+/// The checksum a blob is verified with: crc32 for blobs, xxh3-128 for the files of a state
+/// kept as files (the checksum LSM trees record for their tables).
+enum Hasher {
+    Crc32(crc32fast::Hasher),
+    /// With the expected value.
+    Xxh3(Box<xxhash_rust::xxh3::Xxh3Default>, String),
+}
+
+impl Hasher {
+    fn for_blob(blob: &BlobRef) -> Hasher {
+        match &blob.xxh3_128 {
+            Some(expected) => Hasher::Xxh3(Box::default(), expected.clone()),
+            None => Hasher::Crc32(crc32fast::Hasher::new()),
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Hasher::Crc32(h) => h.update(bytes),
+            Hasher::Xxh3(h, _) => h.update(bytes),
+        }
+    }
+
+    /// Compares with the checksum the blob records.
+    fn check(self, blob: &BlobRef) -> Result<(), SkipReason> {
+        match self {
+            Hasher::Xxh3(h, expected) => {
+                let found = format!("{:032x}", h.digest128());
+                if found == expected {
+                    return Ok(());
+                }
+                Err(SkipReason::FileChecksum {
+                    checkpoint: blob.checkpoint,
+                    file: blob.file.clone(),
+                    expected,
+                    found,
+                })
+            }
+            Hasher::Crc32(h) => {
+                let found = h.finalize();
+                if found == blob.crc32 {
+                    return Ok(());
+                }
+                Err(SkipReason::BlobChecksum {
+                    checkpoint: blob.checkpoint,
+                    file: blob.file.clone(),
+                    expected: blob.crc32,
+                    found,
+                })
+            }
         }
     }
 }
@@ -1000,7 +1201,7 @@ fn check_blob(root: &Path, blob: &BlobRef, keep: Option<&mut Vec<u8>>) -> Result
         }
         Err(e) => return Err(unreadable(e)),
     };
-    let mut hasher = crc32fast::Hasher::new();
+    let mut hasher = Hasher::for_blob(blob);
     let size = match keep {
         Some(out) => {
             f.read_to_end(out).map_err(unreadable)?;
@@ -1029,16 +1230,7 @@ fn check_blob(root: &Path, blob: &BlobRef, keep: Option<&mut Vec<u8>>) -> Result
             found: size,
         });
     }
-    let found = hasher.finalize();
-    if found != blob.crc32 {
-        return Err(SkipReason::BlobChecksum {
-            checkpoint: blob.checkpoint,
-            file: blob.file.clone(),
-            expected: blob.crc32,
-            found,
-        });
-    }
-    Ok(())
+    hasher.check(blob)
 }
 
 #[cfg(test)]

@@ -449,3 +449,94 @@ fn blob_readers_stream_and_verify() {
         "{err}"
     );
 }
+
+/// An on-disk store checkpointed as files: its tables are linked into the checkpoint, the
+/// tree's own checksums recorded; a damaged file makes the checkpoint skipped, naming the file.
+#[test]
+fn disk_state_kept_as_files_restores_and_damage_is_detected() {
+    use weir_state::{DiskStore, DiskStoreOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir.path().join("checkpoints"), 3);
+    let options = DiskStoreOptions {
+        memory_budget: 256 * 1024,
+        worker_threads: 1,
+    };
+    let mut state =
+        DiskStore::<String, u64>::open(dir.path().join("state"), options.clone()).unwrap();
+    let take = |state: &mut DiskStore<String, u64>, id: u64| {
+        let p = s.begin(id).unwrap();
+        let files = p.files_dir("count", 0, "counts").unwrap();
+        let placed = state.checkpoint_files(&files).unwrap();
+        assert!(
+            !placed.checksums.is_empty(),
+            "the tree's tables come with checksums"
+        );
+        let info = p
+            .put_files("count", 0, "counts", &placed.checksums)
+            .unwrap();
+        assert_eq!(info.files, placed.files);
+        assert!(
+            info.read_bytes * 2 < info.bytes,
+            "tables are not read to checksum them: {info:?}"
+        );
+        p.complete().unwrap();
+    };
+    for i in 0..20_000u64 {
+        state.insert(format!("k{i}"), i);
+    }
+    take(&mut state, 1);
+    for i in 0..100u64 {
+        *state.get_mut(&format!("k{i}")).unwrap() += 1;
+    }
+    take(&mut state, 2);
+
+    let latest = s.latest().unwrap().0.unwrap();
+    assert_eq!(latest.id(), 2);
+    assert_eq!(latest.states("count", 0), vec!["counts"]);
+    assert!(latest.chain("count", 0, "counts").is_empty(), "no blobs");
+    let files = latest.files_dir("count", 0, "counts").unwrap();
+    let mut restored =
+        DiskStore::<String, u64>::open(dir.path().join("restored"), options).unwrap();
+    restored.restore_files(&files).unwrap();
+    assert_eq!(restored.len(), 20_000);
+    assert_eq!(restored.get(&"k5".to_string()), Some(&6));
+    assert_eq!(restored.get(&"k500".to_string()), Some(&500));
+    drop(restored);
+
+    // The store's own file is written per checkpoint: flip a byte in the latest one.
+    let store_file = files.join("WEIR_STORE");
+    let mut bytes = fs::read(&store_file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    fs::write(&store_file, bytes).unwrap();
+    let (latest, skipped) = s.latest().unwrap();
+    assert_eq!(latest.unwrap().id(), 1, "the damaged checkpoint is skipped");
+    assert_eq!(skipped.len(), 1);
+    let message = skipped[0].to_string();
+    assert!(
+        message.contains("WEIR_STORE") && message.contains("corrupt"),
+        "{message}"
+    );
+
+    // A table of the first checkpoint cut short: it is skipped too, naming the table.
+    let first = s.get(1).unwrap().files_dir("count", 0, "counts").unwrap();
+    let table = fs::read_dir(first.join("keyspaces/1/tables"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let len = fs::metadata(&table).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&table)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let (latest, skipped) = s.latest().unwrap();
+    assert!(latest.is_none());
+    let message = skipped.last().unwrap().to_string();
+    assert!(
+        message.contains("keyspaces/1/tables/") && message.contains("expected"),
+        "{message}"
+    );
+}

@@ -31,8 +31,9 @@ fn write_input(dir: &Path) {
     let mut text = String::new();
     for i in 0..RECORDS {
         text.push_str(&format!(
-            "{{\"user\":\"u{}\",\"ts\":{},\"value\":{}}}\n",
+            "{{\"user\":\"u{}\",\"item\":{},\"ts\":{},\"value\":{}}}\n",
             i % 37,
+            (i * 7919) % 5000,
             1_700_000_000_000u64 + i * 10,
             (i * 7) % 100
         ));
@@ -40,38 +41,50 @@ fn write_input(dir: &Path) {
     std::fs::write(dir.join("events.jsonl"), text).unwrap();
 }
 
-/// The two pipelines under test: running counts per key, and counts per key and 100 ms
-/// event-time window.
+/// The pipelines under test: running counts per key (with state in memory, and on disk,
+/// where checkpoints link the store's tables), and counts per key and 100 ms event-time window.
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
     Running,
+    RunningOnDisk,
     Windowed,
 }
 
 fn write_pipeline(dir: &Path, name: &str, kind: Kind) {
+    let key = if kind == Kind::RunningOnDisk {
+        "item"
+    } else {
+        "user"
+    };
     let steps = match kind {
-        Kind::Running => {
-            "  - map: { big: \"value >= 50\" }
-  - key_by: user
+        Kind::Running | Kind::RunningOnDisk => format!(
+            "  - map: {{ big: \"value >= 50\" }}
+  - key_by: {key}
   - rolling_aggregate:
       events: count()
       total: sum(value)
       big: \"sum(big ? 1 : 0)\""
-        }
-        Kind::Windowed => {
-            "  - key_by: user
+        ),
+        Kind::Windowed => "  - key_by: user
   - window:
       type: tumbling
       size: 100ms
       time_field: ts
       watermark_delay: 20ms
       aggregate: { events: count(), total: sum(value) }"
+            .to_string(),
+    };
+    let state = match kind {
+        // A budget far below the state: entries are evicted to the tree and read back.
+        Kind::RunningOnDisk => {
+            format!("\n  state: {{ backend: disk, path: state-{name}, memory_budget: 64 KiB }}")
         }
+        Kind::Running | Kind::Windowed => String::new(),
     };
     let yaml = format!(
         "name: {name}
 settings:
-  batch_size: 200
+  batch_size: 200{state}
   checkpoint:
     interval: 20ms
     dir: checkpoints-{name}
@@ -111,6 +124,11 @@ fn running_counts_survive_random_kills() {
 }
 
 #[test]
+fn running_counts_on_disk_survive_random_kills() {
+    crash_test(Kind::RunningOnDisk);
+}
+
+#[test]
 fn windowed_counts_survive_random_kills() {
     crash_test(Kind::Windowed);
 }
@@ -136,7 +154,7 @@ fn crash_test(kind: Kind) {
     run_to_completion(dir.path(), "reference");
     let expected = std::fs::read_to_string(dir.path().join("out-reference.jsonl")).unwrap();
     let expected = match kind {
-        Kind::Running => {
+        Kind::Running | Kind::RunningOnDisk => {
             assert_eq!(expected.lines().count() as u64, RECORDS);
             expected
         }

@@ -19,6 +19,7 @@
 
 use crate::error::{ErrorKind, OperatorError};
 use crate::message::CheckpointId;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -49,6 +50,30 @@ pub trait SnapshotWriter: Send + Sync {
         part: StatePart,
         bytes: Vec<u8>,
     ) -> Result<(), String>;
+    /// A fresh directory for state `name` of an operator instance kept as files (an on-disk
+    /// store links its tables there), or `None` when this checkpoint keeps only blobs (the
+    /// state is then saved as a snapshot blob).
+    fn files_dir(
+        &self,
+        _operator: &str,
+        _instance: usize,
+        _name: &str,
+    ) -> Result<Option<PathBuf>, String> {
+        Ok(None)
+    }
+    /// Records the files placed in [`files_dir`](Self::files_dir) as state `name`. `known`:
+    /// xxh3-128 checksums the caller already has, by path relative to the directory.
+    fn put_files(
+        &self,
+        operator: &str,
+        instance: usize,
+        name: &str,
+        _known: &[(String, u128)],
+    ) -> Result<(), String> {
+        Err(format!(
+            "this checkpoint store keeps no files (state '{name}' of {operator}/{instance})"
+        ))
+    }
     /// Makes the checkpoint complete (durably). `finished`: it covers the whole input.
     fn complete(&self, finished: bool, duration: Duration) -> Result<(), String>;
 }
@@ -59,6 +84,10 @@ pub trait RestoredState: Send + Sync {
     /// The blobs stored under `name` for an operator instance: a full one, then the deltas
     /// after it, in order. Empty when the instance stored nothing under that name.
     fn get(&self, operator: &str, instance: usize, name: &str) -> Result<Vec<Vec<u8>>, String>;
+    /// The directory of state `name` of an operator instance if it was kept as files.
+    fn files(&self, _operator: &str, _instance: usize, _name: &str) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// Checkpointing settings of a job.
@@ -155,6 +184,34 @@ impl CheckpointShared {
     ) -> Result<(), OperatorError> {
         self.writer(id)?
             .put(operator, instance, name, part, bytes)
+            .map_err(|e| OperatorError::new(ErrorKind::Io, format!("writing checkpoint {id}: {e}")))
+    }
+
+    /// A directory for state kept as files in the checkpoint in progress (see
+    /// [`SnapshotWriter::files_dir`]).
+    pub(crate) fn files_dir(
+        &self,
+        id: CheckpointId,
+        operator: &str,
+        instance: usize,
+        name: &str,
+    ) -> Result<Option<PathBuf>, OperatorError> {
+        self.writer(id)?
+            .files_dir(operator, instance, name)
+            .map_err(|e| OperatorError::new(ErrorKind::Io, format!("writing checkpoint {id}: {e}")))
+    }
+
+    /// Records the files of a state kept as files (see [`SnapshotWriter::put_files`]).
+    pub(crate) fn put_files(
+        &self,
+        id: CheckpointId,
+        operator: &str,
+        instance: usize,
+        name: &str,
+        known: &[(String, u128)],
+    ) -> Result<(), OperatorError> {
+        self.writer(id)?
+            .put_files(operator, instance, name, known)
             .map_err(|e| OperatorError::new(ErrorKind::Io, format!("writing checkpoint {id}: {e}")))
     }
 

@@ -8,6 +8,7 @@ use crate::checkpoint::{CheckpointShared, StatePart};
 use crate::error::OperatorError;
 use crate::message::{BEFORE_TIME, CheckpointId, Clock, SystemClock, Timestamp};
 use crate::metrics::Counters;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use weir_state::{StateKey, StateValue};
@@ -113,6 +114,37 @@ impl OperatorContext {
             ),
             None => Ok(()),
         }
+    }
+
+    /// In `snapshot`: a fresh directory for state `name` kept as files in the checkpoint being
+    /// taken, or `None` when the checkpoint keeps only blobs (or the job takes none).
+    pub fn state_files_dir(&self, name: &str) -> Result<Option<PathBuf>, OperatorError> {
+        match &self.checkpoints {
+            Some(c) => c.files_dir(self.checkpoint, &self.name, self.instance, name),
+            None => Ok(None),
+        }
+    }
+
+    /// In `snapshot`: records the files placed in [`state_files_dir`](Self::state_files_dir)
+    /// as state `name`; `known` are xxh3-128 checksums already known, by relative path.
+    pub fn save_state_files(
+        &self,
+        name: &str,
+        known: &[(String, u128)],
+    ) -> Result<(), OperatorError> {
+        match &self.checkpoints {
+            Some(c) => c.put_files(self.checkpoint, &self.name, self.instance, name, known),
+            None => Ok(()),
+        }
+    }
+
+    /// The directory of state `name` in the checkpoint the job resumed from, if it was kept
+    /// as files.
+    pub fn restored_state_files(&self, name: &str) -> Option<PathBuf> {
+        self.checkpoints
+            .as_ref()
+            .and_then(|c| c.config.restore.as_ref())
+            .and_then(|r| r.files(&self.name, self.instance, name))
     }
 
     /// The id of the checkpoint whose barrier is being handled (in `snapshot` and `commit`).

@@ -18,15 +18,28 @@ fn corrupt(name: &str, e: impl std::fmt::Display) -> OperatorError {
 /// Deltas after a full snapshot before the next full one: bounds restore time.
 const MAX_DELTAS: usize = 8;
 
-/// Stores `store` under `name` in the checkpoint being taken: only what changed since the
-/// previous checkpoint when the store can tell (incremental), a full snapshot otherwise (the
-/// first checkpoint of a run, and after every few deltas).
+/// Stores `store` under `name` in the checkpoint being taken. An on-disk store is kept as
+/// files (its tables linked into the checkpoint: the cost is what changed since the previous
+/// checkpoint, whatever the state's size). Other stores save only what changed since the
+/// previous checkpoint when they can tell (incremental), a full snapshot otherwise (the first
+/// checkpoint of a run, and after every few deltas).
 pub fn save_keyed<K: StateKey, V: StateValue, S: KeyedStore<K, V>>(
     store: &mut S,
     ctx: &mut OperatorContext,
     name: &str,
 ) -> Result<(), OperatorError> {
     if !ctx.checkpointing() {
+        return Ok(());
+    }
+    if store.checkpoints_as_files()
+        && let Some(dir) = ctx.state_files_dir(name)?
+    {
+        let placed = store.checkpoint_files(&dir).map_err(|e| {
+            OperatorError::new(ErrorKind::Io, format!("checkpointing state '{name}': {e}"))
+        })?;
+        ctx.save_state_files(name, &placed.checksums)?;
+        // A later snapshot blob (none is expected) would have to be a full one.
+        ctx.chains.insert(name.to_string(), 0);
         return Ok(());
     }
     let chain = ctx.chains.get(name).copied().unwrap_or(0);
@@ -50,11 +63,17 @@ pub fn save_keyed<K: StateKey, V: StateValue, S: KeyedStore<K, V>>(
 }
 
 /// Loads what [`save_keyed`] stored under `name` into `store` (nothing on a fresh start).
+/// State kept as files restores into any backend.
 pub fn restore_keyed<K: StateKey, V: StateValue, S: KeyedStore<K, V>>(
     store: &mut S,
     ctx: &mut OperatorContext,
     name: &str,
 ) -> Result<(), OperatorError> {
+    if let Some(dir) = ctx.restored_state_files(name) {
+        store.restore_files(&dir).map_err(|e| corrupt(name, e))?;
+        ctx.chains.insert(name.to_string(), 0);
+        return Ok(());
+    }
     let chain = ctx.restored_state(name)?;
     if chain.is_empty() {
         return Ok(());

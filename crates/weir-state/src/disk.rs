@@ -24,8 +24,8 @@
 //! durable copy of the state is the snapshot stream the runtime stores in a checkpoint.
 
 use crate::files::{
-    FileCheckpointStats, StoreImage, TABLES, copy_synced, io_error, link_or_copy, place_tree,
-    read_store_image, sync_dir, write_store_image, write_synced,
+    FileCheckpoint, StoreImage, TABLES, io_error, link_or_copy, place_tree, read_store_image,
+    sync_dir, write_store_image, write_synced,
 };
 use crate::filter::KeyFilter;
 use crate::snapshot::{Op, SnapshotReader, SnapshotWriter, decode};
@@ -208,6 +208,8 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
         }
         std::fs::create_dir_all(&path).map_err(io)?;
         std::fs::write(path.join(MARKER), b"scratch space of a weir DiskStore\n").map_err(io)?;
+        // fjall works with the absolute path; checkpoints compare paths with it.
+        let path = path.canonicalize().map_err(io)?;
         let root = Arc::new(ScratchRoot(path));
         let db_path = root.0.join("db-0");
         let (db, tree) = open_tree(&db_path, &options)?;
@@ -318,31 +320,37 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
     /// system). The cost is the flush of what changed since the previous checkpoint, not the
     /// size of the state. Afterwards the store counts as snapshotted. `dir` must be empty or
     /// absent.
-    pub fn checkpoint_files(&mut self, dir: &Path) -> Result<FileCheckpointStats, StateError> {
-        self.write_back()?;
+    pub fn checkpoint_files(&mut self, dir: &Path) -> Result<FileCheckpoint, StateError> {
+        self.write_back_to_tables()?;
         self.flush_memtables()?;
-        if dir.exists() && std::fs::read_dir(dir).map_err(io_error(dir))?.next().is_some() {
+        if dir.exists()
+            && std::fs::read_dir(dir)
+                .map_err(io_error(dir))?
+                .next()
+                .is_some()
+        {
             return Err(StateError::Config(format!(
-                "cannot checkpoint into {}: the directory is not empty",
+                "cannot checkpoint into {} as files: the directory is not empty",
                 dir.display()
             )));
         }
         std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-        let mut stats = FileCheckpointStats {
+        let mut placed = FileCheckpoint {
             entries: self.len as u64,
-            ..FileCheckpointStats::default()
+            ..FileCheckpoint::default()
         };
         // fjall's format marker and keyspace catalogue (written once, when the tree opened).
         let version = self.db_path.join("version");
-        stats.copied_bytes += copy_synced(&version, &dir.join("version")).map_err(io_error(&version))?;
-        stats.files += 1;
+        placed.copied_bytes +=
+            link_or_copy(&version, &dir.join("version")).map_err(io_error(&version))?;
+        placed.files += 1;
         let state = self.tree.path().to_path_buf();
         let keyspaces = self.db_path.join("keyspaces");
         for entry in std::fs::read_dir(&keyspaces).map_err(io_error(&keyspaces))? {
             let entry = entry.map_err(io_error(&keyspaces))?;
             if entry.path() != state {
                 let to = dir.join("keyspaces").join(entry.file_name());
-                place_tree(&entry.path(), &to, &mut stats)?;
+                place_tree(&entry.path(), &to, &mut placed)?;
             }
         }
         let relative = state.strip_prefix(&self.db_path).map_err(|_| {
@@ -352,21 +360,22 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
                 self.db_path.display()
             ))
         })?;
-        self.link_current_tables(&state, &dir.join(relative), &mut stats)?;
+        self.link_current_tables(&state, dir, relative, &mut placed)?;
         let image = StoreImage {
             entries: self.len as u64,
             filter: self.filter.image(),
         };
         let n = write_store_image(dir, &image)?;
-        stats.files += 1;
-        stats.bytes += n;
-        stats.copied_bytes += n;
+        placed.files += 1;
+        placed.bytes += n;
+        placed.copied_bytes += n;
         sync_dir(&dir.join("keyspaces"))?;
         sync_dir(dir)?;
+        // The next checkpoint is taken as files too: no change set to keep.
         self.touched.clear();
         self.cleared = false;
-        self.tracking = true;
-        Ok(stats)
+        self.tracking = false;
+        Ok(placed)
     }
 
     /// Replaces the contents with a checkpoint written by
@@ -381,7 +390,7 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
         if db_path.exists() {
             std::fs::remove_dir_all(&db_path).map_err(io_error(&db_path))?;
         }
-        place_tree(dir, &db_path, &mut FileCheckpointStats::default())?;
+        place_tree(dir, &db_path, &mut FileCheckpoint::default())?;
         // An empty journal: fjall then takes its sequence numbers from the tables (with no
         // journal at all it would start them at zero and hide every entry).
         write_synced(&db_path.join("0.jnl"), b"")?;
@@ -410,16 +419,28 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
         Ok(())
     }
 
-    /// Places the state tree's current version and its tables at `to`. Compactions go on in
-    /// the background; holding the version keeps its tables from being deleted, and its
-    /// `current` file must name it, else a compaction just finished and this starts over.
+    /// Links the state tree's current version and its tables from `from` into
+    /// `checkpoint/relative`. Compactions go on in the background; holding the version keeps
+    /// its tables from being deleted, and the linked `current` must name it, else a
+    /// compaction just finished and this starts over.
     fn link_current_tables(
         &self,
         from: &Path,
-        to: &Path,
-        stats: &mut FileCheckpointStats,
+        checkpoint: &Path,
+        relative: &Path,
+        placed: &mut FileCheckpoint,
     ) -> Result<(), StateError> {
         const ATTEMPTS: usize = 100;
+        let to = checkpoint.join(relative);
+        let link = |name: &str, into: &Path, placed: &mut FileCheckpoint| {
+            let src = from.join(name);
+            let copied = link_or_copy(&src, &into.join(name.rsplit('/').next().unwrap_or(name)))?;
+            let size = std::fs::metadata(&src)?.len();
+            placed.files += 1;
+            placed.bytes += size;
+            placed.copied_bytes += copied;
+            Ok::<(), std::io::Error>(())
+        };
         for _ in 0..ATTEMPTS {
             let version = self.tree.tree.current_version();
             if version.blob_file_count() > 0 {
@@ -428,49 +449,44 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
                 ));
             }
             if to.exists() {
-                std::fs::remove_dir_all(to).map_err(io_error(to))?;
+                std::fs::remove_dir_all(&to).map_err(io_error(&to))?;
             }
             let tables = to.join(TABLES);
             std::fs::create_dir_all(&tables).map_err(io_error(&tables))?;
-            let mut placed = FileCheckpointStats::default();
-            let name = format!("v{}", version.id());
-            match copy_synced(&from.join(&name), &to.join(&name)) {
-                Ok(n) => {
-                    placed.files += 1;
-                    placed.bytes += n;
-                    placed.copied_bytes += n;
-                }
+            let mut attempt = FileCheckpoint::default();
+            match link(&format!("v{}", version.id()), &to, &mut attempt)
+                .and_then(|()| link("current", &to, &mut attempt))
+            {
+                Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_error(&from.join(&name))(e)),
+                Err(e) => return Err(io_error(from)(e)),
             }
-            let current_path = from.join("current");
+            let current_path = to.join("current");
             let current = std::fs::read(&current_path).map_err(io_error(&current_path))?;
             if current.get(..8) != Some(&version.id().to_le_bytes()[..]) {
                 continue;
             }
-            write_synced(&to.join("current"), &current)?;
-            placed.files += 1;
-            placed.bytes += current.len() as u64;
-            placed.copied_bytes += current.len() as u64;
+            let prefix = relative.join(TABLES);
             for table in version.iter_tables() {
                 let name = table.id().to_string();
-                let src = from.join(TABLES).join(&name);
-                let copied = link_or_copy(&src, &tables.join(&name)).map_err(io_error(&src))?;
-                let size = std::fs::metadata(&src).map_err(io_error(&src))?.len();
-                placed.files += 1;
-                placed.bytes += size;
-                placed.copied_bytes += copied;
+                link(&format!("{TABLES}/{name}"), &tables, &mut attempt)
+                    .map_err(io_error(&from.join(TABLES).join(&name)))?;
+                let path = prefix.join(&name).to_string_lossy().replace('\\', "/");
+                attempt.checksums.push((path, table.checksum().into_u128()));
             }
             sync_dir(&tables)?;
-            sync_dir(to)?;
-            stats.files += placed.files;
-            stats.bytes += placed.bytes;
-            stats.copied_bytes += placed.copied_bytes;
+            sync_dir(&to)?;
+            placed.files += attempt.files;
+            placed.bytes += attempt.bytes;
+            placed.copied_bytes += attempt.copied_bytes;
+            placed.checksums.append(&mut attempt.checksums);
             return Ok(());
         }
         Err(StateError::Backend {
             path: from.display().to_string(),
-            message: format!("the tree's version changed during each of {ATTEMPTS} attempts to checkpoint it"),
+            message: format!(
+                "the tree's version changed during each of {ATTEMPTS} attempts to checkpoint it"
+            ),
         })
     }
 
@@ -654,6 +670,45 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
             return Ok(());
         }
         batch.commit().map_err(|e| self.backend(e))
+    }
+
+    /// Writes every dirty cached entry to the tree as a new sorted table (bulk ingestion: no
+    /// journal, no memtable), which also flushes the memtable: afterwards the tables hold the
+    /// whole state. For checkpoints; between them, write-backs go through write batches.
+    fn write_back_to_tables(&mut self) -> Result<(), StateError> {
+        let mut bytes = Vec::new();
+        // (key start, key end = value start, value end) in `bytes`
+        let mut spans: Vec<(usize, usize, usize)> = Vec::new();
+        for slot in self.slots.iter().filter(|s| s.dirty) {
+            let start = bytes.len();
+            bytes = postcard::to_extend(&slot.key, bytes).map_err(|e| StateError::Encode {
+                what: "key",
+                message: e.to_string(),
+            })?;
+            let middle = bytes.len();
+            bytes = postcard::to_extend(&slot.value, bytes).map_err(|e| StateError::Encode {
+                what: "value",
+                message: e.to_string(),
+            })?;
+            spans.push((start, middle, bytes.len()));
+        }
+        if spans.is_empty() {
+            return self.flush_memtables();
+        }
+        spans.sort_unstable_by(|a, b| bytes[a.0..a.1].cmp(&bytes[b.0..b.1]));
+        let mut ingestion = self.tree.start_ingestion().map_err(|e| self.backend(e))?;
+        for &(start, middle, end) in &spans {
+            ingestion
+                .write(&bytes[start..middle], &bytes[middle..end])
+                .map_err(|e| self.backend(e))?;
+            self.filter.insert(&bytes[start..middle]);
+        }
+        ingestion.finish().map_err(|e| self.backend(e))?;
+        for slot in self.slots.iter_mut().filter(|s| s.dirty) {
+            slot.dirty = false;
+            slot.on_disk = true;
+        }
+        Ok(())
     }
 
     /// Empties cache and tree.
@@ -923,7 +978,7 @@ impl<K: StateKey, V: StateValue> KeyedStore<K, V> for DiskStore<K, V> {
         true
     }
 
-    fn checkpoint_files(&mut self, dir: &Path) -> Result<FileCheckpointStats, StateError> {
+    fn checkpoint_files(&mut self, dir: &Path) -> Result<FileCheckpoint, StateError> {
         DiskStore::checkpoint_files(self, dir)
     }
 
@@ -1087,7 +1142,10 @@ mod tests {
         let expected_first = (0..n).sum::<u64>();
         let mut r: DiskStore<u64, u64> = open(dir.path(), "r", 256 * 1024);
         r.restore_files(&first).unwrap();
-        assert_eq!((r.len(), sum(&mut r)), (n as usize, (n as usize, expected_first)));
+        assert_eq!(
+            (r.len(), sum(&mut r)),
+            (n as usize, (n as usize, expected_first))
+        );
         r.restore_files(&second).unwrap();
         let expected_second = expected_first + n / 100 - 7 + 1;
         assert_eq!(r.len(), n as usize);

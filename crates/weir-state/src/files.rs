@@ -9,13 +9,17 @@
 //! Layout of a checkpoint directory (fjall 3.1's own layout, plus one file of ours):
 //!
 //! ```text
-//! version                  fjall's format marker (copied)
-//! keyspaces/0/...          fjall's keyspace catalogue, written once when the store opens (copied)
-//! keyspaces/N/current      which version of the state tree is current (copied)
-//! keyspaces/N/vID          that version: the list of its tables (copied)
-//! keyspaces/N/tables/ID    the tables (hard-linked)
-//! WEIR_STORE               the store's entry count and key filter
+//! version                  fjall's format marker
+//! keyspaces/0/...          fjall's keyspace catalogue, written once when the store opens
+//! keyspaces/N/current      which version of the state tree is current
+//! keyspaces/N/vID          that version: the list of its tables
+//! keyspaces/N/tables/ID    the tables
+//! WEIR_STORE               the store's entry count and key filter (written)
 //! ```
+//!
+//! Every file of fjall's is linked: fjall never changes a file in place once written (it
+//! replaces `current` by renaming a new file over it), and the checkpoint has no journal (the
+//! memtable is flushed first). Linking needs no data to be synced, only directories.
 
 use crate::StateError;
 use crate::filter::FilterImage;
@@ -27,20 +31,24 @@ use std::path::Path;
 /// The store's own bookkeeping in a checkpoint directory.
 pub(crate) const STORE_FILE: &str = "WEIR_STORE";
 const STORE_HEADER: &[u8] = b"weir-disk-store 1\n";
-/// The directory of a tree's tables: its files are immutable, so they are linked, not copied.
+/// The directory of a tree's tables.
 pub(crate) const TABLES: &str = "tables";
 
 /// What a checkpoint of a store as files wrote.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FileCheckpointStats {
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileCheckpoint {
     /// Entries in the store.
     pub entries: u64,
     /// Files in the checkpoint directory.
     pub files: u64,
     /// Bytes of those files.
     pub bytes: u64,
-    /// Bytes that had to be copied (hard links were not possible, or small mutable files).
+    /// Bytes that had to be copied (hard links were not possible: another file system) or
+    /// written.
     pub copied_bytes: u64,
+    /// Checksums known without reading the files: the tree records the xxh3-128 of every
+    /// table it writes. Paths are relative to the checkpoint directory, with `/`.
+    pub checksums: Vec<(String, u128)>,
 }
 
 /// The content of [`STORE_FILE`].
@@ -114,16 +122,14 @@ pub(crate) fn sync_dir(path: &Path) -> Result<(), StateError> {
         .map_err(io_error(path))
 }
 
-/// Recreates the tree `from` at `to`: files in a [`TABLES`] directory are linked (immutable),
-/// other files copied (fjall replaces them, or may append to them), [`STORE_FILE`] skipped.
-/// Directories are synced. Adds what it placed to `stats`.
+/// Recreates the tree `from` at `to` with links (see the module's documentation),
+/// [`STORE_FILE`] left out. Directories are synced. Adds what it placed to `stats`.
 pub(crate) fn place_tree(
     from: &Path,
     to: &Path,
-    stats: &mut FileCheckpointStats,
+    stats: &mut FileCheckpoint,
 ) -> Result<(), StateError> {
     fs::create_dir_all(to).map_err(io_error(to))?;
-    let immutable = from.file_name().is_some_and(|n| n == TABLES);
     for entry in fs::read_dir(from).map_err(io_error(from))? {
         let entry = entry.map_err(io_error(from))?;
         let (src, name) = (entry.path(), entry.file_name());
@@ -136,12 +142,7 @@ pub(crate) fn place_tree(
         if name == STORE_FILE {
             continue;
         }
-        let copied = if immutable {
-            link_or_copy(&src, &dst)
-        } else {
-            copy_synced(&src, &dst)
-        }
-        .map_err(io_error(&src))?;
+        let copied = link_or_copy(&src, &dst).map_err(io_error(&src))?;
         let size = entry.metadata().map_err(io_error(&src))?.len();
         stats.files += 1;
         stats.bytes += size;

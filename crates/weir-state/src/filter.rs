@@ -188,7 +188,10 @@ mod tests {
         );
         assert!(f.bytes() < n as usize * 4, "{} bytes", f.bytes());
         let copy = KeyFilter::from_image(f.image()).unwrap();
-        assert!((0..2 * n).all(|i| copy.may_contain(&i.to_le_bytes()) == f.may_contain(&i.to_le_bytes())));
+        assert!(
+            (0..2 * n)
+                .all(|i| copy.may_contain(&i.to_le_bytes()) == f.may_contain(&i.to_le_bytes()))
+        );
         f.clear();
         assert!(!f.may_contain(&0u32.to_le_bytes()));
     }

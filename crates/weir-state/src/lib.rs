@@ -62,7 +62,7 @@ mod snapshot;
 
 pub use any::{AnyStore, StateBackend, StoreFactory};
 pub use disk::{DiskStore, DiskStoreOptions, SnapshotView};
-pub use files::FileCheckpointStats;
+pub use files::FileCheckpoint;
 pub use memory::MemoryStore;
 pub use snapshot::{SnapshotKind, SnapshotStats};
 
@@ -159,7 +159,7 @@ pub trait KeyedStore<K: StateKey, V: StateValue>: Send + 'static {
     /// Writes a checkpoint of the store into the directory `dir` as files, when
     /// [`checkpoints_as_files`](Self::checkpoints_as_files). Afterwards the store counts as
     /// snapshotted.
-    fn checkpoint_files(&mut self, dir: &Path) -> Result<FileCheckpointStats, StateError> {
+    fn checkpoint_files(&mut self, dir: &Path) -> Result<FileCheckpoint, StateError> {
         Err(StateError::Config(format!(
             "cannot checkpoint into {} as files: this backend keeps its state in memory and is checkpointed as a snapshot",
             dir.display()
@@ -175,8 +175,7 @@ pub trait KeyedStore<K: StateKey, V: StateValue>: Send + 'static {
     {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let scratch =
-            std::env::temp_dir().join(format!("weir-restore-{}-{n}", std::process::id()));
+        let scratch = std::env::temp_dir().join(format!("weir-restore-{}-{n}", std::process::id()));
         let mut disk = DiskStore::<K, V>::open(&scratch, DiskStoreOptions::default())?;
         disk.restore_files(dir)?;
         let mut blob = Vec::new();
