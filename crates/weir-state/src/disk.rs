@@ -10,22 +10,27 @@
 //! 3.4 GB debug `target/`, and needs libclang. The backend sits behind [`KeyedStore`], so a
 //! RocksDB backend could be added later as a cargo feature.
 //!
-//! # Costs
+//! # Checkpoints
 //!
-//! fjall 3.1 has no checkpoint API (RocksDB's hard-linked table files), so a full snapshot
-//! streams every entry through the tree's iterator: its cost grows with the state (about 1 µs
-//! per entry on the project's machine, plus the write-back of the cache's dirty entries). An
-//! incremental snapshot costs what changed. Checkpoint mostly incrementally and take a full
-//! snapshot every few checkpoints to bound the restore chain (`weir_checkpoint`'s
-//! `write_state` does this). A restore streams the snapshot into sorted tables (bulk
-//! ingestion), without holding it in memory.
+//! The runtime checkpoints this store as files ([`DiskStore::checkpoint_files`], see
+//! [`crate::files`]): the cache's dirty entries are written as one sorted table (bulk
+//! ingestion), the memtable is flushed, and the tree's tables, which never change once
+//! written, are hard-linked into the checkpoint with the checksums the tree recorded for them.
+//! A checkpoint costs what changed since the previous one, not the size of the state; to keep
+//! that bounded, at most one cached entry in [`DIRTY_SHARE`] stays dirty (beyond that, a slice
+//! of them is written back). A restore links the files into a fresh directory and opens the
+//! tree on them: it reads nothing but the tree's metadata.
+//!
+//! Snapshots as a byte stream remain ([`KeyedStore::snapshot`], [`DiskStore::full_snapshot_view`]):
+//! a full one streams every entry (about 1 µs each here), an incremental one what changed.
+//! They serve stores of other backends and checkpoint stores that keep no files.
 //!
 //! The directory is scratch space: the store starts empty and deletes it when dropped. The
-//! durable copy of the state is the snapshot stream the runtime stores in a checkpoint.
+//! durable copy of the state is what the runtime stores in a checkpoint.
 
 use crate::files::{
-    FileCheckpoint, StoreImage, TABLES, io_error, link_or_copy, place_tree, read_store_image,
-    sync_dir, write_store_image, write_synced,
+    FileCheckpoint, STORE_FILE, StoreImage, TABLES, io_error, link_or_copy, place_tree,
+    read_store_image, sync_dir, write_store_image, write_synced,
 };
 use crate::filter::KeyFilter;
 use crate::snapshot::{Op, SnapshotReader, SnapshotWriter, decode};
@@ -44,6 +49,8 @@ const MARKER: &str = "WEIR_STATE_SCRATCH";
 /// The cache evicts at least this share of its capacity at once, so write-backs go to the
 /// tree in batches.
 const EVICT_FRACTION: usize = 32;
+/// At most one cached entry in this many is dirty (see `DiskStore::dirty_limit`).
+const DIRTY_SHARE: usize = 8;
 /// Entries whose encoded size is measured before the estimate is trusted, and the interval
 /// of later measurements of new entries.
 const EARLY_SAMPLES: u64 = 64;
@@ -125,6 +132,13 @@ pub struct DiskStore<K, V> {
     sampled_bytes: u64,
     inserted: u64,
     hand: usize,
+    /// Cached entries changed since they were loaded or written back, and the most there may
+    /// be: beyond it a slice of them is written back, so that a checkpoint (which must write
+    /// them all) stays short.
+    dirty_entries: usize,
+    dirty_limit: usize,
+    /// Where the next write-back of dirty entries starts in `slots`.
+    clean_hand: usize,
     len: usize,
     /// Keys ever written to the tree: a miss on a key it has never seen skips the lookup.
     filter: KeyFilter,
@@ -134,6 +148,9 @@ pub struct DiskStore<K, V> {
     cleared: bool,
     kbuf: Vec<u8>,
     vbuf: Vec<u8>,
+    /// The store file of the latest checkpoint as files, and the (filter, entry count) it
+    /// holds: the next checkpoint links it when neither changed.
+    last_image: Option<(PathBuf, (usize, usize))>,
     /// Last: removes the scratch directory once the tree is closed (and no view needs it).
     root: Arc<ScratchRoot>,
 }
@@ -229,6 +246,9 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
             sampled_bytes: 0,
             inserted: 0,
             hand: 0,
+            dirty_entries: 0,
+            dirty_limit: 0,
+            clean_hand: 0,
             len: 0,
             filter: KeyFilter::default(),
             touched: hashbrown::HashSet::new(),
@@ -236,6 +256,7 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
             cleared: false,
             kbuf: Vec::new(),
             vbuf: Vec::new(),
+            last_image: None,
             root,
         };
         store.resize();
@@ -314,12 +335,13 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
         Ok(view)
     }
 
-    /// Writes a checkpoint of the store into the directory `dir` as files (see
-    /// [`crate::files`]): writes the cache's dirty entries back, flushes the memtable, then
-    /// hard-links the tree's tables into `dir` (copies them where `dir` is on another file
-    /// system). The cost is the flush of what changed since the previous checkpoint, not the
-    /// size of the state. Afterwards the store counts as snapshotted. `dir` must be empty or
-    /// absent.
+    /// Writes a checkpoint of the store into the directory `dir` as files, the way RocksDB
+    /// checkpoints: writes the cache's dirty entries as a sorted table, flushes the memtable,
+    /// then hard-links the tree's files into `dir` (copies them where `dir` is on another file
+    /// system) with its own small file (entry count, key filter). The cost is what changed
+    /// since the previous checkpoint, not the size of the state. The tables' checksums come
+    /// back in [`FileCheckpoint::checksums`]. Afterwards an incremental snapshot stream needs a
+    /// full one first. `dir` must be empty or absent.
     pub fn checkpoint_files(&mut self, dir: &Path) -> Result<FileCheckpoint, StateError> {
         self.write_back_to_tables()?;
         self.flush_memtables()?;
@@ -361,14 +383,7 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
             ))
         })?;
         self.link_current_tables(&state, dir, relative, &mut placed)?;
-        let image = StoreImage {
-            entries: self.len as u64,
-            filter: self.filter.image(),
-        };
-        let n = write_store_image(dir, &image)?;
-        placed.files += 1;
-        placed.bytes += n;
-        placed.copied_bytes += n;
+        self.place_image(dir, &mut placed)?;
         sync_dir(&dir.join("keyspaces"))?;
         sync_dir(dir)?;
         // The next checkpoint is taken as files too: no change set to keep.
@@ -376,6 +391,35 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
         self.cleared = false;
         self.tracking = false;
         Ok(placed)
+    }
+
+    /// Writes the store's own file into the checkpoint `dir`, or links the previous
+    /// checkpoint's when it would hold the same (no key added, none removed).
+    fn place_image(&mut self, dir: &Path, placed: &mut FileCheckpoint) -> Result<(), StateError> {
+        let version = (self.filter.inserted(), self.len);
+        let target = dir.join(STORE_FILE);
+        let linked = match &self.last_image {
+            Some((previous, v)) if *v == version => link_or_copy(previous, &target)
+                .and_then(|copied| Ok((copied, std::fs::metadata(&target)?.len())))
+                .ok(),
+            _ => None,
+        };
+        let (copied, size) = match linked {
+            Some(done) => done,
+            None => {
+                let image = StoreImage {
+                    entries: self.len as u64,
+                    filter: self.filter.image(),
+                };
+                let n = write_store_image(dir, &image)?;
+                (n, n)
+            }
+        };
+        placed.files += 1;
+        placed.bytes += size;
+        placed.copied_bytes += copied;
+        self.last_image = Some((target, version));
+        Ok(())
     }
 
     /// Replaces the contents with a checkpoint written by
@@ -404,6 +448,7 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
         self.generation = generation;
         self.len = usize::try_from(image.entries).unwrap_or(usize::MAX);
         self.filter = filter;
+        self.last_image = Some((dir.join(STORE_FILE), (self.filter.inserted(), self.len)));
         self.touched.clear();
         self.cleared = false;
         self.tracking = true;
@@ -509,6 +554,7 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
         // The key filter (about 1.25 bytes per key in the tree) comes out of the cache's share.
         let budget = self.cache_budget.saturating_sub(self.filter.bytes());
         self.capacity = (budget / per_entry.max(1)).max(16);
+        self.dirty_limit = (self.capacity / DIRTY_SHARE).max(16);
     }
 
     fn sample_new(&mut self, key: &K, value: &V) {
@@ -580,6 +626,8 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
         self.slots.clear();
         self.index.clear();
         self.hand = 0;
+        self.clean_hand = 0;
+        self.dirty_entries = 0;
     }
 
     /// Makes room for one more entry, evicting a batch with the clock when the cache is full.
@@ -602,6 +650,7 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
             }
             let slot = self.take_slot(self.hand);
             if slot.dirty {
+                self.dirty_entries -= 1;
                 Self::encode_into(&mut self.kbuf, &slot.key, "key")?;
                 Self::encode_into(&mut self.vbuf, &slot.value, "value")?;
                 batch.insert(&self.tree, &self.kbuf[..], &self.vbuf[..]);
@@ -636,6 +685,9 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
 
     /// The cache position of `key`, loading it from the tree on a miss.
     fn locate(&mut self, key: &K) -> Result<Option<usize>, StateError> {
+        if self.dirty_entries > self.dirty_limit {
+            self.clean_some(self.dirty_limit / DIRTY_SHARE + 1)?;
+        }
         if let Some(i) = self.find(key) {
             self.slots[i].hot = true;
             return Ok(Some(i));
@@ -652,6 +704,51 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
         }))
     }
 
+    /// The value of cached entry `i`, marked changed.
+    #[inline]
+    fn dirty_value(&mut self, i: usize) -> &mut V {
+        let slot = &mut self.slots[i];
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty_entries += 1;
+        }
+        &mut slot.value
+    }
+
+    /// Writes back dirty entries, in slot order from where the previous call stopped, until
+    /// `count` more are clean (or none is dirty). They stay cached.
+    fn clean_some(&mut self, count: usize) -> Result<(), StateError> {
+        let mut batch = self.db.batch();
+        let mut cleaned = 0;
+        let mut visited = 0;
+        while cleaned < count && visited < self.slots.len() {
+            if self.clean_hand >= self.slots.len() {
+                self.clean_hand = 0;
+            }
+            let slot = &mut self.slots[self.clean_hand];
+            self.clean_hand += 1;
+            visited += 1;
+            if !slot.dirty {
+                continue;
+            }
+            Self::encode_into(&mut self.kbuf, &slot.key, "key")?;
+            Self::encode_into(&mut self.vbuf, &slot.value, "value")?;
+            batch.insert(&self.tree, &self.kbuf[..], &self.vbuf[..]);
+            self.filter.insert(&self.kbuf);
+            if self.tracking {
+                self.touched.insert(self.kbuf.as_slice().into());
+            }
+            slot.dirty = false;
+            slot.on_disk = true;
+            cleaned += 1;
+            // Values grow after they are inserted: measure them as they are written.
+            let size = self.kbuf.len() + self.vbuf.len();
+            self.observe(size);
+        }
+        self.dirty_entries -= cleaned;
+        batch.commit().map_err(|e| self.backend(e))
+    }
+
     /// Writes every dirty cached entry to the tree.
     fn write_back(&mut self) -> Result<(), StateError> {
         let mut batch = self.db.batch();
@@ -666,6 +763,7 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
             slot.dirty = false;
             slot.on_disk = true;
         }
+        self.dirty_entries = 0;
         if batch.is_empty() {
             return Ok(());
         }
@@ -708,6 +806,7 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
             slot.dirty = false;
             slot.on_disk = true;
         }
+        self.dirty_entries = 0;
         Ok(())
     }
 
@@ -869,11 +968,7 @@ impl<K: StateKey, V: StateValue> KeyedStore<K, V> for DiskStore<K, V> {
 
     #[inline]
     fn try_get_mut(&mut self, key: &K) -> Result<Option<&mut V>, StateError> {
-        Ok(self.locate(key)?.map(|i| {
-            let slot = &mut self.slots[i];
-            slot.dirty = true;
-            &mut slot.value
-        }))
+        Ok(self.locate(key)?.map(|i| self.dirty_value(i)))
     }
 
     #[inline]
@@ -891,32 +986,29 @@ impl<K: StateKey, V: StateValue> KeyedStore<K, V> for DiskStore<K, V> {
                 self.push(Slot {
                     key: key.clone(),
                     value,
-                    dirty: true,
+                    dirty: false,
                     hot: true,
                     on_disk: false,
                 })
             }
         };
-        let slot = &mut self.slots[i];
-        slot.dirty = true;
-        Ok(&mut slot.value)
+        Ok(self.dirty_value(i))
     }
 
     fn try_insert(&mut self, key: K, value: V) -> Result<Option<V>, StateError> {
         if let Some(i) = self.locate(&key)? {
-            let slot = &mut self.slots[i];
-            slot.dirty = true;
-            return Ok(Some(std::mem::replace(&mut slot.value, value)));
+            return Ok(Some(std::mem::replace(self.dirty_value(i), value)));
         }
         self.sample_new(&key, &value);
         self.len += 1;
-        self.push(Slot {
+        let i = self.push(Slot {
             key,
             value,
-            dirty: true,
+            dirty: false,
             hot: true,
             on_disk: false,
         });
+        self.dirty_value(i);
         Ok(None)
     }
 
@@ -926,6 +1018,9 @@ impl<K: StateKey, V: StateValue> KeyedStore<K, V> for DiskStore<K, V> {
         };
         let slot = self.take_slot(i);
         self.len -= 1;
+        if slot.dirty {
+            self.dirty_entries -= 1;
+        }
         if slot.on_disk {
             self.encode_key(key)?;
             self.tree
@@ -1171,6 +1266,28 @@ mod tests {
         KeyedStore::restore_files(&mut m, &third).unwrap();
         assert_eq!(m.len(), n as usize + 999);
         assert!(first.join(crate::files::STORE_FILE).exists());
+    }
+
+    #[test]
+    fn dirty_entries_stay_bounded_and_nothing_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s: DiskStore<u64, u64> = open(dir.path(), "s", 1 << 20);
+        let n = 50_000u64;
+        for round in 0..3 {
+            for i in 0..n {
+                *s.get_or_insert_with(&i, || 0) += round + 1;
+                assert!(
+                    s.dirty_entries <= s.dirty_limit + s.dirty_limit / DIRTY_SHARE + 1,
+                    "{} dirty of at most {}",
+                    s.dirty_entries,
+                    s.dirty_limit
+                );
+            }
+        }
+        let dirty = s.slots.iter().filter(|slot| slot.dirty).count();
+        assert_eq!(dirty, s.dirty_entries, "the count follows the flags");
+        assert!(s.cached() > s.dirty_limit, "most cached entries are clean");
+        assert_eq!(sum(&mut s), (n as usize, 6 * n));
     }
 
     #[test]

@@ -106,6 +106,12 @@ impl KeyFilter {
         self.stages.clear();
     }
 
+    /// Keys inserted that were not already (probably) present: the filter changes only when
+    /// this grows.
+    pub(crate) fn inserted(&self) -> usize {
+        self.stages.iter().map(|s| s.keys).sum()
+    }
+
     /// Bytes held.
     pub(crate) fn bytes(&self) -> usize {
         self.stages.iter().map(|s| s.bits.len() * 8).sum()

@@ -18,10 +18,10 @@
 //! fjall 3.1 is RocksDB's model (memtable, sorted tables, compaction, block cache, bulk
 //! ingestion) in pure Rust: it builds clean in 22 s debug / 43 s release with one job on the
 //! project's 2-core machine, where the RocksDB crate costs about 15 minutes of CI per clean
-//! profile and needs libclang. Its limit: no checkpoint API (RocksDB hard-links its table
-//! files), so a full snapshot of a [`DiskStore`] streams every entry (about 1 µs each here),
-//! while an incremental one costs only what changed. The backend sits behind [`KeyedStore`], so
-//! RocksDB could be added as a cargo feature.
+//! profile and needs libclang. It has no checkpoint API of its own; [`DiskStore`] builds
+//! RocksDB's (hard-linked table files) on fjall's tables and versions, so a checkpoint of an
+//! on-disk store costs what changed since the previous one and a restore reads no entries. The
+//! backend sits behind [`KeyedStore`], so RocksDB could be added as a cargo feature.
 //!
 //! # Snapshots
 //!
