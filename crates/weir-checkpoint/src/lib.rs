@@ -60,7 +60,7 @@ pub use meta::BlobRef;
 pub use runtime::{DirCheckpoints, FINISHED_KEY, JOB_ENTRY};
 pub use store::{
     BlobReader, BlobWriter, Checkpoint, CheckpointInfo, CheckpointStore, FilesInfo, Listing,
-    PendingCheckpoint, SkipReason, Skipped,
+    PendingCheckpoint, SkipReason, Skipped, StateInfo,
 };
 
 use std::path::PathBuf;

@@ -185,6 +185,21 @@ pub struct CheckpointInfo {
     /// Per operator instance (`operator/instance`), its metadata: source offsets, pending
     /// transactions.
     pub meta: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+    /// Every state stored, in operator order.
+    pub states: Vec<StateInfo>,
+}
+
+/// One state of an operator instance in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StateInfo {
+    /// `operator/instance`.
+    pub operator: String,
+    pub name: String,
+    /// Kept as files (an on-disk store's tables, linked), rather than as blobs.
+    pub as_files: bool,
+    /// Blobs in its chain, or files.
+    pub parts: usize,
+    pub bytes: u64,
 }
 
 /// The checkpoints of a store, oldest first, and the directories that are not usable.
@@ -1072,6 +1087,23 @@ impl Checkpoint {
                 .iter()
                 .filter(|o| !o.meta.is_empty())
                 .map(|o| (format!("{}/{}", o.operator, o.instance), o.meta.clone()))
+                .collect(),
+            states: m
+                .operators
+                .iter()
+                .flat_map(|o| {
+                    let blobs = o.states.iter().map(|s| (s, false));
+                    let files = o.files.iter().map(|s| (s, true));
+                    blobs
+                        .chain(files)
+                        .map(|((name, parts), as_files)| StateInfo {
+                            operator: format!("{}/{}", o.operator, o.instance),
+                            name: name.clone(),
+                            as_files,
+                            parts: parts.len(),
+                            bytes: parts.iter().map(|b| b.size).sum(),
+                        })
+                })
                 .collect(),
         }
     }

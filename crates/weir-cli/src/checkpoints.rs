@@ -147,6 +147,23 @@ pub fn run(args: CheckpointArgs) -> ExitCode {
                     println!("  {op} {key}: {value}");
                 }
             }
+            if !info.states.is_empty() {
+                println!("  states:");
+            }
+            for s in &info.states {
+                let (unit, how) = match (s.as_files, s.parts) {
+                    (true, _) => ("files", " (the on-disk store's tables, linked)"),
+                    (false, 1) => ("blob", ""),
+                    (false, _) => ("blobs", " (a full snapshot, then changes)"),
+                };
+                println!(
+                    "    {} {}: {} {unit}, {}{how}",
+                    s.operator,
+                    s.name,
+                    s.parts,
+                    human_bytes(s.bytes)
+                );
+            }
             Ok(())
         }
         CheckpointCommand::Restore { id, .. } => {

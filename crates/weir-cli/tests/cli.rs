@@ -334,6 +334,10 @@ fn a_corrupt_checkpoint_is_skipped_for_the_previous_good_one_with_a_message() {
     // Show and restore name what they work on.
     let shown = text(&run(&["checkpoints", "show", "c.yaml", &previous.to_string()]).stdout);
     assert!(shown.contains(&format!("checkpoint {previous}")), "{shown}");
+    assert!(
+        shown.contains("states:") && shown.contains("aggregates: ") && shown.contains(" blob"),
+        "{shown}"
+    );
     let restored = run(&["checkpoints", "restore", "c.yaml", &previous.to_string()]);
     assert!(restored.status.success(), "{}", text(&restored.stderr));
     assert!(text(&restored.stdout).contains(&format!("resumes from checkpoint {previous}")));
