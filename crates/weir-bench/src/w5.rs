@@ -24,8 +24,8 @@ use std::path::Path;
 use std::time::Instant;
 use weir_checkpoint::{CheckpointStore, FilesInfo};
 use weir_state::{
-    AnyStore, DiskStore, DiskStoreOptions, FileCheckpoint, KeyedStore, MemoryStore, StateKey,
-    StateValue,
+    AnyStore, DiskStore, DiskStoreOptions, FileCheckpoint, KeyedStore, MemoryStore, SnapshotKind,
+    StateKey, StateValue,
 };
 
 /// Set in the child process: the checkpoint directory to restore from.
@@ -276,6 +276,23 @@ pub fn w5(o: &BenchOptions) -> Result<BenchReport, BenchError> {
     let incremental_ms = t.elapsed().as_secs_f64() * 1e3;
     let inc_new_bytes = new_bytes(&cstore, 1, 2)?;
     let (_, live) = digest_of(&mut state);
+
+    // For comparison, what a store that cannot link its files pays for a full checkpoint:
+    // every entry streamed into one file, synced.
+    let t = Instant::now();
+    let copy = tmp.path().join("full-copy");
+    let mut out = std::io::BufWriter::with_capacity(
+        1 << 20,
+        std::fs::File::create(&copy).map_err(|e| error("full copy", e))?,
+    );
+    state
+        .snapshot(SnapshotKind::Full, &mut out)
+        .map_err(|e| error("full copy", e))?;
+    out.into_inner()
+        .map_err(|e| error("full copy", e.into_error()))?
+        .sync_all()
+        .map_err(|e| error("full copy", e))?;
+    let copy_ms = t.elapsed().as_secs_f64() * 1e3;
     drop(state);
 
     // Recover from the latest checkpoint.
@@ -327,6 +344,7 @@ pub fn w5(o: &BenchOptions) -> Result<BenchReport, BenchError> {
         ),
         ("incremental_checkpoint_ms", json!(round(incremental_ms))),
         ("incremental_bytes", json!(inc_new_bytes)),
+        ("full_copy_checkpoint_ms", json!(round(copy_ms))),
         ("restore_ms", json!(round(restore_ms))),
         ("restore_read_ms", json!(round(r.read_ms))),
         ("restore_load_ms", json!(round(r.load_ms))),
