@@ -636,14 +636,7 @@ impl PendingCheckpoint {
         name: &str,
     ) -> Result<BlobWriter<'_>, CheckpointError> {
         let file = blob_file(operator, instance, name);
-        if !lock(&self.state).files.insert(file.clone()) {
-            return Err(CheckpointError::DuplicateBlob {
-                checkpoint: self.id,
-                operator: operator.to_string(),
-                instance,
-                name: name.to_string(),
-            });
-        }
+        self.claim(&file, operator, instance, name)?;
         let path = self.path.join(&file);
         let out = File::create(&path).map_err(io(&path))?;
         Ok(BlobWriter {
@@ -665,6 +658,25 @@ impl PendingCheckpoint {
         })
     }
 
+    /// Reserves the file name of a state in this checkpoint: each state is written once.
+    fn claim(
+        &self,
+        file: &str,
+        operator: &str,
+        instance: usize,
+        name: &str,
+    ) -> Result<(), CheckpointError> {
+        if lock(&self.state).files.insert(file.to_string()) {
+            return Ok(());
+        }
+        Err(CheckpointError::DuplicateBlob {
+            checkpoint: self.id,
+            operator: operator.to_string(),
+            instance,
+            name: name.to_string(),
+        })
+    }
+
     /// An empty directory in this checkpoint for state `name` of an operator instance kept as
     /// files (an on-disk store hard-links its tables there). Once the files are in place,
     /// [`put_files`](Self::put_files) records them.
@@ -675,14 +687,7 @@ impl PendingCheckpoint {
         name: &str,
     ) -> Result<PathBuf, CheckpointError> {
         let file = files_dir_name(operator, instance, name);
-        if !lock(&self.state).files.insert(file.clone()) {
-            return Err(CheckpointError::DuplicateBlob {
-                checkpoint: self.id,
-                operator: operator.to_string(),
-                instance,
-                name: name.to_string(),
-            });
-        }
+        self.claim(&file, operator, instance, name)?;
         let path = self.path.join(file);
         fs::create_dir(&path).map_err(io(&path))?;
         Ok(path)

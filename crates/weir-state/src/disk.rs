@@ -746,28 +746,15 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
             self.observe(size);
         }
         self.dirty_entries -= cleaned;
+        if batch.is_empty() {
+            return Ok(());
+        }
         batch.commit().map_err(|e| self.backend(e))
     }
 
     /// Writes every dirty cached entry to the tree.
     fn write_back(&mut self) -> Result<(), StateError> {
-        let mut batch = self.db.batch();
-        for slot in self.slots.iter_mut().filter(|s| s.dirty) {
-            Self::encode_into(&mut self.kbuf, &slot.key, "key")?;
-            Self::encode_into(&mut self.vbuf, &slot.value, "value")?;
-            batch.insert(&self.tree, &self.kbuf[..], &self.vbuf[..]);
-            self.filter.insert(&self.kbuf);
-            if self.tracking {
-                self.touched.insert(self.kbuf.as_slice().into());
-            }
-            slot.dirty = false;
-            slot.on_disk = true;
-        }
-        self.dirty_entries = 0;
-        if batch.is_empty() {
-            return Ok(());
-        }
-        batch.commit().map_err(|e| self.backend(e))
+        self.clean_some(usize::MAX)
     }
 
     /// Writes every dirty cached entry to the tree as a new sorted table (bulk ingestion: no
