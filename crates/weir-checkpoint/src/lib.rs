@@ -19,8 +19,10 @@
 //!
 //! How the runtime uses it: at a barrier, [`CheckpointStore::begin`] the next id
 //! ([`CheckpointStore::next_id`] after a restart); each task writes its states with
-//! [`PendingCheckpoint::write_state`] (full, or incremental on the previous checkpoint's chain)
-//! and its offsets or pending transactions with [`PendingCheckpoint::put_meta`]; once every task
+//! [`PendingCheckpoint::write_state`] (full, or incremental on the previous checkpoint's chain),
+//! or, for an on-disk store, links its files into [`PendingCheckpoint::files_dir`] and records
+//! them with [`PendingCheckpoint::put_files`] (with the checksums its tree already has); its
+//! offsets or pending transactions go in with [`PendingCheckpoint::put_meta`]; once every task
 //! acknowledged, [`PendingCheckpoint::complete`]. To recover: [`CheckpointStore::latest`]
 //! (print the skipped ones), then per state `store.restore_from(checkpoint.blob_readers(..)?)`
 //! and per source its offset from [`Checkpoint::meta`].
