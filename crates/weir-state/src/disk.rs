@@ -379,6 +379,9 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
         placed.copied_bytes +=
             link_or_copy(&version, &dir.join("version")).map_err(io_error(&version))?;
         placed.files += 1;
+        placed.bytes += std::fs::metadata(&version)
+            .map_err(io_error(&version))?
+            .len();
         let state = self.tree.path().to_path_buf();
         let keyspaces = self.db_path.join("keyspaces");
         for entry in std::fs::read_dir(&keyspaces).map_err(io_error(&keyspaces))? {
@@ -1288,6 +1291,36 @@ mod tests {
         assert_eq!(dirty, s.dirty_entries, "the count follows the flags");
         assert!(s.cached() > s.dirty_limit, "most cached entries are clean");
         assert_eq!(sum(&mut s), (n as usize, 6 * n));
+    }
+
+    /// Where hard links are impossible (another file system), the files are copied.
+    #[test]
+    fn checkpoints_to_another_file_system_are_copies() {
+        let shm = Path::new("/dev/shm");
+        let dir = tempfile::tempdir().unwrap();
+        let Ok(elsewhere) = tempfile::tempdir_in(shm) else {
+            eprintln!("no /dev/shm here: nothing to test");
+            return;
+        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let dev = |p: &Path| std::fs::metadata(p).unwrap().dev();
+            if dev(dir.path()) == dev(elsewhere.path()) {
+                eprintln!("/dev/shm is on the same file system: nothing to test");
+                return;
+            }
+        }
+        let mut s: DiskStore<u64, u64> = open(dir.path(), "s", 256 * 1024);
+        for i in 0..5_000u64 {
+            s.insert(i, i * 2);
+        }
+        let chk = elsewhere.path().join("chk");
+        let placed = s.checkpoint_files(&chk).unwrap();
+        assert_eq!(placed.copied_bytes, placed.bytes, "{placed:?}");
+        let mut r: DiskStore<u64, u64> = open(dir.path(), "r", 256 * 1024);
+        r.restore_files(&chk).unwrap();
+        assert_eq!(sum(&mut r), (5_000, (0..5_000u64).map(|i| i * 2).sum()));
     }
 
     #[test]
