@@ -11,8 +11,8 @@
 //! |---|---|---|
 //! | clean release build | 43 s (fjall), about 45 s (this crate) | 19 min, and libclang |
 //! | target directory | part of the workspace's | 322 MB release, 3.5 GB debug |
-//! | w5 count, 1M keys, 64 MiB budget | 6-7 µs per word | 12.8 µs (7 µs with a bloom filter) |
-//! | w5 checkpoint / incremental / restore | 37-43 / 10-14 / 16-19 ms | 22 / 4 / 6.5 ms |
+//! | w5 count, 1M keys, 64 MiB budget | 7 µs per word | 12.8 µs (7 µs with a bloom filter) |
+//! | w5 checkpoint / incremental / restore | 24-34 / 11-12 / 20 ms | 22 / 4 / 6.5 ms |
 //!
 //! RocksDB checkpoints faster (native, in C++), fjall counts faster here (its bloom filters
 //! and our cache of decoded entries) and builds in seconds: fjall, behind [`KeyedStore`], so a
