@@ -112,8 +112,12 @@ impl SnapshotWriter for DirWriter {
         instance: usize,
         name: &str,
         known: &[(String, u128)],
+        new_bytes: u64,
     ) -> Result<(), String> {
-        self.with_pending(|p| p.put_files(operator, instance, name, known).map(|_| ()))
+        self.with_pending(|p| {
+            p.put_files(operator, instance, name, known, new_bytes)
+                .map(|_| ())
+        })
     }
 
     fn complete(&self, finished: bool, _duration: Duration) -> Result<(), String> {

@@ -698,12 +698,15 @@ impl PendingCheckpoint {
     /// or corrupt file. `known` gives checksums the caller already has (an LSM tree records
     /// one for every table it writes), by path relative to the directory with `/`; other
     /// files are read. A wrong known checksum makes the checkpoint fail verification.
+    /// `new_bytes`: how much of it the store wrote for this checkpoint (the rest are links to
+    /// files earlier checkpoints have), counted as the checkpoint's written bytes.
     pub fn put_files(
         &self,
         operator: &str,
         instance: usize,
         name: &str,
         known: &[(String, u128)],
+        new_bytes: u64,
     ) -> Result<FilesInfo, CheckpointError> {
         let dir = files_dir_name(operator, instance, name);
         let known: HashMap<&str, u128> = known.iter().map(|(p, c)| (p.as_str(), *c)).collect();
@@ -748,8 +751,9 @@ impl PendingCheckpoint {
             }
         }
         refs.sort_by(|a, b| a.file.cmp(&b.file));
-        // Not counted in `bytes_written`: the files are mostly links to the store's own.
-        lock(&self.state)
+        let mut state = lock(&self.state);
+        state.bytes_written += new_bytes;
+        state
             .entry(operator, instance)
             .files
             .insert(name.to_string(), refs);

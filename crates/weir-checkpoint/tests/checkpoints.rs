@@ -472,7 +472,7 @@ fn disk_state_kept_as_files_restores_and_damage_is_detected() {
             "the tree's tables come with checksums"
         );
         let info = p
-            .put_files("count", 0, "counts", &placed.checksums)
+            .put_files("count", 0, "counts", &placed.checksums, placed.new_bytes)
             .unwrap();
         assert_eq!(info.files, placed.files);
         assert!(

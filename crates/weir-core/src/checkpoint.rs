@@ -62,13 +62,15 @@ pub trait SnapshotWriter: Send + Sync {
         Ok(None)
     }
     /// Records the files placed in [`files_dir`](Self::files_dir) as state `name`. `known`:
-    /// xxh3-128 checksums the caller already has, by path relative to the directory.
+    /// xxh3-128 checksums the caller already has, by path relative to the directory;
+    /// `new_bytes`: what the store wrote for this checkpoint (the rest is linked).
     fn put_files(
         &self,
         operator: &str,
         instance: usize,
         name: &str,
         _known: &[(String, u128)],
+        _new_bytes: u64,
     ) -> Result<(), String> {
         Err(format!(
             "this checkpoint store keeps no files (state '{name}' of {operator}/{instance})"
@@ -209,9 +211,10 @@ impl CheckpointShared {
         instance: usize,
         name: &str,
         known: &[(String, u128)],
+        new_bytes: u64,
     ) -> Result<(), OperatorError> {
         self.writer(id)?
-            .put_files(operator, instance, name, known)
+            .put_files(operator, instance, name, known, new_bytes)
             .map_err(|e| OperatorError::new(ErrorKind::Io, format!("writing checkpoint {id}: {e}")))
     }
 

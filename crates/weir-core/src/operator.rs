@@ -126,14 +126,23 @@ impl OperatorContext {
     }
 
     /// In `snapshot`: records the files placed in [`state_files_dir`](Self::state_files_dir)
-    /// as state `name`; `known` are xxh3-128 checksums already known, by relative path.
+    /// as state `name`; `known` are xxh3-128 checksums already known, by relative path, and
+    /// `new_bytes` what the store wrote for this checkpoint.
     pub fn save_state_files(
         &self,
         name: &str,
         known: &[(String, u128)],
+        new_bytes: u64,
     ) -> Result<(), OperatorError> {
         match &self.checkpoints {
-            Some(c) => c.put_files(self.checkpoint, &self.name, self.instance, name, known),
+            Some(c) => c.put_files(
+                self.checkpoint,
+                &self.name,
+                self.instance,
+                name,
+                known,
+                new_bytes,
+            ),
             None => Ok(()),
         }
     }

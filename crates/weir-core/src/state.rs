@@ -37,7 +37,7 @@ pub fn save_keyed<K: StateKey, V: StateValue, S: KeyedStore<K, V>>(
         let placed = store.checkpoint_files(&dir).map_err(|e| {
             OperatorError::new(ErrorKind::Io, format!("checkpointing state '{name}': {e}"))
         })?;
-        ctx.save_state_files(name, &placed.checksums)?;
+        ctx.save_state_files(name, &placed.checksums, placed.new_bytes)?;
         // A later snapshot blob (none is expected) would have to be a full one.
         ctx.chains.insert(name.to_string(), 0);
         return Ok(());

@@ -160,6 +160,9 @@ pub struct DiskStore<K, V> {
     /// The store file of the latest checkpoint as files, and the (filter, entry count) it
     /// holds: the next checkpoint links it when neither changed.
     last_image: Option<(PathBuf, (usize, usize))>,
+    /// The tables of the latest checkpoint as files (or restore): the next checkpoint's new
+    /// bytes are those of the other tables.
+    last_tables: hashbrown::HashSet<u64>,
     /// Last: removes the scratch directory once the tree is closed (and no view needs it).
     root: Arc<ScratchRoot>,
 }
@@ -270,6 +273,7 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
             kbuf: Vec::new(),
             vbuf: Vec::new(),
             last_image: None,
+            last_tables: hashbrown::HashSet::new(),
             root,
         };
         store.resize();
@@ -376,19 +380,23 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
         };
         // fjall's format marker and keyspace catalogue (written once, when the tree opened).
         let version = self.db_path.join("version");
-        placed.copied_bytes +=
-            link_or_copy(&version, &dir.join("version")).map_err(io_error(&version))?;
-        placed.files += 1;
-        placed.bytes += std::fs::metadata(&version)
+        // They never change: new only in the store's first checkpoint.
+        let first = self.last_image.is_none();
+        let copied = link_or_copy(&version, &dir.join("version")).map_err(io_error(&version))?;
+        let size = std::fs::metadata(&version)
             .map_err(io_error(&version))?
             .len();
+        placed.copied_bytes += copied;
+        placed.new_bytes += if first { size } else { copied };
+        placed.files += 1;
+        placed.bytes += size;
         let state = self.tree.path().to_path_buf();
         let keyspaces = self.db_path.join("keyspaces");
         for entry in std::fs::read_dir(&keyspaces).map_err(io_error(&keyspaces))? {
             let entry = entry.map_err(io_error(&keyspaces))?;
             if entry.path() != state {
                 let to = dir.join("keyspaces").join(entry.file_name());
-                place_tree(&entry.path(), &to, &mut placed)?;
+                place_tree(&entry.path(), &to, first, &mut placed)?;
             }
         }
         let relative = state.strip_prefix(&self.db_path).map_err(|_| {
@@ -398,7 +406,7 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
                 self.db_path.display()
             ))
         })?;
-        self.link_current_tables(&state, dir, relative, &mut placed)?;
+        self.last_tables = self.link_current_tables(&state, dir, relative, &mut placed)?;
         self.place_image(dir, &mut placed)?;
         sync_dir(&dir.join("keyspaces"))?;
         sync_dir(dir)?;
@@ -434,6 +442,7 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
         placed.files += 1;
         placed.bytes += size;
         placed.copied_bytes += copied;
+        placed.new_bytes += copied;
         self.last_image = Some((target, version));
         Ok(())
     }
@@ -450,7 +459,7 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
         if db_path.exists() {
             std::fs::remove_dir_all(&db_path).map_err(io_error(&db_path))?;
         }
-        place_tree(dir, &db_path, &mut FileCheckpoint::default())?;
+        place_tree(dir, &db_path, false, &mut FileCheckpoint::default())?;
         // An empty journal: fjall then takes its sequence numbers from the tables (with no
         // journal at all it would start them at zero and hide every entry).
         write_synced(&db_path.join("0.jnl"), b"")?;
@@ -465,6 +474,13 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
         self.len = usize::try_from(image.entries).unwrap_or(usize::MAX);
         self.filter = filter;
         self.last_image = Some((dir.join(STORE_FILE), (self.filter.inserted(), self.len)));
+        self.last_tables = self
+            .tree
+            .tree
+            .current_version()
+            .iter_tables()
+            .map(|t| t.id())
+            .collect();
         self.touched.clear();
         self.cleared = false;
         self.tracking = true;
@@ -490,16 +506,18 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
         checkpoint: &Path,
         relative: &Path,
         placed: &mut FileCheckpoint,
-    ) -> Result<(), StateError> {
+    ) -> Result<hashbrown::HashSet<u64>, StateError> {
         const ATTEMPTS: usize = 100;
         let to = checkpoint.join(relative);
-        let link = |name: &str, into: &Path, placed: &mut FileCheckpoint| {
+        // Places one file; `new`: the previous checkpoint did not have it.
+        let link = |name: &str, into: &Path, new: bool, placed: &mut FileCheckpoint| {
             let src = from.join(name);
             let copied = link_or_copy(&src, &into.join(name.rsplit('/').next().unwrap_or(name)))?;
             let size = std::fs::metadata(&src)?.len();
             placed.files += 1;
             placed.bytes += size;
             placed.copied_bytes += copied;
+            placed.new_bytes += if new { size } else { copied };
             Ok::<(), std::io::Error>(())
         };
         for _ in 0..ATTEMPTS {
@@ -515,8 +533,8 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
             let tables = to.join(TABLES);
             std::fs::create_dir_all(&tables).map_err(io_error(&tables))?;
             let mut attempt = FileCheckpoint::default();
-            match link(&format!("v{}", version.id()), &to, &mut attempt)
-                .and_then(|()| link("current", &to, &mut attempt))
+            match link(&format!("v{}", version.id()), &to, true, &mut attempt)
+                .and_then(|()| link("current", &to, true, &mut attempt))
             {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -528,10 +546,13 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
                 continue;
             }
             let prefix = relative.join(TABLES);
+            let mut linked = hashbrown::HashSet::new();
             for table in version.iter_tables() {
                 let name = table.id().to_string();
-                link(&format!("{TABLES}/{name}"), &tables, &mut attempt)
+                let new = !self.last_tables.contains(&table.id());
+                link(&format!("{TABLES}/{name}"), &tables, new, &mut attempt)
                     .map_err(io_error(&from.join(TABLES).join(&name)))?;
+                linked.insert(table.id());
                 let path = prefix.join(&name).to_string_lossy().replace('\\', "/");
                 attempt.checksums.push((path, table.checksum().into_u128()));
             }
@@ -540,8 +561,9 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
             placed.files += attempt.files;
             placed.bytes += attempt.bytes;
             placed.copied_bytes += attempt.copied_bytes;
+            placed.new_bytes += attempt.new_bytes;
             placed.checksums.append(&mut attempt.checksums);
-            return Ok(());
+            return Ok(linked);
         }
         Err(StateError::Backend {
             path: from.display().to_string(),
@@ -1230,7 +1252,15 @@ mod tests {
         assert_eq!(s.remove(&7), Some(7));
         s.insert(n, 1);
         let second = dir.path().join("chk-2");
-        s.checkpoint_files(&second).unwrap();
+        let again = s.checkpoint_files(&second).unwrap();
+        assert_eq!(
+            stats.new_bytes, stats.bytes,
+            "everything is new the first time"
+        );
+        assert!(
+            again.new_bytes < again.bytes,
+            "the second shares files with the first: {again:?}"
+        );
         // Later changes reach neither checkpoint.
         for i in 0..n {
             s.insert(i, 0);

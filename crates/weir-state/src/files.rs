@@ -46,6 +46,9 @@ pub struct FileCheckpoint {
     /// Bytes that had to be copied (hard links were not possible: another file system) or
     /// written.
     pub copied_bytes: u64,
+    /// Bytes of the files the store's previous checkpoint did not have (all of them for the
+    /// first): what this checkpoint adds on disk.
+    pub new_bytes: u64,
     /// Checksums known without reading the files: the tree records the xxh3-128 of every
     /// table it writes. Paths are relative to the checkpoint directory, with `/`.
     pub checksums: Vec<(String, u128)>,
@@ -123,10 +126,12 @@ pub(crate) fn sync_dir(path: &Path) -> Result<(), StateError> {
 }
 
 /// Recreates the tree `from` at `to` with links (see the module's documentation),
-/// [`STORE_FILE`] left out. Directories are synced. Adds what it placed to `stats`.
+/// [`STORE_FILE`] left out. Directories are synced. Adds what it placed to `stats`, counting
+/// it all as new when `new` (else only what had to be copied).
 pub(crate) fn place_tree(
     from: &Path,
     to: &Path,
+    new: bool,
     stats: &mut FileCheckpoint,
 ) -> Result<(), StateError> {
     fs::create_dir_all(to).map_err(io_error(to))?;
@@ -136,7 +141,7 @@ pub(crate) fn place_tree(
         let dst = to.join(&name);
         let kind = entry.file_type().map_err(io_error(&src))?;
         if kind.is_dir() {
-            place_tree(&src, &dst, stats)?;
+            place_tree(&src, &dst, new, stats)?;
             continue;
         }
         if name == STORE_FILE {
@@ -147,6 +152,7 @@ pub(crate) fn place_tree(
         stats.files += 1;
         stats.bytes += size;
         stats.copied_bytes += copied;
+        stats.new_bytes += if new { size } else { copied };
     }
     sync_dir(to)
 }
