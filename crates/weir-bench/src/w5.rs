@@ -2,9 +2,9 @@
 //! bytes on the on-disk backend ([`DiskStore`]); a full checkpoint, an incremental one after
 //! changing 1% of the keys, then a restore from the latest checkpoint into a fresh store.
 //! Checkpoints are taken the way the runtime takes them for the on-disk backend: as files
-//! (tables hard-linked into the checkpoint, checksummed by the checkpoint store). The first
-//! checkpoint of a store is full (every table is new to the checkpoint store and read for its
-//! checksum); the second shares the unchanged tables with the first.
+//! (tables hard-linked into the checkpoint with the checksums the tree recorded for them). In
+//! the first checkpoint of a store every file is new; the second shares the unchanged tables
+//! with the first. `full_copy_checkpoint_ms` is what a full copy of the state costs instead.
 //!
 //! The restore runs in a fresh process when the benchmark runs from the `weir` binary: it
 //! starts `weir bench w5` again with `WEIR_W5_RESTORE` naming the checkpoint directory, and that

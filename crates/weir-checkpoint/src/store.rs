@@ -219,20 +219,25 @@ pub struct CheckpointStore {
     in_progress: Arc<Mutex<BTreeSet<u64>>>,
 }
 
-/// The xxh3-128 and size of a file's contents.
-fn xxh3_file(path: &Path) -> std::io::Result<(u128, u64)> {
-    let mut f = File::open(path)?;
-    let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
+/// Reads `r` to its end in 1 MiB chunks, passing each to `each`; returns the bytes read.
+fn read_chunks(r: &mut impl Read, mut each: impl FnMut(&[u8])) -> std::io::Result<u64> {
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
     loop {
-        let n = f.read(&mut buf)?;
+        let n = r.read(&mut buf)?;
         if n == 0 {
-            return Ok((hasher.digest128(), size));
+            return Ok(size);
         }
-        hasher.update(&buf[..n]);
+        each(&buf[..n]);
         size += n as u64;
     }
+}
+
+/// The xxh3-128 and size of a file's contents.
+fn xxh3_file(path: &Path) -> std::io::Result<(u128, u64)> {
+    let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
+    let size = read_chunks(&mut File::open(path)?, |chunk| hasher.update(chunk))?;
+    Ok((hasher.digest128(), size))
 }
 
 /// What [`PendingCheckpoint::put_files`] recorded.
@@ -1249,19 +1254,7 @@ fn check_blob(root: &Path, blob: &BlobRef, keep: Option<&mut Vec<u8>>) -> Result
             hasher.update(out);
             out.len() as u64
         }
-        None => {
-            let mut buf = vec![0u8; 1 << 20];
-            let mut size = 0u64;
-            loop {
-                let n = f.read(&mut buf).map_err(unreadable)?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                size += n as u64;
-            }
-            size
-        }
+        None => read_chunks(&mut f, |chunk| hasher.update(chunk)).map_err(unreadable)?,
     };
     if size != blob.size {
         return Err(SkipReason::BlobSize {

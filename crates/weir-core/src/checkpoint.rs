@@ -128,6 +128,11 @@ struct Pending {
     is_final: bool,
 }
 
+/// The error of a failed write into checkpoint `id`.
+fn writing(id: CheckpointId) -> impl FnOnce(String) -> OperatorError {
+    move |e| OperatorError::new(ErrorKind::Io, format!("writing checkpoint {id}: {e}"))
+}
+
 /// Checkpoint state shared by the coordinator and every task of a job.
 pub(crate) struct CheckpointShared {
     pub(crate) config: Checkpointing,
@@ -186,7 +191,7 @@ impl CheckpointShared {
     ) -> Result<(), OperatorError> {
         self.writer(id)?
             .put(operator, instance, name, part, bytes)
-            .map_err(|e| OperatorError::new(ErrorKind::Io, format!("writing checkpoint {id}: {e}")))
+            .map_err(writing(id))
     }
 
     /// A directory for state kept as files in the checkpoint in progress (see
@@ -200,7 +205,7 @@ impl CheckpointShared {
     ) -> Result<Option<PathBuf>, OperatorError> {
         self.writer(id)?
             .files_dir(operator, instance, name)
-            .map_err(|e| OperatorError::new(ErrorKind::Io, format!("writing checkpoint {id}: {e}")))
+            .map_err(writing(id))
     }
 
     /// Records the files of a state kept as files (see [`SnapshotWriter::put_files`]).
@@ -215,7 +220,7 @@ impl CheckpointShared {
     ) -> Result<(), OperatorError> {
         self.writer(id)?
             .put_files(operator, instance, name, known, new_bytes)
-            .map_err(|e| OperatorError::new(ErrorKind::Io, format!("writing checkpoint {id}: {e}")))
+            .map_err(writing(id))
     }
 
     /// A task handled barrier `id`; the last acknowledgement completes the checkpoint.

@@ -37,7 +37,7 @@
 //! durable copy of the state is what the runtime stores in a checkpoint.
 
 use crate::files::{
-    FileCheckpoint, STORE_FILE, StoreImage, TABLES, io_error, link_or_copy, place_tree,
+    FileCheckpoint, STORE_FILE, StoreImage, TABLES, io_error, place_file, place_tree,
     read_store_image, sync_dir, write_store_image, write_synced,
 };
 use crate::filter::KeyFilter;
@@ -382,14 +382,8 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
         let version = self.db_path.join("version");
         // They never change: new only in the store's first checkpoint.
         let first = self.last_image.is_none();
-        let copied = link_or_copy(&version, &dir.join("version")).map_err(io_error(&version))?;
-        let size = std::fs::metadata(&version)
-            .map_err(io_error(&version))?
-            .len();
-        placed.copied_bytes += copied;
-        placed.new_bytes += if first { size } else { copied };
-        placed.files += 1;
-        placed.bytes += size;
+        place_file(&version, &dir.join("version"), first, &mut placed)
+            .map_err(io_error(&version))?;
         let state = self.tree.path().to_path_buf();
         let keyspaces = self.db_path.join("keyspaces");
         for entry in std::fs::read_dir(&keyspaces).map_err(io_error(&keyspaces))? {
@@ -423,26 +417,22 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
         let version = (self.filter.inserted(), self.len);
         let target = dir.join(STORE_FILE);
         let linked = match &self.last_image {
-            Some((previous, v)) if *v == version => link_or_copy(previous, &target)
-                .and_then(|copied| Ok((copied, std::fs::metadata(&target)?.len())))
-                .ok(),
-            _ => None,
-        };
-        let (copied, size) = match linked {
-            Some(done) => done,
-            None => {
-                let image = StoreImage {
-                    entries: self.len as u64,
-                    filter: self.filter.image(),
-                };
-                let n = write_store_image(dir, &image)?;
-                (n, n)
+            Some((previous, v)) if *v == version => {
+                place_file(previous, &target, false, placed).is_ok()
             }
+            _ => false,
         };
-        placed.files += 1;
-        placed.bytes += size;
-        placed.copied_bytes += copied;
-        placed.new_bytes += copied;
+        if !linked {
+            // Never write through a link left by a failed attempt: it is the previous
+            // checkpoint's file.
+            let _ = std::fs::remove_file(&target);
+            let image = StoreImage {
+                entries: self.len as u64,
+                filter: self.filter.image(),
+            };
+            let n = write_store_image(dir, &image)?;
+            placed.count(n, n, true);
+        }
         self.last_image = Some((target, version));
         Ok(())
     }
@@ -509,17 +499,6 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
     ) -> Result<hashbrown::HashSet<u64>, StateError> {
         const ATTEMPTS: usize = 100;
         let to = checkpoint.join(relative);
-        // Places one file; `new`: the previous checkpoint did not have it.
-        let link = |name: &str, into: &Path, new: bool, placed: &mut FileCheckpoint| {
-            let src = from.join(name);
-            let copied = link_or_copy(&src, &into.join(name.rsplit('/').next().unwrap_or(name)))?;
-            let size = std::fs::metadata(&src)?.len();
-            placed.files += 1;
-            placed.bytes += size;
-            placed.copied_bytes += copied;
-            placed.new_bytes += if new { size } else { copied };
-            Ok::<(), std::io::Error>(())
-        };
         for _ in 0..ATTEMPTS {
             let version = self.tree.tree.current_version();
             if version.blob_file_count() > 0 {
@@ -533,9 +512,13 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
             let tables = to.join(TABLES);
             std::fs::create_dir_all(&tables).map_err(io_error(&tables))?;
             let mut attempt = FileCheckpoint::default();
-            match link(&format!("v{}", version.id()), &to, true, &mut attempt)
-                .and_then(|()| link("current", &to, true, &mut attempt))
-            {
+            let version_file = format!("v{}", version.id());
+            let metadata = [version_file.as_str(), "current"]
+                .into_iter()
+                .try_for_each(|name| {
+                    place_file(&from.join(name), &to.join(name), true, &mut attempt)
+                });
+            match metadata {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io_error(from)(e)),
@@ -550,8 +533,8 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
             for table in version.iter_tables() {
                 let name = table.id().to_string();
                 let new = !self.last_tables.contains(&table.id());
-                link(&format!("{TABLES}/{name}"), &tables, new, &mut attempt)
-                    .map_err(io_error(&from.join(TABLES).join(&name)))?;
+                let src = from.join(TABLES).join(&name);
+                place_file(&src, &tables.join(&name), new, &mut attempt).map_err(io_error(&src))?;
                 linked.insert(table.id());
                 let path = prefix.join(&name).to_string_lossy().replace('\\', "/");
                 attempt.checksums.push((path, table.checksum().into_u128()));
@@ -612,6 +595,15 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
         what: &'static str,
     ) -> Result<(), StateError> {
         buf.clear();
+        Self::encode_append(buf, value, what)
+    }
+
+    /// Appends the encoding of `value` to `buf`.
+    fn encode_append<T: Serialize>(
+        buf: &mut Vec<u8>,
+        value: &T,
+        what: &'static str,
+    ) -> Result<(), StateError> {
         let taken = std::mem::take(buf);
         *buf = postcard::to_extend(value, taken).map_err(|e| StateError::Encode {
             what,
@@ -804,15 +796,9 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
         let mut spans: Vec<(usize, usize, usize)> = Vec::new();
         for slot in self.slots.iter().filter(|s| s.dirty) {
             let start = bytes.len();
-            bytes = postcard::to_extend(&slot.key, bytes).map_err(|e| StateError::Encode {
-                what: "key",
-                message: e.to_string(),
-            })?;
+            Self::encode_append(&mut bytes, &slot.key, "key")?;
             let middle = bytes.len();
-            bytes = postcard::to_extend(&slot.value, bytes).map_err(|e| StateError::Encode {
-                what: "value",
-                message: e.to_string(),
-            })?;
+            Self::encode_append(&mut bytes, &slot.value, "value")?;
             spans.push((start, middle, bytes.len()));
         }
         if spans.is_empty() {

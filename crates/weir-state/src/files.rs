@@ -118,6 +118,30 @@ pub(crate) fn copy_synced(from: &Path, to: &Path) -> io::Result<u64> {
     Ok(n)
 }
 
+impl FileCheckpoint {
+    /// Counts one placed file of `size` bytes, `copied` of them copied or written; `new`: the
+    /// store's previous checkpoint did not have it (else only what was copied is new).
+    pub(crate) fn count(&mut self, size: u64, copied: u64, new: bool) {
+        self.files += 1;
+        self.bytes += size;
+        self.copied_bytes += copied;
+        self.new_bytes += if new { size } else { copied };
+    }
+}
+
+/// Places `from` at `to` ([`link_or_copy`]) and counts it in `stats` (see
+/// [`FileCheckpoint::count`]). A missing `from` is `ErrorKind::NotFound`.
+pub(crate) fn place_file(
+    from: &Path,
+    to: &Path,
+    new: bool,
+    stats: &mut FileCheckpoint,
+) -> io::Result<()> {
+    let copied = link_or_copy(from, to)?;
+    stats.count(fs::metadata(to)?.len(), copied, new);
+    Ok(())
+}
+
 /// Flushes a directory's entries (new names, links) to disk.
 pub(crate) fn sync_dir(path: &Path) -> Result<(), StateError> {
     File::open(path)
@@ -147,12 +171,7 @@ pub(crate) fn place_tree(
         if name == STORE_FILE {
             continue;
         }
-        let copied = link_or_copy(&src, &dst).map_err(io_error(&src))?;
-        let size = entry.metadata().map_err(io_error(&src))?.len();
-        stats.files += 1;
-        stats.bytes += size;
-        stats.copied_bytes += copied;
-        stats.new_bytes += if new { size } else { copied };
+        place_file(&src, &dst, new, stats).map_err(io_error(&src))?;
     }
     sync_dir(to)
 }
