@@ -197,7 +197,14 @@ pub fn run(args: RunArgs) -> ExitCode {
                 None => Outcome::Finished,
             };
             let report = Report::new(&done.operators, metrics.source_records(), &outputs);
-            summary(&name, &done.operators, elapsed, outcome, &report, args.summary_json);
+            summary(
+                &name,
+                &done.operators,
+                elapsed,
+                outcome,
+                &report,
+                args.summary_json,
+            );
             if args.strict && report.dead_letters > 0 {
                 eprintln!(
                     "error: {} record(s) went to the dead-letter output (--strict)",
@@ -210,7 +217,14 @@ pub fn run(args: RunArgs) -> ExitCode {
         Err(e) => {
             let ops = metrics.snapshot();
             let report = Report::new(&ops, metrics.source_records(), &outputs);
-            summary(&name, &ops, elapsed, Outcome::Failed, &report, args.summary_json);
+            summary(
+                &name,
+                &ops,
+                elapsed,
+                Outcome::Failed,
+                &report,
+                args.summary_json,
+            );
             eprintln!("error: pipeline '{name}' failed: {e}");
             ExitCode::from(RUNTIME_FAILURE)
         }
@@ -394,9 +408,9 @@ fn summary(
     let secs = elapsed.as_secs_f64();
     match outcome {
         Outcome::Finished => eprintln!("{name}: finished in {secs:.3}s"),
-        Outcome::Stopped(signal) => eprintln!(
-            "{name}: stopped by {signal} after {secs:.3}s; everything read was written"
-        ),
+        Outcome::Stopped(signal) => {
+            eprintln!("{name}: stopped by {signal} after {secs:.3}s; everything read was written")
+        }
         Outcome::Failed => eprintln!("{name}: FAILED after {secs:.3}s; counts so far:"),
     }
     let width = ops.iter().map(|m| m.name.len()).max().unwrap_or(8).max(8);

@@ -446,9 +446,18 @@ dead_letter: { type: file, path: bad.jsonl }
     let out = run(&[]);
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("sink: 0 record(s) to ") && err.contains("good.jsonl"), "{err}");
-    assert!(err.contains("dead letters: 2 record(s) to ") && err.contains("bad.jsonl"), "{err}");
-    assert!(err.contains("EVERY record read (2) went to the dead-letter output"), "{err}");
+    assert!(
+        err.contains("sink: 0 record(s) to ") && err.contains("good.jsonl"),
+        "{err}"
+    );
+    assert!(
+        err.contains("dead letters: 2 record(s) to ") && err.contains("bad.jsonl"),
+        "{err}"
+    );
+    assert!(
+        err.contains("EVERY record read (2) went to the dead-letter output"),
+        "{err}"
+    );
     let strict = run(&["--strict"]);
     assert_eq!(strict.status.code(), Some(1), "{}", text(&strict.stderr));
 }
@@ -517,7 +526,10 @@ fn a_signal_stops_the_run_and_keeps_every_record_read() {
     drop(stdin);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{err}");
-    assert!(err.contains("SIGINT received again: exiting at once"), "{err}");
+    assert!(
+        err.contains("SIGINT received again: exiting at once"),
+        "{err}"
+    );
 }
 
 fn kill(pid: u32, signal: &str) {

@@ -291,7 +291,10 @@ fn a_run_abandoning_checkpoints_killed_before_its_first_one_restarts_cleanly() {
         let pending = dir.path().join("out-crashed.jsonl.weir-pending");
         let started = Instant::now();
         while !pending.exists() {
-            assert!(started.elapsed() < Duration::from_secs(30), "the run never started");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the run never started"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -34,7 +34,7 @@ pub use io_runtime::block_on;
 pub use producer::{BackgroundProducer, Event, Producer, ProducerConfig, ProducerError};
 pub use redis_streams::{
     ConsumerLag, FieldEncoding, GroupStart, IdempotentWrite, InvalidEntry, ReconnectBudget,
-    RedisStreamReader,
-    RedisStreamReaderConfig, RedisStreamSink, RedisStreamSource, RedisStreamSourceConfig,
-    RedisStreamWriter, RedisStreamWriterConfig, StreamAcker, StreamBatch, StreamEntry, StreamId,
+    RedisStreamReader, RedisStreamReaderConfig, RedisStreamSink, RedisStreamSource,
+    RedisStreamSourceConfig, RedisStreamWriter, RedisStreamWriterConfig, StreamAcker, StreamBatch,
+    StreamEntry, StreamId,
 };

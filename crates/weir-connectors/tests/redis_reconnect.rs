@@ -201,7 +201,11 @@ fn source_reconnects_after_its_connections_are_killed_and_loses_nothing() {
         })
         .collect();
     numbers.sort_unstable();
-    assert_eq!(numbers, (0..2000).collect::<Vec<_>>(), "every entry exactly once");
+    assert_eq!(
+        numbers,
+        (0..2000).collect::<Vec<_>>(),
+        "every entry exactly once"
+    );
 }
 
 /// Issue 11, item 6: when Redis stays away, the job fails after the reconnect budget, and the

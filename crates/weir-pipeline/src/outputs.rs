@@ -46,7 +46,11 @@ impl Pipeline {
 }
 
 fn destination(p: &Pipeline, spec: &SinkSpec) -> String {
-    let url = spec.url.as_deref().map(without_credentials).unwrap_or_default();
+    let url = spec
+        .url
+        .as_deref()
+        .map(without_credentials)
+        .unwrap_or_default();
     let or_unset = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unset)".into());
     match spec.kind {
         SinkKind::Stdout => "standard output".into(),
@@ -205,7 +209,10 @@ mod tests {
         let e = clash("link.jsonl", "dead.jsonl").unwrap();
         assert!(e.contains("sink.path") && e.contains("`source`"), "{e}");
         let e = clash("out.jsonl", "sub/../out.jsonl").unwrap();
-        assert!(e.contains("dead_letter.path") && e.contains("`sink`"), "{e}");
+        assert!(
+            e.contains("dead_letter.path") && e.contains("`sink`"),
+            "{e}"
+        );
         let e = clash("new/out.jsonl", "new/./out.jsonl").unwrap();
         assert!(e.contains("dead_letter"), "{e}");
         assert_eq!(clash("out.jsonl", "dead.jsonl"), None);
