@@ -552,6 +552,9 @@ impl CheckpointStore {
             .collect();
         abandoned.sort_unstable();
         let mut ranges = self.abandoned_ranges()?;
+        // Ranges whose checkpoints retention has removed say nothing any more.
+        let ids: Vec<u64> = self.entries()?.iter().map(|e| e.id).collect();
+        ranges.retain(|r| ids.iter().any(|id| r.contains(*id)));
         // The checkpoint chosen to resume from is no longer abandoned, whatever went before.
         if let Some(n) = from {
             ranges.retain(|r| !r.contains(n));
