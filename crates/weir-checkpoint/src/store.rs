@@ -13,7 +13,25 @@ const METADATA: &str = "_metadata";
 const METADATA_TMP: &str = "_metadata.tmp";
 /// Marks an expired checkpoint directory kept only for blobs that newer checkpoints reference.
 const RETIRED: &str = "_retired";
+/// The ranges of checkpoint ids that belong to runs the user abandoned.
+const ABANDONED: &str = "_abandoned.json";
+const ABANDONED_TMP: &str = "_abandoned.json.tmp";
 const PREFIX: &str = "chk-";
+
+/// Checkpoints a new run abandoned: every id strictly between `after` and `before`. A run
+/// started with `--ignore-state` abandons all earlier checkpoints (`after` 0); one started
+/// from checkpoint N abandons those after N. `before` is the first id the new run may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct AbandonedRange {
+    after: u64,
+    before: u64,
+}
+
+impl AbandonedRange {
+    fn contains(&self, id: u64) -> bool {
+        self.after < id && id < self.before
+    }
+}
 
 fn dir_name(id: u64) -> String {
     format!("{PREFIX}{id:06}")
@@ -207,6 +225,10 @@ pub struct StateInfo {
 pub struct Listing {
     pub checkpoints: Vec<Checkpoint>,
     pub skipped: Vec<Skipped>,
+    /// Checkpoints of runs abandoned by a later `--ignore-state` or `--from-checkpoint` run:
+    /// a restart never resumes from them; `restore` can still pick one until retention
+    /// removes them (when the newer run completes a checkpoint).
+    pub abandoned: Vec<u64>,
 }
 
 /// A directory of checkpoints. Cheap to clone; clones share the record of checkpoints in
@@ -253,6 +275,8 @@ struct Entry {
     id: u64,
     path: PathBuf,
     retired: bool,
+    /// Belongs to a run that a later run abandoned.
+    abandoned: bool,
 }
 
 impl CheckpointStore {
@@ -296,6 +320,7 @@ impl CheckpointStore {
 
     /// Checkpoint directories, oldest first, retired ones included.
     fn entries(&self) -> Result<Vec<Entry>, CheckpointError> {
+        let abandoned = self.abandoned_ranges()?;
         let mut entries = Vec::new();
         for item in fs::read_dir(&self.dir).map_err(io(&self.dir))? {
             let item = item.map_err(io(&self.dir))?;
@@ -307,7 +332,13 @@ impl CheckpointStore {
                 continue;
             }
             let retired = path.join(RETIRED).exists();
-            entries.push(Entry { id, path, retired });
+            let abandoned = abandoned.iter().any(|r| r.contains(id));
+            entries.push(Entry {
+                id,
+                path,
+                retired,
+                abandoned,
+            });
         }
         entries.sort_by_key(|e| e.id);
         Ok(entries)
@@ -410,9 +441,16 @@ impl CheckpointStore {
         let mut listing = Listing {
             checkpoints: Vec::new(),
             skipped: Vec::new(),
+            abandoned: Vec::new(),
         };
         for e in self.entries()?.into_iter().filter(|e| !e.retired) {
             if lock(&self.in_progress).contains(&e.id) {
+                continue;
+            }
+            if e.abandoned {
+                if self.load(e.id, &e.path).is_ok() {
+                    listing.abandoned.push(e.id);
+                }
                 continue;
             }
             match self.load(e.id, &e.path) {
@@ -431,7 +469,12 @@ impl CheckpointStore {
     /// verified), and the newer ones skipped on the way, newest first, with the reason.
     pub fn latest(&self) -> Result<(Option<Checkpoint>, Vec<Skipped>), CheckpointError> {
         let mut skipped = Vec::new();
-        for e in self.entries()?.into_iter().rev().filter(|e| !e.retired) {
+        for e in self
+            .entries()?
+            .into_iter()
+            .rev()
+            .filter(|e| !e.retired && !e.abandoned)
+        {
             if lock(&self.in_progress).contains(&e.id) {
                 continue;
             }
@@ -480,7 +523,85 @@ impl CheckpointStore {
             removed.push(e.id);
         }
         sync_dir(&self.dir)?;
+        // An abandoned checkpoint chosen explicitly is the latest again.
+        let mut ranges = self.abandoned_ranges()?;
+        let before = ranges.len();
+        ranges.retain(|r| !r.contains(id));
+        if ranges.len() != before {
+            self.write_abandoned(&ranges)?;
+        }
         Ok(removed)
+    }
+
+    /// Starts a new line of runs that must never go back to the checkpoints of the runs it
+    /// replaces: with `from` = `None` (`--ignore-state`) every existing checkpoint is
+    /// abandoned; with `Some(n)` (`--from-checkpoint n`) those after `n`. Recorded durably
+    /// before the new run starts, so that a restart after it dies before its first checkpoint
+    /// resumes from `n` (or starts fresh), never from the abandoned ones. They stay on disk
+    /// (`restore` can still choose one) until the new run completes a checkpoint. Returns the
+    /// ids of the completed checkpoints abandoned.
+    pub fn abandon_later_than(&self, from: Option<u64>) -> Result<Vec<u64>, CheckpointError> {
+        let range = AbandonedRange {
+            after: from.unwrap_or(0),
+            before: self.next_id()?,
+        };
+        let listing = self.list()?;
+        let mut abandoned: Vec<u64> = (listing.checkpoints.iter().map(Checkpoint::id))
+            .chain(listing.abandoned)
+            .filter(|id| range.contains(*id))
+            .collect();
+        abandoned.sort_unstable();
+        let mut ranges = self.abandoned_ranges()?;
+        // Ranges whose checkpoints retention has removed say nothing any more.
+        let ids: Vec<u64> = self.entries()?.iter().map(|e| e.id).collect();
+        ranges.retain(|r| ids.iter().any(|id| r.contains(*id)));
+        // The checkpoint chosen to resume from is no longer abandoned, whatever went before.
+        if let Some(n) = from {
+            ranges.retain(|r| !r.contains(n));
+        }
+        if range.after + 1 < range.before {
+            ranges.push(range);
+        }
+        self.write_abandoned(&ranges)?;
+        Ok(abandoned)
+    }
+
+    fn abandoned_ranges(&self) -> Result<Vec<AbandonedRange>, CheckpointError> {
+        let file = self.dir.join(ABANDONED);
+        match fs::read(&file) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                CheckpointError::Config(format!(
+                    "{} is unreadable ({e}); it lists the checkpoints of abandoned runs: \
+                     fix or remove it",
+                    file.display()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(io(&file)(e)),
+        }
+    }
+
+    /// Replaces the abandoned ranges (temp file, fsync, rename, fsync of the directory).
+    fn write_abandoned(&self, ranges: &[AbandonedRange]) -> Result<(), CheckpointError> {
+        let target = self.dir.join(ABANDONED);
+        if ranges.is_empty() {
+            fs::remove_file(&target).or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(io(&target)(e))
+                }
+            })?;
+            return sync_dir(&self.dir);
+        }
+        let bytes = serde_json::to_vec(ranges).map_err(CheckpointError::Encode)?;
+        let tmp = self.dir.join(ABANDONED_TMP);
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(&bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        drop(f);
+        fs::rename(&tmp, &target).map_err(io(&target))?;
+        sync_dir(&self.dir)
     }
 
     /// Applies retention: keeps the last `keep` completed checkpoints and every blob they
@@ -490,7 +611,8 @@ impl CheckpointStore {
     pub fn retain(&self) -> Result<Vec<u64>, CheckpointError> {
         let entries = self.entries()?;
         let mut complete: Vec<(u64, Metadata)> = Vec::new();
-        for e in entries.iter().filter(|e| !e.retired) {
+        // Abandoned checkpoints count as never completed: garbage once a newer one completes.
+        for e in entries.iter().filter(|e| !e.retired && !e.abandoned) {
             if let Ok(c) = self.load(e.id, &e.path) {
                 complete.push((e.id, c.meta));
             }

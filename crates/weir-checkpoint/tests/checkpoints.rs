@@ -542,3 +542,48 @@ fn disk_state_kept_as_files_restores_and_damage_is_detected() {
         "{message}"
     );
 }
+
+#[test]
+fn abandoned_checkpoints_are_never_resumed_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), 5);
+    for id in 1..=3 {
+        simple(&store, id, b"first run");
+    }
+    // `--ignore-state`: everything before is abandoned, even if the new run dies at once.
+    assert_eq!(store.abandon_later_than(None).unwrap(), vec![1, 2, 3]);
+    drop(store.begin(store.next_id().unwrap()).unwrap()); // a run killed mid-checkpoint
+    let (latest, _) = store.latest().unwrap();
+    assert!(latest.is_none(), "resumed from an abandoned checkpoint");
+    let listing = store.list().unwrap();
+    assert!(listing.checkpoints.is_empty());
+    assert_eq!(listing.abandoned, vec![1, 2, 3]);
+    // Still there for an explicit choice...
+    assert_eq!(store.get(2).unwrap().id(), 2);
+
+    // `--from-checkpoint 2`: 2 is usable again, 3 stays abandoned.
+    assert_eq!(store.abandon_later_than(Some(2)).unwrap(), vec![3]);
+    assert_eq!(store.latest().unwrap().0.unwrap().id(), 2);
+
+    // The new run's first checkpoint: the latest, and retention removes the abandoned 3.
+    let next = store.next_id().unwrap();
+    simple(&store, next, b"second run");
+    assert_eq!(store.latest().unwrap().0.unwrap().id(), next);
+    assert!(!dir.path().join("chk-000003").exists());
+    assert_eq!(
+        store
+            .list()
+            .unwrap()
+            .checkpoints
+            .iter()
+            .map(|c| c.id())
+            .collect::<Vec<_>>(),
+        vec![1, 2, next]
+    );
+
+    // `restore` of an abandoned checkpoint makes it the latest again.
+    store.abandon_later_than(None).unwrap();
+    assert!(store.latest().unwrap().0.is_none());
+    store.rollback_to(next).unwrap();
+    assert_eq!(store.latest().unwrap().0.unwrap().id(), next);
+}

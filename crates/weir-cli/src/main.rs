@@ -4,6 +4,7 @@ mod bench;
 mod checkpoints;
 mod run;
 mod schema;
+mod signals;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -29,7 +30,7 @@ enum Command {
     Checkpoints(checkpoints::CheckpointArgs),
     /// Manage the schema registry.
     Schema(schema::SchemaArgs),
-    /// Run a benchmark workload of BENCHMARKS.md (w1..w6).
+    /// Run a benchmark workload (w1..w6); `weir bench --help` describes them.
     Bench(bench::BenchArgs),
 }
 

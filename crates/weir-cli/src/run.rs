@@ -22,12 +22,17 @@ pub struct RunArgs {
     /// Print the final summary as one JSON object on standard error.
     #[arg(long)]
     summary_json: bool,
-    /// Resume from this checkpoint instead of the latest one.
+    /// Resume from this checkpoint instead of the latest one; later checkpoints are abandoned
+    /// (no later run resumes from them).
     #[arg(long, value_name = "ID", conflicts_with = "ignore_state")]
     from_checkpoint: Option<u64>,
-    /// Start fresh, ignoring existing checkpoints (they are kept).
+    /// Start fresh. Existing checkpoints are abandoned: no later run resumes from them (they
+    /// are removed once this run completes a checkpoint).
     #[arg(long)]
     ignore_state: bool,
+    /// Exit with status 1 if any record went to the dead-letter output.
+    #[arg(long)]
+    strict: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -89,8 +94,9 @@ pub fn run(args: RunArgs) -> ExitCode {
         from: args.from_checkpoint,
         ignore_state: args.ignore_state,
     };
+    let mut abandon = None;
     match pipeline.checkpoint_plan(&resume) {
-        Ok(Some(plan)) => {
+        Ok(Some(mut plan)) => {
             for skipped in &plan.skipped {
                 eprintln!("warning: {skipped}");
             }
@@ -106,6 +112,7 @@ pub fn run(args: RunArgs) -> ExitCode {
                 ),
                 None => {}
             }
+            abandon = plan.abandon.take();
             config.checkpointing = Some(plan.checkpointing);
         }
         Ok(None) => {}
@@ -120,11 +127,38 @@ pub fn run(args: RunArgs) -> ExitCode {
         return ExitCode::from(BAD_INPUT);
     }
     let name = pipeline.name();
+    // Recorded only now that the run is about to start: a pipeline refused above abandons
+    // nothing.
+    if let Some(abandon) = abandon {
+        match abandon.record() {
+            Ok(ids) if !ids.is_empty() => eprintln!(
+                "{name}: checkpoints {} abandoned: no later run resumes from them",
+                ids.iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(RUNTIME_FAILURE);
+            }
+        }
+    }
     let job = match env.start() {
         Ok(job) => job,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(BAD_INPUT);
+        }
+    };
+    let signals = match crate::signals::StopSignals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            job.cancel();
+            let _ = job.wait();
+            eprintln!("error: cannot handle SIGINT/SIGTERM: {e}");
+            return ExitCode::from(RUNTIME_FAILURE);
         }
     };
     let terminal = std::io::stderr().is_terminal();
@@ -135,24 +169,115 @@ pub fn run(args: RunArgs) -> ExitCode {
     };
     let started = Instant::now();
     let mut reporter = Reporter::new(&name, show);
+    let mut stopped_by = None;
     while !job.is_finished() {
         std::thread::sleep(Duration::from_millis(100));
+        if stopped_by.is_none()
+            && let Some(signal) = signals.received()
+        {
+            stopped_by = Some(signal);
+            reporter.finish();
+            eprintln!(
+                "{name}: {signal} received: stopping; what was read is written before exit \
+                 (another signal exits at once)"
+            );
+            job.stop();
+        }
         reporter.tick(job.metrics(), started.elapsed());
     }
     let metrics = job.metrics().clone();
     let result = job.wait();
     reporter.finish();
     let elapsed = started.elapsed();
+    let outputs = pipeline.outputs();
     match result {
         Ok(done) => {
-            summary(&name, &done.operators, elapsed, args.summary_json);
+            let outcome = match stopped_by {
+                Some(signal) => Outcome::Stopped(signal),
+                None => Outcome::Finished,
+            };
+            let report = Report::new(&done.operators, metrics.source_records(), &outputs);
+            summary(
+                &name,
+                &done.operators,
+                elapsed,
+                outcome,
+                &report,
+                args.summary_json,
+            );
+            if args.strict && report.dead_letters > 0 {
+                eprintln!(
+                    "error: {} record(s) went to the dead-letter output (--strict)",
+                    report.dead_letters
+                );
+                return ExitCode::from(RUNTIME_FAILURE);
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            summary(&name, &metrics.snapshot(), elapsed, args.summary_json);
+            let ops = metrics.snapshot();
+            let report = Report::new(&ops, metrics.source_records(), &outputs);
+            summary(
+                &name,
+                &ops,
+                elapsed,
+                Outcome::Failed,
+                &report,
+                args.summary_json,
+            );
             eprintln!("error: pipeline '{name}' failed: {e}");
             ExitCode::from(RUNTIME_FAILURE)
         }
+    }
+}
+
+/// How a run ended, as the summary says it.
+#[derive(Clone, Copy)]
+enum Outcome {
+    Finished,
+    Stopped(crate::signals::Signal),
+    Failed,
+}
+
+/// What the summary says about the outputs.
+struct Report {
+    read: u64,
+    /// (key, destination, records written).
+    outputs: Vec<(String, String, u64)>,
+    dead_letters: u64,
+    dead_letter_destination: Option<String>,
+}
+
+impl Report {
+    fn new(ops: &[OperatorMetrics], read: u64, outputs: &[weir_pipeline::Output]) -> Self {
+        let written = |key: &str| {
+            ops.iter()
+                .filter(|m| m.name == key)
+                .map(|m| m.records_in)
+                .sum::<u64>()
+        };
+        let mut report = Report {
+            read,
+            outputs: Vec::new(),
+            dead_letters: 0,
+            dead_letter_destination: None,
+        };
+        for o in outputs {
+            if o.key == "dead_letter" {
+                report.dead_letters = written(&o.key);
+                report.dead_letter_destination = Some(o.destination.clone());
+            } else {
+                report
+                    .outputs
+                    .push((o.key.clone(), o.destination.clone(), written(&o.key)));
+            }
+        }
+        report
+    }
+
+    /// Every record read went to the dead-letter output.
+    fn all_dead(&self) -> bool {
+        self.read > 0 && self.dead_letters >= self.read
     }
 }
 
@@ -250,17 +375,44 @@ fn human(n: f64) -> String {
     }
 }
 
-fn summary(name: &str, ops: &[OperatorMetrics], elapsed: Duration, json: bool) {
+fn summary(
+    name: &str,
+    ops: &[OperatorMetrics],
+    elapsed: Duration,
+    outcome: Outcome,
+    report: &Report,
+    json: bool,
+) {
     if json {
         let value = serde_json::json!({
             "pipeline": name,
+            "outcome": match outcome {
+                Outcome::Finished => "finished".to_string(),
+                Outcome::Stopped(signal) => format!("stopped by {signal}"),
+                Outcome::Failed => "failed".to_string(),
+            },
             "seconds": elapsed.as_secs_f64(),
+            "read": report.read,
+            "outputs": report.outputs.iter().map(|(key, destination, written)| serde_json::json!({
+                "key": key, "destination": destination, "written": written,
+            })).collect::<Vec<_>>(),
+            "dead_letters": report.dead_letter_destination.as_ref().map(|d| serde_json::json!({
+                "destination": d, "written": report.dead_letters,
+            })),
+            "all_dead_letters": report.all_dead(),
             "operators": ops,
         });
         eprintln!("{value}");
         return;
     }
-    eprintln!("{name}: finished in {:.3}s", elapsed.as_secs_f64());
+    let secs = elapsed.as_secs_f64();
+    match outcome {
+        Outcome::Finished => eprintln!("{name}: finished in {secs:.3}s"),
+        Outcome::Stopped(signal) => {
+            eprintln!("{name}: stopped by {signal} after {secs:.3}s; everything read was written")
+        }
+        Outcome::Failed => eprintln!("{name}: FAILED after {secs:.3}s; counts so far:"),
+    }
     let width = ops.iter().map(|m| m.name.len()).max().unwrap_or(8).max(8);
     eprintln!(
         "  {:<width$}  {:>8}  {:>3}  {:>12}  {:>12}  {:>8}  {:>8}  {:>10}",
@@ -277,6 +429,22 @@ fn summary(name: &str, ops: &[OperatorMetrics], elapsed: Duration, json: bool) {
             m.errors,
             m.dropped,
             m.busy.as_secs_f64() * 1000.0
+        );
+    }
+    for (key, destination, written) in &report.outputs {
+        eprintln!("  {key}: {written} record(s) to {destination}");
+    }
+    if let Some(destination) = &report.dead_letter_destination {
+        eprintln!(
+            "  dead letters: {} record(s) to {destination}",
+            report.dead_letters
+        );
+    }
+    if report.all_dead() {
+        eprintln!(
+            "warning: EVERY record read ({}) went to the dead-letter output {}; nothing reached the sinks. Check the input and the steps (--strict makes this exit 1)",
+            report.read,
+            report.dead_letter_destination.as_deref().unwrap_or("")
         );
     }
 }

@@ -342,3 +342,200 @@ fn a_corrupt_checkpoint_is_skipped_for_the_previous_good_one_with_a_message() {
     assert!(restored.status.success(), "{}", text(&restored.stderr));
     assert!(text(&restored.stdout).contains(&format!("resumes from checkpoint {previous}")));
 }
+
+/// Issue 11, item 2: committed output shorter than the checkpoint expects is refused (exit 1,
+/// naming the file and both lengths); never padded with NUL bytes.
+#[test]
+fn shortened_committed_output_is_refused_not_padded() {
+    let dir = tempfile::tempdir().unwrap();
+    let input: String = (0..500).map(|i| format!("{{\"n\":{i}}}\n")).collect();
+    std::fs::write(dir.path().join("in.jsonl"), input).unwrap();
+    let yaml = "settings: { checkpoint: { interval: 10ms, dir: cps } }
+source: { type: file, path: in.jsonl }
+sink: { type: file, path: out.jsonl }
+";
+    std::fs::write(dir.path().join("p.yaml"), yaml).unwrap();
+    let run = || {
+        weir()
+            .args(["run", "p.yaml", "--progress", "never"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    assert!(run().status.success());
+    let out = dir.path().join("out.jsonl");
+    let full = std::fs::metadata(&out).unwrap().len();
+    // Cut by hand.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&out)
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    let again = run();
+    let err = text(&again.stderr);
+    assert_eq!(again.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("out.jsonl") && err.contains("100 bytes") && err.contains(&full.to_string()),
+        "{err}"
+    );
+    assert!(!err.contains("finished in"), "{err}");
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(bytes.len(), 100);
+    assert!(!bytes.contains(&0), "NUL bytes written into the output");
+}
+
+/// Issue 11, item 3: outputs that are the input or each other are refused by `validate` and
+/// `run` (exit 2), naming both keys; the input is left intact.
+#[test]
+fn outputs_clashing_with_the_input_or_each_other_are_refused() {
+    for (sink, dead, keys) in [
+        ("in.jsonl", "dead.jsonl", ["sink", "source"]),
+        ("./sub/../in.jsonl", "dead.jsonl", ["sink", "source"]),
+        ("out.jsonl", "out.jsonl", ["dead_letter", "sink"]),
+    ] {
+        let yaml = format!(
+            "source: {{ type: file, path: in.jsonl }}
+steps: [ {{ filter: \"n > 1\" }} ]
+sink: {{ type: file, path: \"{sink}\" }}
+dead_letter: {{ type: file, path: {dead} }}
+"
+        );
+        for command in ["validate", "run"] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir(dir.path().join("sub")).unwrap();
+            std::fs::write(dir.path().join("in.jsonl"), "{\"n\":1}\n{\"n\":2}\n").unwrap();
+            std::fs::write(dir.path().join("p.yaml"), &yaml).unwrap();
+            let out = weir()
+                .args([command, "p.yaml"])
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{command} {sink} {dead}: {err}");
+            for key in keys {
+                assert!(err.contains(&format!("`{key}`")), "{err}");
+            }
+            assert_eq!(
+                std::fs::read_to_string(dir.path().join("in.jsonl")).unwrap(),
+                "{\"n\":1}\n{\"n\":2}\n"
+            );
+        }
+    }
+}
+
+/// Issue 11, items 16 and 17: the summary names each output's destination and the dead-letter
+/// count; a run whose every record is a dead letter says so, and `--strict` exits 1.
+#[test]
+fn summary_names_destinations_and_warns_when_everything_is_a_dead_letter() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.jsonl"), "not json\n{broken\n").unwrap();
+    let yaml = "source: { type: file, path: in.jsonl }
+sink: { type: file, path: good.jsonl }
+dead_letter: { type: file, path: bad.jsonl }
+";
+    std::fs::write(dir.path().join("p.yaml"), yaml).unwrap();
+    let run = |extra: &[&str]| {
+        weir()
+            .args(["run", "p.yaml", "--progress", "never"])
+            .args(extra)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("sink: 0 record(s) to ") && err.contains("good.jsonl"),
+        "{err}"
+    );
+    assert!(
+        err.contains("dead letters: 2 record(s) to ") && err.contains("bad.jsonl"),
+        "{err}"
+    );
+    assert!(
+        err.contains("EVERY record read (2) went to the dead-letter output"),
+        "{err}"
+    );
+    let strict = run(&["--strict"]);
+    assert_eq!(strict.status.code(), Some(1), "{}", text(&strict.stderr));
+}
+
+/// Issue 11, item 5: SIGINT or SIGTERM stops the run without losing what was read: every record
+/// written, the summary printed, exit 0. A second signal exits at once.
+#[test]
+fn a_signal_stops_the_run_and_keeps_every_record_read() {
+    use std::io::Write;
+    use std::process::Stdio;
+    for signal in ["INT", "TERM"] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("p.yaml"),
+            "source: { type: stdin }\nsink: { type: file, path: out.jsonl }\n",
+        )
+        .unwrap();
+        let mut child = weir()
+            .args(["run", "p.yaml", "--progress", "never"])
+            .current_dir(dir.path())
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        for i in 0..5 {
+            writeln!(stdin, "{{\"n\":{i}}}").unwrap();
+            stdin.flush().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        kill(child.id(), signal);
+        // The stdin source is blocked in `read` until its next line or the end of the input:
+        // closing it lets it notice the stop.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "SIG{signal}: {err}");
+        assert!(err.contains(&format!("stopped by SIG{signal}")), "{err}");
+        assert!(err.contains("sink: 5 record(s) to"), "{err}");
+        let written = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+        assert_eq!(written.lines().count(), 5, "{written}");
+    }
+
+    // A second signal exits at once, while the input is still open.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "source: { type: stdin }\nsink: { type: file, path: out.jsonl }\n",
+    )
+    .unwrap();
+    let mut child = weir()
+        .args(["run", "p.yaml", "--progress", "never"])
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    kill(child.id(), "INT");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    kill(child.id(), "INT");
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("SIGINT received again: exiting at once"),
+        "{err}"
+    );
+}
+
+fn kill(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}

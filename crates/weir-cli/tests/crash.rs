@@ -246,3 +246,65 @@ fn compare(dir: &Path, expected: &str, kind: Kind) {
         );
     }
 }
+
+/// Issue 11, item 1: a run that was told to abandon earlier checkpoints (`--ignore-state`, or
+/// `--from-checkpoint` an earlier one) and is killed before its own first checkpoint; a plain
+/// restart must not go back to the abandoned checkpoints (which said "the whole input is
+/// done" and expected the output at its full length) but produce the uninterrupted output.
+#[test]
+fn a_run_abandoning_checkpoints_killed_before_its_first_one_restarts_cleanly() {
+    for flag in ["--ignore-state", "--from-checkpoint"] {
+        let dir = tempfile::tempdir().unwrap();
+        write_input(dir.path());
+        write_pipeline(dir.path(), "reference", Kind::Running);
+        run_to_completion(dir.path(), "reference");
+        let expected = std::fs::read_to_string(dir.path().join("out-reference.jsonl")).unwrap();
+
+        write_pipeline(dir.path(), "crashed", Kind::Running);
+        run_to_completion(dir.path(), "crashed");
+        compare(dir.path(), &expected, Kind::Running);
+        // The earliest checkpoint kept: not the one that covers the whole input.
+        let listing = weir()
+            .args(["checkpoints", "list", "crashed.yaml", "--json"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let listing: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
+        let earliest = listing[0]["id"].as_u64().unwrap().to_string();
+
+        // Checkpoints an hour apart: the run is killed long before its first.
+        let yaml = dir.path().join("crashed.yaml");
+        let text = std::fs::read_to_string(&yaml).unwrap();
+        std::fs::write(&yaml, text.replace("interval: 20ms", "interval: 1h")).unwrap();
+        let mut args = vec!["run", "crashed.yaml", "--progress", "never", flag];
+        if flag == "--from-checkpoint" {
+            args.push(&earliest);
+        }
+        let mut child = weir()
+            .args(&args)
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until it has replaced the output (the sink opened), then kill it.
+        let pending = dir.path().join("out-crashed.jsonl.weir-pending");
+        let started = Instant::now();
+        while !pending.exists() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the run never started"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        std::fs::write(&yaml, text).unwrap();
+        run_to_completion(dir.path(), "crashed");
+        let got = std::fs::read(dir.path().join("out-crashed.jsonl")).unwrap();
+        assert!(!got.contains(&0), "{flag}: NUL bytes in the output");
+        compare(dir.path(), &expected, Kind::Running);
+    }
+}

@@ -33,7 +33,8 @@ pub use error::{ConnectorError, Fault};
 pub use io_runtime::block_on;
 pub use producer::{BackgroundProducer, Event, Producer, ProducerConfig, ProducerError};
 pub use redis_streams::{
-    ConsumerLag, FieldEncoding, GroupStart, IdempotentWrite, InvalidEntry, RedisStreamReader,
-    RedisStreamReaderConfig, RedisStreamSink, RedisStreamSource, RedisStreamSourceConfig,
-    RedisStreamWriter, RedisStreamWriterConfig, StreamAcker, StreamBatch, StreamEntry, StreamId,
+    ConsumerLag, FieldEncoding, GroupStart, IdempotentWrite, InvalidEntry, ReconnectBudget,
+    RedisStreamReader, RedisStreamReaderConfig, RedisStreamSink, RedisStreamSource,
+    RedisStreamSourceConfig, RedisStreamWriter, RedisStreamWriterConfig, StreamAcker, StreamBatch,
+    StreamEntry, StreamId,
 };

@@ -402,13 +402,26 @@ impl JsonLinesSink {
                     .position(|(id, _)| self.staged_path(*id).exists())
                     .unwrap_or(state.staged.len());
                 let committed: u64 = state.staged[..first_present].iter().map(|(_, n)| n).sum();
+                let expected = state.output_len + committed;
+                let found = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+                if found < expected {
+                    // Cut by hand or replaced by an older copy: the checkpoint does not hold
+                    // the missing bytes, and padding would write bytes no record produced.
+                    return Err(OperatorError::new(
+                        ErrorKind::Config,
+                        format!(
+                            "{} has {found} bytes but the checkpoint it resumes from committed \
+                             {expected}: the output was shortened or replaced since; restore \
+                             it, or start over with --ignore-state",
+                            self.path.display()
+                        ),
+                    ));
+                }
                 let file = std::fs::OpenOptions::new()
                     .write(true)
-                    .create(true)
-                    .truncate(false)
                     .open(&self.path)
                     .map_err(|e| io("cannot open", &self.path, e))?;
-                file.set_len(state.output_len + committed)
+                file.set_len(expected)
                     .map_err(|e| io("cannot truncate", &self.path, e))?;
                 file.sync_all().map_err(|e| io("syncing", &self.path, e))?;
                 let rest = &state.staged[first_present..];

@@ -211,6 +211,7 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
     let spec = &p.spec;
     // Checked here so that `validate` reports a bad backend; the caller applies it.
     p.state_backend()?;
+    crate::outputs::check_outputs_do_not_clash(p)?;
     if let Some(0) = spec.settings.parallelism {
         return Err(p.error_at("settings.parallelism", "must be at least 1"));
     }

@@ -12,8 +12,27 @@ use weir_core::{Checkpointing, RestoredState};
 pub struct Resume {
     /// Resume from this checkpoint instead of the latest.
     pub from: Option<u64>,
-    /// Start fresh, ignoring existing checkpoints (they are kept).
+    /// Start fresh, ignoring existing checkpoints: they are abandoned (see
+    /// [`CheckpointPlan::abandon`]).
     pub ignore_state: bool,
+}
+
+/// Checkpoints a run leaves behind for good: with `--ignore-state` all earlier ones, with
+/// `--from-checkpoint N` those after N. Recorded (durably, in the store) by [`record`] just
+/// before the run starts, so that a restart after the run dies before its first checkpoint
+/// never goes back to them.
+///
+/// [`record`]: AbandonEarlierRuns::record
+pub struct AbandonEarlierRuns {
+    store: CheckpointStore,
+    from: Option<u64>,
+}
+
+impl AbandonEarlierRuns {
+    /// Records the abandonment; returns the completed checkpoints abandoned.
+    pub fn record(&self) -> Result<Vec<u64>, weir_checkpoint::CheckpointError> {
+        self.store.abandon_later_than(self.from)
+    }
 }
 
 /// The checkpointing of one run.
@@ -26,6 +45,8 @@ pub struct CheckpointPlan {
     pub resumed_finished: bool,
     /// Checkpoints passed over (partial or corrupt), with the reason.
     pub skipped: Vec<String>,
+    /// Set for `--ignore-state` and `--from-checkpoint`: record it before starting the run.
+    pub abandon: Option<AbandonEarlierRuns>,
 }
 
 impl Pipeline {
@@ -109,6 +130,10 @@ impl Pipeline {
             latest
         };
         let next = store.next_id().map_err(located)?;
+        let abandon = (resume.ignore_state || resume.from.is_some()).then(|| AbandonEarlierRuns {
+            store: store.clone(),
+            from: resume.from.filter(|_| !resume.ignore_state),
+        });
         let resumed = resumed.map(Arc::new);
         let resumed_id = resumed.as_ref().map(|c| c.id());
         let resumed_finished = resumed.as_ref().is_some_and(|c| c.finished());
@@ -126,6 +151,7 @@ impl Pipeline {
             resumed: resumed_id,
             resumed_finished,
             skipped,
+            abandon,
         }))
     }
 }

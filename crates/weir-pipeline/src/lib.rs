@@ -12,13 +12,15 @@ mod enrich;
 mod ingest;
 mod join;
 mod locate;
+mod outputs;
 pub mod spec;
 mod steps;
 mod window;
 
 pub use build::Built;
-pub use checkpoints::{CheckpointPlan, Resume};
+pub use checkpoints::{AbandonEarlierRuns, CheckpointPlan, Resume};
 pub use locate::locate;
+pub use outputs::Output;
 
 use spec::PipelineSpec;
 use std::fmt;

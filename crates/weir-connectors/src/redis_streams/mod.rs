@@ -10,7 +10,8 @@ mod writer;
 pub use decode::{FieldEncoding, InvalidEntry, StreamBatch, StreamEntry};
 pub use id::StreamId;
 pub use reader::{
-    ConsumerLag, GroupStart, RedisStreamReader, RedisStreamReaderConfig, StreamAcker,
+    ConsumerLag, GroupStart, ReconnectBudget, RedisStreamReader, RedisStreamReaderConfig,
+    StreamAcker,
 };
 pub use sink::RedisStreamSink;
 pub use source::{RedisStreamSource, RedisStreamSourceConfig};

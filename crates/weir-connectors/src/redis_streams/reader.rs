@@ -38,6 +38,38 @@ pub struct RedisStreamReaderConfig {
     pub start: GroupStart,
     /// Timeout for every command except the blocking read. Default 10 s.
     pub command_timeout: Duration,
+    /// How long [`RedisStreamSource`](super::RedisStreamSource) keeps retrying after a
+    /// dropped connection (a killed client, a Redis restart) before it fails the job.
+    pub reconnect: ReconnectBudget,
+}
+
+/// Retries of a command that failed because the connection dropped or Redis could not be
+/// reached: up to `attempts` more tries, waiting `first_delay`, doubling up to `max_delay`.
+/// The default (10 retries, 100 ms up to 5 s) rides out about 25 s of Redis being away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconnectBudget {
+    pub attempts: u32,
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for ReconnectBudget {
+    fn default() -> Self {
+        ReconnectBudget {
+            attempts: 10,
+            first_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ReconnectBudget {
+    /// The wait before retry number `retry` (0-based).
+    pub fn delay(&self, retry: u32) -> Duration {
+        self.first_delay
+            .saturating_mul(2u32.saturating_pow(retry.min(20)))
+            .min(self.max_delay)
+    }
 }
 
 impl RedisStreamReaderConfig {
@@ -59,6 +91,7 @@ impl RedisStreamReaderConfig {
             encoding: FieldEncoding::default(),
             start: GroupStart::Beginning,
             command_timeout: Duration::from_secs(10),
+            reconnect: ReconnectBudget::default(),
         }
     }
 
@@ -118,7 +151,12 @@ pub struct ConsumerLag {
 ///
 /// Uses two connections: one for the blocking read, one for everything else, so an ack is
 /// never queued behind a read that waits for new entries. Both reconnect by themselves after a
-/// dropped connection; the command that saw the drop fails with a retryable error.
+/// dropped connection; the command that saw the drop fails with a retryable error
+/// ([`ConnectorError::is_retryable`]), and the caller retries it. [`RedisStreamSource`] does so
+/// within the config's [`ReconnectBudget`], then reads this consumer's pending entries again
+/// (an answer lost with the connection leaves them pending here), so nothing is lost.
+///
+/// [`RedisStreamSource`]: super::RedisStreamSource
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), weir_connectors::ConnectorError> {

@@ -12,6 +12,7 @@
 //! consumer that died are claimed (`XAUTOCLAIM`) after `claim_idle`.
 
 use super::{RedisStreamReader, RedisStreamReaderConfig, StreamBatch, StreamId};
+use crate::ConnectorError;
 use crate::io_runtime::block_on;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,9 +88,58 @@ impl RedisStreamSource {
         for id in ids {
             self.held.remove(id);
         }
-        let reader = self.reader()?;
-        block_on(reader.ack(ids)).map_err(OperatorError::from)?;
+        self.retrying("XACK", |reader| block_on(reader.ack(ids)))?;
         Ok(())
+    }
+
+    /// Runs a command, retrying it within the reconnect budget while it fails because the
+    /// connection dropped or Redis is away. After such a failure this consumer's pending
+    /// entries are read again: a reply lost with the connection left entries pending here that
+    /// were never emitted (those already emitted are skipped by `held`).
+    fn retrying<T>(
+        &mut self,
+        command: &str,
+        mut run: impl FnMut(&mut RedisStreamReader) -> Result<T, ConnectorError>,
+    ) -> Result<T, OperatorError> {
+        let budget = self.config.reader.reconnect;
+        let started = Instant::now();
+        let mut retry = 0;
+        loop {
+            let reader = self.reader()?;
+            match run(reader) {
+                Ok(value) => {
+                    if retry > 0 {
+                        tracing::info!(stream = %self.config.reader.stream, retries = retry,
+                            "reconnected to Redis; resuming from the consumer group");
+                        self.replay_from = Some(StreamId::ZERO);
+                    }
+                    return Ok(value);
+                }
+                Err(e) if e.is_retryable() && retry < budget.attempts => {
+                    let delay = budget.delay(retry);
+                    tracing::warn!(stream = %self.config.reader.stream, error = %e,
+                        retry = retry + 1, of = budget.attempts, ?delay,
+                        "Redis command failed; reconnecting");
+                    std::thread::sleep(delay);
+                    retry += 1;
+                }
+                Err(e) if e.is_retryable() => {
+                    return Err(OperatorError::new(
+                        weir_core::ErrorKind::Io,
+                        format!(
+                            "{e}; gave up after {retry} reconnect attempts over {:.1}s \
+                             (the reconnect budget of the {command} command: {} attempts, \
+                             {:?} doubling up to {:?})",
+                            started.elapsed().as_secs_f64(),
+                            budget.attempts,
+                            budget.first_delay,
+                            budget.max_delay,
+                        ),
+                    ));
+                }
+                Err(e) => return Err(OperatorError::from(e)),
+            }
+        }
     }
 
     /// Emits a batch; returns how many entries were new (not already held).
@@ -123,6 +173,8 @@ impl Source<ReadResult> for RedisStreamSource {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
         let mut config = self.config.reader.clone();
         config.consumer = format!("{}-{}", config.consumer, ctx.instance());
+        // The first connection is not retried: a wrong URL or a Redis that is not there at
+        // start is reported at once.
         let reader = block_on(RedisStreamReader::connect(config)).map_err(OperatorError::from)?;
         self.reader = Some(reader);
         self.checkpointing = ctx.checkpointing();
@@ -165,24 +217,24 @@ impl Source<ReadResult> for RedisStreamSource {
             self.ack(&done)?;
         }
         let batch = if let Some(after) = self.replay_from {
-            let reader = self.reader()?;
-            let batch = block_on(reader.read_own_pending(after)).map_err(OperatorError::from)?;
-            self.replay_from = batch.last_id().filter(|_| !batch.is_empty());
+            let batch = self.retrying("XREADGROUP", |r| block_on(r.read_own_pending(after)))?;
+            // A reconnect during the read starts the replay over; otherwise it moves on.
+            if self.replay_from == Some(after) {
+                self.replay_from = batch.last_id().filter(|_| !batch.is_empty());
+            }
             batch
         } else if self.last_claim.elapsed() >= self.config.claim_every {
             self.last_claim = Instant::now();
-            let reader = self.reader()?;
-            let claimed = block_on(reader.claim_idle()).map_err(OperatorError::from)?;
+            let claimed = self.retrying("XAUTOCLAIM", |r| block_on(r.claim_idle()))?;
             if claimed.is_empty() {
-                block_on(reader.read_batch()).map_err(OperatorError::from)?
+                self.retrying("XREADGROUP", |r| block_on(r.read_batch()))?
             } else {
                 tracing::info!(stream = %self.config.reader.stream, claimed = claimed.len(),
                     "took over entries left pending by another consumer");
                 claimed
             }
         } else {
-            let reader = self.reader()?;
-            block_on(reader.read_batch()).map_err(OperatorError::from)?
+            self.retrying("XREADGROUP", |r| block_on(r.read_batch()))?
         };
         if self.emit(batch, out) == 0 {
             if let Some(limit) = self.config.stop_after_idle

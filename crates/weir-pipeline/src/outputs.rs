@@ -1,0 +1,220 @@
+//! Where a pipeline writes: each sink's and the dead-letter output's destination (for the run's
+//! summary), and the check that no two outputs, or an output and the input, are the same file.
+
+use crate::spec::{SinkKind, SinkSpec, SourceKind};
+use crate::{Pipeline, PipelineError};
+use std::path::{Component, Path, PathBuf};
+
+/// One output of a pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// The key in the pipeline file (`sink`, `sinks[1]`, `dead_letter`); also the name of its
+    /// operator in the run's metrics.
+    pub key: String,
+    pub kind: SinkKind,
+    /// Where the records go, for people: a path, `standard output`, a table or stream and its
+    /// server (URLs without user name or password).
+    pub destination: String,
+}
+
+impl Pipeline {
+    /// The pipeline's outputs: its sinks in order, then the dead-letter output.
+    pub fn outputs(&self) -> Vec<Output> {
+        self.output_specs()
+            .into_iter()
+            .map(|(key, spec)| Output {
+                destination: destination(self, spec),
+                kind: spec.kind,
+                key,
+            })
+            .collect()
+    }
+
+    fn output_specs(&self) -> Vec<(String, &SinkSpec)> {
+        let mut specs: Vec<(String, &SinkSpec)> = Vec::new();
+        if let Some(sink) = &self.spec.sink {
+            specs.push(("sink".into(), sink));
+        }
+        for (i, sink) in self.spec.sinks.iter().flatten().enumerate() {
+            specs.push((format!("sinks[{i}]"), sink));
+        }
+        if let Some(dead) = &self.spec.dead_letter {
+            specs.push(("dead_letter".into(), dead));
+        }
+        specs
+    }
+}
+
+fn destination(p: &Pipeline, spec: &SinkSpec) -> String {
+    let url = spec
+        .url
+        .as_deref()
+        .map(without_credentials)
+        .unwrap_or_default();
+    let or_unset = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unset)".into());
+    match spec.kind {
+        SinkKind::Stdout => "standard output".into(),
+        SinkKind::Discard => "discarded".into(),
+        SinkKind::File => match output_file(p, spec) {
+            Some(path) => path.display().to_string(),
+            None if spec.path.as_deref() == Some(Path::new("-")) => "standard output".into(),
+            None => "(no path)".into(),
+        },
+        SinkKind::Clickhouse => format!("ClickHouse table {} at {url}", or_unset(&spec.table)),
+        SinkKind::RedisStream => format!("Redis stream {} at {url}", or_unset(&spec.stream)),
+        SinkKind::Http => format!("POST {url}"),
+    }
+}
+
+/// `scheme://user:password@host/...` without `user:password@`.
+fn without_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+/// The file a file sink writes (`None` for standard output or a missing path).
+fn output_file(p: &Pipeline, spec: &SinkSpec) -> Option<PathBuf> {
+    let path = spec.path.as_ref()?;
+    if path == Path::new("-") {
+        return None;
+    }
+    Some(crate::build::resolve(p, path))
+}
+
+/// Refuses a pipeline with two outputs writing the same file (one would overwrite the other's
+/// records), or an output writing its input file (the sink truncates the input before it is
+/// read). Paths are compared as the files they name: symbolic links and `..` resolved.
+pub(crate) fn check_outputs_do_not_clash(p: &Pipeline) -> Result<(), PipelineError> {
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    if p.spec.source.kind == SourceKind::File
+        && let Some(path) = &p.spec.source.path
+        && path != Path::new("-")
+    {
+        files.push(("source".into(), canonical(&crate::build::resolve(p, path))));
+    }
+    for (key, spec) in p.output_specs() {
+        if spec.kind != SinkKind::File {
+            continue;
+        }
+        let Some(path) = output_file(p, spec) else {
+            continue;
+        };
+        let canonical = canonical(&path);
+        if let Some((other, _)) = files.iter().find(|(_, f)| *f == canonical) {
+            let what = if other == "source" {
+                "it would truncate the input before reading it"
+            } else {
+                "one would overwrite the other's records"
+            };
+            return Err(p.error_at(
+                &format!("{key}.path"),
+                format!(
+                    "`{key}` writes {}, the same file as `{other}`: {what}; give each output its own file",
+                    path.display()
+                ),
+            ));
+        }
+        files.push((key, canonical));
+    }
+    Ok(())
+}
+
+/// The file `path` names: canonical if it exists; else its nearest existing ancestor made
+/// canonical, with the rest appended (an output file is often created by the run).
+fn canonical(path: &Path) -> PathBuf {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    };
+    // Lexically first, so that `missing/../x` names `x`.
+    let mut normal = PathBuf::new();
+    for c in absolute.components() {
+        match c {
+            Component::ParentDir => {
+                normal.pop();
+            }
+            Component::CurDir => {}
+            other => normal.push(other),
+        }
+    }
+    let mut existing = normal.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(found) = existing.canonicalize() {
+            let mut result = found;
+            for part in rest.iter().rev() {
+                result.push(part);
+            }
+            return result;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return normal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str, dir: &Path) -> Pipeline {
+        let file = dir.join("p.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        Pipeline::load(&file).unwrap()
+    }
+
+    #[test]
+    fn credentials_never_appear_in_destinations() {
+        assert_eq!(
+            without_credentials("redis://:secret@127.0.0.1:6390/0"),
+            "redis://127.0.0.1:6390/0"
+        );
+        assert_eq!(
+            without_credentials("http://127.0.0.1:8124"),
+            "http://127.0.0.1:8124"
+        );
+    }
+
+    #[test]
+    fn same_file_through_a_link_or_dots_is_a_clash() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("in.jsonl"), "").unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("in.jsonl"), dir.path().join("link.jsonl"))
+            .unwrap();
+        let yaml = |sink: &str, dead: &str| {
+            format!(
+                "source: {{ type: file, path: in.jsonl }}\nsink: {{ type: file, path: {sink} }}\n\
+                 dead_letter: {{ type: file, path: {dead} }}\n"
+            )
+        };
+        let clash = |sink: &str, dead: &str| {
+            check_outputs_do_not_clash(&parse(&yaml(sink, dead), dir.path()))
+                .err()
+                .map(|e| e.to_string())
+        };
+        let e = clash("link.jsonl", "dead.jsonl").unwrap();
+        assert!(e.contains("sink.path") && e.contains("`source`"), "{e}");
+        let e = clash("out.jsonl", "sub/../out.jsonl").unwrap();
+        assert!(
+            e.contains("dead_letter.path") && e.contains("`sink`"),
+            "{e}"
+        );
+        let e = clash("new/out.jsonl", "new/./out.jsonl").unwrap();
+        assert!(e.contains("dead_letter"), "{e}");
+        assert_eq!(clash("out.jsonl", "dead.jsonl"), None);
+    }
+}
