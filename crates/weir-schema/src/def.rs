@@ -169,12 +169,32 @@ impl SchemaDef {
     ///
     /// This only checks the syntax and the keys; [`Schema::from_def`](crate::Schema::from_def)
     /// checks the meaning.
+    ///
+    /// `${VAR}` and `${VAR:-default}` in string values are replaced from the process
+    /// environment (see [`crate::env`]); a UTF-8 byte order mark at the start is skipped.
     pub fn parse(text: &str, origin: &str) -> Result<SchemaDef, SchemaError> {
+        Self::parse_with_env(text, origin, &crate::env::process_env)
+    }
+
+    /// [`SchemaDef::parse`] with variables looked up by `lookup`.
+    pub fn parse_with_env(
+        text: &str,
+        origin: &str,
+        lookup: crate::env::Lookup<'_>,
+    ) -> Result<SchemaDef, SchemaError> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let json = origin.ends_with(".json") || text.trim_start().starts_with('{');
         let result = if json {
             serde_json::from_str(text).map_err(|e| json_issue(&e))
+        } else if let Err(deep) = crate::nesting::check_nesting(text, crate::nesting::MAX_NESTING) {
+            Err(DefinitionIssue {
+                line: Some(deep.line),
+                key: String::new(),
+                message: deep.to_string(),
+            })
         } else {
-            serde_yaml::from_str(text).map_err(|e| yaml_issue(&e))
+            crate::env::deserialize(serde_yaml::Deserializer::from_str(text), lookup)
+                .map_err(|e| yaml_issue(&e))
         };
         result.map_err(|issue| SchemaError::Definition {
             origin: origin.to_string(),
