@@ -250,7 +250,7 @@ impl Graph {
             loop {
                 let candidate: Arc<str> = format!("{base}_{i}").into();
                 i += 1;
-                if !self.names.get(&candidate).is_some_and(|&n| n > 0) {
+                if self.names.get(&candidate).is_none_or(|&n| n == 0) {
                     node.name = candidate;
                     break;
                 }
