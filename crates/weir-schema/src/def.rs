@@ -289,6 +289,40 @@ pub(crate) fn locate(text: &str, field: Option<&str>, key: &str) -> Option<usize
 mod tests {
     use super::*;
 
+    #[test]
+    fn schema_files_take_variables_a_bom_and_refuse_deep_nesting() {
+        let lookup = |name: &str| -> Result<Option<String>, String> {
+            Ok((name == "DESC").then(|| "from the environment".to_string()))
+        };
+        let text = "\u{feff}name: a.b\ndescription: ${DESC}\nfields:\n  - { name: x, type: int }\n";
+        let def = SchemaDef::parse_with_env(text, "s.yaml", &lookup).expect("parses");
+        assert_eq!(def.description.as_deref(), Some("from the environment"));
+
+        let unset = text.replace("${DESC}", "${NOPE}");
+        match SchemaDef::parse_with_env(&unset, "s.yaml", &lookup) {
+            Err(SchemaError::Definition { issues, .. }) => {
+                assert_eq!(issues[0].line, Some(2));
+                assert_eq!(issues[0].key, "description");
+                assert!(
+                    issues[0].message.contains("`NOPE` is not set"),
+                    "{issues:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let deep = format!("name: a.b\ndescription: {}\n", "[".repeat(100_000));
+        match SchemaDef::parse_with_env(&deep, "s.yaml", &lookup) {
+            Err(SchemaError::Definition { issues, .. }) => {
+                assert_eq!(issues[0].line, Some(2));
+                assert!(
+                    issues[0].message.contains("deeper than 64 levels"),
+                    "{issues:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     fn issue(text: &str, origin: &str) -> DefinitionIssue {
         match SchemaDef::parse(text, origin) {
             Err(SchemaError::Definition {
