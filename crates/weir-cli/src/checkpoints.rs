@@ -16,14 +16,27 @@ pub struct CheckpointArgs {
 enum CheckpointCommand {
     /// List the completed checkpoints of a pipeline (and those that are unusable, with why).
     List {
+        /// The pipeline file (YAML); its `settings.checkpoint` says where the checkpoints are.
         pipeline: PathBuf,
+        /// Print the checkpoints as a JSON array (id, times, sizes, operators) instead of a
+        /// table.
         #[arg(long)]
         json: bool,
     },
     /// Show one checkpoint: when, how long, how big, the operators and source positions.
-    Show { pipeline: PathBuf, id: u64 },
+    Show {
+        /// The pipeline file (YAML); its `settings.checkpoint` says where the checkpoints are.
+        pipeline: PathBuf,
+        /// The checkpoint's id, as `weir checkpoints list` shows it.
+        id: u64,
+    },
     /// Make the next `weir run` resume from checkpoint ID: later checkpoints are retired.
-    Restore { pipeline: PathBuf, id: u64 },
+    Restore {
+        /// The pipeline file (YAML); its `settings.checkpoint` says where the checkpoints are.
+        pipeline: PathBuf,
+        /// The checkpoint to resume from, as `weir checkpoints list` shows it.
+        id: u64,
+    },
 }
 
 fn human_bytes(n: u64) -> String {

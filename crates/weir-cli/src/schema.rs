@@ -39,7 +39,13 @@ fn exit_for(e: &weir_schema::Error) -> ExitCode {
 }
 
 pub fn run(args: SchemaArgs) -> ExitCode {
-    let registry = match Registry::open(&args.registry) {
+    // Commands that only read do not create the directory: a mistyped `--registry` should say
+    // so, not list an empty registry.
+    let opened = match args.command {
+        SchemaCommand::List | SchemaCommand::Show { .. } => Registry::open_existing(&args.registry),
+        _ => Registry::open(&args.registry),
+    };
+    let registry = match opened {
         Ok(r) => r,
         Err(e) => return exit_for(&e),
     };

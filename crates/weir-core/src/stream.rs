@@ -186,16 +186,10 @@ fn add_node(
     build: Build,
 ) -> NodeId {
     let mut g = graph.borrow_mut();
-    let taken = |n: &str| g.nodes.iter().any(|node| &*node.name == n);
-    let mut unique = name.to_string();
-    let mut i = 2;
-    while taken(&unique) {
-        unique = format!("{name}_{i}");
-        i += 1;
-    }
     let outputs = vec![Vec::new(); ports.len()];
+    // `add_node` makes the name unique.
     g.add_node(Node {
-        name: unique.into(),
+        name: name.into(),
         kind,
         parallelism: None,
         max_parallelism: None,
@@ -487,7 +481,7 @@ impl<T: Data> Stream<T> {
 
     /// Names the operator that produces this stream (in metrics and errors).
     pub fn name(self, name: &str) -> Self {
-        self.graph.borrow_mut().nodes[self.node].name = name.into();
+        self.graph.borrow_mut().rename(self.node, name);
         self
     }
 
@@ -637,7 +631,7 @@ pub struct SinkHandle {
 
 impl SinkHandle {
     pub fn name(self, name: &str) -> Self {
-        self.graph.borrow_mut().nodes[self.node].name = name.into();
+        self.graph.borrow_mut().rename(self.node, name);
         self
     }
 

@@ -110,6 +110,9 @@ impl<S: AsRef<str>> FromIterator<(S, ValueKind)> for FieldTypes {
     }
 }
 
+/// The deepest nesting of brackets, parentheses and literals accepted.
+pub const MAX_BRACKET_DEPTH: usize = 100;
+
 /// The longest expression source accepted, in characters.
 pub const MAX_SOURCE_CHARS: usize = 4096;
 
@@ -145,8 +148,11 @@ impl Expr {
                 message: format!("expressions are limited to {MAX_SOURCE_CHARS} characters"),
             });
         }
+        // cel's parser recurses (deeper still in its error recovery) per bracket level: its
+        // limit is the documented one, which a 2 MiB thread stack holds in a debug build.
         let (ast, info) = cel::Env::default()
             .parser()
+            .max_recursion_depth(MAX_BRACKET_DEPTH as u16)
             .parse_with_source_info(source)
             .map_err(|errors| syntax_error(source, &errors))?;
         let mut compiler = Compiler::new(source, info, fields);
@@ -177,6 +183,20 @@ impl Expr {
 }
 
 fn syntax_error(source: &str, errors: &cel::ParseErrors) -> ExprError {
+    // cel reports its recursion limit as a debug dump of an internal error; say it plainly.
+    if errors
+        .errors
+        .iter()
+        .any(|e| e.msg.contains("Recursion limit") || e.msg.contains("recursion limit"))
+    {
+        return ExprError::Unsupported {
+            expr: source.chars().take(40).chain("...".chars()).collect(),
+            pos: Pos { line: 1, column: 1 },
+            message: format!(
+                "the expression nests brackets deeper than {MAX_BRACKET_DEPTH} levels"
+            ),
+        };
+    }
     let (pos, message) = match errors.errors.first() {
         Some(e) => (
             Pos {

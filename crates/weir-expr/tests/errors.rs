@@ -229,3 +229,30 @@ fn runtime_errors_carry_the_expression() {
         "evaluating `a + 1`: `+` cannot combine string and int"
     );
 }
+
+/// The documented bracket limit (100 levels) is the one applied (cel's parser alone stops at
+/// 96), deeper input is refused in words, not a debug dump, and never overflows the stack of a
+/// 2 MiB test thread, even unbalanced (the parser's error recovery recurses too).
+#[test]
+fn nesting_up_to_the_documented_limit_compiles_and_deeper_is_refused_plainly() {
+    let fields = weir_expr::FieldTypes::dynamic();
+    let parens = |d: usize| format!("{}1{}", "(".repeat(d), ")".repeat(d));
+    weir_expr::Expr::compile(&parens(100), &fields).expect("100 levels are within the limit");
+    for deep in [
+        parens(101),
+        parens(800),
+        format!("id < {}5", "{a: ".repeat(800)),
+        format!("{}1", "[".repeat(1000)),
+    ] {
+        let e = weir_expr::Expr::compile(&deep, &fields).expect_err("too deep");
+        let text = e.to_string();
+        assert!(
+            text.contains("nests brackets deeper than 100 levels"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("OtherError") && !text.contains("ParseError"),
+            "{text}"
+        );
+    }
+}

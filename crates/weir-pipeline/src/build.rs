@@ -263,11 +263,17 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
                 check_known(p, &stage, &fields, names.iter())?;
                 Some(Transform::Drop(names.clone()))
             }
-            StepSpec::Rename(pairs) => {
-                check_known(p, &stage, &fields, pairs.keys())?;
-                Some(Transform::Rename(
-                    pairs.iter().map(|(a, b)| (a.clone(), b.clone())).collect(),
-                ))
+            StepSpec::Rename(rename) => {
+                check_known(p, &stage, &fields, rename.fields.keys())?;
+                crate::steps::check_rename(p, &stage, &fields, rename)?;
+                Some(Transform::Rename {
+                    pairs: rename
+                        .fields
+                        .iter()
+                        .map(|(a, b)| (a.clone(), b.clone()))
+                        .collect(),
+                    overwrite: rename.overwrite,
+                })
             }
             _ => None,
         };
@@ -530,10 +536,10 @@ fn fields_after(step: &StepSpec, fields: FieldTypes) -> FieldTypes {
             }
             out
         }
-        StepSpec::Rename(pairs) => {
+        StepSpec::Rename(rename) => {
             let mut out = FieldTypes::default();
             for n in fields.names() {
-                let new = pairs.get(n).map(String::as_str).unwrap_or(n);
+                let new = rename.fields.get(n).map(String::as_str).unwrap_or(n);
                 out.insert(new, fields.get(n).flatten());
             }
             out

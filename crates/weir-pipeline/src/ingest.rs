@@ -170,12 +170,16 @@ pub(crate) fn clickhouse_sink(
     let mut client = ClickHouseConfig::new(url);
     client.user = spec.user.clone();
     if let Some(var) = &spec.password_env {
-        let password = std::env::var(var).map_err(|_| {
-            p.error_at(
-                &format!("{key}.password_env"),
-                format!("the environment variable `{var}` is not set"),
-            )
-        })?;
+        let at = format!("{key}.password_env");
+        if !weir_schema::env::is_variable_name(var) {
+            // Not echoed: it may be the secret itself, pasted here by mistake.
+            return Err(p.error_at(
+                &at,
+                "expected the name of an environment variable (letters, digits, `_`); the value given is not one, and is not shown as it may be a secret",
+            ));
+        }
+        let password = std::env::var(var)
+            .map_err(|_| p.error_at(&at, format!("the environment variable `{var}` is not set")))?;
         client.password = Some(password);
     }
     let mut config = ClickHouseSinkConfig::new(client, table, p.name());

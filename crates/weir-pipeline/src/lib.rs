@@ -15,6 +15,7 @@ mod locate;
 mod outputs;
 pub mod spec;
 mod steps;
+mod unique;
 mod window;
 
 pub use build::Built;
@@ -72,11 +73,35 @@ impl Pipeline {
         Self::parse(&text, &file)
     }
 
-    /// Parses pipeline text; `file` names it in errors.
+    /// Parses pipeline text; `file` names it in errors. `${VAR}` and `${VAR:-default}` in
+    /// string values come from the process environment.
     pub fn parse(text: &str, file: &str) -> Result<Self, PipelineError> {
+        Self::parse_with_env(text, file, &weir_schema::env::process_env)
+    }
+
+    /// [`Pipeline::parse`] with variables looked up by `lookup`.
+    pub fn parse_with_env(
+        text: &str,
+        file: &str,
+        lookup: weir_schema::env::Lookup<'_>,
+    ) -> Result<Self, PipelineError> {
+        // A byte order mark is an editor's artefact, not content.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let error = |line: Option<usize>, key: Option<String>, message: String| PipelineError {
+            file: file.to_string(),
+            line,
+            key,
+            message,
+        };
+        // Before the YAML parser, whose time grows with the square of the nesting depth.
+        weir_schema::nesting::check_nesting(text, weir_schema::nesting::MAX_NESTING)
+            .map_err(|deep| error(Some(deep.line), None, deep.to_string()))?;
         // Steps are written as one-key maps (`- filter: ...`), not YAML tags.
         let spec: PipelineSpec = serde_yaml::with::singleton_map_recursive::deserialize(
-            serde_yaml::Deserializer::from_str(text),
+            weir_schema::env::Expanding {
+                inner: serde_yaml::Deserializer::from_str(text),
+                lookup,
+            },
         )
         .map_err(|e| {
             let (key, message) = split_yaml_message(&e.to_string());
@@ -84,18 +109,51 @@ impl Pipeline {
                 .location()
                 .map(|l| l.line())
                 .or_else(|| key.as_deref().and_then(|k| locate(text, k)));
-            PipelineError {
-                file: file.to_string(),
-                line,
-                key,
-                message,
+            match duplicate_key(&message) {
+                // The error is at the map; name the lines of both entries.
+                Some(dup) => match unique::key_lines(text, line.unwrap_or(1), dup)[..] {
+                    [first, second] => error(
+                        Some(second),
+                        key.map(|k| format!("{k}.{dup}")),
+                        format!("duplicate key `{dup}`: lines {first} and {second} (a key may appear once)"),
+                    ),
+                    _ => error(line, key, message),
+                },
+                None => error(line, key, message),
             }
         })?;
-        Ok(Pipeline {
+        let pipeline = Pipeline {
             spec,
             file: file.to_string(),
             text: text.to_string(),
-        })
+        };
+        pipeline.check_name()?;
+        Ok(pipeline)
+    }
+
+    /// The name becomes a directory name (checkpoints, on-disk state): an identifier only.
+    fn check_name(&self) -> Result<(), PipelineError> {
+        let name = self.name();
+        if is_pipeline_name(&name) {
+            return Ok(());
+        }
+        let what = if self.spec.name.is_some() {
+            "`name`".to_string()
+        } else {
+            "the file name (the default `name`)".to_string()
+        };
+        let shown: String = name.chars().flat_map(char::escape_debug).take(80).collect();
+        let mut error = self.error_at(
+            "name",
+            format!(
+                "{what} `{shown}` is not a pipeline name: use 1 to {MAX_NAME_LEN} letters, digits, `_`, `-` and `.`, starting with a letter, digit or `_`"
+            ),
+        );
+        if self.spec.name.is_none() {
+            error.line = None;
+            error.key = None;
+        }
+        Err(error)
     }
 
     /// An error about `key`, located in the file.
@@ -202,6 +260,28 @@ impl Pipeline {
     pub fn build(&self, env: &Environment) -> Result<Built, PipelineError> {
         build::build(self, env)
     }
+}
+
+/// The longest pipeline name.
+pub const MAX_NAME_LEN: usize = 100;
+
+/// A pipeline name: it names directories, so `[A-Za-z0-9_][A-Za-z0-9_.-]*`, at most
+/// [`MAX_NAME_LEN`] characters (no `/`, no `..`, no leading `.` or `-`).
+pub fn is_pipeline_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= MAX_NAME_LEN
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// The key of a duplicate-key error from [`unique`].
+fn duplicate_key(message: &str) -> Option<&str> {
+    message
+        .strip_prefix(unique::DUPLICATE_KEY)
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(key, _)| key)
 }
 
 /// `256 KiB`, `64MB`, `1 GiB`, `1000`: a byte count.

@@ -35,7 +35,7 @@ pub struct PipelineSpec {
     pub settings: Settings,
     /// Declared types of the input fields (optional): lets expressions be type-checked before
     /// the first record arrives.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::unique::keys")]
     pub fields: IndexMap<String, FieldType>,
     pub source: SourceSpec,
     #[serde(default)]
@@ -143,6 +143,7 @@ pub struct SourceSpec {
     /// generator: records per second; as fast as possible when absent.
     pub rate: Option<f64>,
     /// generator: each field is an expression over `id` (0, 1, 2, ...).
+    #[serde(default, deserialize_with = "crate::unique::optional_keys")]
     pub fields: Option<IndexMap<String, String>>,
     /// redis_stream: `redis://host:port[/db]`.
     pub url: Option<String>,
@@ -218,19 +219,19 @@ pub enum StepSpec {
     /// Keeps the records for which the expression is true.
     Filter(String),
     /// Sets fields from expressions; the record's other fields are kept.
-    Map(IndexMap<String, String>),
+    Map(#[serde(deserialize_with = "crate::unique::keys")] IndexMap<String, String>),
     /// Output records with only these fields, computed from expressions.
-    Select(IndexMap<String, String>),
+    Select(#[serde(deserialize_with = "crate::unique::keys")] IndexMap<String, String>),
     /// Removes fields.
     Drop(Vec<String>),
-    /// Renames fields: `old: new`.
-    Rename(IndexMap<String, String>),
+    /// Renames fields: `old: new`, or `{ fields: { old: new }, overwrite: true }`.
+    Rename(RenameSpec),
     /// Partitions by one or more fields; the next step (aggregate) works per key.
     KeyBy(KeyFields),
     /// Per key: aggregates emitted once when the input ends. `name: function(expression)`.
-    Aggregate(IndexMap<String, String>),
+    Aggregate(#[serde(deserialize_with = "crate::unique::keys")] IndexMap<String, String>),
     /// Per key: aggregates emitted after every record (a running total).
-    RollingAggregate(IndexMap<String, String>),
+    RollingAggregate(#[serde(deserialize_with = "crate::unique::keys")] IndexMap<String, String>),
     /// Passes only the first N records, then stops the source.
     Limit(u64),
     /// Per key: aggregates over event-time windows (tumbling, sliding, session).
@@ -245,6 +246,55 @@ pub enum StepSpec {
     /// Calls an HTTP service per record (under a resilience `policy`) and merges its JSON
     /// answer into the record; records whose call fails go to the dead-letter output.
     EnrichHttp(Box<EnrichHttpSpec>),
+}
+
+/// `rename: { old: new }`, or the long form `rename: { fields: { old: new }, overwrite: true }`
+/// that may rename onto a field that exists (replacing it). Without `overwrite`, renaming onto
+/// an existing field is an error: at validation when the fields are known, else per record.
+#[derive(Debug, Default)]
+pub struct RenameSpec {
+    pub fields: IndexMap<String, String>,
+    pub overwrite: bool,
+}
+
+impl<'de> Deserialize<'de> for RenameSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        /// One value of the map: a new name (short form) or a long form's option.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Entry {
+            Name(String),
+            Fields(#[serde(deserialize_with = "crate::unique::keys")] IndexMap<String, String>),
+            Flag(bool),
+        }
+        let entries: IndexMap<String, Entry> = crate::unique::keys(d)?;
+        let long = matches!(entries.get("fields"), Some(Entry::Fields(_)));
+        let mut spec = RenameSpec::default();
+        for (key, entry) in entries {
+            match (long, key.as_str(), entry) {
+                (false, _, Entry::Name(new)) => {
+                    spec.fields.insert(key, new);
+                }
+                (true, "fields", Entry::Fields(fields)) => spec.fields = fields,
+                (true, "overwrite", Entry::Flag(flag)) => spec.overwrite = flag,
+                (true, "overwrite", _) => {
+                    return Err(D::Error::custom("`overwrite` takes true or false"));
+                }
+                (true, other, _) => {
+                    return Err(D::Error::custom(format_args!(
+                        "unknown option `{other}` of the long form of rename; its options are `fields` and `overwrite`"
+                    )));
+                }
+                (false, other, _) => {
+                    return Err(D::Error::custom(format_args!(
+                        "`{other}`: expected the new name of the field (`old: new`), or the long form `{{ fields: {{ old: new }}, overwrite: true }}`"
+                    )));
+                }
+            }
+        }
+        Ok(spec)
+    }
 }
 
 /// `validate: user.login` (latest version) or `validate: { schema: user.login, version: 2 }`.
@@ -344,6 +394,7 @@ pub struct SinkSpec {
     /// http: `json_array` (default) or `json_lines`.
     pub format: Option<BodyFormat>,
     /// http: extra request headers.
+    #[serde(default, deserialize_with = "crate::unique::optional_keys")]
     pub headers: Option<IndexMap<String, String>>,
     /// http: retries, backoff, timeouts, rate limit, circuit breaker of each request.
     pub policy: Option<PolicyConfig>,

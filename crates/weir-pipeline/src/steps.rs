@@ -62,7 +62,61 @@ pub(crate) enum Transform {
     Filter(CompiledExpr),
     Project(Projection),
     Drop(Vec<String>),
-    Rename(Vec<(String, String)>),
+    /// `overwrite`: a record that already has the new name loses that field; otherwise the
+    /// record fails.
+    Rename {
+        pairs: Vec<(String, String)>,
+        overwrite: bool,
+    },
+}
+
+/// Whether the `k`-th rename of `pairs` (applied in order) lands on a field that exists at that
+/// point: one the record had and no earlier rename moved away, or one an earlier rename made.
+/// `has` says whether the record has a field.
+pub(crate) fn rename_replaces(
+    pairs: &[(String, String)],
+    k: usize,
+    has: impl Fn(&str) -> bool,
+) -> bool {
+    let (from, to) = &pairs[k];
+    if from == to || !has(from) || pairs[..k].iter().any(|(moved, _)| moved == from) {
+        return false;
+    }
+    let mut exists = has(to);
+    for (earlier_from, earlier_to) in &pairs[..k] {
+        if earlier_from == to {
+            exists = false;
+        }
+        if earlier_to == to && has(earlier_from) {
+            exists = true;
+        }
+    }
+    exists
+}
+
+/// Refuses, at validation, a rename that would silently replace a field the records have
+/// (unless `overwrite: true`) when the fields are known.
+pub(crate) fn check_rename(
+    p: &crate::Pipeline,
+    stage: &str,
+    fields: &weir_expr::FieldTypes,
+    rename: &crate::spec::RenameSpec,
+) -> Result<(), crate::PipelineError> {
+    if rename.overwrite || fields.is_dynamic() {
+        return Ok(());
+    }
+    let pairs: Vec<(String, String)> = rename.fields.clone().into_iter().collect();
+    for (k, (from, to)) in pairs.iter().enumerate() {
+        if rename_replaces(&pairs, k, |f| fields.get(f).is_some()) {
+            return Err(p.error_at(
+                &format!("{stage}.{from}"),
+                format!(
+                    "renaming `{from}` to `{to}` would replace the field `{to}` the records already have; drop `{to}` first, or write `rename: {{ fields: {{ {from}: {to} }}, overwrite: true }}`"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Transform {
@@ -85,7 +139,21 @@ impl Transform {
                 }
                 Ok(Some(record))
             }
-            Transform::Rename(pairs) => {
+            Transform::Rename { pairs, overwrite } => {
+                // Checked first, so that a failing record goes to the dead-letter output as
+                // it came.
+                if !overwrite {
+                    for (k, (from, to)) in pairs.iter().enumerate() {
+                        if rename_replaces(pairs, k, |f| record.get(f).is_some()) {
+                            return Err((
+                                format!(
+                                    "renaming `{from}` to `{to}` would replace the record's field `{to}` (set `overwrite: true` to allow it)"
+                                ),
+                                record,
+                            ));
+                        }
+                    }
+                }
                 let mut record = record;
                 for (from, to) in pairs {
                     if let Some(v) = record.remove(from) {

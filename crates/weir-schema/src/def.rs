@@ -169,12 +169,32 @@ impl SchemaDef {
     ///
     /// This only checks the syntax and the keys; [`Schema::from_def`](crate::Schema::from_def)
     /// checks the meaning.
+    ///
+    /// `${VAR}` and `${VAR:-default}` in string values are replaced from the process
+    /// environment (see [`crate::env`]); a UTF-8 byte order mark at the start is skipped.
     pub fn parse(text: &str, origin: &str) -> Result<SchemaDef, SchemaError> {
+        Self::parse_with_env(text, origin, &crate::env::process_env)
+    }
+
+    /// [`SchemaDef::parse`] with variables looked up by `lookup`.
+    pub fn parse_with_env(
+        text: &str,
+        origin: &str,
+        lookup: crate::env::Lookup<'_>,
+    ) -> Result<SchemaDef, SchemaError> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let json = origin.ends_with(".json") || text.trim_start().starts_with('{');
         let result = if json {
             serde_json::from_str(text).map_err(|e| json_issue(&e))
+        } else if let Err(deep) = crate::nesting::check_nesting(text, crate::nesting::MAX_NESTING) {
+            Err(DefinitionIssue {
+                line: Some(deep.line),
+                key: String::new(),
+                message: deep.to_string(),
+            })
         } else {
-            serde_yaml::from_str(text).map_err(|e| yaml_issue(&e))
+            crate::env::deserialize(serde_yaml::Deserializer::from_str(text), lookup)
+                .map_err(|e| yaml_issue(&e))
         };
         result.map_err(|issue| SchemaError::Definition {
             origin: origin.to_string(),
@@ -268,6 +288,40 @@ pub(crate) fn locate(text: &str, field: Option<&str>, key: &str) -> Option<usize
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schema_files_take_variables_a_bom_and_refuse_deep_nesting() {
+        let lookup = |name: &str| -> Result<Option<String>, String> {
+            Ok((name == "DESC").then(|| "from the environment".to_string()))
+        };
+        let text = "\u{feff}name: a.b\ndescription: ${DESC}\nfields:\n  - { name: x, type: int }\n";
+        let def = SchemaDef::parse_with_env(text, "s.yaml", &lookup).expect("parses");
+        assert_eq!(def.description.as_deref(), Some("from the environment"));
+
+        let unset = text.replace("${DESC}", "${NOPE}");
+        match SchemaDef::parse_with_env(&unset, "s.yaml", &lookup) {
+            Err(SchemaError::Definition { issues, .. }) => {
+                assert_eq!(issues[0].line, Some(2));
+                assert_eq!(issues[0].key, "description");
+                assert!(
+                    issues[0].message.contains("`NOPE` is not set"),
+                    "{issues:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let deep = format!("name: a.b\ndescription: {}\n", "[".repeat(100_000));
+        match SchemaDef::parse_with_env(&deep, "s.yaml", &lookup) {
+            Err(SchemaError::Definition { issues, .. }) => {
+                assert_eq!(issues[0].line, Some(2));
+                assert!(
+                    issues[0].message.contains("deeper than 64 levels"),
+                    "{issues:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     fn issue(text: &str, origin: &str) -> DefinitionIssue {
         match SchemaDef::parse(text, origin) {

@@ -135,6 +135,12 @@ pub enum SchemaError {
         version: u32,
         available: Vec<u32>,
     },
+    /// The registry directory does not exist (commands that only read do not create it).
+    #[error(
+        "the schema registry directory {} does not exist (`weir schema register FILE` creates it; `--registry DIR` or WEIR_SCHEMAS chooses another)",
+        dir.display()
+    )]
+    NoRegistry { dir: PathBuf },
     /// A name given to the registry is not a valid schema name.
     #[error("invalid schema name `{name}`: {reason}")]
     InvalidName { name: String, reason: String },

@@ -43,7 +43,9 @@
 mod clickhouse;
 mod compat;
 mod def;
+pub mod env;
 mod error;
+pub mod nesting;
 mod privacy;
 mod registry;
 mod schema;

@@ -201,6 +201,16 @@ impl Registry {
         Ok(Registry { dir })
     }
 
+    /// Opens an existing registry directory; a missing one is an error rather than created
+    /// (for commands that only read: `list`, `show`).
+    pub fn open_existing(dir: impl Into<PathBuf>) -> Result<Registry, Error> {
+        let dir = dir.into();
+        if !dir.is_dir() {
+            return Err(SchemaError::NoRegistry { dir }.into());
+        }
+        Ok(Registry { dir })
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -63,7 +63,19 @@ impl Schema {
     /// Reads and checks a definition file (YAML, or JSON when it ends in `.json`).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Schema, Error> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
+        let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+        // Not text is a bad definition (the user's to fix), not an I/O failure.
+        let text = String::from_utf8(bytes).map_err(|e| SchemaError::Definition {
+            origin: path.display().to_string(),
+            issues: vec![crate::DefinitionIssue {
+                line: None,
+                key: String::new(),
+                message: format!(
+                    "not a YAML or JSON text file: invalid UTF-8 at byte {}",
+                    e.utf8_error().valid_up_to()
+                ),
+            }],
+        })?;
         Schema::from_yaml(&text, &path.display().to_string())
     }
 
