@@ -111,7 +111,10 @@ fn run(store: &Arc<MemoryCheckpoints>, until: u64, stop_when_read: bool) -> Run 
         let deadline = Instant::now() + Duration::from_secs(20);
         let restored = store.latest().map_or(0, |_| FIRST_RUN);
         while emitted.load(Ordering::SeqCst) + restored < until {
-            assert!(Instant::now() < deadline, "the source did not read its input");
+            assert!(
+                Instant::now() < deadline,
+                "the source did not read its input"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         job.stop();
@@ -182,7 +185,11 @@ fn keyed_operators_run_at_the_requested_parallelism_behind_a_single_instance_sou
     let result = env.execute().unwrap();
     assert_eq!(result.operator("from_iter").unwrap().parallelism, 1);
     assert_eq!(result.operator("keyed").unwrap().parallelism, 3);
-    assert_eq!(instances.lock().unwrap().len(), 3, "every instance got keys");
+    assert_eq!(
+        instances.lock().unwrap().len(),
+        3,
+        "every instance got keys"
+    );
 }
 
 struct Instances(Arc<Mutex<std::collections::BTreeSet<usize>>>);
