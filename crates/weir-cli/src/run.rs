@@ -12,9 +12,13 @@ use weir_pipeline::Pipeline;
 pub struct RunArgs {
     /// The pipeline file (YAML).
     file: PathBuf,
-    /// Override the pipeline's parallelism.
-    #[arg(long)]
+    /// Override the pipeline's parallelism (at least 1).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     parallelism: Option<usize>,
+    /// End by draining when the run stops (stop_after_idle, limit, a signal): event time goes
+    /// to the end and every open window fires, as when a file is read to its end.
+    #[arg(long)]
+    drain: bool,
     /// Live progress on standard error: `auto` updates one line on a terminal and prints a
     /// line every 5 s otherwise.
     #[arg(long, value_enum, default_value_t = Progress::Auto)]
@@ -88,8 +92,9 @@ pub fn run(args: RunArgs) -> ExitCode {
     };
     let mut config = pipeline.config();
     if let Some(p) = args.parallelism {
-        config.parallelism = p.max(1);
+        config.parallelism = p;
     }
+    config.drain_on_stop = args.drain;
     let resume = weir_pipeline::Resume {
         from: args.from_checkpoint,
         ignore_state: args.ignore_state,
@@ -102,7 +107,7 @@ pub fn run(args: RunArgs) -> ExitCode {
             }
             match plan.resumed {
                 Some(id) if plan.resumed_finished => eprintln!(
-                    "{}: checkpoint {id} already covers the whole input; nothing new to do (--ignore-state starts over)",
+                    "{}: checkpoint {id} ended a drained run: new input is a new epoch (sources continue where it ended; windows, aggregates and event time start empty; --ignore-state starts over)",
                     pipeline.name()
                 ),
                 Some(id) => eprintln!(
@@ -122,9 +127,15 @@ pub fn run(args: RunArgs) -> ExitCode {
         }
     }
     let env = Environment::with_config(config);
-    if let Err(e) = pipeline.build(&env) {
-        eprintln!("error: {e}");
-        return ExitCode::from(BAD_INPUT);
+    match pipeline.build(&env) {
+        Ok(built) => built
+            .warnings()
+            .iter()
+            .for_each(|w| eprintln!("warning: {w}")),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(BAD_INPUT);
+        }
     }
     let name = pipeline.name();
     // Recorded only now that the run is about to start: a pipeline refused above abandons

@@ -109,7 +109,14 @@ fn the_streamhouse_example_runs() {
     const N: u64 = 3_000;
     produce(&redis, "streamhouse:pageviews", N);
     let out = weir()
-        .args(["run", "examples/streamhouse.yaml", "--progress", "never"])
+        // `stop_after_idle` stops (open windows stay in the checkpoint); `--drain` fires them.
+        .args([
+            "run",
+            "examples/streamhouse.yaml",
+            "--progress",
+            "never",
+            "--drain",
+        ])
         .current_dir(repo())
         .output()
         .unwrap();

@@ -7,7 +7,7 @@
 
 use crate::channel::{Closed, Sender};
 use crate::error::{ErrorKind, JobError, OperatorError, panic_message};
-use crate::message::{BEFORE_TIME, Barrier, CheckpointId, Message, Timestamp};
+use crate::message::{BEFORE_TIME, Barrier, CheckpointId, Ending, Message, Timestamp};
 use crate::metrics::Counters;
 use crate::operator::{Emitted, Operator, OperatorContext, Sink};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -24,7 +24,11 @@ pub(crate) trait Pusher<T>: Send {
     fn tick(&mut self) -> Result<(), JobError>;
     fn barrier(&mut self, barrier: Barrier) -> Result<(), JobError>;
     fn commit(&mut self, checkpoint: CheckpointId) -> Result<(), JobError>;
-    fn end(&mut self) -> Result<(), JobError>;
+    /// The input is quiet for now (a source returned less than a full batch): sinks make what
+    /// they buffered visible, so records arrive within the batch timeout.
+    fn flush(&mut self) -> Result<(), JobError>;
+    /// The stream ended; operators are closed (emitting what they hold) only when it drained.
+    fn end(&mut self, ending: Ending) -> Result<(), JobError>;
 }
 
 pub(crate) type BoxPusher<T> = Box<dyn Pusher<T>>;
@@ -83,7 +87,7 @@ impl<In, Out, O: Operator<In, Out>> OpNode<In, Out, O> {
     /// Sends the records produced so far, then whatever watermark or idleness the operator
     /// emitted during the call.
     #[inline]
-    fn flush(&mut self) -> Result<(), JobError> {
+    fn send_out(&mut self) -> Result<(), JobError> {
         if !self.out.is_empty() {
             Counters::add(&self.ctx.counters.records_out, self.out.len() as u64);
             self.next.push(&mut self.out)?;
@@ -125,14 +129,14 @@ impl<In: Send, Out: Send, O: Operator<In, Out>> Pusher<In> for OpNode<In, Out, O
             started.elapsed().as_nanos() as u64,
         );
         self.ctx.position += n;
-        self.flush()
+        self.send_out()
     }
 
     fn watermark(&mut self, watermark: Timestamp) -> Result<(), JobError> {
         self.ctx.watermark = watermark;
         let (op, out) = (&mut self.op, &mut self.out);
         let forward = guarded(&mut self.ctx, |ctx| op.on_watermark(watermark, out, ctx))?;
-        self.flush()?;
+        self.send_out()?;
         match forward {
             Some(w) => self.forward_watermark(w),
             None => Ok(()),
@@ -146,7 +150,7 @@ impl<In: Send, Out: Send, O: Operator<In, Out>> Pusher<In> for OpNode<In, Out, O
     fn tick(&mut self) -> Result<(), JobError> {
         let (op, out) = (&mut self.op, &mut self.out);
         guarded(&mut self.ctx, |ctx| op.on_tick(out, ctx))?;
-        self.flush()?;
+        self.send_out()?;
         self.next.tick()
     }
 
@@ -164,11 +168,17 @@ impl<In: Send, Out: Send, O: Operator<In, Out>> Pusher<In> for OpNode<In, Out, O
         self.next.commit(checkpoint)
     }
 
-    fn end(&mut self) -> Result<(), JobError> {
-        let (op, out) = (&mut self.op, &mut self.out);
-        guarded(&mut self.ctx, |ctx| op.close(out, ctx))?;
-        self.flush()?;
-        self.next.end()
+    fn flush(&mut self) -> Result<(), JobError> {
+        self.next.flush()
+    }
+
+    fn end(&mut self, ending: Ending) -> Result<(), JobError> {
+        if ending == Ending::Drained {
+            let (op, out) = (&mut self.op, &mut self.out);
+            guarded(&mut self.ctx, |ctx| op.close(out, ctx))?;
+            self.send_out()?;
+        }
+        self.next.end(ending)
     }
 }
 
@@ -227,7 +237,12 @@ impl<T: Send, S: Sink<T>> Pusher<T> for SinkNode<T, S> {
         guarded(&mut self.ctx, |ctx| sink.commit(checkpoint, ctx))
     }
 
-    fn end(&mut self) -> Result<(), JobError> {
+    fn flush(&mut self) -> Result<(), JobError> {
+        let sink = &mut self.sink;
+        guarded(&mut self.ctx, |ctx| sink.flush(ctx))
+    }
+
+    fn end(&mut self, _: Ending) -> Result<(), JobError> {
         let sink = &mut self.sink;
         guarded(&mut self.ctx, |ctx| sink.close(ctx))
     }
@@ -259,7 +274,10 @@ impl<T> Pusher<T> for Discard {
     fn commit(&mut self, _: CheckpointId) -> Result<(), JobError> {
         Ok(())
     }
-    fn end(&mut self) -> Result<(), JobError> {
+    fn flush(&mut self) -> Result<(), JobError> {
+        Ok(())
+    }
+    fn end(&mut self, _: Ending) -> Result<(), JobError> {
         Ok(())
     }
 }
@@ -302,8 +320,11 @@ macro_rules! fan_out_control {
         fn commit(&mut self, c: CheckpointId) -> Result<(), JobError> {
             $each!(self, o => o.commit(c))
         }
-        fn end(&mut self) -> Result<(), JobError> {
-            $each!(self, o => o.end())
+        fn flush(&mut self) -> Result<(), JobError> {
+            $each!(self, o => o.flush())
+        }
+        fn end(&mut self, ending: Ending) -> Result<(), JobError> {
+            $each!(self, o => o.end(ending))
         }
     };
 }
@@ -466,8 +487,12 @@ impl<T: Send, P: Partitioner<T>> Pusher<T> for Exchange<T, P> {
         // Commit notifications reach every task from the coordinator, not through channels.
         Ok(())
     }
-    fn end(&mut self) -> Result<(), JobError> {
-        self.broadcast(|| Message::End)
+    fn flush(&mut self) -> Result<(), JobError> {
+        // Batches go into the channels at once; the receiving task flushes its own chain.
+        Ok(())
+    }
+    fn end(&mut self, ending: Ending) -> Result<(), JobError> {
+        self.broadcast(|| Message::End(ending))
     }
 }
 

@@ -76,7 +76,8 @@ pub trait SnapshotWriter: Send + Sync {
             "this checkpoint store keeps no files (state '{name}' of {operator}/{instance})"
         ))
     }
-    /// Makes the checkpoint complete (durably). `finished`: it covers the whole input.
+    /// Makes the checkpoint complete (durably). `finished`: it is the final checkpoint of a
+    /// drained run, covering the whole input (not set when the run stopped).
     fn complete(&self, finished: bool, duration: Duration) -> Result<(), String>;
 }
 
@@ -101,6 +102,10 @@ pub struct Checkpointing {
     pub restore: Option<Arc<dyn RestoredState>>,
     /// The id of the first checkpoint this run takes (after the restored one).
     pub first_id: CheckpointId,
+    /// The restored checkpoint ended a drained run, and this run is a new epoch of it: sources
+    /// and sinks continue where it ended, operators (windows, aggregates, joins, event time)
+    /// start empty, so new input is neither late nor merged into results already emitted.
+    pub new_epoch: bool,
 }
 
 impl Checkpointing {
@@ -110,6 +115,7 @@ impl Checkpointing {
             store,
             restore: None,
             first_id: 1,
+            new_epoch: false,
         }
     }
 
@@ -144,6 +150,9 @@ pub(crate) struct CheckpointShared {
     pub(crate) final_id: AtomicU64,
     pending: Mutex<Option<Pending>>,
     sources_finished: AtomicUsize,
+    /// Sources that stopped rather than drained: the final checkpoint then does not cover the
+    /// whole input.
+    sources_stopped: AtomicUsize,
     pub(crate) total_sources: AtomicUsize,
     pub(crate) total_tasks: AtomicUsize,
     failed: AtomicBool,
@@ -160,6 +169,7 @@ impl CheckpointShared {
             final_id: AtomicU64::new(0),
             pending: Mutex::new(None),
             sources_finished: AtomicUsize::new(0),
+            sources_stopped: AtomicUsize::new(0),
             total_sources: AtomicUsize::new(0),
             total_tasks: AtomicUsize::new(0),
             failed: AtomicBool::new(false),
@@ -241,7 +251,9 @@ impl CheckpointShared {
         let Some(p) = pending.take() else {
             return Ok(());
         };
-        let completed = p.writer.complete(p.is_final, p.started.elapsed());
+        // A final checkpoint after a stop leaves input (and open windows) for a later run.
+        let drained = p.is_final && self.sources_stopped.load(Ordering::SeqCst) == 0;
+        let completed = p.writer.complete(drained, p.started.elapsed());
         if let Err(e) = completed {
             // Keep the slot taken: no further checkpoint starts; the job fails.
             *pending = Some(p);
@@ -261,7 +273,11 @@ impl CheckpointShared {
         Ok(())
     }
 
-    pub(crate) fn source_finished(&self) {
+    /// A source read its last record; `ending` says whether it drained or stopped.
+    pub(crate) fn source_finished(&self, ending: crate::message::Ending) {
+        if ending == crate::message::Ending::Stopped {
+            self.sources_stopped.fetch_add(1, Ordering::SeqCst);
+        }
         self.sources_finished.fetch_add(1, Ordering::SeqCst);
     }
 

@@ -54,11 +54,25 @@ fn open_input(path: &Path) -> Result<Box<dyn Read + Send>, OperatorError> {
         .map_err(|e| OperatorError::io(format!("cannot open {}", path.display()), e))
 }
 
-/// Reads one JSON object per line. Blank lines are skipped.
+/// Opens a line source's input: standard input is read by a thread, so that a batch can be
+/// returned when the input goes quiet (see `crate::pipe`).
+fn open_lines(path: &Path) -> Result<crate::pipe::Input, OperatorError> {
+    if path == Path::new("-") {
+        return crate::pipe::StdinPipe::spawn()
+            .map(crate::pipe::Input::Stdin)
+            .map_err(|e| OperatorError::io("cannot read standard input", e));
+    }
+    File::open(path)
+        .map(crate::pipe::Input::File)
+        .map_err(|e| OperatorError::io(format!("cannot open {}", path.display()), e))
+}
+
+/// Reads one JSON object per line. Blank lines are skipped. A partial batch is returned when
+/// the input has had nothing more for the job's batch timeout.
 pub struct JsonLinesSource {
     path: PathBuf,
     label: Arc<str>,
-    reader: Option<BufReader<Box<dyn Read + Send>>>,
+    reader: Option<BufReader<crate::pipe::Input>>,
     line: u64,
     /// Bytes consumed so far: where a restart resumes.
     offset: u64,
@@ -82,6 +96,10 @@ impl JsonLinesSource {
     }
 }
 
+/// How long an empty-handed poll waits for input at least and at most.
+const QUIET_POLL_MIN: std::time::Duration = std::time::Duration::from_millis(1);
+const QUIET_POLL_MAX: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Where a line reader stands, for checkpoints.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct ReadPosition {
@@ -95,7 +113,7 @@ impl Source<ReadResult> for JsonLinesSource {
         if ctx.instance() != 0 {
             return Ok(());
         }
-        let mut input = open_input(&self.path)?;
+        let mut input = open_lines(&self.path)?;
         if let Some(pos) = crate::state::restore_value::<ReadPosition>(ctx, "position")? {
             if self.path == Path::new("-") {
                 return Err(OperatorError::new(
@@ -107,7 +125,7 @@ impl Source<ReadResult> for JsonLinesSource {
                 .map_err(|e| OperatorError::io(format!("cannot open {}", self.label), e))?;
             std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(pos.offset))
                 .map_err(|e| OperatorError::io(format!("seeking in {}", self.label), e))?;
-            input = Box::new(file);
+            input = crate::pipe::Input::File(file);
             self.offset = pos.offset;
             self.line = pos.line;
         }
@@ -131,12 +149,29 @@ impl Source<ReadResult> for JsonLinesSource {
         &mut self,
         out: &mut Vec<ReadResult>,
         max: usize,
-        _: &mut OperatorContext,
+        ctx: &mut OperatorContext,
     ) -> Result<SourceStatus, OperatorError> {
         let Some(reader) = self.reader.as_mut() else {
             return Ok(SourceStatus::Finished);
         };
+        let started = std::time::Instant::now();
         while out.len() < max {
+            if reader.buffer().is_empty() {
+                // Nothing buffered: wait for input at most until the batch times out (and
+                // briefly when empty-handed, so the task stays responsive).
+                let wait = if out.is_empty() {
+                    ctx.batch_timeout().clamp(QUIET_POLL_MIN, QUIET_POLL_MAX)
+                } else {
+                    ctx.batch_timeout().saturating_sub(started.elapsed())
+                };
+                if !reader.get_mut().wait_readable(wait) {
+                    return Ok(if out.is_empty() {
+                        SourceStatus::Idle
+                    } else {
+                        SourceStatus::Ready
+                    });
+                }
+            }
             self.buf.clear();
             let n = reader
                 .read_line(&mut self.buf)
@@ -517,6 +552,11 @@ impl<T: Serialize + Send + 'static> Sink<T> for JsonLinesSink {
             return Ok(());
         }
         self.flush()
+    }
+
+    fn flush(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        // The input went quiet: the same as a tick.
+        Sink::<T>::on_tick(self, ctx)
     }
 
     fn snapshot(

@@ -30,6 +30,7 @@ mod message;
 mod metrics;
 mod operator;
 mod ops;
+mod pipe;
 mod runtime;
 mod sinks;
 mod sources;
@@ -49,7 +50,8 @@ pub use files::{
 };
 pub use harness::Harness;
 pub use message::{
-    BEFORE_TIME, Barrier, CheckpointId, Clock, END_OF_TIME, ManualClock, SystemClock, Timestamp,
+    BEFORE_TIME, Barrier, CheckpointId, Clock, END_OF_TIME, Ending, ManualClock, SystemClock,
+    Timestamp,
 };
 pub use metrics::{JobMetrics, OperatorMetrics};
 pub use operator::{Operator, OperatorContext, Sink, Source, SourceStatus};

@@ -28,8 +28,31 @@ pub enum Message<T> {
     /// again, so one quiet partition does not stall event time.
     Idle,
     Barrier(Barrier),
-    /// The sending instance has no more messages.
-    End,
+    /// The sending instance has no more messages; how its stream ended.
+    End(Ending),
+}
+
+/// How a stream ends: the two ways a run can end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The input was read to its end (a bounded source), or the run was asked to drain: event
+    /// time went to the end first, so every window, timer and buffer has fired.
+    Drained,
+    /// The run stopped reading (a stop request, `stop_after_idle`, a limit): event time stays
+    /// where it was, and open windows, timers and buffers stay in the final checkpoint for a
+    /// resumed run. Operators are not closed (nothing is emitted after the final checkpoint).
+    Stopped,
+}
+
+impl Ending {
+    /// The ending of a stream fed by several inputs: stopped if any of them stopped.
+    pub fn and(self, other: Ending) -> Ending {
+        if self == Ending::Stopped || other == Ending::Stopped {
+            Ending::Stopped
+        } else {
+            Ending::Drained
+        }
+    }
 }
 
 impl<T> Message<T> {

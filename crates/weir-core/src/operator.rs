@@ -32,6 +32,11 @@ pub struct OperatorContext {
     /// Per state name: blobs in its current chain (a full snapshot and the deltas after it).
     pub(crate) chains: std::collections::HashMap<String, usize>,
     pub(crate) state: weir_state::StoreFactory,
+    /// How long a source may wait to fill a batch before it returns a partial one.
+    pub(crate) batch_timeout: std::time::Duration,
+    /// Whether this instance restores its state from the checkpoint the job resumes from
+    /// (operators do not when that checkpoint ended a drained run: a new epoch).
+    pub(crate) restores: bool,
 }
 
 /// Watermark or idleness an operator emitted during a call.
@@ -65,7 +70,35 @@ impl OperatorContext {
             checkpoint: 0,
             chains: std::collections::HashMap::new(),
             state: weir_state::StoreFactory::default(),
+            batch_timeout: std::time::Duration::from_millis(5),
+            restores: true,
         }
+    }
+
+    pub(crate) fn with_batch_timeout(mut self, batch_timeout: std::time::Duration) -> Self {
+        self.batch_timeout = batch_timeout;
+        self
+    }
+
+    pub(crate) fn without_restore(mut self) -> Self {
+        self.restores = false;
+        self
+    }
+
+    /// How long a source may wait for more input to fill a batch: once it has records and
+    /// this has passed since the batch started, it returns what it has.
+    pub fn batch_timeout(&self) -> std::time::Duration {
+        self.batch_timeout
+    }
+
+    /// The checkpoint this instance restores from, if any.
+    fn restore(&self) -> Option<&Arc<dyn crate::checkpoint::RestoredState>> {
+        if !self.restores {
+            return None;
+        }
+        self.checkpoints
+            .as_ref()
+            .and_then(|c| c.config.restore.as_ref())
     }
 
     pub(crate) fn with_state(mut self, state: weir_state::StoreFactory) -> Self {
@@ -150,9 +183,7 @@ impl OperatorContext {
     /// The directory of state `name` in the checkpoint the job resumed from, if it was kept
     /// as files.
     pub fn restored_state_files(&self, name: &str) -> Option<PathBuf> {
-        self.checkpoints
-            .as_ref()
-            .and_then(|c| c.config.restore.as_ref())
+        self.restore()
             .and_then(|r| r.files(&self.name, self.instance, name))
     }
 
@@ -164,11 +195,7 @@ impl OperatorContext {
     /// In `open`: the state this instance stored under `name` in the checkpoint the job
     /// resumes from (a full blob then deltas, in order); empty on a fresh start.
     pub fn restored_state(&self, name: &str) -> Result<Vec<Vec<u8>>, OperatorError> {
-        let restored = self
-            .checkpoints
-            .as_ref()
-            .and_then(|c| c.config.restore.as_ref());
-        match restored {
+        match self.restore() {
             Some(r) => r.get(&self.name, self.instance, name).map_err(|e| {
                 OperatorError::new(
                     crate::error::ErrorKind::Io,
@@ -187,10 +214,7 @@ impl OperatorContext {
 
     /// The checkpoint the job resumed from, if any.
     pub fn restored_checkpoint(&self) -> Option<CheckpointId> {
-        self.checkpoints
-            .as_ref()
-            .and_then(|c| c.config.restore.as_ref())
-            .map(|r| r.checkpoint())
+        self.restore().map(|r| r.checkpoint())
     }
 
     pub(crate) fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
@@ -332,7 +356,9 @@ pub trait Operator<In, Out>: Send + 'static {
         Ok(())
     }
 
-    /// End of input: emit whatever is still held. Called once, after the last batch.
+    /// End of input: emit whatever is still held. Called once, after the last batch, when the
+    /// stream drained; not when a job with checkpoints stopped (what the operator holds is in
+    /// the final checkpoint, and a resumed run continues it).
     fn close(
         &mut self,
         _out: &mut Vec<Out>,
@@ -354,6 +380,12 @@ pub trait Sink<T>: Send + 'static {
 
     /// Called periodically (processing time): flush on an interval here.
     fn on_tick(&mut self, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// The input went quiet (a source returned less than a full batch, within the job's batch
+    /// timeout): make buffered output visible now, unless a transaction holds it back.
+    fn flush(&mut self, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
         Ok(())
     }
 
@@ -388,8 +420,12 @@ pub enum SourceStatus {
     Ready,
     /// Nothing available now; poll again later.
     Idle,
-    /// The source is exhausted.
+    /// The source is exhausted: the run drains (event time goes to the end, everything
+    /// fires).
     Finished,
+    /// This instance stops reading although the input may go on (e.g. `stop_after_idle`): the
+    /// run stops without advancing event time, as on a stop request.
+    Stopped,
 }
 
 /// Where a stream begins. One instance per parallel source task.

@@ -1,7 +1,8 @@
 //! Turns a logical graph into tasks on threads and runs them.
 //!
-//! Planning: every node gets a parallelism (explicit, else its first input's, else the
-//! environment's); an edge is fused (no channel, same thread) when it is a forward edge between
+//! Planning: every node gets a parallelism (explicit; else the environment's after a key
+//! exchange or a rebalance, which redistribute records whatever the upstream's parallelism;
+//! else its first input's; else the environment's); an edge is fused (no channel, same thread) when it is a forward edge between
 //! equal parallelism into a node with a single input and no explicit buffer; every other edge
 //! gets a bounded channel per downstream instance. Each source instance and each instance of a
 //! node behind a channel becomes one task on its own thread.
@@ -31,8 +32,17 @@ pub struct Config {
     pub buffer_size: usize,
     /// What a full channel does.
     pub buffer_policy: BufferPolicy,
-    /// How often processing-time hooks (`on_tick`) run.
+    /// How often processing-time hooks (`on_tick`) run: idleness is declared, processing-time
+    /// timers fire and sinks flush on this interval, also when no data arrives.
     pub tick_interval: Duration,
+    /// How long a source waits to fill a batch: once it has records, it returns a partial
+    /// batch after this long rather than wait for more (bounded latency for slow input).
+    pub batch_timeout: Duration,
+    /// A stop request (`RunningJob::stop`, `stop_after_idle`, a limit) drains the run like the
+    /// end of a bounded input: event time goes to the end and every window fires. Off by
+    /// default: with checkpoints a stop keeps open windows in the final checkpoint for a
+    /// resumed run. (Without checkpoints nothing could resume them, so a stop always drains.)
+    pub drain_on_stop: bool,
     /// Processing time as operators see it.
     pub clock: Arc<dyn Clock>,
     /// Periodic barrier checkpoints (off when `None`).
@@ -49,6 +59,8 @@ impl std::fmt::Debug for Config {
             .field("buffer_size", &self.buffer_size)
             .field("buffer_policy", &self.buffer_policy)
             .field("tick_interval", &self.tick_interval)
+            .field("batch_timeout", &self.batch_timeout)
+            .field("drain_on_stop", &self.drain_on_stop)
             .finish_non_exhaustive()
     }
 }
@@ -61,6 +73,8 @@ impl Default for Config {
             buffer_size: 16 * 1024,
             buffer_policy: BufferPolicy::Block,
             tick_interval: Duration::from_millis(100),
+            batch_timeout: Duration::from_millis(5),
+            drain_on_stop: false,
             clock: Arc::new(SystemClock),
             checkpointing: None,
             state: weir_state::StoreFactory::default(),
@@ -100,7 +114,9 @@ impl RunningJob {
         &self.metrics
     }
 
-    /// Asks the sources to finish; everything already read still drains through.
+    /// Asks the sources to stop reading; everything already read still flows through. With
+    /// checkpoints the final checkpoint keeps event time where it was and open windows in
+    /// state (unless `Config::drain_on_stop`); without, the run drains.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
     }
@@ -184,6 +200,7 @@ struct Plan<'g> {
     clock: Arc<dyn Clock>,
     checkpoints: Option<Arc<CheckpointShared>>,
     state: weir_state::StoreFactory,
+    batch_timeout: Duration,
 }
 
 impl Plan<'_> {
@@ -203,8 +220,9 @@ impl Plan<'_> {
     }
 
     fn context(&self, node: NodeId, instance: usize) -> OperatorContext {
-        OperatorContext::new(
-            self.graph.nodes[node].name.clone(),
+        let n = &self.graph.nodes[node];
+        let ctx = OperatorContext::new(
+            n.name.clone(),
             instance,
             self.parallelism[node],
             self.stop.clone(),
@@ -213,6 +231,17 @@ impl Plan<'_> {
         .with_clock(self.clock.clone())
         .with_checkpoints(self.checkpoints.clone())
         .with_state(self.state.clone())
+        .with_batch_timeout(self.batch_timeout);
+        // A new epoch: sources and sinks continue the drained run, operators start empty.
+        let new_epoch = self
+            .checkpoints
+            .as_ref()
+            .is_some_and(|c| c.config.new_epoch);
+        if new_epoch && n.kind == NodeKind::Operator {
+            ctx.without_restore()
+        } else {
+            ctx
+        }
     }
 
     /// The already-combined pushers of each output port of `node`'s instance.
@@ -278,7 +307,15 @@ pub(crate) fn start(graph: Graph, config: &Config) -> Result<RunningJob, JobErro
     // Nodes are created in topological order (a node's inputs exist before it).
     let mut parallelism = Vec::with_capacity(graph.nodes.len());
     for n in &graph.nodes {
-        let inherited = n.inputs.first().map(|&e| parallelism[graph.edges[e].from]);
+        // Behind a key exchange or a rebalance the records are redistributed anyway: run at
+        // the requested parallelism, not at a single-instance source's.
+        let inherited = n.inputs.first().map(|&e| {
+            let edge = &graph.edges[e];
+            match edge.routing {
+                Routing::Hash | Routing::Rebalance => config.parallelism,
+                Routing::Forward => parallelism[edge.from],
+            }
+        });
         let p: usize = n
             .parallelism
             .or(inherited)
@@ -321,6 +358,7 @@ pub(crate) fn start(graph: Graph, config: &Config) -> Result<RunningJob, JobErro
         clock: config.clock.clone(),
         checkpoints: checkpoints.clone(),
         state: config.state.clone(),
+        batch_timeout: config.batch_timeout,
     };
 
     // Channels into every head that has inputs, and the input numbering of its upstreams.
@@ -398,6 +436,11 @@ pub(crate) fn start(graph: Graph, config: &Config) -> Result<RunningJob, JobErro
         aborted: aborted.clone(),
         tick_interval: config.tick_interval,
         batch_size: config.batch_size.max(1),
+        stop_ending: if config.drain_on_stop || checkpoints.is_none() {
+            crate::message::Ending::Drained
+        } else {
+            crate::message::Ending::Stopped
+        },
     });
     let failure = Arc::new(Mutex::new(None));
     let closers = Arc::new(closers);

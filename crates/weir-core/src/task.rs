@@ -7,7 +7,7 @@ use crate::chain::{BoxPusher, guarded};
 use crate::channel::{Received, Receiver};
 use crate::checkpoint::CheckpointShared;
 use crate::error::JobError;
-use crate::message::{BEFORE_TIME, Barrier, CheckpointId, END_OF_TIME, Message, Timestamp};
+use crate::message::{BEFORE_TIME, Barrier, CheckpointId, END_OF_TIME, Ending, Message, Timestamp};
 use crate::metrics::Counters;
 use crate::operator::{OperatorContext, Source, SourceStatus};
 use std::collections::VecDeque;
@@ -23,6 +23,10 @@ pub(crate) struct JobShared {
     pub(crate) aborted: Arc<AtomicBool>,
     pub(crate) tick_interval: Duration,
     pub(crate) batch_size: usize,
+    /// How a stop request ends the run: `Stopped` keeps event time and open windows for a
+    /// resumed run; `Drained` (asked for, or without checkpoints, where nothing could resume
+    /// them) fires everything first.
+    pub(crate) stop_ending: Ending,
 }
 
 pub(crate) trait Task: Send {
@@ -51,6 +55,9 @@ impl<T: Send, S: Source<T>> Task for SourceTask<T, S> {
         let mut last_tick = Instant::now();
         let (mut injected, mut committed) = (0, 0);
         let mut reading = true;
+        let mut ending = Ending::Drained;
+        // Records pushed since the chain was last flushed.
+        let mut unflushed = false;
         loop {
             if job.aborted.load(Ordering::Relaxed) {
                 return Err(JobError::Cancelled);
@@ -73,7 +80,8 @@ impl<T: Send, S: Source<T>> Task for SourceTask<T, S> {
             }
             if reading && job.stop.load(Ordering::Relaxed) {
                 reading = false;
-                this.finish_reading(checkpoints.as_deref())?;
+                ending = job.stop_ending;
+                this.finish_reading(ending, checkpoints.as_deref())?;
             }
             if !reading {
                 match &checkpoints {
@@ -96,34 +104,53 @@ impl<T: Send, S: Source<T>> Task for SourceTask<T, S> {
             })?;
             let counters = &this.ctx.counters;
             Counters::add(&counters.busy_ns, started.elapsed().as_nanos() as u64);
+            let full = batch.len() >= job.batch_size;
             if !batch.is_empty() {
                 Counters::add(&counters.records_out, batch.len() as u64);
                 this.ctx.position += batch.len() as u64;
                 this.chain.push(&mut batch)?;
                 batch.clear();
+                unflushed = true;
+            }
+            // Less than a full batch: the input is quiet, let what was pushed out now.
+            if unflushed && !full {
+                unflushed = false;
+                this.chain.flush()?;
             }
             match status {
-                SourceStatus::Finished => {
+                SourceStatus::Finished | SourceStatus::Stopped => {
                     reading = false;
-                    this.finish_reading(checkpoints.as_deref())?;
+                    ending = match status {
+                        SourceStatus::Finished => Ending::Drained,
+                        _ => job.stop_ending,
+                    };
+                    this.finish_reading(ending, checkpoints.as_deref())?;
                 }
                 SourceStatus::Idle => std::thread::sleep(Duration::from_millis(1)),
                 SourceStatus::Ready => {}
             }
         }
-        this.chain.end()?;
+        this.chain.end(ending)?;
         let source = &mut this.source;
         guarded(&mut this.ctx, |ctx| source.close(ctx))
     }
 }
 
 impl<T: Send, S: Source<T>> SourceTask<T, S> {
-    /// Everything has been read: close event time (every window fires now, so that the final
-    /// checkpoint covers the results), then tell the coordinator.
-    fn finish_reading(&mut self, checkpoints: Option<&CheckpointShared>) -> Result<(), JobError> {
-        self.chain.watermark(END_OF_TIME)?;
+    /// Reading is over. A drain closes event time (every window fires now, so that the final
+    /// checkpoint covers the results); a stop leaves it where it is. Then the coordinator
+    /// takes the final checkpoint.
+    fn finish_reading(
+        &mut self,
+        ending: Ending,
+        checkpoints: Option<&CheckpointShared>,
+    ) -> Result<(), JobError> {
+        if ending == Ending::Drained {
+            self.chain.watermark(END_OF_TIME)?;
+        }
+        self.chain.flush()?;
         if let Some(cp) = checkpoints {
-            cp.source_finished();
+            cp.source_finished(ending);
         }
         Ok(())
     }
@@ -153,6 +180,8 @@ struct Inputs {
     all_idle: bool,
     ended: Vec<bool>,
     live: usize,
+    /// How the inputs that ended so far ended.
+    ending: Ending,
     current_watermark: Timestamp,
     /// The barrier being aligned, and which inputs have delivered it.
     aligning: Option<Barrier>,
@@ -216,6 +245,7 @@ impl<T: Send> Task for InboxTask<T> {
             all_idle: false,
             ended: vec![false; n],
             live: n,
+            ending: Ending::Drained,
             current_watermark: BEFORE_TIME,
             aligning: None,
             blocked: vec![false; n],
@@ -232,6 +262,7 @@ impl<T: Send> Task for InboxTask<T> {
                 Received::Timeout => self.poll_commits()?,
                 Received::Messages => {
                     self.poll_commits()?;
+                    let mut pushed = false;
                     while let Some((input, msg)) = queue.pop_front() {
                         let i = input as usize;
                         if state.blocked[i] {
@@ -244,7 +275,10 @@ impl<T: Send> Task for InboxTask<T> {
                             state.all_idle = false;
                         }
                         match msg {
-                            Message::Data(mut batch) => self.chain.push(&mut batch)?,
+                            Message::Data(mut batch) => {
+                                pushed = true;
+                                self.chain.push(&mut batch)?
+                            }
                             Message::Watermark(w) => {
                                 state.watermarks[i] = state.watermarks[i].max(w);
                                 self.advance_watermark(&mut state)?;
@@ -259,20 +293,32 @@ impl<T: Send> Task for InboxTask<T> {
                                 state.blocked_count += 1;
                                 self.complete_alignment(&mut state, &mut held, &mut queue)?;
                             }
-                            Message::End => {
+                            Message::End(ending) => {
                                 state.ended[i] = true;
                                 state.live -= 1;
-                                state.watermarks[i] = END_OF_TIME;
+                                state.ending = state.ending.and(ending);
+                                // A stopped input keeps its watermark: event time does not
+                                // pass what it may still send in a resumed run.
+                                if ending == Ending::Drained {
+                                    state.watermarks[i] = END_OF_TIME;
+                                }
                                 self.advance_watermark(&mut state)?;
                                 self.complete_alignment(&mut state, &mut held, &mut queue)?;
                                 if state.live == 0 {
+                                    if pushed {
+                                        self.chain.flush()?;
+                                    }
                                     // Sources end after the final checkpoint completed:
                                     // deliver its commit before closing.
                                     self.poll_commits()?;
-                                    return self.chain.end();
+                                    return self.chain.end(state.ending);
                                 }
                             }
                         }
+                    }
+                    // What arrived is handled: let it out of buffering sinks.
+                    if pushed {
+                        self.chain.flush()?;
                     }
                 }
             }

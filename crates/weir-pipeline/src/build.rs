@@ -17,9 +17,15 @@ pub struct Built {
     steps: usize,
     sinks: usize,
     dead_letter: bool,
+    warnings: Vec<String>,
 }
 
 impl Built {
+    /// Settings that do not apply to this pipeline, and why (to show before running).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
     pub fn describe(&self) -> String {
         format!(
             "{} → {} step{} → {} sink{}{}",
@@ -217,6 +223,14 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
     }
     if let Some(0) = spec.settings.batch_size {
         return Err(p.error_at("settings.batch_size", "must be at least 1"));
+    }
+    if let Some(text) = &spec.settings.batch_timeout {
+        crate::ingest::duration(p, "settings.batch_timeout", text)?;
+    }
+    if let Some(text) = &spec.settings.watermark_interval
+        && crate::ingest::duration(p, "settings.watermark_interval", text)?.is_zero()
+    {
+        return Err(p.error_at("settings.watermark_interval", "must be longer than zero"));
     }
     let mut planner = Planner {
         pipeline: p,
@@ -442,7 +456,34 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
         steps: spec.steps.len(),
         sinks: sinks.len(),
         dead_letter: spec.dead_letter.is_some(),
+        warnings: parallelism_warnings(p, env.config().parallelism),
     })
+}
+
+/// A parallelism above 1 runs keyed steps (and what follows them) at that parallelism; a
+/// file or stdin source is read by one instance, so without a step that repartitions the
+/// records nothing would run in parallel: say so rather than ignore the setting.
+fn parallelism_warnings(p: &Pipeline, parallelism: usize) -> Vec<String> {
+    let spec = &p.spec;
+    let single_reader = matches!(spec.source.kind, SourceKind::File | SourceKind::Stdin);
+    let repartitions = spec.steps.iter().any(|s| {
+        matches!(
+            s,
+            StepSpec::KeyBy(_)
+                | StepSpec::Aggregate(_)
+                | StepSpec::RollingAggregate(_)
+                | StepSpec::Window(_)
+                | StepSpec::Join(_)
+        )
+    });
+    if parallelism <= 1 || !single_reader || repartitions {
+        return Vec::new();
+    }
+    vec![format!(
+        "parallelism {parallelism} (settings.parallelism or --parallelism) does not apply to pipeline '{}': a {} source is read by one instance and no step repartitions the records (key_by, aggregate, rolling_aggregate, window, join), so every step runs at parallelism 1",
+        p.name(),
+        spec.source.kind.name()
+    )]
 }
 
 fn attach_sink(

@@ -41,7 +41,8 @@ pub struct CheckpointPlan {
     pub dir: PathBuf,
     /// The checkpoint the run resumes from.
     pub resumed: Option<u64>,
-    /// Whether that checkpoint already covers the whole input.
+    /// Whether that checkpoint ended a drained run (it covers the whole input read so far):
+    /// this run is then a new epoch, see `Checkpointing::new_epoch`.
     pub resumed_finished: bool,
     /// Checkpoints passed over (partial or corrupt), with the reason.
     pub skipped: Vec<String>,
@@ -144,6 +145,8 @@ impl Pipeline {
         if let Some(cp) = resumed {
             checkpointing = checkpointing.restore_from(cp as Arc<dyn RestoredState>);
         }
+        // After a drain, new input is a new epoch (see `Checkpointing::new_epoch`).
+        checkpointing.new_epoch = resumed_finished;
         checkpointing.first_id = checkpointing.first_id.max(next);
         Ok(Some(CheckpointPlan {
             checkpointing,

@@ -59,6 +59,11 @@ pub struct Pipeline {
     text: String,
 }
 
+/// `settings.batch_timeout` by default: how long a source waits to fill a batch.
+pub const DEFAULT_BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(5);
+/// `settings.watermark_interval` by default (Flink's auto-watermark interval).
+pub const DEFAULT_WATERMARK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+
 impl Pipeline {
     /// Reads and parses a pipeline file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, PipelineError> {
@@ -192,6 +197,15 @@ impl Pipeline {
         if let Some(b) = s.batch_size {
             config.batch_size = b;
         }
+        // Invalid durations are reported by `build` and `validate`.
+        let parse = |text: &Option<String>| {
+            text.as_deref()
+                .and_then(|t| humantime::parse_duration(t.trim()).ok())
+        };
+        config.batch_timeout = parse(&s.batch_timeout).unwrap_or(DEFAULT_BATCH_TIMEOUT);
+        config.tick_interval = parse(&s.watermark_interval)
+            .filter(|d| !d.is_zero())
+            .unwrap_or(DEFAULT_WATERMARK_INTERVAL);
         if let Some(buffer) = &s.buffer {
             if let Some(size) = buffer.size {
                 config.buffer_size = size;

@@ -56,6 +56,10 @@ pub struct PipelineSpec {
 pub struct Settings {
     pub parallelism: Option<usize>,
     pub batch_size: Option<usize>,
+    /// A source returns a partial batch when its input has had nothing more for this long.
+    pub batch_timeout: Option<String>,
+    /// How often idleness, processing-time timers and sink flushes run without new data.
+    pub watermark_interval: Option<String>,
     pub buffer: Option<BufferSpec>,
     /// Periodic checkpoints; a restarted run resumes from the latest one.
     pub checkpoint: Option<CheckpointSpec>,

@@ -241,7 +241,9 @@ impl Source<ReadResult> for RedisStreamSource {
                 && self.last_data.elapsed() >= limit
                 && self.replay_from.is_none()
             {
-                return Ok(SourceStatus::Finished);
+                // A quiet stream is not the end of it: the run stops (event time stays, open
+                // windows stay in the final checkpoint) rather than drains.
+                return Ok(SourceStatus::Stopped);
             }
             return Ok(SourceStatus::Idle);
         }

@@ -1,0 +1,187 @@
+//! Always-on streaming through `weir run`: bounded latency for slow input, stop versus drain
+//! (a stopped run resumes its open windows; new input after a drain is a new epoch), and
+//! parallelism that applies or says why not.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn weir() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn run_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    weir()
+        .args(args)
+        .args(["--progress", "never"])
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn records_trickling_into_stdin_reach_the_file_sink_within_the_batch_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "name: trickle\nsettings: { batch_timeout: 5ms }\nsource: { type: stdin }\nsink: { type: file, path: out.jsonl }\n";
+    std::fs::write(dir.path().join("p.yaml"), yaml).unwrap();
+    let mut child = weir()
+        .args(["run", "p.yaml", "--progress", "never"])
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = dir.path().join("out.jsonl");
+    let mut stdin = child.stdin.take().unwrap();
+    // Let the job start (the sink creates its file when it opens).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !out.exists() {
+        assert!(Instant::now() < deadline, "the job did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let bound = Duration::from_millis(5 + 50);
+    let mut latencies = Vec::new();
+    for i in 0..10 {
+        let written = Instant::now();
+        writeln!(stdin, "{{\"i\":{i}}}").unwrap();
+        stdin.flush().unwrap();
+        while lines(&out).len() < i + 1 {
+            assert!(
+                written.elapsed() < Duration::from_secs(5),
+                "record {i} never arrived"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        latencies.push(written.elapsed());
+        std::thread::sleep(Duration::from_millis(100).saturating_sub(written.elapsed()));
+    }
+    drop(stdin);
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    assert_eq!(lines(&out).len(), 10);
+    for (i, latency) in latencies.iter().enumerate() {
+        assert!(
+            *latency <= bound,
+            "record {i} took {latency:?} (bound {bound:?}); all: {latencies:?}"
+        );
+    }
+}
+
+const WINDOWED: &str = "name: clicks
+settings:
+  checkpoint: { interval: 50ms }
+source: { type: file, path: in.jsonl }
+steps:
+  - key_by: user
+  - window: { type: tumbling, size: 1m, time_field: ts, aggregate: { n: count() } }
+sink: { type: file, path: out.jsonl }
+dead_letter: { type: file, path: dead.jsonl }
+";
+
+fn click(user: &str, minute: u32) -> String {
+    format!("{{\"user\":\"{user}\",\"ts\":\"2024-05-01T12:{minute:02}:00Z\"}}\n")
+}
+
+#[test]
+fn new_input_after_a_drained_run_is_a_new_epoch_not_late_data() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.yaml"), WINDOWED).unwrap();
+    let input: String = (0..10).map(|m| click("ann", m)).collect();
+    std::fs::write(dir.path().join("in.jsonl"), input).unwrap();
+    let first = run_in(dir.path(), &["run", "p.yaml"]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert_eq!(lines(&dir.path().join("out.jsonl")).len(), 10);
+    // Events older than everything the first run saw: late for it, but new input.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.path().join("in.jsonl"))
+        .unwrap();
+    f.write_all(click("bob", 3).as_bytes()).unwrap();
+    f.write_all(click("bob", 3).as_bytes()).unwrap();
+    drop(f);
+    let second = run_in(dir.path(), &["run", "p.yaml"]);
+    let err = text(&second.stderr);
+    assert!(second.status.success(), "{err}");
+    assert!(
+        err.contains("new epoch") && err.contains("--ignore-state"),
+        "{err}"
+    );
+    let out = lines(&dir.path().join("out.jsonl"));
+    assert_eq!(out.len(), 11, "{out:?}");
+    assert!(
+        out[10].contains("\"bob\"") && out[10].contains("\"n\":2"),
+        "{out:?}"
+    );
+    assert!(lines(&dir.path().join("dead.jsonl")).is_empty());
+}
+
+#[test]
+fn parallelism_zero_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "source: { type: generator, count: 10, fields: { id: id } }\nsink: { type: discard }\n",
+    )
+    .unwrap();
+    let out = run_in(dir.path(), &["run", "p.yaml", "--parallelism", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--parallelism"));
+}
+
+#[test]
+fn keyed_steps_run_at_the_requested_parallelism_behind_a_file_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let input: String = (0..1000)
+        .map(|i| format!("{{\"k\":\"k{}\"}}\n", i % 50))
+        .collect();
+    std::fs::write(dir.path().join("in.jsonl"), input).unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "name: p\nsource: { type: file, path: in.jsonl }\nsteps:\n  - key_by: k\n  - aggregate: { n: count() }\nsink: { type: file, path: out.jsonl }\n",
+    )
+    .unwrap();
+    let out = run_in(
+        dir.path(),
+        &["run", "p.yaml", "--parallelism", "2", "--summary-json"],
+    );
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    let summary: serde_json::Value = serde_json::from_str(err.lines().last().unwrap()).unwrap();
+    let aggregate = summary["operators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "steps[1].aggregate")
+        .unwrap_or_else(|| panic!("{summary}"));
+    assert_eq!(aggregate["parallelism"], 2, "{summary}");
+    assert_eq!(lines(&dir.path().join("out.jsonl")).len(), 50);
+
+    // Without a step that repartitions, the setting cannot apply: a warning names it.
+    std::fs::write(
+        dir.path().join("q.yaml"),
+        "name: q\nsettings: { parallelism: 2 }\nsource: { type: file, path: in.jsonl }\nsteps:\n  - filter: \"k != 'k1'\"\nsink: { type: file, path: out.jsonl }\n",
+    )
+    .unwrap();
+    let out = run_in(dir.path(), &["run", "q.yaml"]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning") && err.contains("settings.parallelism"),
+        "{err}"
+    );
+}
