@@ -12,14 +12,15 @@
 //!   `[time, time + gap)`, and windows that overlap or touch merge (also when a late event
 //!   bridges two sessions that were already apart). A session's `end` is its last event + gap.
 //!
-//! A window emits its result when the watermark reaches its `end` (a session: when the
-//! watermark passes its `end`, since an event at exactly `end` still extends it; likewise
-//! its state below is kept until the watermark passes `end + L`). With an allowed lateness
-//! `L`, its state is kept until the watermark reaches `end + L`; an event arriving after the
+//! A window emits its result when the watermark reaches its `end` (a session: when it
+//! passes its `end`, since an event at exactly `end` still extends the session; the same for
+//! `end + L` below). With an allowed lateness `L`, its state is kept until the watermark
+//! reaches `end + L`; an event arriving after the
 //! window fired but before then updates the window and emits the updated result at once (one
 //! more result for the same key and window). An event whose windows are all past `end + L`
 //! goes to the late output. Nothing is dropped silently.
 
+use crate::TimeError;
 use crate::aggregate::Aggregator;
 use crate::state::{Backend, InMemory};
 use crate::time::{HasTime, Timestamped, Window, floor_to, millis};
@@ -48,6 +49,54 @@ pub enum WindowSpec {
     Session {
         gap: Duration,
     },
+}
+
+/// The most windows one event may belong to: a sliding window's `size / slide`. Every window
+/// an event is in emits a result, so a few records with `size: 1d, slide: 1ms` would emit
+/// 86,400,000 results each; [`WindowSpec::check`] refuses such windows.
+pub const MAX_WINDOWS_PER_EVENT: u64 = 10_000;
+
+impl WindowSpec {
+    /// How many windows one event belongs to (for a session, one).
+    pub fn windows_per_event(&self) -> u64 {
+        match *self {
+            WindowSpec::Tumbling { .. } | WindowSpec::Session { .. } => 1,
+            WindowSpec::Sliding { size, slide } => {
+                let size = millis(size).max(1) as u64;
+                let slide = (millis(slide).max(1) as u64).min(size);
+                size.div_ceil(slide)
+            }
+        }
+    }
+
+    /// Refuses windows that put an event in more than [`MAX_WINDOWS_PER_EVENT`] windows.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use weir_time::Sliding;
+    ///
+    /// let day = Duration::from_secs(86_400);
+    /// assert!(Sliding::of(day, Duration::from_secs(60)).check().is_ok());
+    /// let e = Sliding::of(day, Duration::from_millis(1)).check().unwrap_err();
+    /// assert_eq!(e.to_string(), "a sliding window of 1day every 1ms puts each event in 86400000 windows; at most 10000 are allowed (a slide of at least 8s 640ms)");
+    /// ```
+    pub fn check(&self) -> Result<(), TimeError> {
+        let windows = self.windows_per_event();
+        if windows <= MAX_WINDOWS_PER_EVENT {
+            return Ok(());
+        }
+        let (size, slide) = match *self {
+            WindowSpec::Sliding { size, slide } => (size, slide),
+            _ => unreachable!("only sliding windows put an event in several windows"),
+        };
+        let min_slide = (millis(size) as u64).div_ceil(MAX_WINDOWS_PER_EVENT);
+        Err(TimeError::TooManyWindows {
+            size,
+            slide,
+            windows,
+            min_slide: Duration::from_millis(min_slide),
+        })
+    }
 }
 
 /// Fixed-size, non-overlapping windows.
@@ -264,7 +313,8 @@ struct Panes<K: StateKey, A: StateValue, B: Backend> {
     panes: Vec<(Timestamp, B::Store<K, A>)>,
     /// Where a sliding window's panes are merged.
     scratch: B::Store<K, A>,
-    ends: Vec<Timestamp>,
+    /// Intervals `(lo, hi]` of the ends of the windows to fire.
+    ends: Vec<(Timestamp, Timestamp)>,
 }
 
 fn gcd(a: Timestamp, b: Timestamp) -> Timestamp {
@@ -413,42 +463,66 @@ impl<K: StateKey, A: StateValue + Clone, B: Backend> Panes<K, A, B> {
             return;
         }
 
-        // Sliding: the ends of the windows that contain a pane, in (from, to].
+        // Sliding: the windows to fire end in (from, to] and contain a pane; a pane `p` is in
+        // the windows ending in (p, p + size]. Their union, as intervals of ends, is at most
+        // one interval per pane; each end in it is a window with results (memory and time
+        // follow the output, not `size / slide`).
         self.ends.clear();
         for (p, _) in &self.panes {
-            let mut start = floor_to(*p, self.slide);
-            while start > p.saturating_sub(self.size) {
-                let end = start.saturating_add(self.size);
-                if end > from && end <= to {
-                    self.ends.push(end);
-                }
-                start = start.saturating_sub(self.slide);
+            let lo = (*p).max(from);
+            let hi = p.saturating_add(self.size).min(to);
+            if lo >= hi {
+                continue;
+            }
+            match self.ends.last_mut() {
+                Some((_, last_hi)) if lo <= *last_hi => *last_hi = (*last_hi).max(hi),
+                _ => self.ends.push((lo, hi)),
             }
         }
-        self.ends.sort_unstable();
-        self.ends.dedup();
         for i in 0..self.ends.len() {
-            let end = self.ends[i];
-            let start = end.saturating_sub(self.size);
-            let scratch = &mut self.scratch;
-            for (p, store) in self.panes.iter_mut() {
-                if *p < start || *p >= end {
-                    continue;
+            let (lo, hi) = self.ends[i];
+            // The first window end above `lo`: ends are `k * slide + size`.
+            let mut end = floor_to(lo.saturating_sub(self.size), self.slide)
+                .saturating_add(self.slide)
+                .saturating_add(self.size);
+            while end <= hi {
+                self.fire_sliding(end, func, out);
+                if end == Timestamp::MAX {
+                    break;
                 }
-                store.for_each(&mut |key, acc| {
-                    let merged = scratch.get_or_insert_with(key, || func.init());
-                    func.merge(merged, acc);
-                });
-            }
-            let window = Window { start, end };
-            for (key, acc) in self.scratch.drain_all() {
-                func.emit(&key, window, &acc, out);
+                end = end.saturating_add(self.slide);
             }
         }
         let (slide, size) = (self.slide, self.size);
         self.panes.retain(|(p, _)| {
             (floor_to(*p, slide).saturating_add(size)).saturating_add(lateness) > to
         });
+    }
+
+    /// Emits the sliding window ending at `end`: its panes' accumulators merged per key.
+    fn fire_sliding<I, W: WindowFn<K, I, Acc = A>, L>(
+        &mut self,
+        end: Timestamp,
+        func: &mut W,
+        out: &mut Vec<Result<W::Out, L>>,
+    ) {
+        let start = end.saturating_sub(self.size);
+        let first = self.panes.partition_point(|(p, _)| *p < start);
+        let last = self.panes.partition_point(|(p, _)| *p < end);
+        if first == last {
+            return;
+        }
+        let scratch = &mut self.scratch;
+        for (_, store) in self.panes[first..last].iter_mut() {
+            store.for_each(&mut |key, acc| {
+                let merged = scratch.get_or_insert_with(key, || func.init());
+                func.merge(merged, acc);
+            });
+        }
+        let window = Window { start, end };
+        for (key, acc) in self.scratch.drain_all() {
+            func.emit(&key, window, &acc, out);
+        }
     }
 }
 
@@ -1420,6 +1494,99 @@ mod tests {
             proptest::prop_assert!(late.is_empty());
             proptest::prop_assert_eq!(session_queues(&mut h), (0, 0));
             proptest::prop_assert_eq!(results, brute_force_sessions(&events, gap));
+        }
+    }
+
+    /// Issue 11, item 8: firing listed every window of every pane before deduplicating (panes
+    /// x size/slide entries); now it keeps one interval per pane.
+    #[test]
+    fn firing_sliding_windows_keeps_one_interval_per_pane() {
+        let mut h = op(Sliding::of(secs(10), Duration::from_millis(1)), 0);
+        let events: Vec<Ev> = (0..500).map(|t| ev('a', t * 3, 1)).collect();
+        h.push(events).unwrap();
+        let (fired, _) = split(h.close().unwrap());
+        // Windows [s, s + 10000) for s in (-10000, 1497]: every one holds an event.
+        assert_eq!(fired.len(), 11_497);
+        assert_eq!(fired[0], ('a', -9_999, 1, 1, 1));
+        assert_eq!(fired.iter().map(|r| r.3).max(), Some(500));
+        match &h.operator().layout {
+            Layout::Panes(p) => assert!(p.ends.capacity() <= 500, "{}", p.ends.capacity()),
+            Layout::Sessions(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn windows_per_event_are_limited() {
+        let day = secs(86_400);
+        assert_eq!(
+            Sliding::of(day, Duration::from_millis(1)).windows_per_event(),
+            86_400_000
+        );
+        assert!(Sliding::of(day, Duration::from_millis(1)).check().is_err());
+        assert!(
+            Sliding::of(secs(10), Duration::from_millis(1))
+                .check()
+                .is_ok()
+        );
+        assert!(
+            Sliding::of(secs(10), Duration::from_millis(3))
+                .check()
+                .is_ok()
+        );
+        assert!(Tumbling::of(day).check().is_ok());
+    }
+
+    proptest::proptest! {
+        /// Tumbling and sliding windows against a model that puts each event in each of its
+        /// windows; watermarks after every batch.
+        #[test]
+        fn sliding_windows_match_a_brute_force_model(
+            raw in proptest::collection::vec((0u8..3, 0i64..10, 0i64..50, 0i64..300), 1..200),
+            size in 1i64..400,
+            slide_divisor in 1i64..20,
+            delay in 0i64..300,
+            batch in 1usize..30,
+        ) {
+            let slide = (size / slide_divisor).max(1);
+            let mut clock = 0;
+            let events: Vec<Ev> = raw
+                .into_iter()
+                .map(|(k, v, step, lag)| {
+                    clock += step;
+                    ev((b'a' + k) as char, clock - lag.min(delay), v)
+                })
+                .collect();
+            let mut expected: BTreeMap<(char, i64), (u64, i64)> = BTreeMap::new();
+            for e in &events {
+                let mut start = floor_to(e.time, slide);
+                while start > e.time - size {
+                    let acc = expected.entry((e.item.0, start)).or_default();
+                    acc.0 += 1;
+                    acc.1 += e.item.1;
+                    start -= slide;
+                }
+            }
+            let expected: Vec<Row> = expected
+                .into_iter()
+                .map(|((k, start), (n, sum))| (k, start, start + size, n, sum))
+                .collect();
+            let spec = Sliding::of(
+                Duration::from_millis(size as u64),
+                Duration::from_millis(slide as u64),
+            );
+            let mut h = op(spec, 0);
+            let mut results = Vec::new();
+            let mut newest = i64::MIN;
+            for chunk in events.chunks(batch) {
+                newest = chunk.iter().map(|e| e.time).fold(newest, i64::max);
+                let (r, l) = split(h.push(chunk.to_vec()).unwrap());
+                proptest::prop_assert!(l.is_empty());
+                results.extend(r);
+                results.extend(split(h.watermark(newest - delay).unwrap()).0);
+            }
+            results.extend(split(h.close().unwrap()).0);
+            results.sort();
+            proptest::prop_assert_eq!(results, expected);
         }
     }
 
