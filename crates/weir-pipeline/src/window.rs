@@ -28,7 +28,7 @@ use std::time::Duration;
 use weir_core::{ErrorKind, Operator, OperatorContext, OperatorError, Stream};
 use weir_expr::FieldTypes;
 use weir_time::prelude::*;
-use weir_time::{MAX_WINDOWS_PER_EVENT, WindowSpec, WindowedStream};
+use weir_time::{JobBackend, MAX_WINDOWS_PER_EVENT, WindowSpec, WindowedStream};
 use weir_types::{Record, Shape, Value, ValueKind, format_datetime, parse_datetime};
 
 /// A `window` step, as written in the file. Which options apply to which `type` is checked
@@ -572,13 +572,15 @@ impl WindowPlan<'_> {
         // Watermarks, key exchange, windows.
         let key_fields: Arc<[String]> = self.key_fields.into();
         let kf = key_fields.clone();
-        let windowed: WindowedStream<_, Row, _> = rows
+        let windowed: WindowedStream<_, Row, _, JobBackend> = rows
             .with_watermarks(watermarks)
             .name(&format!("{stage}.watermarks"))
             .key_by(move |row: &Timestamped<Row>| crate::steps::key_of(&kf, &row.record))
             .window(spec)
             .allowed_lateness(lateness)
-            .name(&stage);
+            .name(&stage)
+            // Session windows keep their state on the job's backend (`settings.state`).
+            .backend::<JobBackend>();
         let out = windowed.aggregate(RecordAggregator { aggregations });
 
         // Late events.

@@ -59,8 +59,8 @@ pub use error::TimeError;
 pub use join::{JoinKind, JoinOutput, Table, Tagged};
 pub use process::{KeyedContext, KeyedProcessFunction, Timer};
 pub use state::{
-    Backend, CheckpointedStore, FixedTime, InMemory, ListState, MapState, StateTime, TimeDomain,
-    Ttl, ValueState,
+    Backend, CheckpointedStore, FixedTime, InMemory, JobBackend, ListState, MapState, StateTime,
+    TimeDomain, Ttl, ValueState,
 };
 pub use time::{Either, Timestamped, Window};
 pub use watermark::{AssignTimestamps, GenerateWatermarks, Watermarks};

@@ -808,8 +808,9 @@ struct WindowState<K, A> {
     watermark: Timestamp,
     /// Tumbling and sliding: per pane start, the partial accumulators.
     panes: Vec<(Timestamp, Vec<(K, A)>)>,
-    /// Sessions: per key, its sessions. `fire` and `cleanup` are written empty (kept so that
-    /// checkpoints of earlier versions still decode): the queues are rebuilt from the sessions.
+    /// Sessions: written empty, as are `fire` and `cleanup` (kept so that checkpoints of
+    /// earlier versions still decode): sessions are saved as their keyed store, `sessions`,
+    /// and the queues are rebuilt from it.
     sessions: Vec<(K, Vec<OpenSession<A>>)>,
     fire: Vec<(Timestamp, Vec<K>)>,
     cleanup: Vec<(Timestamp, Vec<K>)>,
@@ -838,9 +839,8 @@ impl<K: StateKey, A: StateValue + Clone, B: Backend> Layout<K, A, B> {
                     .map(|(start, store)| (*start, entries(store)))
                     .collect();
             }
-            Layout::Sessions(s) => {
-                state.sessions = entries(&mut s.store);
-            }
+            // Sessions are in their keyed store, saved on their own (as files on disk).
+            Layout::Sessions(_) => {}
         }
         state
     }
@@ -864,9 +864,8 @@ impl<K: StateKey, A: StateValue + Clone, B: Backend> Layout<K, A, B> {
                 for (k, sessions) in state.sessions {
                     s.store.insert(k, sessions);
                 }
-                // The queues follow from the sessions; older checkpoints stored them, with
-                // duplicates, so they are rebuilt rather than read.
-                s.reschedule();
+                // Checkpoints of earlier versions held the sessions here; the queues are
+                // rebuilt from the store once it is restored.
             }
         }
     }
@@ -924,11 +923,22 @@ where
     B: Backend,
 {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        if let Layout::Sessions(s) = &mut self.layout {
+            if let Some(store) = B::open_store(ctx)? {
+                s.store = store;
+            }
+            weir_core::state::restore_keyed(&mut s.store, ctx, "sessions")?;
+        }
         if let Some(state) =
             weir_core::state::restore_binary::<WindowState<K, W::Acc>>(ctx, "windows")?
         {
             self.watermark = state.watermark;
             self.layout.load(state);
+        }
+        if let Layout::Sessions(s) = &mut self.layout {
+            // The queues follow from the sessions (older checkpoints stored them, with
+            // duplicates, so they are rebuilt rather than read).
+            s.reschedule();
         }
         Ok(())
     }
@@ -940,6 +950,9 @@ where
     ) -> Result<(), OperatorError> {
         if !ctx.checkpointing() {
             return Ok(());
+        }
+        if let Layout::Sessions(s) = &mut self.layout {
+            weir_core::state::save_keyed(&mut s.store, ctx, "sessions")?;
         }
         let state = self.layout.save(self.watermark);
         weir_core::state::save_binary(ctx, "windows", &state)
