@@ -122,6 +122,22 @@ fn a_yaml_syntax_error_exits_2_naming_the_line() {
     assert!(err.contains("p.yaml:3"), "{err}");
 }
 
+/// Issue 11, item 8: a sliding window putting each event in millions of windows is refused
+/// before it runs.
+#[test]
+fn a_sliding_window_with_too_many_windows_per_event_exits_2() {
+    let yaml = "source:\n  type: generator\n  count: 6\n  fields: {ts: id}\nsteps:\n  - window:\n      type: sliding\n      size: 1d\n      slide: 1ms\n      time_field: ts\n      late: drop\n      aggregate: { n: count() }\nsink: {type: discard}\n";
+    let (out, _d) = with_pipeline(yaml, "run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("p.yaml:9"), "{err}");
+    assert!(err.contains("steps[0].window.slide"), "{err}");
+    assert!(
+        err.contains("puts each event in 86400000 windows (a result each); at most 10000 windows per event are allowed"),
+        "{err}"
+    );
+}
+
 #[test]
 fn an_unknown_key_exits_2_naming_line_and_key() {
     let yaml = GOOD.replace("count: 10", "count: 10\n  colour: red");

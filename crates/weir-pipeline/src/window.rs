@@ -27,8 +27,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use weir_core::{ErrorKind, Operator, OperatorContext, OperatorError, Stream};
 use weir_expr::FieldTypes;
-use weir_time::WindowedStream;
 use weir_time::prelude::*;
+use weir_time::{JobBackend, MAX_WINDOWS_PER_EVENT, WindowSpec, WindowedStream};
 use weir_types::{Record, Shape, Value, ValueKind, format_datetime, parse_datetime};
 
 /// A `window` step, as written in the file. Which options apply to which `type` is checked
@@ -106,9 +106,16 @@ pub(crate) struct Row {
     position: u64,
 }
 
+/// The first and last instants of the datetimes output records can hold (years 0000 to 9999,
+/// as RFC 3339 writes them): the bounds of every window must be between them.
+const FIRST_DATETIME: i64 = -62_167_219_200_000; // 0000-01-01T00:00:00.000Z
+const LAST_DATETIME: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
+
 /// Reads time and arguments; routes records without them to the dead-letter output.
 struct Prepare {
     time_field: Arc<str>,
+    /// How far a window of an event reaches from it: the size, or a session's gap.
+    span: i64,
     aggregations: Arc<[Aggregation]>,
     stage: Arc<str>,
     route_errors: bool,
@@ -116,6 +123,22 @@ struct Prepare {
 
 impl Prepare {
     fn time(&self, record: &Record) -> Result<i64, String> {
+        let time = self.read_time(record)?;
+        // The windows of an event start after `time - span` and end by `time + span`.
+        if time.saturating_sub(self.span) < FIRST_DATETIME
+            || time.saturating_add(self.span) > LAST_DATETIME
+        {
+            return Err(format!(
+                "the time field `{}` holds {time} (milliseconds since the epoch), which puts its window outside the datetimes {} to {}",
+                self.time_field,
+                format_datetime(FIRST_DATETIME),
+                format_datetime(LAST_DATETIME)
+            ));
+        }
+        Ok(time)
+    }
+
+    fn read_time(&self, record: &Record) -> Result<i64, String> {
         let field = &self.time_field;
         match record.get(field) {
             None | Some(Value::Null) => Err(format!("the time field `{field}` is missing")),
@@ -416,7 +439,25 @@ impl WindowPlan<'_> {
                         "must not be longer than `size` (events would fall between windows)",
                     ));
                 }
-                Sliding::of(size, slide)
+                let spec = Sliding::of(size, slide);
+                if spec.check().is_err() {
+                    // Each window of an event emits a result: a few records would take
+                    // unbounded memory and time.
+                    let min_slide = Duration::from_millis(
+                        (size.as_millis() as u64).div_ceil(MAX_WINDOWS_PER_EVENT),
+                    );
+                    return Err(p.error_at(
+                        &at("slide"),
+                        format!(
+                            "`size: {}` with `slide: {}` puts each event in {} windows (a result each); at most {MAX_WINDOWS_PER_EVENT} windows per event are allowed: use a `slide` of at least {}",
+                            step.size.as_deref().unwrap_or("").trim(),
+                            step.slide.as_deref().unwrap_or("").trim(),
+                            spec.windows_per_event(),
+                            humantime::format_duration(min_slide)
+                        ),
+                    ));
+                }
+                spec
             }
             WindowKind::Session => {
                 Session::with_gap(positive(p, &at("gap"), step.gap.as_ref(), step.kind)?)
@@ -511,7 +552,13 @@ impl WindowPlan<'_> {
             stage.clone(),
             self.route_errors,
         );
+        let span = match spec {
+            WindowSpec::Tumbling { size } | WindowSpec::Sliding { size, .. } => size,
+            WindowSpec::Session { gap } => gap,
+        };
+        let span = i64::try_from(span.as_millis()).unwrap_or(i64::MAX);
         let prepared = stream.transform(&format!("{stage}.time"), move || Prepare {
+            span,
             time_field: time_field.clone(),
             aggregations: aggs.clone(),
             stage: st.clone(),
@@ -525,13 +572,15 @@ impl WindowPlan<'_> {
         // Watermarks, key exchange, windows.
         let key_fields: Arc<[String]> = self.key_fields.into();
         let kf = key_fields.clone();
-        let windowed: WindowedStream<_, Row, _> = rows
+        let windowed: WindowedStream<_, Row, _, JobBackend> = rows
             .with_watermarks(watermarks)
             .name(&format!("{stage}.watermarks"))
             .key_by(move |row: &Timestamped<Row>| crate::steps::key_of(&kf, &row.record))
             .window(spec)
             .allowed_lateness(lateness)
-            .name(&stage);
+            .name(&stage)
+            // Session windows keep their state on the job's backend (`settings.state`).
+            .backend::<JobBackend>();
         let out = windowed.aggregate(RecordAggregator { aggregations });
 
         // Late events.
@@ -672,6 +721,31 @@ mod tests {
         );
     }
 
+    /// Issue 11, item 8: `size: 1d, slide: 1ms` passed validation and grew memory at about
+    /// 190 MB/s from 6 records.
+    #[test]
+    fn sliding_windows_with_too_many_windows_per_event_are_refused() {
+        let e = error(
+            "      type: sliding\n      size: 1d\n      slide: 1ms\n      time_field: ts\n      aggregate: { n: count() }\n",
+            true,
+        );
+        assert_eq!(
+            e,
+            "14: steps[1].window.slide: `size: 1d` with `slide: 1ms` puts each event in 86400000 windows (a result each); at most 10000 windows per event are allowed: use a `slide` of at least 8s 640ms"
+        );
+        let at_the_limit = pipeline(
+            "      type: sliding\n      size: 10s\n      slide: 1ms\n      time_field: ts\n      aggregate: { n: count() }\n",
+            true,
+            "",
+        );
+        assert!(
+            Pipeline::parse(&at_the_limit, "p.yaml")
+                .unwrap()
+                .validate()
+                .is_ok()
+        );
+    }
+
     #[test]
     fn late_events_need_a_dead_letter_output_or_an_explicit_drop() {
         let e = error(OK, false);
@@ -744,6 +818,22 @@ mod tests {
         let dropped = result.operator("steps[0].window.late_dropped").unwrap();
         assert_eq!(dropped.records_in, 1, "the event at 0 after 5000");
         assert_eq!(result.operator("sink").unwrap().records_in, 2);
+    }
+
+    /// Issue 11, item 16: a time far before year 0 gave `window_start` as a bare number.
+    #[test]
+    fn times_whose_windows_are_not_datetimes_go_to_the_dead_letter_output() {
+        let text = "source:\n  type: generator\n  count: 3\n  fields:\n    ts: \"id == 1 ? -100000000000000000 : (id == 2 ? 253402300799000 : id * 1000)\"\nsteps:\n  - window:\n      type: tumbling\n      size: 1s\n      time_field: ts\n      aggregate: { n: count() }\nsink:\n  type: discard\ndead_letter:\n  type: discard\n";
+        let p = Pipeline::parse(text, "p.yaml").unwrap();
+        let env = weir_core::Environment::with_config(p.config());
+        p.build(&env).unwrap();
+        let result = env.execute().unwrap();
+        assert_eq!(
+            result.operator("sink").unwrap().records_in,
+            1,
+            "only the event at 0"
+        );
+        assert_eq!(result.operator("dead_letter").unwrap().records_in, 2);
     }
 
     #[test]

@@ -165,6 +165,13 @@ pub enum AnyStore<K, V> {
     Disk(DiskStore<K, V>),
 }
 
+/// An empty in-memory store, until an operator opens its store on the job's backend.
+impl<K: StateKey, V: StateValue> Default for AnyStore<K, V> {
+    fn default() -> Self {
+        AnyStore::Memory(MemoryStore::new())
+    }
+}
+
 macro_rules! each {
     ($self:ident, $s:ident => $e:expr) => {
         match $self {

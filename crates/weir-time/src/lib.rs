@@ -59,14 +59,15 @@ pub use error::TimeError;
 pub use join::{JoinKind, JoinOutput, Table, Tagged};
 pub use process::{KeyedContext, KeyedProcessFunction, Timer};
 pub use state::{
-    Backend, CheckpointedStore, FixedTime, InMemory, ListState, MapState, StateTime, TimeDomain,
-    Ttl, ValueState,
+    Backend, CheckpointedStore, FixedTime, InMemory, JobBackend, ListState, MapState, StateTime,
+    TimeDomain, Ttl, ValueState,
 };
 pub use time::{Either, Timestamped, Window};
 pub use watermark::{AssignTimestamps, GenerateWatermarks, Watermarks};
 pub use weir_core::{BEFORE_TIME, END_OF_TIME, Timestamp};
 pub use window::{
-    Session, Sliding, Tumbling, WindowOutput, WindowResult, WindowSpec, WindowedStream,
+    MAX_WINDOWS_PER_EVENT, Session, Sliding, Tumbling, WindowOutput, WindowResult, WindowSpec,
+    WindowedStream,
 };
 
 /// The extension traits and the types most pipelines need: `use weir_time::prelude::*`.

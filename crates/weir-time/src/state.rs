@@ -18,13 +18,21 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::time::Duration;
-use weir_core::{OperatorContext, Timestamp};
-use weir_state::{KeyedStore, MemoryStore, StateKey, StateValue};
+use weir_core::{OperatorContext, OperatorError, Timestamp};
+use weir_state::{AnyStore, KeyedStore, MemoryStore, StateKey, StateValue};
 
 /// A family of keyed stores: lets an operator that needs stores of several key and value types
 /// be generic over the state backend.
 pub trait Backend: Send + 'static {
     type Store<K: StateKey, V: StateValue>: KeyedStore<K, V> + Default;
+
+    /// The operator instance's store, opened in `open`: on the job's state backend for
+    /// [`JobBackend`]; `None` keeps the default store.
+    fn open_store<K: StateKey, V: StateValue>(
+        _ctx: &OperatorContext,
+    ) -> Result<Option<Self::Store<K, V>>, OperatorError> {
+        Ok(None)
+    }
 }
 
 /// The in-memory backend ([`MemoryStore`]); the default everywhere.
@@ -33,6 +41,22 @@ pub struct InMemory;
 
 impl Backend for InMemory {
     type Store<K: StateKey, V: StateValue> = MemoryStore<K, V>;
+}
+
+/// The job's state backend (`Config::state`, the YAML's `settings.state`): an operator's
+/// store is opened with [`OperatorContext::keyed_store`], in memory or on disk, and an
+/// on-disk store is checkpointed as files. An operator takes one such store.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JobBackend;
+
+impl Backend for JobBackend {
+    type Store<K: StateKey, V: StateValue> = AnyStore<K, V>;
+
+    fn open_store<K: StateKey, V: StateValue>(
+        ctx: &OperatorContext,
+    ) -> Result<Option<AnyStore<K, V>>, OperatorError> {
+        ctx.keyed_store().map(Some)
+    }
 }
 
 /// Which clock a timer or a TTL follows.

@@ -12,15 +12,19 @@
 //!   `[time, time + gap)`, and windows that overlap or touch merge (also when a late event
 //!   bridges two sessions that were already apart). A session's `end` is its last event + gap.
 //!
-//! A window emits its result when the watermark reaches its `end`. With an allowed lateness
-//! `L`, its state is kept until the watermark reaches `end + L`; an event arriving after the
+//! A window emits its result when the watermark reaches its `end` (a session: when it
+//! passes its `end`, since an event at exactly `end` still extends the session; the same for
+//! `end + L` below). With an allowed lateness `L`, its state is kept until the watermark
+//! reaches `end + L`; an event arriving after the
 //! window fired but before then updates the window and emits the updated result at once (one
 //! more result for the same key and window). An event whose windows are all past `end + L`
 //! goes to the late output. Nothing is dropped silently.
 
+use crate::TimeError;
 use crate::aggregate::Aggregator;
 use crate::state::{Backend, InMemory};
 use crate::time::{HasTime, Timestamped, Window, floor_to, millis};
+use hashbrown::HashSet;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -45,6 +49,54 @@ pub enum WindowSpec {
     Session {
         gap: Duration,
     },
+}
+
+/// The most windows one event may belong to: a sliding window's `size / slide`. Every window
+/// an event is in emits a result, so a few records with `size: 1d, slide: 1ms` would emit
+/// 86,400,000 results each; [`WindowSpec::check`] refuses such windows.
+pub const MAX_WINDOWS_PER_EVENT: u64 = 10_000;
+
+impl WindowSpec {
+    /// How many windows one event belongs to (for a session, one).
+    pub fn windows_per_event(&self) -> u64 {
+        match *self {
+            WindowSpec::Tumbling { .. } | WindowSpec::Session { .. } => 1,
+            WindowSpec::Sliding { size, slide } => {
+                let size = millis(size).max(1) as u64;
+                let slide = (millis(slide).max(1) as u64).min(size);
+                size.div_ceil(slide)
+            }
+        }
+    }
+
+    /// Refuses windows that put an event in more than [`MAX_WINDOWS_PER_EVENT`] windows.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use weir_time::Sliding;
+    ///
+    /// let day = Duration::from_secs(86_400);
+    /// assert!(Sliding::of(day, Duration::from_secs(60)).check().is_ok());
+    /// let e = Sliding::of(day, Duration::from_millis(1)).check().unwrap_err();
+    /// assert_eq!(e.to_string(), "a sliding window of 1day every 1ms puts each event in 86400000 windows; at most 10000 are allowed (a slide of at least 8s 640ms)");
+    /// ```
+    pub fn check(&self) -> Result<(), TimeError> {
+        let windows = self.windows_per_event();
+        if windows <= MAX_WINDOWS_PER_EVENT {
+            return Ok(());
+        }
+        let (size, slide) = match *self {
+            WindowSpec::Sliding { size, slide } => (size, slide),
+            _ => unreachable!("only sliding windows put an event in several windows"),
+        };
+        let min_slide = (millis(size) as u64).div_ceil(MAX_WINDOWS_PER_EVENT);
+        Err(TimeError::TooManyWindows {
+            size,
+            slide,
+            windows,
+            min_slide: Duration::from_millis(min_slide),
+        })
+    }
 }
 
 /// Fixed-size, non-overlapping windows.
@@ -261,7 +313,8 @@ struct Panes<K: StateKey, A: StateValue, B: Backend> {
     panes: Vec<(Timestamp, B::Store<K, A>)>,
     /// Where a sliding window's panes are merged.
     scratch: B::Store<K, A>,
-    ends: Vec<Timestamp>,
+    /// Intervals `(lo, hi]` of the ends of the windows to fire.
+    ends: Vec<(Timestamp, Timestamp)>,
 }
 
 fn gcd(a: Timestamp, b: Timestamp) -> Timestamp {
@@ -410,42 +463,66 @@ impl<K: StateKey, A: StateValue + Clone, B: Backend> Panes<K, A, B> {
             return;
         }
 
-        // Sliding: the ends of the windows that contain a pane, in (from, to].
+        // Sliding: the windows to fire end in (from, to] and contain a pane; a pane `p` is in
+        // the windows ending in (p, p + size]. Their union, as intervals of ends, is at most
+        // one interval per pane; each end in it is a window with results (memory and time
+        // follow the output, not `size / slide`).
         self.ends.clear();
         for (p, _) in &self.panes {
-            let mut start = floor_to(*p, self.slide);
-            while start > p.saturating_sub(self.size) {
-                let end = start.saturating_add(self.size);
-                if end > from && end <= to {
-                    self.ends.push(end);
-                }
-                start = start.saturating_sub(self.slide);
+            let lo = (*p).max(from);
+            let hi = p.saturating_add(self.size).min(to);
+            if lo >= hi {
+                continue;
+            }
+            match self.ends.last_mut() {
+                Some((_, last_hi)) if lo <= *last_hi => *last_hi = (*last_hi).max(hi),
+                _ => self.ends.push((lo, hi)),
             }
         }
-        self.ends.sort_unstable();
-        self.ends.dedup();
         for i in 0..self.ends.len() {
-            let end = self.ends[i];
-            let start = end.saturating_sub(self.size);
-            let scratch = &mut self.scratch;
-            for (p, store) in self.panes.iter_mut() {
-                if *p < start || *p >= end {
-                    continue;
+            let (lo, hi) = self.ends[i];
+            // The first window end above `lo`: ends are `k * slide + size`.
+            let mut end = floor_to(lo.saturating_sub(self.size), self.slide)
+                .saturating_add(self.slide)
+                .saturating_add(self.size);
+            while end <= hi {
+                self.fire_sliding(end, func, out);
+                if end == Timestamp::MAX {
+                    break;
                 }
-                store.for_each(&mut |key, acc| {
-                    let merged = scratch.get_or_insert_with(key, || func.init());
-                    func.merge(merged, acc);
-                });
-            }
-            let window = Window { start, end };
-            for (key, acc) in self.scratch.drain_all() {
-                func.emit(&key, window, &acc, out);
+                end = end.saturating_add(self.slide);
             }
         }
         let (slide, size) = (self.slide, self.size);
         self.panes.retain(|(p, _)| {
             (floor_to(*p, slide).saturating_add(size)).saturating_add(lateness) > to
         });
+    }
+
+    /// Emits the sliding window ending at `end`: its panes' accumulators merged per key.
+    fn fire_sliding<I, W: WindowFn<K, I, Acc = A>, L>(
+        &mut self,
+        end: Timestamp,
+        func: &mut W,
+        out: &mut Vec<Result<W::Out, L>>,
+    ) {
+        let start = end.saturating_sub(self.size);
+        let first = self.panes.partition_point(|(p, _)| *p < start);
+        let last = self.panes.partition_point(|(p, _)| *p < end);
+        if first == last {
+            return;
+        }
+        let scratch = &mut self.scratch;
+        for (_, store) in self.panes[first..last].iter_mut() {
+            store.for_each(&mut |key, acc| {
+                let merged = scratch.get_or_insert_with(key, || func.init());
+                func.merge(merged, acc);
+            });
+        }
+        let window = Window { start, end };
+        for (key, acc) in self.scratch.drain_all() {
+            func.emit(&key, window, &acc, out);
+        }
     }
 }
 
@@ -458,25 +535,91 @@ pub(crate) struct OpenSession<A> {
     fired: bool,
 }
 
-/// Session windows: each key's sessions in one entry, sorted and pairwise apart.
+/// Times at which keys have a session due, each (time, key) at most once.
+type Schedule<K> = BTreeMap<Timestamp, HashSet<K>>;
+
+fn schedule<K: StateKey>(queue: &mut Schedule<K>, time: Timestamp, key: K) {
+    queue.entry(time).or_default().insert(key);
+}
+
+fn unschedule<K: StateKey>(queue: &mut Schedule<K>, time: Timestamp, key: &K) {
+    if let Some(keys) = queue.get_mut(&time) {
+        keys.remove(key);
+        if keys.is_empty() {
+            queue.remove(&time);
+        }
+    }
+}
+
+/// Whether the watermark has passed `time`: it is beyond it, or at the end of time (which
+/// closes everything).
+#[inline]
+fn passed(time: Timestamp, watermark: Timestamp) -> bool {
+    time < watermark || watermark == END_OF_TIME
+}
+
+/// Session windows: each key's sessions in one entry, sorted and pairwise apart (so their
+/// ends are sorted and distinct, and `(end, key)` names one session).
+///
+/// A session fires when the watermark *passes* its end, not when it reaches it: an event at
+/// exactly `end` touches the session and extends it, and such an event is on time until the
+/// watermark is beyond `end`.
+///
+/// The queues hold exactly one entry per session: an unfired session at its end in `fire`, a
+/// fired one kept for allowed lateness at `end + lateness` in `cleanup`. A session that grows
+/// or merges moves its entries, so firing is a queue pop and a binary search per session.
 struct Sessions<K: StateKey, A: StateValue, B: Backend> {
     gap: Timestamp,
+    lateness: Timestamp,
     store: B::Store<K, Vec<OpenSession<A>>>,
-    /// Times at which a key may have a session to fire. Every unfired session has an entry at
-    /// or before its end; entries may be stale (checked when due).
-    fire: BTreeMap<Timestamp, Vec<K>>,
-    /// Times at which a key may have a fired session to drop (with allowed lateness).
-    cleanup: BTreeMap<Timestamp, Vec<K>>,
+    fire: Schedule<K>,
+    cleanup: Schedule<K>,
 }
 
 impl<K: StateKey, A: StateValue + Clone, B: Backend> Sessions<K, A, B> {
-    fn new(gap: Timestamp) -> Self {
+    fn new(gap: Timestamp, lateness: Timestamp) -> Self {
         Sessions {
             gap,
+            lateness,
             store: Default::default(),
             fire: BTreeMap::new(),
             cleanup: BTreeMap::new(),
         }
+    }
+
+    #[cfg(test)]
+    fn queued(&self) -> usize {
+        self.fire
+            .values()
+            .chain(self.cleanup.values())
+            .map(|k| k.len())
+            .sum()
+    }
+
+    #[cfg(test)]
+    fn open_sessions(&mut self) -> usize {
+        let mut n = 0;
+        self.store.for_each(&mut |_, s| n += s.len());
+        n
+    }
+
+    /// Where a session's entry is: (fired, time).
+    #[inline]
+    fn slot(&self, end: Timestamp, fired: bool) -> (bool, Timestamp) {
+        if fired {
+            (true, end.saturating_add(self.lateness))
+        } else {
+            (false, end)
+        }
+    }
+
+    fn unschedule_slot(&mut self, (fired, time): (bool, Timestamp), key: &K) {
+        let queue = if fired {
+            &mut self.cleanup
+        } else {
+            &mut self.fire
+        };
+        unschedule(queue, time, key);
     }
 
     fn add<I: HasTime, W: WindowFn<K, I, Acc = A>, L>(
@@ -484,76 +627,91 @@ impl<K: StateKey, A: StateValue + Clone, B: Backend> Sessions<K, A, B> {
         key: K,
         item: I,
         watermark: Timestamp,
-        lateness: Timestamp,
         func: &mut W,
         out: &mut Vec<Result<W::Out, L>>,
     ) -> Result<(), I> {
+        let lateness = self.lateness;
         let time = item.time();
         let (mut start, mut end) = (time, time.saturating_add(self.gap));
         // The sessions the event's window overlaps or touches: a contiguous run, since the
-        // sessions of a key are sorted and apart.
+        // sessions of a key are sorted and apart; the first is the first to end at or after
+        // `start`.
         let (mut first, mut count) = (0, 0);
         if let Some(sessions) = self.store.get(&key) {
-            for (i, s) in sessions.iter().enumerate() {
-                if s.start <= end && s.end >= start {
-                    if count == 0 {
-                        first = i;
-                    }
-                    count += 1;
-                    start = start.min(s.start);
-                    end = end.max(s.end);
-                } else if s.start > end {
+            first = sessions.partition_point(|s| s.end < start);
+            for s in &sessions[first..] {
+                if s.start > end {
                     break;
                 }
+                count += 1;
+                start = start.min(s.start);
+                end = end.max(s.end);
             }
         }
-        if end.saturating_add(lateness) <= watermark {
+        if passed(end.saturating_add(lateness), watermark) {
             return Err(item);
         }
+        let fired = passed(end, watermark);
+        let new_slot = self.slot(end, fired);
         let sessions = self.store.get_or_insert_with(&key, Vec::new);
-        let was_fired;
+        // The queue entries of the sessions merged into this one (at most one per session).
+        let mut old_slots: [(bool, Timestamp); 2] = [(false, 0); 2];
+        let mut more_slots: Vec<(bool, Timestamp)> = Vec::new();
         let merged = if count == 0 {
-            let position = sessions.partition_point(|s| s.start < start);
             let mut acc = func.init();
             func.add(&mut acc, item);
             sessions.insert(
-                position,
+                first,
                 OpenSession {
                     start,
                     end,
                     acc,
-                    fired: false,
+                    fired,
                 },
             );
-            // A new session: it needs a firing entry.
-            was_fired = true;
-            &mut sessions[position]
+            &mut sessions[first]
         } else {
-            let mut fired = sessions[first].fired;
-            for other in sessions.drain(first + 1..first + count).collect::<Vec<_>>() {
-                fired |= other.fired;
-                func.merge(&mut sessions[first].acc, &other.acc);
+            let slot_of = |s: &OpenSession<A>| {
+                if s.fired {
+                    (true, s.end.saturating_add(lateness))
+                } else {
+                    (false, s.end)
+                }
+            };
+            old_slots[0] = slot_of(&sessions[first]);
+            if count > 1 {
+                let others: Vec<OpenSession<A>> =
+                    sessions.drain(first + 1..first + count).collect();
+                for other in &others {
+                    more_slots.push(slot_of(other));
+                    func.merge(&mut sessions[first].acc, &other.acc);
+                }
             }
             let base = &mut sessions[first];
             func.add(&mut base.acc, item);
             base.start = start;
             base.end = end;
-            was_fired = fired;
+            base.fired = fired;
             base
         };
-        if end <= watermark {
+        if fired {
             // Late but within the allowed lateness: the session already fired; emit it updated.
-            merged.fired = true;
             func.emit(&key, Window { start, end }, &merged.acc, out);
-            self.cleanup
-                .entry(end.saturating_add(lateness))
-                .or_default()
-                .push(key);
-        } else {
-            merged.fired = false;
-            if was_fired {
-                self.fire.entry(end).or_default().push(key);
+        }
+        let unchanged = count == 1 && old_slots[0] == new_slot;
+        if !unchanged {
+            if count >= 1 {
+                self.unschedule_slot(old_slots[0], &key);
             }
+            for slot in more_slots {
+                self.unschedule_slot(slot, &key);
+            }
+            let queue = if fired {
+                &mut self.cleanup
+            } else {
+                &mut self.fire
+            };
+            schedule(queue, new_slot.1, key);
         }
         Ok(())
     }
@@ -561,39 +719,33 @@ impl<K: StateKey, A: StateValue + Clone, B: Backend> Sessions<K, A, B> {
     fn advance<I, W: WindowFn<K, I, Acc = A>, L>(
         &mut self,
         to: Timestamp,
-        lateness: Timestamp,
         func: &mut W,
         out: &mut Vec<Result<W::Out, L>>,
     ) {
+        let lateness = self.lateness;
         while let Some(entry) = self.fire.first_entry() {
-            if *entry.key() > to {
+            let end = *entry.key();
+            if !passed(end, to) {
                 break;
             }
             for key in entry.remove() {
                 let Some(sessions) = self.store.get_mut(&key) else {
                     continue;
                 };
-                for s in sessions.iter_mut().filter(|s| !s.fired) {
-                    if s.end <= to {
-                        s.fired = true;
-                        let window = Window {
-                            start: s.start,
-                            end: s.end,
-                        };
-                        func.emit(&key, window, &s.acc, out);
-                        if lateness > 0 {
-                            self.cleanup
-                                .entry(s.end.saturating_add(lateness))
-                                .or_default()
-                                .push(key.clone());
-                        }
-                    } else {
-                        // Extended since this entry was made: fire at its new end.
-                        self.fire.entry(s.end).or_default().push(key.clone());
-                    }
-                }
-                if lateness == 0 {
-                    sessions.retain(|s| !s.fired);
+                let Ok(i) = sessions.binary_search_by_key(&end, |s| s.end) else {
+                    continue;
+                };
+                let s = &mut sessions[i];
+                let window = Window {
+                    start: s.start,
+                    end: s.end,
+                };
+                func.emit(&key, window, &s.acc, out);
+                if lateness > 0 {
+                    s.fired = true;
+                    schedule(&mut self.cleanup, end.saturating_add(lateness), key);
+                } else {
+                    sessions.remove(i);
                     if sessions.is_empty() {
                         self.store.remove(&key);
                     }
@@ -601,18 +753,47 @@ impl<K: StateKey, A: StateValue + Clone, B: Backend> Sessions<K, A, B> {
             }
         }
         while let Some(entry) = self.cleanup.first_entry() {
-            if *entry.key() > to {
+            if !passed(*entry.key(), to) {
                 break;
             }
             for key in entry.remove() {
                 let Some(sessions) = self.store.get_mut(&key) else {
                     continue;
                 };
-                sessions.retain(|s| !(s.fired && s.end.saturating_add(lateness) <= to));
+                // Every session ending before `to` has fired: those to drop are a prefix.
+                let expired =
+                    sessions.partition_point(|s| passed(s.end.saturating_add(lateness), to));
+                sessions.drain(..expired);
                 if sessions.is_empty() {
                     self.store.remove(&key);
                 }
             }
+        }
+    }
+
+    /// Rebuilds the queues from the sessions (after a restore).
+    fn reschedule(&mut self) {
+        let mut slots = Vec::new();
+        let lateness = self.lateness;
+        self.store.for_each(&mut |key, sessions| {
+            for s in sessions {
+                let time = if s.fired {
+                    s.end.saturating_add(lateness)
+                } else {
+                    s.end
+                };
+                slots.push((s.fired, time, key.clone()));
+            }
+        });
+        self.fire.clear();
+        self.cleanup.clear();
+        for (fired, time, key) in slots {
+            let queue = if fired {
+                &mut self.cleanup
+            } else {
+                &mut self.fire
+            };
+            schedule(queue, time, key);
         }
     }
 }
@@ -627,7 +808,9 @@ struct WindowState<K, A> {
     watermark: Timestamp,
     /// Tumbling and sliding: per pane start, the partial accumulators.
     panes: Vec<(Timestamp, Vec<(K, A)>)>,
-    /// Sessions: per key, its sessions, plus the pending firing and cleanup times.
+    /// Sessions: written empty, as are `fire` and `cleanup` (kept so that checkpoints of
+    /// earlier versions still decode): sessions are saved as their keyed store, `sessions`,
+    /// and the queues are rebuilt from it.
     sessions: Vec<(K, Vec<OpenSession<A>>)>,
     fire: Vec<(Timestamp, Vec<K>)>,
     cleanup: Vec<(Timestamp, Vec<K>)>,
@@ -656,11 +839,8 @@ impl<K: StateKey, A: StateValue + Clone, B: Backend> Layout<K, A, B> {
                     .map(|(start, store)| (*start, entries(store)))
                     .collect();
             }
-            Layout::Sessions(s) => {
-                state.sessions = entries(&mut s.store);
-                state.fire = s.fire.iter().map(|(t, k)| (*t, k.clone())).collect();
-                state.cleanup = s.cleanup.iter().map(|(t, k)| (*t, k.clone())).collect();
-            }
+            // Sessions are in their keyed store, saved on their own (as files on disk).
+            Layout::Sessions(_) => {}
         }
         state
     }
@@ -684,8 +864,8 @@ impl<K: StateKey, A: StateValue + Clone, B: Backend> Layout<K, A, B> {
                 for (k, sessions) in state.sessions {
                     s.store.insert(k, sessions);
                 }
-                s.fire = state.fire.into_iter().collect();
-                s.cleanup = state.cleanup.into_iter().collect();
+                // Checkpoints of earlier versions held the sessions here; the queues are
+                // rebuilt from the store once it is restored.
             }
         }
     }
@@ -718,7 +898,9 @@ impl<K: StateKey, I, KF, W: WindowFn<K, I>, B: Backend> WindowOperator<K, I, KF,
                 let size = millis(size).max(1);
                 Layout::Panes(Panes::new(size, millis(slide).clamp(1, size)))
             }
-            WindowSpec::Session { gap } => Layout::Sessions(Sessions::new(millis(gap).max(1))),
+            WindowSpec::Session { gap } => {
+                Layout::Sessions(Sessions::new(millis(gap).max(1), millis(lateness)))
+            }
         };
         WindowOperator {
             key_of,
@@ -741,11 +923,22 @@ where
     B: Backend,
 {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        if let Layout::Sessions(s) = &mut self.layout {
+            if let Some(store) = B::open_store(ctx)? {
+                s.store = store;
+            }
+            weir_core::state::restore_keyed(&mut s.store, ctx, "sessions")?;
+        }
         if let Some(state) =
             weir_core::state::restore_binary::<WindowState<K, W::Acc>>(ctx, "windows")?
         {
             self.watermark = state.watermark;
             self.layout.load(state);
+        }
+        if let Layout::Sessions(s) = &mut self.layout {
+            // The queues follow from the sessions (older checkpoints stored them, with
+            // duplicates, so they are rebuilt rather than read).
+            s.reschedule();
         }
         Ok(())
     }
@@ -757,6 +950,9 @@ where
     ) -> Result<(), OperatorError> {
         if !ctx.checkpointing() {
             return Ok(());
+        }
+        if let Layout::Sessions(s) = &mut self.layout {
+            weir_core::state::save_keyed(&mut s.store, ctx, "sessions")?;
         }
         let state = self.layout.save(self.watermark);
         weir_core::state::save_binary(ctx, "windows", &state)
@@ -784,9 +980,7 @@ where
             Layout::Sessions(sessions) => {
                 for item in input.drain(..) {
                     let key = (self.key_of)(&item);
-                    if let Err(late) =
-                        sessions.add(key, item, watermark, lateness, &mut self.func, out)
-                    {
+                    if let Err(late) = sessions.add(key, item, watermark, &mut self.func, out) {
                         out.push(Err(late));
                     }
                 }
@@ -805,7 +999,7 @@ where
             let from = std::mem::replace(&mut self.watermark, watermark);
             match &mut self.layout {
                 Layout::Panes(p) => p.advance(from, watermark, self.lateness, &mut self.func, out),
-                Layout::Sessions(s) => s.advance(watermark, self.lateness, &mut self.func, out),
+                Layout::Sessions(s) => s.advance(watermark, &mut self.func, out),
             }
         }
         Ok(Some(watermark))
@@ -1184,7 +1378,9 @@ mod tests {
         h.push(vec![ev('a', 90, 1)]).unwrap(); // bridges [0,100) and [180,280)
         let (fired, _) = split(h.watermark(200).unwrap());
         assert_eq!(fired, vec![('b', 0, 100, 1, 1)]);
-        let (fired, _) = split(h.watermark(280).unwrap());
+        // A session fires when the watermark passes its end: an event at 280 would extend it.
+        assert!(h.watermark(280).unwrap().is_empty());
+        let (fired, _) = split(h.watermark(281).unwrap());
         assert_eq!(fired, vec![('a', 0, 280, 3, 3)]);
         let (_, late) = split(h.push(vec![ev('a', 170, 1)]).unwrap());
         assert_eq!(late, vec![('a', 170)]);
@@ -1197,9 +1393,214 @@ mod tests {
         h.push(vec![ev('a', 0, 1)]).unwrap();
         h.push(vec![ev('a', 90, 1)]).unwrap(); // now [0,190)
         assert!(h.watermark(100).unwrap().is_empty());
-        assert!(h.watermark(189).unwrap().is_empty());
-        let (fired, _) = split(h.watermark(190).unwrap());
+        assert!(h.watermark(190).unwrap().is_empty());
+        let (fired, _) = split(h.watermark(191).unwrap());
         assert_eq!(fired, vec![('a', 0, 190, 2, 2)]);
+    }
+
+    /// Entries in a session operator's fire and cleanup queues, and the sessions it holds.
+    fn session_queues(h: &mut Harness<Ev, Result<Res, Ev>, Op>) -> (usize, usize) {
+        match &mut h.operator().layout {
+            Layout::Sessions(s) => (s.queued(), s.open_sessions()),
+            Layout::Panes(_) => unreachable!("a session window"),
+        }
+    }
+
+    /// Issue 11, item 7: with two open sessions per key, every fire entry re-queued all of
+    /// the key's unfired sessions, so the queue grew about x2.6 per event.
+    #[test]
+    fn the_session_fire_queue_holds_one_entry_per_session() {
+        let mut h = op(Session::with_gap(secs(3)), 0);
+        for i in 0..60 {
+            let time = i * 10_000;
+            h.push(vec![ev('a', time, 1)]).unwrap();
+            let (fired, _) = split(h.watermark(time - 10_000).unwrap());
+            if i >= 2 {
+                assert_eq!(fired, vec![('a', time - 20_000, time - 17_000, 1, 1)]);
+            }
+            let (queued, sessions) = session_queues(&mut h);
+            assert!(
+                queued <= sessions,
+                "after event {i}: {queued} queue entries for {sessions} sessions"
+            );
+        }
+        let (rest, _) = split(h.close().unwrap());
+        assert_eq!(rest.len(), 2);
+        assert_eq!(session_queues(&mut h), (0, 0));
+    }
+
+    #[test]
+    fn an_event_at_a_sessions_end_extends_it_until_the_watermark_passes_the_end() {
+        let mut h = op(Session::with_gap(Duration::from_millis(100)), 0);
+        h.push(vec![ev('a', 0, 1)]).unwrap();
+        assert!(h.watermark(100).unwrap().is_empty());
+        // On time (not below the watermark) and touching [0, 100): one session [0, 200).
+        let (none, late) = split(h.push(vec![ev('a', 100, 1)]).unwrap());
+        assert!(none.is_empty() && late.is_empty());
+        let (fired, _) = split(h.watermark(201).unwrap());
+        assert_eq!(fired, vec![('a', 0, 200, 2, 2)]);
+    }
+
+    /// Each key's events sorted by time, cut where the next is more than `gap` after the
+    /// previous: (key, start, end, count, sum).
+    fn brute_force_sessions(events: &[Ev], gap: i64) -> Vec<Row> {
+        let mut sorted: Vec<(char, i64, i64)> = events
+            .iter()
+            .map(|e| (e.item.0, e.time, e.item.1))
+            .collect();
+        sorted.sort();
+        let mut rows: Vec<Row> = Vec::new();
+        for (k, t, v) in sorted {
+            match rows.last_mut() {
+                Some(row) if row.0 == k && t <= row.2 => {
+                    row.2 = row.2.max(t + gap);
+                    row.3 += 1;
+                    row.4 += v;
+                }
+                _ => rows.push((k, t, t + gap, 1, v)),
+            }
+        }
+        rows.sort();
+        rows
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+        /// Random events (out of order by at most the watermark delay), gaps and batches: the
+        /// sessions of a brute-force model, and exactly one queue entry per open session after
+        /// every batch and watermark.
+        #[test]
+        fn sessions_match_a_brute_force_model_with_one_queue_entry_per_session(
+            raw in proptest::collection::vec((0u8..3, 0i64..10, 0i64..400, 0i64..1_000), 1..300),
+            gap in 1i64..300,
+            delay in 0i64..1_000,
+            batch in 1usize..40,
+        ) {
+            let mut clock = 0;
+            let events: Vec<Ev> = raw
+                .into_iter()
+                .map(|(k, v, step, lag)| {
+                    clock += step;
+                    ev((b'a' + k) as char, clock - lag.min(delay), v)
+                })
+                .collect();
+            let mut h = op(Session::with_gap(Duration::from_millis(gap as u64)), 0);
+            let (mut results, mut late) = (Vec::new(), Vec::new());
+            let mut newest = i64::MIN;
+            for chunk in events.chunks(batch) {
+                newest = chunk.iter().map(|e| e.time).fold(newest, i64::max);
+                let (r, l) = split(h.push(chunk.to_vec()).unwrap());
+                results.extend(r);
+                late.extend(l);
+                let (queued, sessions) = session_queues(&mut h);
+                proptest::prop_assert_eq!(queued, sessions);
+                let (r, l) = split(h.watermark(newest - delay).unwrap());
+                results.extend(r);
+                late.extend(l);
+                let (queued, sessions) = session_queues(&mut h);
+                proptest::prop_assert_eq!(queued, sessions);
+            }
+            let (r, _) = split(h.close().unwrap());
+            results.extend(r);
+            results.sort();
+            proptest::prop_assert!(late.is_empty());
+            proptest::prop_assert_eq!(session_queues(&mut h), (0, 0));
+            proptest::prop_assert_eq!(results, brute_force_sessions(&events, gap));
+        }
+    }
+
+    /// Issue 11, item 8: firing listed every window of every pane before deduplicating (panes
+    /// x size/slide entries); now it keeps one interval per pane.
+    #[test]
+    fn firing_sliding_windows_keeps_one_interval_per_pane() {
+        let mut h = op(Sliding::of(secs(10), Duration::from_millis(1)), 0);
+        let events: Vec<Ev> = (0..500).map(|t| ev('a', t * 3, 1)).collect();
+        h.push(events).unwrap();
+        let (fired, _) = split(h.close().unwrap());
+        // Windows [s, s + 10000) for s in (-10000, 1497]: every one holds an event.
+        assert_eq!(fired.len(), 11_497);
+        assert_eq!(fired[0], ('a', -9_999, 1, 1, 1));
+        assert_eq!(fired.iter().map(|r| r.3).max(), Some(500));
+        match &h.operator().layout {
+            Layout::Panes(p) => assert!(p.ends.capacity() <= 500, "{}", p.ends.capacity()),
+            Layout::Sessions(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn windows_per_event_are_limited() {
+        let day = secs(86_400);
+        assert_eq!(
+            Sliding::of(day, Duration::from_millis(1)).windows_per_event(),
+            86_400_000
+        );
+        assert!(Sliding::of(day, Duration::from_millis(1)).check().is_err());
+        assert!(
+            Sliding::of(secs(10), Duration::from_millis(1))
+                .check()
+                .is_ok()
+        );
+        assert!(
+            Sliding::of(secs(10), Duration::from_millis(3))
+                .check()
+                .is_ok()
+        );
+        assert!(Tumbling::of(day).check().is_ok());
+    }
+
+    proptest::proptest! {
+        /// Tumbling and sliding windows against a model that puts each event in each of its
+        /// windows; watermarks after every batch.
+        #[test]
+        fn sliding_windows_match_a_brute_force_model(
+            raw in proptest::collection::vec((0u8..3, 0i64..10, 0i64..50, 0i64..300), 1..200),
+            size in 1i64..400,
+            slide_divisor in 1i64..20,
+            delay in 0i64..300,
+            batch in 1usize..30,
+        ) {
+            let slide = (size / slide_divisor).max(1);
+            let mut clock = 0;
+            let events: Vec<Ev> = raw
+                .into_iter()
+                .map(|(k, v, step, lag)| {
+                    clock += step;
+                    ev((b'a' + k) as char, clock - lag.min(delay), v)
+                })
+                .collect();
+            let mut expected: BTreeMap<(char, i64), (u64, i64)> = BTreeMap::new();
+            for e in &events {
+                let mut start = floor_to(e.time, slide);
+                while start > e.time - size {
+                    let acc = expected.entry((e.item.0, start)).or_default();
+                    acc.0 += 1;
+                    acc.1 += e.item.1;
+                    start -= slide;
+                }
+            }
+            let expected: Vec<Row> = expected
+                .into_iter()
+                .map(|((k, start), (n, sum))| (k, start, start + size, n, sum))
+                .collect();
+            let spec = Sliding::of(
+                Duration::from_millis(size as u64),
+                Duration::from_millis(slide as u64),
+            );
+            let mut h = op(spec, 0);
+            let mut results = Vec::new();
+            let mut newest = i64::MIN;
+            for chunk in events.chunks(batch) {
+                newest = chunk.iter().map(|e| e.time).fold(newest, i64::max);
+                let (r, l) = split(h.push(chunk.to_vec()).unwrap());
+                proptest::prop_assert!(l.is_empty());
+                results.extend(r);
+                results.extend(split(h.watermark(newest - delay).unwrap()).0);
+            }
+            results.extend(split(h.close().unwrap()).0);
+            results.sort();
+            proptest::prop_assert_eq!(results, expected);
+        }
     }
 
     #[test]
