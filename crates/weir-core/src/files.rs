@@ -429,16 +429,12 @@ impl CsvSource {
 
     /// The row just read as a record, or why it is not one.
     fn decode_row(&self) -> Result<Record, String> {
-        if self.record.len() != self.shape.len() {
-            return Err(format!(
-                "expected {} fields (as in the header), found {}",
-                self.shape.len(),
-                self.record.len()
-            ));
-        }
-        let mut values = Vec::with_capacity(self.record.len());
-        for (i, (cell, ty)) in self.record.iter().zip(&self.types).enumerate() {
-            let name = &self.shape.names()[i];
+        // UTF-8 is checked before the field count, so that a row whose raw text had to be
+        // escaped always says why.
+        let columns_match = self.record.len() == self.shape.len();
+        let mut values = Vec::with_capacity(if columns_match { self.shape.len() } else { 0 });
+        for (i, cell) in self.record.iter().enumerate() {
+            let name = self.shape.names().get(i).map_or("", |n| &**n);
             let text = std::str::from_utf8(cell).map_err(|e| {
                 format!(
                     "column `{name}` (field {}): {}",
@@ -446,15 +442,34 @@ impl CsvSource {
                     utf8_problem(cell, e).replace("at column", "at byte")
                 )
             })?;
-            let value = match ty {
+            if !columns_match {
+                continue;
+            }
+            let value = match self.types[i] {
                 CellType::Infer => infer_value(text),
-                CellType::Declared(kind) => parse_cell(*kind, text).map_err(|expected| {
+                CellType::Declared(kind) => parse_cell(kind, text).map_err(|expected| {
                     format!("column `{name}`: expected {expected}, found `{text}`")
                 })?,
             };
             values.push(value);
         }
+        if !columns_match {
+            return Err(format!(
+                "expected {} fields (as in the header), found {}",
+                self.shape.len(),
+                self.record.len()
+            ));
+        }
         Record::with_shape(self.shape.clone(), values).map_err(|e| e.to_string())
+    }
+}
+
+/// Input bytes as a dead letter's `raw`: the text itself, or escaped when it is not UTF-8
+/// (the record's error then says so).
+fn raw_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_string(),
+        Err(_) => escape_invalid_utf8(bytes),
     }
 }
 
@@ -640,7 +655,7 @@ impl CsvSource {
                         source: self.label.clone(),
                         line,
                         error,
-                        raw: escape_invalid_utf8(raw),
+                        raw: raw_text(raw),
                     }));
                 }
             }
