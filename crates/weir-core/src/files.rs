@@ -22,7 +22,8 @@ pub struct BadRecord {
     /// 1-based line number.
     pub line: u64,
     pub error: String,
-    /// The offending input, as read.
+    /// The offending input, as read. Input that is not valid UTF-8 is escaped by
+    /// [`escape_invalid_utf8`]: each invalid byte as `\xNN`, each backslash doubled.
     pub raw: String,
 }
 
@@ -44,6 +45,47 @@ pub enum Format {
     /// Comma-separated values with a header row; values typed as int, float, bool or string.
     Csv,
 }
+
+impl Format {
+    /// The format a file's name suggests: `.csv` (any case) is CSV, anything else JSON lines.
+    pub fn from_path(path: &Path) -> Format {
+        match path.extension() {
+            Some(ext) if ext.eq_ignore_ascii_case("csv") => Format::Csv,
+            _ => Format::JsonLines,
+        }
+    }
+}
+
+/// Bytes as text for a dead letter: valid UTF-8 is kept, each invalid byte becomes `\xNN` and
+/// each backslash `\\`, so the original bytes can be told apart and recovered.
+pub fn escape_invalid_utf8(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() + 8);
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                out.push_str("\\\\");
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Why bytes are not UTF-8, for a dead letter: the 1-based column (in bytes) and the byte.
+fn utf8_problem(bytes: &[u8], e: std::str::Utf8Error) -> String {
+    let at = e.valid_up_to();
+    format!(
+        "invalid UTF-8 at column {} (byte 0x{:02x}); the raw bytes are escaped as \\xNN",
+        at + 1,
+        bytes.get(at).copied().unwrap_or(0)
+    )
+}
+
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 fn open_input(path: &Path) -> Result<Box<dyn Read + Send>, OperatorError> {
     if path == Path::new("-") {
@@ -67,8 +109,9 @@ fn open_lines(path: &Path) -> Result<crate::pipe::Input, OperatorError> {
         .map_err(|e| OperatorError::io(format!("cannot open {}", path.display()), e))
 }
 
-/// Reads one JSON object per line. Blank lines are skipped. A partial batch is returned when
-/// the input has had nothing more for the job's batch timeout.
+/// Reads one JSON object per line. Blank lines are skipped, as is a UTF-8 byte-order mark at
+/// the start of the input. A line that is not valid UTF-8 is a bad record like any other. A
+/// partial batch is returned when the input has had nothing more for the job's batch timeout.
 pub struct JsonLinesSource {
     path: PathBuf,
     label: Arc<str>,
@@ -76,7 +119,8 @@ pub struct JsonLinesSource {
     line: u64,
     /// Bytes consumed so far: where a restart resumes.
     offset: u64,
-    buf: String,
+    /// The current line's bytes; reused, so the good path allocates nothing per line.
+    buf: Vec<u8>,
     decoder: RecordDecoder,
 }
 
@@ -90,7 +134,7 @@ impl JsonLinesSource {
             reader: None,
             line: 0,
             offset: 0,
-            buf: String::new(),
+            buf: Vec::new(),
             decoder: RecordDecoder::default(),
         }
     }
@@ -174,14 +218,33 @@ impl Source<ReadResult> for JsonLinesSource {
             }
             self.buf.clear();
             let n = reader
-                .read_line(&mut self.buf)
+                .read_until(b'\n', &mut self.buf)
                 .map_err(|e| OperatorError::io(format!("reading {}", self.label), e))?;
             if n == 0 {
                 return Ok(SourceStatus::Finished);
             }
+            let at_start = self.offset == 0;
             self.offset += n as u64;
             self.line += 1;
-            let text = self.buf.trim_end_matches(['\n', '\r']);
+            let mut bytes = self.buf.as_slice();
+            while let [rest @ .., b'\n' | b'\r'] = bytes {
+                bytes = rest;
+            }
+            if at_start {
+                bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
+            }
+            let text = match std::str::from_utf8(bytes) {
+                Ok(text) => text,
+                Err(e) => {
+                    out.push(Err(BadRecord {
+                        source: self.label.clone(),
+                        line: self.line,
+                        error: utf8_problem(bytes, e),
+                        raw: escape_invalid_utf8(bytes),
+                    }));
+                    continue;
+                }
+            };
             if text.trim().is_empty() {
                 continue;
             }
@@ -196,39 +259,289 @@ impl Source<ReadResult> for JsonLinesSource {
     }
 }
 
-/// Reads CSV with a header row. Field values are typed by their text: integers, floats,
-/// `true`/`false`, empty as null, anything else a string.
+/// How a CSV source types its cells.
+#[derive(Clone, Debug)]
+pub struct CsvOptions {
+    /// Declared types of columns, by name: such a column's cells are parsed as that type (a
+    /// cell that is not one makes its row a bad record), whatever they look like. Every name
+    /// must be a column of the header.
+    pub types: Vec<(String, weir_types::ValueKind)>,
+    /// Guess the type of the other columns' cells from their text (the default); when false,
+    /// they are strings, exactly as written.
+    pub infer_types: bool,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions {
+            types: Vec::new(),
+            infer_types: true,
+        }
+    }
+}
+
+/// A CSV header that cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CsvHeaderError {
+    #[error("{file}:1: cannot read the CSV header: {reason}")]
+    Unreadable { file: Arc<str>, reason: String },
+    #[error("{file}:1: column {column} of the CSV header is not valid UTF-8: `{raw}`")]
+    NotUtf8 {
+        file: Arc<str>,
+        column: usize,
+        raw: String,
+    },
+    #[error(
+        "{file}:1: the CSV header names `{name}` twice (columns {first} and {second}); a record cannot have two fields of one name, rename one of them"
+    )]
+    Duplicate {
+        file: Arc<str>,
+        name: String,
+        first: usize,
+        second: usize,
+    },
+    #[error(
+        "the field `{name}` is declared with a type, but the CSV header of {file} has no such column (its columns: {columns})"
+    )]
+    UndeclaredColumn {
+        file: Arc<str>,
+        name: String,
+        columns: String,
+    },
+}
+
+impl CsvHeaderError {
+    /// The declared field that is not a column, if that is the problem.
+    pub fn declared_field(&self) -> Option<&str> {
+        match self {
+            CsvHeaderError::UndeclaredColumn { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+}
+
+/// How one column's cells become values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CellType {
+    Infer,
+    Declared(weir_types::ValueKind),
+}
+
+/// The record shape and cell types a header gives, or why it cannot be used.
+fn read_header(
+    file: &Arc<str>,
+    header: &csv::ByteRecord,
+    options: &CsvOptions,
+) -> Result<(Arc<weir_types::Shape>, Vec<CellType>), CsvHeaderError> {
+    let mut names: Vec<&str> = Vec::with_capacity(header.len());
+    for (i, raw) in header.iter().enumerate() {
+        let name = std::str::from_utf8(raw).map_err(|_| CsvHeaderError::NotUtf8 {
+            file: file.clone(),
+            column: i + 1,
+            raw: escape_invalid_utf8(raw),
+        })?;
+        if let Some(first) = names.iter().position(|n| *n == name) {
+            return Err(CsvHeaderError::Duplicate {
+                file: file.clone(),
+                name: name.to_string(),
+                first: first + 1,
+                second: i + 1,
+            });
+        }
+        names.push(name);
+    }
+    let default = if options.infer_types {
+        CellType::Infer
+    } else {
+        CellType::Declared(weir_types::ValueKind::Str)
+    };
+    let mut types = vec![default; names.len()];
+    for (name, kind) in &options.types {
+        let Some(i) = names.iter().position(|n| n == name) else {
+            return Err(CsvHeaderError::UndeclaredColumn {
+                file: file.clone(),
+                name: name.clone(),
+                columns: names.join(", "),
+            });
+        };
+        types[i] = CellType::Declared(*kind);
+    }
+    Ok((Arc::new(weir_types::Shape::new(names)), types))
+}
+
+/// Reads a CSV file's header and checks it as the CSV source will (UTF-8, no duplicate names,
+/// every declared column present), so a bad header is refused before a run starts.
+pub fn check_csv_header(path: &Path, options: &CsvOptions) -> Result<(), CsvHeaderError> {
+    let file: Arc<str> = path.display().to_string().into();
+    let unreadable = |reason: String| CsvHeaderError::Unreadable {
+        file: file.clone(),
+        reason,
+    };
+    let input = File::open(path).map_err(|e| unreadable(e.to_string()))?;
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
+    let header = reader
+        .byte_headers()
+        .map_err(|e| unreadable(e.to_string()))?
+        .clone();
+    read_header(&file, &header, options).map(|_| ())
+}
+
+/// Keeps the bytes the CSV parser reads, so that a bad row's dead letter can carry its raw
+/// text (the parser only hands out unquoted fields). Trimmed in large steps, not per row.
+struct RecordingReader {
+    inner: Box<dyn Read + Send>,
+    kept: Vec<u8>,
+    /// Input offset of `kept[0]`.
+    kept_from: u64,
+}
+
+/// Kept input beyond which the bytes before the current row are dropped.
+const KEEP_LIMIT: usize = 1 << 16;
+
+impl Read for RecordingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.kept.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl RecordingReader {
+    /// The input between two offsets, if still kept.
+    fn bytes(&self, from: u64, to: u64) -> &[u8] {
+        let start = usize::try_from(from.saturating_sub(self.kept_from)).unwrap_or(usize::MAX);
+        let end = usize::try_from(to.saturating_sub(self.kept_from)).unwrap_or(usize::MAX);
+        self.kept
+            .get(start.min(self.kept.len())..end.min(self.kept.len()))
+            .unwrap_or(&[])
+    }
+
+    /// Forgets the input before `offset` once enough has piled up.
+    fn release(&mut self, offset: u64) {
+        if self.kept.len() > KEEP_LIMIT {
+            let n = usize::try_from(offset.saturating_sub(self.kept_from))
+                .unwrap_or(usize::MAX)
+                .min(self.kept.len());
+            self.kept.drain(..n);
+            self.kept_from += n as u64;
+        }
+    }
+}
+
+/// Reads CSV with a header row. Cells of columns with a declared type are parsed as that
+/// type; the others are typed by their text (integers, finite floats, `true`/`false`, empty
+/// as null, anything else a string) or, without type inference, kept as strings.
 pub struct CsvSource {
     path: PathBuf,
     label: Arc<str>,
-    reader: Option<csv::Reader<Box<dyn Read + Send>>>,
+    options: CsvOptions,
+    reader: Option<csv::Reader<RecordingReader>>,
     shape: Arc<weir_types::Shape>,
-    record: csv::StringRecord,
+    types: Vec<CellType>,
+    record: csv::ByteRecord,
     /// Rows consumed (good or bad): a resumed run skips this many.
     rows: u64,
 }
 
 impl CsvSource {
     pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self::with_options(path, CsvOptions::default())
+    }
+
+    pub fn with_options(path: impl Into<PathBuf>, options: CsvOptions) -> Self {
         let path = path.into();
         CsvSource {
             label: path.display().to_string().into(),
             path,
+            options,
             reader: None,
             shape: Arc::default(),
-            record: csv::StringRecord::new(),
+            types: Vec::new(),
+            record: csv::ByteRecord::new(),
             rows: 0,
         }
     }
+
+    /// The row just read as a record, or why it is not one.
+    fn decode_row(&self) -> Result<Record, String> {
+        // UTF-8 is checked before the field count, so that a row whose raw text had to be
+        // escaped always says why.
+        let columns_match = self.record.len() == self.shape.len();
+        let mut values = Vec::with_capacity(if columns_match { self.shape.len() } else { 0 });
+        for (i, cell) in self.record.iter().enumerate() {
+            let name = self.shape.names().get(i).map_or("", |n| &**n);
+            let text = std::str::from_utf8(cell).map_err(|e| {
+                format!(
+                    "column `{name}` (field {}): {}",
+                    i + 1,
+                    utf8_problem(cell, e).replace("at column", "at byte")
+                )
+            })?;
+            if !columns_match {
+                continue;
+            }
+            let value = match self.types[i] {
+                CellType::Infer => infer_value(text),
+                CellType::Declared(kind) => parse_cell(kind, text).map_err(|expected| {
+                    format!("column `{name}`: expected {expected}, found `{text}`")
+                })?,
+            };
+            values.push(value);
+        }
+        if !columns_match {
+            return Err(format!(
+                "expected {} fields (as in the header), found {}",
+                self.shape.len(),
+                self.record.len()
+            ));
+        }
+        Record::with_shape(self.shape.clone(), values).map_err(|e| e.to_string())
+    }
 }
 
-/// The value a CSV cell's text denotes.
+/// Input bytes as a dead letter's `raw`: the text itself, or escaped when it is not UTF-8
+/// (the record's error then says so).
+fn raw_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_string(),
+        Err(_) => escape_invalid_utf8(bytes),
+    }
+}
+
+/// Whether `text` is an optionally signed run of ASCII digits.
+fn is_integer_literal(text: &str) -> bool {
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether `text` starts like a number (a digit, or a sign or dot before one): keeps words
+/// that Rust's float parser accepts (`inf`, `NaN`, `infinity`) strings.
+fn starts_like_a_number(text: &str) -> bool {
+    let rest = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let rest = rest.strip_prefix('.').unwrap_or(rest);
+    rest.bytes().next().is_some_and(|b| b.is_ascii_digit())
+}
+
+/// A finite float written as a number, if `text` is one.
+fn parse_finite_float(text: &str) -> Option<f64> {
+    if !starts_like_a_number(text) {
+        return None;
+    }
+    text.parse::<f64>().ok().filter(|f| f.is_finite())
+}
+
+/// The value a CSV cell's text denotes, guessed: an integer that fits 64 bits, a finite
+/// float, `true`/`false`, null for an empty cell, and otherwise the text as a string (so an
+/// integer too wide for 64 bits, `inf` or `NaN` stay exactly as written).
 pub fn infer_value(text: &str) -> Value {
     if text.is_empty() {
         Value::Null
     } else if let Ok(i) = text.parse::<i64>() {
         Value::Int(i)
-    } else if let Ok(f) = text.parse::<f64>() {
+    } else if is_integer_literal(text) {
+        // Too wide for an i64: a float would round it.
+        Value::from(text)
+    } else if let Some(f) = parse_finite_float(text) {
         Value::Float(f)
     } else if text == "true" {
         Value::Bool(true)
@@ -239,29 +552,79 @@ pub fn infer_value(text: &str) -> Value {
     }
 }
 
+/// A cell of a column declared `kind`, or what was expected. Empty cells are null, except in
+/// string columns, where they are the empty string.
+fn parse_cell(kind: weir_types::ValueKind, text: &str) -> Result<Value, &'static str> {
+    use weir_types::ValueKind as K;
+    if text.is_empty() {
+        return Ok(if kind == K::Str {
+            Value::from("")
+        } else {
+            Value::Null
+        });
+    }
+    match kind {
+        K::Str => Ok(Value::from(text)),
+        K::Int => text
+            .parse::<i64>()
+            .map(Value::Int)
+            .map_err(|_| "an integer (64-bit)"),
+        K::Float => parse_finite_float(text)
+            .map(Value::Float)
+            .ok_or("a finite number"),
+        K::Bool => {
+            if text.eq_ignore_ascii_case("true") {
+                Ok(Value::Bool(true))
+            } else if text.eq_ignore_ascii_case("false") {
+                Ok(Value::Bool(false))
+            } else {
+                Err("true or false")
+            }
+        }
+        K::Timestamp => weir_types::parse_datetime(text)
+            .map(Value::Timestamp)
+            .ok_or("a datetime (RFC 3339, `YYYY-MM-DD hh:mm:ss` or `YYYY-MM-DD`)"),
+        K::Json => weir_types::parse_json_value(text).map_err(|_| "a JSON value"),
+        K::Null => Ok(Value::Null),
+    }
+}
+
 impl Source<ReadResult> for CsvSource {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
         if ctx.instance() != 0 {
             return Ok(());
         }
-        let mut reader = csv::ReaderBuilder::new()
-            .flexible(true)
-            .from_reader(open_input(&self.path)?);
-        let headers = reader.headers().map_err(|e| {
-            OperatorError::new(
-                ErrorKind::Data,
-                format!("{}:1: cannot read the CSV header: {e}", self.label),
-            )
+        let input = RecordingReader {
+            inner: open_input(&self.path)?,
+            kept: Vec::new(),
+            kept_from: 0,
+        };
+        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
+        let header = reader.byte_headers().map_err(|e| {
+            if e.is_io_error() {
+                OperatorError::io(format!("reading {}", self.label), e)
+            } else {
+                OperatorError::new(
+                    ErrorKind::Data,
+                    format!("{}:1: cannot read the CSV header: {e}", self.label),
+                )
+            }
         })?;
-        self.shape = Arc::new(weir_types::Shape::new(headers.iter()));
+        let (shape, types) = read_header(&self.label, header, &self.options)
+            .map_err(|e| OperatorError::new(ErrorKind::Data, e.to_string()))?;
+        self.shape = shape;
+        self.types = types;
         if let Some(rows) = crate::state::restore_value::<u64>(ctx, "rows")? {
             // CSV rows may span lines: re-read and skip the rows the checkpoint covers.
-            let mut skip = csv::StringRecord::new();
+            let mut skip = csv::ByteRecord::new();
             for _ in 0..rows {
-                match reader.read_record(&mut skip) {
-                    Ok(true) | Err(_) => {}
+                match reader.read_byte_record(&mut skip) {
+                    Ok(true) => {}
                     Ok(false) => break,
+                    Err(e) => return Err(OperatorError::io(format!("reading {}", self.label), e)),
                 }
+                let end = reader.position().byte();
+                reader.get_mut().release(end);
             }
             self.rows = rows;
         }
@@ -283,49 +646,55 @@ impl Source<ReadResult> for CsvSource {
         max: usize,
         _: &mut OperatorContext,
     ) -> Result<SourceStatus, OperatorError> {
-        let Some(reader) = self.reader.as_mut() else {
+        let Some(mut reader) = self.reader.take() else {
             return Ok(SourceStatus::Finished);
         };
+        let status = self.poll_rows(&mut reader, out, max);
+        self.reader = Some(reader);
+        status
+    }
+}
+
+impl CsvSource {
+    fn poll_rows(
+        &mut self,
+        reader: &mut csv::Reader<RecordingReader>,
+        out: &mut Vec<ReadResult>,
+        max: usize,
+    ) -> Result<SourceStatus, OperatorError> {
         while out.len() < max {
-            let read = reader.read_record(&mut self.record);
-            if !matches!(read, Ok(false)) {
-                self.rows += 1;
+            // With a flexible reader and byte records, only I/O can fail.
+            let more = reader
+                .read_byte_record(&mut self.record)
+                .map_err(|e| OperatorError::io(format!("reading {}", self.label), e))?;
+            if !more {
+                return Ok(SourceStatus::Finished);
             }
-            match read {
-                Ok(false) => return Ok(SourceStatus::Finished),
-                Ok(true) => {
-                    let line = self.record.position().map_or(0, |p| p.line());
-                    if self.record.len() != self.shape.len() {
-                        out.push(Err(BadRecord {
-                            source: self.label.clone(),
-                            line,
-                            error: format!(
-                                "expected {} fields (as in the header), found {}",
-                                self.shape.len(),
-                                self.record.len()
-                            ),
-                            raw: self.record.iter().collect::<Vec<_>>().join(","),
-                        }));
-                        continue;
+            self.rows += 1;
+            let end = reader.position().byte();
+            match self.decode_row() {
+                Ok(record) => out.push(Ok(record)),
+                Err(error) => {
+                    let start = self.record.position().map_or(end, |p| p.byte());
+                    let mut line = self.record.position().map_or(0, |p| p.line());
+                    let mut raw = reader.get_ref().bytes(start, end);
+                    // The span starts after the previous row: skip the blank lines before this one.
+                    while let [first @ (b'\n' | b'\r'), rest @ ..] = raw {
+                        line += u64::from(*first == b'\n');
+                        raw = rest;
                     }
-                    let values = self.record.iter().map(infer_value).collect();
-                    let record = Record::with_shape(self.shape.clone(), values)
-                        .map_err(|e| OperatorError::new(ErrorKind::Internal, e.to_string()))?;
-                    out.push(Ok(record));
-                }
-                Err(e) => {
-                    let line = e.position().map_or(0, |p| p.line());
-                    if e.is_io_error() {
-                        return Err(OperatorError::io(format!("reading {}", self.label), e));
+                    while let [rest @ .., b'\n' | b'\r'] = raw {
+                        raw = rest;
                     }
                     out.push(Err(BadRecord {
                         source: self.label.clone(),
                         line,
-                        error: e.to_string(),
-                        raw: String::new(),
+                        error,
+                        raw: raw_text(raw),
                     }));
                 }
             }
+            reader.get_mut().release(end);
         }
         Ok(SourceStatus::Ready)
     }

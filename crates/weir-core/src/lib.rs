@@ -46,7 +46,8 @@ pub use checkpoint::{
 };
 pub use error::{ErrorKind, JobError, OperatorError};
 pub use files::{
-    BadRecord, CsvSource, Format, JsonLinesSink, JsonLinesSource, ReadResult, infer_value,
+    BadRecord, CsvHeaderError, CsvOptions, CsvSource, Format, JsonLinesSink, JsonLinesSource,
+    ReadResult, check_csv_header, escape_invalid_utf8, infer_value,
 };
 pub use harness::Harness;
 pub use message::{

@@ -3,7 +3,7 @@
 use crate::chain::{BoxPusher, KeyPartitioner, OpNode, ResultSplit, Router, SinkNode};
 use crate::channel::BufferPolicy;
 use crate::error::JobError;
-use crate::files::{CsvSource, Format, JsonLinesSink, JsonLinesSource, ReadResult};
+use crate::files::{CsvOptions, CsvSource, Format, JsonLinesSink, JsonLinesSource, ReadResult};
 use crate::graph::{
     AnyBox, Build, Graph, Node, NodeId, NodeKind, Routing, input, partitioned_exchange,
     plain_exchange, port,
@@ -145,6 +145,17 @@ impl Environment {
             Format::JsonLines => self.source(name, move || JsonLinesSource::new(path.clone())),
             Format::Csv => self.source(name, move || CsvSource::new(path.clone())),
         };
+        self.graph.borrow_mut().nodes[stream.node].max_parallelism = Some(1);
+        stream
+    }
+
+    /// Records read from a CSV file (`-`: standard input), with declared column types or
+    /// without type inference; undecodable rows are `Err` values as in [`Environment::read_file`].
+    pub fn read_csv(&self, path: impl Into<PathBuf>, options: CsvOptions) -> Stream<ReadResult> {
+        let path = path.into();
+        let stream = self.source("csv", move || {
+            CsvSource::with_options(path.clone(), options.clone())
+        });
         self.graph.borrow_mut().nodes[stream.node].max_parallelism = Some(1);
         stream
     }

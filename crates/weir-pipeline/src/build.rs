@@ -109,7 +109,6 @@ impl Planner<'_> {
             &spec.given(),
             spec.accepted(),
         )?;
-        let format = spec.format.unwrap_or(Format::JsonLines);
         Ok(match spec.kind {
             SourceKind::File => {
                 let path = spec
@@ -117,18 +116,39 @@ impl Planner<'_> {
                     .as_ref()
                     .ok_or_else(|| p.error_at("source", "a file source needs a `path`"))?;
                 let path = resolve(p, path);
+                let format = spec.format.unwrap_or_else(|| Format::from_path(&path));
                 let label = format!("{} ({})", path.display(), format_name(format));
                 if !path.exists() {
                     return Err(
                         p.error_at("source.path", format!("no such file: {}", path.display()))
                     );
                 }
-                (self.decoded(env.read_file(path, format)), label)
+                let read = match self.csv_options(format)? {
+                    Some(options) => {
+                        // A bad header is bad input: refuse it before the run starts.
+                        weir_core::check_csv_header(&path, &options).map_err(|e| {
+                            match e.declared_field() {
+                                Some(name) => p.error_at(&format!("fields.{name}"), e.to_string()),
+                                None => p.error_at("source.path", e.to_string()),
+                            }
+                        })?;
+                        env.read_csv(path, options)
+                    }
+                    None => env.read_file(path, format),
+                };
+                (self.decoded(read), label)
             }
-            SourceKind::Stdin => (
-                self.decoded(env.read_file("-", format)),
-                format!("stdin ({})", format_name(format)),
-            ),
+            SourceKind::Stdin => {
+                let format = spec.format.unwrap_or(Format::JsonLines);
+                let read = match self.csv_options(format)? {
+                    Some(options) => env.read_csv("-", options),
+                    None => env.read_file("-", format),
+                };
+                (
+                    self.decoded(read),
+                    format!("stdin ({})", format_name(format)),
+                )
+            }
             SourceKind::RedisStream => {
                 let (config, label) = crate::ingest::redis_source(p, spec)?;
                 crate::ingest::check_claim_idle(p, &config)?;
@@ -176,6 +196,33 @@ impl Planner<'_> {
                 (generated.try_map(|r| r).name("source.fields"), label)
             }
         })
+    }
+}
+
+impl Planner<'_> {
+    /// How a CSV source types its cells (`None` for JSON lines, which refuse `infer_types`):
+    /// the pipeline's declared `fields` win over guessing.
+    fn csv_options(&self, format: Format) -> Result<Option<weir_core::CsvOptions>, PipelineError> {
+        let p = self.pipeline;
+        let infer_types = p.spec.source.infer_types;
+        if format != Format::Csv {
+            if infer_types.is_some() {
+                return Err(p.error_at(
+                    "source.infer_types",
+                    "`infer_types` applies to CSV input only (JSON values carry their types); set `format: csv` or remove it",
+                ));
+            }
+            return Ok(None);
+        }
+        Ok(Some(weir_core::CsvOptions {
+            types: p
+                .spec
+                .fields
+                .iter()
+                .map(|(name, t)| (name.clone(), t.kind()))
+                .collect(),
+            infer_types: infer_types.unwrap_or(true),
+        }))
     }
 }
 

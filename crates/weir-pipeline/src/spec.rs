@@ -140,8 +140,12 @@ pub struct SourceSpec {
     pub kind: SourceKind,
     /// file: the path (relative to the pipeline file).
     pub path: Option<PathBuf>,
-    /// file, stdin: `json_lines` (default) or `csv`.
+    /// file, stdin: `json_lines` or `csv`; a file's default follows its extension (`.csv` is
+    /// CSV, anything else JSON lines), stdin's is `json_lines`.
     pub format: Option<Format>,
+    /// file, stdin, CSV only: guess the types of undeclared columns (default true); false
+    /// keeps every undeclared cell as its text.
+    pub infer_types: Option<bool>,
     /// generator: records to make; endless when absent.
     pub count: Option<u64>,
     /// generator: records per second; as fast as possible when absent.
@@ -193,15 +197,15 @@ impl SourceSpec {
     /// The options set in the file, by name.
     pub fn given(&self) -> Vec<&'static str> {
         set_options!(self;
-            path, format, count, rate, fields, url, stream, group, consumer, read_count,
-            claim_idle, stop_after_idle)
+            path, format, infer_types, count, rate, fields, url, stream, group, consumer,
+            read_count, claim_idle, stop_after_idle)
     }
 
     /// The options each type accepts.
     pub fn accepted(&self) -> &'static [&'static str] {
         match self.kind {
-            SourceKind::File => &["path", "format"],
-            SourceKind::Stdin => &["format"],
+            SourceKind::File => &["path", "format", "infer_types"],
+            SourceKind::Stdin => &["format", "infer_types"],
             SourceKind::Generator => &["count", "rate", "fields"],
             SourceKind::RedisStream => &[
                 "url",

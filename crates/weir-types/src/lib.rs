@@ -9,7 +9,7 @@ mod json;
 mod time;
 mod value;
 
-pub use json::{JsonDecodeError, RecordDecoder};
+pub use json::{JsonDecodeError, RecordDecoder, parse_json_value};
 pub use time::{format_datetime, parse_datetime};
 pub use value::{Value, ValueKind};
 
