@@ -210,10 +210,11 @@ dead_letter:
   path: dead.jsonl
 ";
 
-fn redis_pipeline(redis: &str, stream: &str) -> String {
+fn redis_pipeline(redis: &str, stream: &str, parallelism: usize) -> String {
     format!(
         "name: resume_redis
 settings:
+  parallelism: {parallelism}
   checkpoint: {{ interval: 100ms, dir: checkpoints }}
 source:
   type: redis_stream
@@ -231,8 +232,23 @@ fn a_redis_pipeline_stopped_by_sigterm_and_resumed_equals_one_uninterrupted_run(
     let Some(redis) = block_on(testing::redis_url()) else {
         return;
     };
-    // 20,500 entries first (event time ends inside a 10 s window), 9,500 after the stop.
+    redis_stop_and_resume(&redis, 1);
+}
+
+#[test]
+fn a_parallel_redis_pipeline_stopped_by_sigterm_and_resumed_equals_one_uninterrupted_run() {
+    let Some(redis) = block_on(testing::redis_url()) else {
+        return;
+    };
+    redis_stop_and_resume(&redis, 2);
+}
+
+fn redis_stop_and_resume(redis: &str, parallelism: usize) {
+    let redis = redis.to_string();
+    // 20,500 entries first (event time ends inside a 10 s window), 4,800 after the SIGTERM
+    // stop, 4,700 after a second stop.
     const FIRST: u64 = 20_500;
+    const SECOND: u64 = 25_300;
     const ALL: u64 = 30_000;
     let stopped_stream = testing::unique_name("resume_stopped");
     let whole_stream = testing::unique_name("resume_whole");
@@ -240,12 +256,12 @@ fn a_redis_pipeline_stopped_by_sigterm_and_resumed_equals_one_uninterrupted_run(
     let whole = tempfile::tempdir().unwrap();
     std::fs::write(
         stopped.path().join("p.yaml"),
-        redis_pipeline(&redis, &stopped_stream),
+        redis_pipeline(&redis, &stopped_stream, parallelism),
     )
     .unwrap();
     std::fs::write(
         whole.path().join("p.yaml"),
-        redis_pipeline(&redis, &whole_stream),
+        redis_pipeline(&redis, &whole_stream, parallelism),
     )
     .unwrap();
 
@@ -259,8 +275,17 @@ fn a_redis_pipeline_stopped_by_sigterm_and_resumed_equals_one_uninterrupted_run(
     );
     assert_no_dead_letters(stopped.path());
 
-    xadd(&redis, &stopped_stream, (FIRST..ALL).map(event));
-    // The resumed run ends when the stream is quiet; `--drain` fires the windows still open.
+    // More entries; the resumed run stops again, at `stop_after_idle` this time (a stop, too:
+    // the window open at its end stays in the checkpoint).
+    xadd(&redis, &stopped_stream, (FIRST..SECOND).map(event));
+    let resumed = run_to_end(stopped.path(), &[]);
+    let err = String::from_utf8_lossy(&resumed.stderr);
+    assert!(err.contains("resuming from checkpoint"), "{err}");
+    assert_no_dead_letters(stopped.path());
+
+    // The last entries; this run ends when the stream is quiet, and `--drain` fires the
+    // windows still open.
+    xadd(&redis, &stopped_stream, (SECOND..ALL).map(event));
     let resumed = run_to_end(stopped.path(), &["--drain"]);
     let err = String::from_utf8_lossy(&resumed.stderr);
     assert!(err.contains("resuming from checkpoint"), "{err}");
@@ -287,10 +312,11 @@ fn a_redis_pipeline_stopped_by_sigterm_and_resumed_equals_one_uninterrupted_run(
     redis_del(&redis, &whole_stream);
 }
 
-fn file_pipeline() -> String {
+fn file_pipeline(parallelism: usize) -> String {
     format!(
         "name: resume_file
 settings:
+  parallelism: {parallelism}
   checkpoint: {{ interval: 100ms, dir: checkpoints }}
 source:
   type: file
@@ -316,13 +342,22 @@ fn write_events(path: &Path, ids: std::ops::Range<u64>, append: bool) {
 
 #[test]
 fn a_file_pipeline_stopped_by_sigterm_mid_file_then_appended_and_resumed_equals_one_run() {
+    file_stop_and_resume(1);
+}
+
+#[test]
+fn a_parallel_file_pipeline_stopped_mid_file_then_appended_and_resumed_equals_one_run() {
+    file_stop_and_resume(2);
+}
+
+fn file_stop_and_resume(parallelism: usize) {
     // Large enough that the first results commit well before the end of the file.
     const FIRST: u64 = 400_000;
     const ALL: u64 = 430_000;
     let stopped = tempfile::tempdir().unwrap();
     let whole = tempfile::tempdir().unwrap();
     for dir in [&stopped, &whole] {
-        std::fs::write(dir.path().join("p.yaml"), file_pipeline()).unwrap();
+        std::fs::write(dir.path().join("p.yaml"), file_pipeline(parallelism)).unwrap();
     }
     write_events(&stopped.path().join("in.jsonl"), 0..FIRST, false);
     let stderr = stopped.path().join("run1.err");
