@@ -106,8 +106,6 @@ impl BenchReport {
 pub enum BenchError {
     #[error("unknown workload '{0}': expected one of w1, w2, w3, w4, w5, w6")]
     UnknownWorkload(String),
-    #[error("workload {0} is not implemented yet")]
-    NotImplemented(&'static str),
     #[error(transparent)]
     Job(#[from] weir_core::JobError),
     #[error("{0}")]
