@@ -5,11 +5,13 @@
 
 mod digest;
 mod w2;
+mod w4;
 mod w5;
 mod w6;
 pub mod workloads;
 
 pub use digest::Digest;
+pub use w4::Histogram;
 
 use serde::Serialize;
 use std::time::Duration;
@@ -104,12 +106,13 @@ impl BenchReport {
 pub enum BenchError {
     #[error("unknown workload '{0}': expected one of w1, w2, w3, w4, w5, w6")]
     UnknownWorkload(String),
-    #[error("workload {0} is not implemented yet")]
-    NotImplemented(&'static str),
     #[error(transparent)]
     Job(#[from] weir_core::JobError),
     #[error("{0}")]
     Setup(String),
+    /// The options do not apply to the workload (a usage error, exit 2).
+    #[error("{0}")]
+    Usage(String),
     /// State, checkpoint or restore failures (w5).
     #[error("{0}")]
     State(String),
@@ -121,7 +124,7 @@ pub fn run(workload: &str, options: &BenchOptions) -> Result<BenchReport, BenchE
         "w1" => Ok(workloads::w1(options)?),
         "w3" => Ok(workloads::w3(options)?),
         "w2" => Ok(w2::w2(options)?),
-        "w4" => Err(BenchError::NotImplemented("w4")),
+        "w4" => w4::w4(options),
         "w5" => w5::w5(options),
         "w6" => w6::w6(options),
         other => Err(BenchError::UnknownWorkload(other.to_string())),

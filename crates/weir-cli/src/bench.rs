@@ -2,7 +2,24 @@ use clap::Args;
 use std::process::ExitCode;
 use weir_bench::{BenchError, BenchOptions};
 
+const WORKLOADS: &str = "\
+Workloads (BENCHMARKS.md):
+  w1  stateless: filter, map, a sink that counts and sums
+  w2  keyed tumbling 1 s windows over event time
+  w3  word count with a running count per word
+  w4  latency: w1's pipeline with the source paced at --rate events/s for --seconds; each
+      event carries the instant it was due at that rate, and the sink records end-to-end
+      latency (time spent waiting in the source counts). At --parallelism 2 or more a key
+      exchange (key_by key) stands before the sink, so records cross a channel. Prints
+      p50_us, p99_us, p999_us and max_us; results and checksum equal w1's with
+      --events rate*seconds. w4 has no --baseline (a plain loop has no batching, channel or
+      thread to measure) and takes no --events.
+  w5  checkpoint and recovery of large keyed state on disk
+  w6  Redis stream to ClickHouse through a schema, exactly once
+";
+
 #[derive(Args)]
+#[command(after_help = WORKLOADS)]
 pub struct BenchArgs {
     /// w1 (stateless), w2 (keyed window), w3 (word count), w4 (latency), w5 (checkpoint), w6 (ingest)
     workload: String,
@@ -17,7 +34,7 @@ pub struct BenchArgs {
     /// Print one JSON object on the last line.
     #[arg(long)]
     json: bool,
-    /// w4: events per second.
+    /// w4: events per second (over all source instances).
     #[arg(long, default_value_t = 1_000_000)]
     rate: u64,
     /// w4: seconds to run.
@@ -55,7 +72,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let report = match weir_bench::run(&args.workload, &options) {
         Ok(r) => r,
-        Err(e @ BenchError::UnknownWorkload(_)) => {
+        Err(e @ (BenchError::UnknownWorkload(_) | BenchError::Usage(_))) => {
             eprintln!("error: {e}");
             return Ok(ExitCode::from(2));
         }
