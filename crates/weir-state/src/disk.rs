@@ -54,6 +54,24 @@ use std::sync::Arc;
 
 /// Marks a directory as a store's scratch space, which may be wiped on open.
 const MARKER: &str = "WEIR_STATE_SCRATCH";
+
+/// Deletes a store's scratch directory with its marker last, so that a process killed midway
+/// leaves a directory that is still recognised (and wiped) by the next open rather than one
+/// refused as someone else's.
+fn wipe_scratch(path: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(path)? {
+        let entry = entry?;
+        if entry.file_name() == MARKER {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    std::fs::remove_dir_all(path)
+}
 /// The cache evicts at least this share of its capacity at once, so write-backs go to the
 /// tree in batches.
 const EVICT_FRACTION: usize = 32;
@@ -172,7 +190,7 @@ struct ScratchRoot(PathBuf);
 
 impl Drop for ScratchRoot {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = wipe_scratch(&self.0);
     }
 }
 
@@ -236,7 +254,7 @@ impl<K: StateKey, V: StateValue> DiskStore<K, V> {
                         path.display()
                     )));
                 }
-                std::fs::remove_dir_all(&path).map_err(io)?;
+                wipe_scratch(&path).map_err(io)?;
             }
         }
         std::fs::create_dir_all(&path).map_err(io)?;
