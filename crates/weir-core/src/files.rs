@@ -499,12 +499,17 @@ impl CsvSource {
     }
 }
 
-/// Input bytes as a dead letter's `raw`: the text itself, or escaped when it is not UTF-8
-/// (the record's error then says so).
-fn raw_text(bytes: &[u8]) -> String {
+/// A bad CSV row's error and `raw`: the row's text itself, or escaped when it is not UTF-8 —
+/// and then the error says so, also when the row failed for another reason (its cells may be
+/// valid UTF-8 once unquoted while the row's bytes are not).
+fn bad_row_text(error: String, bytes: &[u8]) -> (String, String) {
     match std::str::from_utf8(bytes) {
-        Ok(text) => text.to_string(),
-        Err(_) => escape_invalid_utf8(bytes),
+        Ok(text) => (error, text.to_string()),
+        Err(_) if error.contains("invalid UTF-8") => (error, escape_invalid_utf8(bytes)),
+        Err(e) => (
+            format!("{error}; the row has {}", utf8_problem(bytes, e)),
+            escape_invalid_utf8(bytes),
+        ),
     }
 }
 
@@ -686,11 +691,12 @@ impl CsvSource {
                     while let [rest @ .., b'\n' | b'\r'] = raw {
                         raw = rest;
                     }
+                    let (error, raw) = bad_row_text(error, raw);
                     out.push(Err(BadRecord {
                         source: self.label.clone(),
                         line,
                         error,
-                        raw: raw_text(raw),
+                        raw,
                     }));
                 }
             }

@@ -234,3 +234,13 @@ fn the_valid_inputs_decode_as_expected() {
     assert_eq!(csv.len(), 5);
     assert!(csv[3].is_err(), "{csv:?}");
 }
+
+/// Found by `csv_from_mutated_input`: a row with too few fields whose bytes are not UTF-8
+/// although its unquoted cells are (`\xef"\xbb\xbf` unquotes to a valid U+FEFF). Its `raw` is
+/// escaped, so its error must say so.
+#[test]
+fn a_short_row_whose_bytes_are_not_utf8_says_its_raw_is_escaped() {
+    let input =
+        b"id,name,score,ok\n3,\"multi\nline \"\"quoted\"\"\xef\"\xbb\xbf\",\",007,inf\n4,x\n";
+    check_csv(input).unwrap();
+}
