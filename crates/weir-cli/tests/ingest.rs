@@ -1,43 +1,16 @@
 //! Redis Streams → validate → mask → ClickHouse through `weir run`, against the real services
 //! of `scripts/services.sh`: the StreamHouse example, and exactly-once under SIGKILL.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod common;
+use common::{int, pageview, repo, weir};
+
+use std::process::Stdio;
 use std::time::Duration;
 use weir_connectors::{
     ClickHouseClient, ClickHouseConfig, RedisStreamWriter, RedisStreamWriterConfig, block_on,
     testing,
 };
 use weir_types::{Record, Value};
-
-fn weir() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Page view `i`; every 100th is invalid (text where the schema wants an int).
-fn pageview(i: u64) -> Record {
-    let ms = if i % 100 == 42 {
-        Value::from("slow")
-    } else {
-        Value::Int((i % 900) as i64)
-    };
-    Record::from_pairs([
-        ("id", Value::Int(i as i64)),
-        ("user_id", Value::from(format!("u{}", i % 97))),
-        (
-            "ts",
-            Value::from(format!("2024-05-01 12:{:02}:{:02}", (i / 60) % 60, i % 60)),
-        ),
-        ("page", Value::from(format!("/p/{}", i % 9))),
-        ("ms", ms),
-        ("email", Value::from(format!("u{}@example.com", i % 97))),
-        ("ip", Value::from("10.1.2.3")),
-    ])
-}
 
 fn produce(redis: &str, stream: &str, n: u64) {
     block_on(async {
@@ -51,7 +24,7 @@ fn produce(redis: &str, stream: &str, n: u64) {
         let mut writer = RedisStreamWriter::connect(RedisStreamWriterConfig::new(redis, stream))
             .await
             .unwrap();
-        let records: Vec<Record> = (0..n).map(pageview).collect();
+        let records: Vec<Record> = (0..n).map(|i| pageview(i, true)).collect();
         for chunk in records.chunks(2000) {
             writer.write(chunk).await.unwrap();
         }
@@ -86,13 +59,6 @@ fn pending(redis: &str, stream: &str, group: &str) -> i64 {
 fn query(clickhouse: &str, sql: &str) -> Record {
     let client = ClickHouseClient::new(ClickHouseConfig::new(clickhouse)).unwrap();
     block_on(client.query_json(sql)).unwrap().remove(0)
-}
-
-fn int(r: &Record, field: &str) -> i64 {
-    let v = r.get(field).unwrap();
-    v.as_i64()
-        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        .unwrap_or_else(|| panic!("{field}: {v:?}"))
 }
 
 #[test]

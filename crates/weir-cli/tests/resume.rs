@@ -4,9 +4,12 @@
 //! Redis stream, and over a file that grows between runs); and the StreamHouse example's "add
 //! events and run again" workflow delivers the new events to ClickHouse.
 
+mod common;
+use common::{int, pageview, repo, weir};
+
 use std::fs::File;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use weir_connectors::{
@@ -14,14 +17,6 @@ use weir_connectors::{
     testing,
 };
 use weir_types::{Record, Value};
-
-fn weir() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// Event `i` of the windowed pipelines: five keys, a value, and event time 7 ms apart.
 fn event(i: u64) -> Record {
@@ -390,31 +385,6 @@ fn file_stop_and_resume(parallelism: usize) {
     assert_eq!(counted, ALL);
 }
 
-/// A valid StreamHouse page view: one per second of event time from 12:00:00, nine pages.
-fn pageview(i: u64) -> Record {
-    Record::from_pairs([
-        ("id", Value::Int(i as i64)),
-        ("user_id", Value::from(format!("u{}", i % 97))),
-        (
-            "ts",
-            Value::from(format!("2024-05-01 12:{:02}:{:02}", (i / 60) % 60, i % 60)),
-        ),
-        ("page", Value::from(format!("/p/{}", i % 9))),
-        ("ms", Value::Int((i % 900) as i64)),
-        ("email", Value::from(format!("u{}@example.com", i % 97))),
-        ("ip", Value::from("10.1.2.3")),
-    ])
-}
-
-fn int(r: &Record, field: &str) -> i64 {
-    let v = r
-        .get(field)
-        .unwrap_or_else(|| panic!("{field} missing in {r:?}"));
-    v.as_i64()
-        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        .unwrap_or_else(|| panic!("{field}: {v:?}"))
-}
-
 /// `examples/streamhouse.yaml` as a user runs it, with only its names changed so that the test
 /// cannot collide with another run of the example: its own stream, table, checkpoint directory
 /// and dead-letter file, and the services' URLs of the test environment.
@@ -499,7 +469,7 @@ fn the_streamhouse_example_delivers_events_added_between_runs() {
     // (newest event − 5 s) and written; the window of 12:24 stays open in the checkpoint.
     const FIRST: u64 = 1_470;
     const ALL: u64 = 3_000;
-    xadd(&redis, &stream, (0..FIRST).map(pageview));
+    xadd(&redis, &stream, (0..FIRST).map(|i| pageview(i, false)));
     run_to_end(dir.path(), &[]);
     assert_eq!(
         page_minutes(&clickhouse, &table),
@@ -509,7 +479,7 @@ fn the_streamhouse_example_delivers_events_added_between_runs() {
 
     // Add events and run again: the open window of 12:24 continues (one row per page with
     // the views of both runs) and the new events' windows up to 12:48 are written.
-    xadd(&redis, &stream, (FIRST..ALL).map(pageview));
+    xadd(&redis, &stream, (FIRST..ALL).map(|i| pageview(i, false)));
     let out = run_to_end(dir.path(), &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("resuming from checkpoint"), "{err}");
