@@ -36,7 +36,8 @@ pub enum StateBackend {
     /// `path/<operator>-<instance>`.
     Disk {
         path: PathBuf,
-        /// Memory per operator instance, in bytes; in configuration files also a string such as
+        /// Memory per store (one per operator instance, one per named state of a keyed
+        /// process function), in bytes; in configuration files also a string such as
         /// `"256 MiB"` (units B, KB, MB, GB, KiB, MiB, GiB). Default 64 MiB.
         #[serde(default = "default_budget", deserialize_with = "byte_size")]
         memory_budget: u64,
