@@ -119,6 +119,24 @@ impl OperatorContext {
         })
     }
 
+    /// One of several keyed stores of this operator instance, told apart by `state` (a keyed
+    /// process function's value, map and list states): in memory, or on disk under
+    /// `<path>/<operator>-<instance>~<state>`. Save and restore it with
+    /// [`save_keyed`](crate::state::save_keyed) under a checkpoint name of its own.
+    pub fn keyed_store_named<K: StateKey, V: StateValue>(
+        &self,
+        state: &str,
+    ) -> Result<weir_state::AnyStore<K, V>, OperatorError> {
+        self.state
+            .create_named(&self.name, state, self.instance)
+            .map_err(|e| {
+                OperatorError::new(
+                    crate::error::ErrorKind::Io,
+                    format!("opening the state store '{state}': {e}"),
+                )
+            })
+    }
+
     pub(crate) fn with_checkpoints(mut self, checkpoints: Option<Arc<CheckpointShared>>) -> Self {
         self.checkpoints = checkpoints;
         self

@@ -36,7 +36,8 @@ pub enum StateBackend {
     /// `path/<operator>-<instance>`.
     Disk {
         path: PathBuf,
-        /// Memory per operator instance, in bytes; in configuration files also a string such as
+        /// Memory per store (one per operator instance, one per named state of a keyed
+        /// process function), in bytes; in configuration files also a string such as
         /// `"256 MiB"` (units B, KB, MB, GB, KiB, MiB, GiB). Default 64 MiB.
         #[serde(default = "default_budget", deserialize_with = "byte_size")]
         memory_budget: u64,
@@ -121,13 +122,47 @@ impl StoreFactory {
         operator: &str,
         instance: usize,
     ) -> Result<AnyStore<K, V>, StateError> {
+        self.open(format!("{}-{instance}", file_name(operator)))
+    }
+
+    /// An empty store for one of several states of one operator instance (a keyed process
+    /// function's value, map and list states): on disk in `path/<operator>-<instance>~<state>`,
+    /// a directory no other operator or state shares (`~` is escaped in names).
+    ///
+    /// ```
+    /// use weir_state::{KeyedStore, StateBackend, StoreFactory};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let factory = StoreFactory::new(StateBackend::Disk { path: dir.path().into(), memory_budget: 1 << 20 });
+    /// let mut seen = factory.create_named::<String, u64>("dedup", "seen", 1)?;
+    /// seen.insert("a".to_string(), 1);
+    /// assert!(dir.path().join("dedup-1~seen").is_dir());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn create_named<K: StateKey, V: StateValue>(
+        &self,
+        operator: &str,
+        state: &str,
+        instance: usize,
+    ) -> Result<AnyStore<K, V>, StateError> {
+        self.open(format!(
+            "{}-{instance}~{}",
+            file_name(operator),
+            file_name(state)
+        ))
+    }
+
+    fn open<K: StateKey, V: StateValue>(
+        &self,
+        dir_name: String,
+    ) -> Result<AnyStore<K, V>, StateError> {
         match &self.backend {
             StateBackend::Memory {} => Ok(AnyStore::Memory(MemoryStore::new())),
             StateBackend::Disk {
                 path,
                 memory_budget,
             } => {
-                let dir = path.join(format!("{}-{instance}", file_name(operator)));
+                let dir = path.join(dir_name);
                 let options = DiskStoreOptions {
                     memory_budget: usize::try_from(*memory_budget).unwrap_or(usize::MAX),
                     ..DiskStoreOptions::default()

@@ -8,7 +8,7 @@
 //! be joined reliably any more: it goes to the `late` output.
 
 use crate::error::TimeError;
-use crate::state::{Backend, InMemory};
+use crate::state::{Backend, JobBackend};
 use crate::time::{Either, HasTime, Timestamped, Window, millis};
 use crate::window::{WindowFn, WindowOperator, WindowSpec};
 use serde::de::DeserializeOwned;
@@ -380,6 +380,9 @@ where
     B: Backend,
 {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        if let Some(store) = B::open_store(ctx)? {
+            self.buffers = store;
+        }
         restore_keyed_and_times(
             &mut self.buffers,
             &mut self.cleanup,
@@ -531,6 +534,9 @@ where
     B: Backend,
 {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        if let Some(store) = B::open_store(ctx)? {
+            self.state = store;
+        }
         restore_keyed_and_times(
             &mut self.state,
             &mut self.due,
@@ -758,7 +764,7 @@ where
         J: FnMut(&L, &R) -> O + Clone + Send + 'static,
     {
         let routed = tag_both(self, right).transform("window_join", move |key_of| {
-            WindowOperator::<K, Tagged<L, R>, _, _, InMemory>::new(
+            WindowOperator::<K, Tagged<L, R>, _, _, JobBackend>::new(
                 key_of,
                 PairFn(join.clone()),
                 window,
@@ -790,7 +796,7 @@ where
                 R,
                 _,
                 _,
-                InMemory,
+                JobBackend,
             > {
                 key_of,
                 join: join.clone(),
@@ -822,7 +828,7 @@ where
             V,
             _,
             _,
-            InMemory,
+            JobBackend,
         > {
             key_of,
             join: join.clone(),
@@ -861,7 +867,7 @@ mod tests {
 
     #[test]
     fn interval_join_matches_within_bounds_and_cleans_up_by_watermark() {
-        let op = IntervalJoin::<u8, (u8, char), (u8, i32), _, _, InMemory> {
+        let op = IntervalJoin::<u8, (u8, char), (u8, i32), _, _, crate::InMemory> {
             key_of: key,
             join: |l: &(u8, char), r: &(u8, i32)| (l.1, r.1),
             before: 100,
@@ -906,7 +912,7 @@ mod tests {
 
     #[test]
     fn window_join_pairs_within_a_window_and_sends_late_events_aside() {
-        let op = WindowOperator::<u8, Tagged<(u8, char), (u8, i32)>, _, _, InMemory>::new(
+        let op = WindowOperator::<u8, Tagged<(u8, char), (u8, i32)>, _, _, crate::InMemory>::new(
             key,
             PairFn(|l: &(u8, char), r: &(u8, i32)| (l.1, r.1)),
             crate::Tumbling::of(Duration::from_secs(1)),
@@ -934,7 +940,7 @@ mod tests {
 
     #[test]
     fn latest_join_uses_the_version_valid_at_the_record_time() {
-        let op = LatestJoin::<u8, (u8, char), (u8, i32), _, _, InMemory> {
+        let op = LatestJoin::<u8, (u8, char), (u8, i32), _, _, crate::InMemory> {
             key_of: key,
             join: |l: (u8, char), v: Option<&(u8, i32)>| (l.1, v.map(|v| v.1)),
             kind: JoinKind::Inner,

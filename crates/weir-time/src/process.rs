@@ -207,6 +207,14 @@ pub trait KeyedProcessFunction<K: StateKey, T>: Send + 'static {
         Ok(())
     }
 
+    /// The operator instance starts, before any record and before
+    /// [`restore`](Self::restore): open states kept on the job's backend
+    /// ([`JobBackend`](crate::JobBackend)) with
+    /// [`CheckpointedStore::open`](crate::CheckpointedStore::open), one name per state.
+    fn open(&mut self, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
     /// A checkpoint is being taken: save the function's state (e.g. `self.count.save(ctx,
     /// "count")` for each [`CheckpointedStore`](crate::CheckpointedStore)). Timers are saved by
     /// the runtime.
@@ -284,6 +292,7 @@ where
     P: KeyedProcessFunction<K, T>,
 {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        self.func.open(ctx)?;
         if let Some(state) = weir_core::state::restore_binary::<TimerState<K>>(ctx, "timers")? {
             self.watermark = state.watermark;
             for (key, time) in state.event {

@@ -33,6 +33,16 @@ pub trait Backend: Send + 'static {
     ) -> Result<Option<Self::Store<K, V>>, OperatorError> {
         Ok(None)
     }
+
+    /// One of several named stores of the operator instance (a keyed process function's
+    /// states), opened in `open`: on the job's state backend for [`JobBackend`]; `None` keeps
+    /// the default store.
+    fn open_named_store<K: StateKey, V: StateValue>(
+        _ctx: &OperatorContext,
+        _name: &str,
+    ) -> Result<Option<Self::Store<K, V>>, OperatorError> {
+        Ok(None)
+    }
 }
 
 /// The in-memory backend ([`MemoryStore`]); the default everywhere.
@@ -44,8 +54,9 @@ impl Backend for InMemory {
 }
 
 /// The job's state backend (`Config::state`, the YAML's `settings.state`): an operator's
-/// store is opened with [`OperatorContext::keyed_store`], in memory or on disk, and an
-/// on-disk store is checkpointed as files. An operator takes one such store.
+/// store is opened with [`OperatorContext::keyed_store`] (or, for each of a process
+/// function's states, [`OperatorContext::keyed_store_named`]), in memory or on disk, and an
+/// on-disk store is checkpointed as files.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct JobBackend;
 
@@ -56,6 +67,13 @@ impl Backend for JobBackend {
         ctx: &OperatorContext,
     ) -> Result<Option<AnyStore<K, V>>, OperatorError> {
         ctx.keyed_store().map(Some)
+    }
+
+    fn open_named_store<K: StateKey, V: StateValue>(
+        ctx: &OperatorContext,
+        name: &str,
+    ) -> Result<Option<AnyStore<K, V>>, OperatorError> {
+        ctx.keyed_store_named(name).map(Some)
     }
 }
 
@@ -522,7 +540,20 @@ impl<K: StateKey, V: StateValue, B: Backend> ListState<K, V, B> {
 /// Keyed state saved in and restored from checkpoints: a process function calls these from its
 /// [`KeyedProcessFunction::snapshot`](crate::KeyedProcessFunction::snapshot) and
 /// [`restore`](crate::KeyedProcessFunction::restore), with one distinct `name` per state.
+///
+/// A state on [`JobBackend`] is opened first, in
+/// [`KeyedProcessFunction::open`](crate::KeyedProcessFunction::open), with
+/// [`open`](Self::open): its store then lives on the job's state backend (on disk under that
+/// name with `backend: disk`) and is checkpointed as files there.
 pub trait CheckpointedStore {
+    /// Opens the state's store on its backend under `name` (one per state of an operator),
+    /// replacing the empty default one; a no-op for [`InMemory`]. Call it before anything is
+    /// stored and before [`restore`](Self::restore).
+    fn open(
+        &mut self,
+        ctx: &weir_core::OperatorContext,
+        name: &str,
+    ) -> Result<(), weir_core::OperatorError>;
     fn save(
         &mut self,
         ctx: &mut weir_core::OperatorContext,
@@ -539,6 +570,16 @@ pub trait CheckpointedStore {
 macro_rules! checkpointed_store {
     ($ty:ident<$($p:ident: $bound:ident),*>) => {
         impl<$($p: $bound,)* B: Backend> CheckpointedStore for $ty<$($p,)* B> {
+            fn open(
+                &mut self,
+                ctx: &weir_core::OperatorContext,
+                name: &str,
+            ) -> Result<(), weir_core::OperatorError> {
+                if let Some(store) = B::open_named_store(ctx, name)? {
+                    self.store = store;
+                }
+                Ok(())
+            }
             fn save(
                 &mut self,
                 ctx: &mut weir_core::OperatorContext,
