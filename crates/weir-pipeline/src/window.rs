@@ -579,7 +579,7 @@ impl WindowPlan<'_> {
             .window(spec)
             .allowed_lateness(lateness)
             .name(&stage)
-            // Session windows keep their state on the job's backend (`settings.state`).
+            // Windows keep their panes and sessions on the job's backend (`settings.state`).
             .backend::<JobBackend>();
         let out = windowed.aggregate(RecordAggregator { aggregations });
 

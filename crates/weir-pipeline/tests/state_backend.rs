@@ -65,12 +65,18 @@ fn a_bad_state_setting_names_the_key() {
 
 /// Runs a session-window pipeline over 20,000 keys, with checkpoints; the sorted output.
 fn run_sessions(dir: &std::path::Path, state: &str) -> Vec<String> {
+    run_window(dir, state, "type: session\n      gap: 1500ms")
+}
+
+/// Runs a pipeline with the window `window` (YAML at the window's indentation) over 20,000
+/// keys, with checkpoints; the sorted output.
+fn run_window(dir: &std::path::Path, state: &str, window: &str) -> Vec<String> {
     let yaml = format!(
         "name: sessions
 settings:
   parallelism: 2
   batch_size: 500
-  checkpoint: {{ interval: 10ms, dir: checkpoints }}
+  checkpoint: {{ interval: 10ms, dir: checkpoints, keep: 1000 }}
 {state}
 source:
   type: generator
@@ -79,8 +85,7 @@ source:
 steps:
   - key_by: user
   - window:
-      type: session
-      gap: 1500ms
+      {window}
       time_field: ts
       watermark_delay: 2s
       late: drop
@@ -144,6 +149,35 @@ fn session_windows_run_on_disk_and_checkpoint_their_state_as_files() {
         "no state files named `sessions` under {}",
         checkpoints.display()
     );
+}
+
+/// Issue 11, item 14: tumbling and sliding windows keep their panes on the job's backend, one
+/// store per pane.
+#[test]
+fn tumbling_and_sliding_panes_run_on_disk_and_checkpoint_as_files() {
+    for (window, results) in [
+        // Events of each key at 0.0-0.6 s, 1.0-1.6 s, ... 5.0-5.6 s.
+        ("type: tumbling\n      size: 1s", 6 * 20_000),
+        ("type: sliding\n      size: 2s\n      slide: 1s", 7 * 20_000),
+    ] {
+        let memory_dir = tempfile::tempdir().unwrap();
+        let in_memory = run_window(memory_dir.path(), "", window);
+        assert_eq!(in_memory.len(), results, "{window}");
+        let disk_dir = tempfile::tempdir().unwrap();
+        let on_disk = run_window(
+            disk_dir.path(),
+            "  state: { backend: disk, path: state, memory_budget: 64 KiB }",
+            window,
+        );
+        assert_eq!(on_disk, in_memory, "{window}");
+        let checkpoints = disk_dir.path().join("checkpoints");
+        assert!(
+            files_naming(&checkpoints, "window-0-pane_") > 0
+                && files_naming(&checkpoints, "window-1-pane_") > 0,
+            "{window}: no pane state files under {}",
+            checkpoints.display()
+        );
+    }
 }
 
 /// Typed jobs (weir-time's API: the YAML has no keyed process or stream-join step) on the

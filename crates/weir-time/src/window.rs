@@ -304,7 +304,10 @@ where
     }
 }
 
-/// Tumbling and sliding windows: partial accumulators per pane, one keyed store per pane.
+/// Tumbling and sliding windows: partial accumulators per pane, one keyed store per pane. On
+/// the job's backend each pane's store is opened as the named store `pane_<start>` (on disk,
+/// a directory per live pane, removed when the pane is dropped), so a pane's keys are listed
+/// by its own store and need no ordered scan.
 struct Panes<K: StateKey, A: StateValue, B: Backend> {
     size: Timestamp,
     slide: Timestamp,
@@ -343,23 +346,25 @@ impl<K: StateKey, A: StateValue + Clone, B: Backend> Panes<K, A, B> {
         floor_to(time, self.slide).saturating_add(self.size)
     }
 
-    /// Index of the pane starting at `start`, created if needed. Recent panes are at the back,
-    /// where in-order events find theirs at the first comparison.
+    /// Index of the pane starting at `start`, created (its store opened on the backend) if
+    /// needed. Recent panes are at the back, where in-order events find theirs at the first
+    /// comparison.
     #[inline]
-    fn pane_at(&mut self, start: Timestamp) -> usize {
+    fn pane_at(&mut self, start: Timestamp, ctx: &OperatorContext) -> Result<usize, OperatorError> {
         let mut i = self.panes.len();
         while i > 0 {
             let s = self.panes[i - 1].0;
             if s == start {
-                return i - 1;
+                return Ok(i - 1);
             }
             if s < start {
                 break;
             }
             i -= 1;
         }
-        self.panes.insert(i, (start, Default::default()));
-        i
+        let store = open_pane::<K, A, B>(ctx, start)?.unwrap_or_default();
+        self.panes.insert(i, (start, store));
+        Ok(i)
     }
 
     /// The accumulator of `key` in window `[start, end)`, merged from its panes.
@@ -385,7 +390,9 @@ impl<K: StateKey, A: StateValue + Clone, B: Backend> Panes<K, A, B> {
         acc
     }
 
+    /// Adds `item`; `Ok(Err(item))` when it is late.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     fn add<I: HasTime, W: WindowFn<K, I, Acc = A>, L>(
         &mut self,
         key: K,
@@ -394,12 +401,13 @@ impl<K: StateKey, A: StateValue + Clone, B: Backend> Panes<K, A, B> {
         lateness: Timestamp,
         func: &mut W,
         out: &mut Vec<Result<W::Out, L>>,
-    ) -> Result<(), I> {
+        ctx: &OperatorContext,
+    ) -> Result<Result<(), I>, OperatorError> {
         let time = item.time();
         if self.last_end(time).saturating_add(lateness) <= watermark {
-            return Err(item);
+            return Ok(Err(item));
         }
-        let i = self.pane_at(floor_to(time, self.pane));
+        let i = self.pane_at(floor_to(time, self.pane), ctx)?;
         let acc = self.panes[i].1.get_or_insert_with(&key, || func.init());
         func.add(acc, item);
         if time < watermark {
@@ -416,7 +424,7 @@ impl<K: StateKey, A: StateValue + Clone, B: Backend> Panes<K, A, B> {
                 start = start.saturating_sub(self.slide);
             }
         }
-        Ok(())
+        Ok(Ok(()))
     }
 
     /// The watermark moved from `from` to `to`: fire the windows ending in `(from, to]`, drop
@@ -524,6 +532,19 @@ impl<K: StateKey, A: StateValue + Clone, B: Backend> Panes<K, A, B> {
             func.emit(&key, window, &acc, out);
         }
     }
+}
+
+/// The store of the pane starting at `start` on the backend (`None`: the default store).
+fn open_pane<K: StateKey, A: StateValue, B: Backend>(
+    ctx: &OperatorContext,
+    start: Timestamp,
+) -> Result<Option<B::Store<K, A>>, OperatorError> {
+    B::open_named_store(ctx, &pane_name(start))
+}
+
+/// A pane's name in the backend and in checkpoints.
+fn pane_name(start: Timestamp) -> String {
+    format!("pane_{start}")
 }
 
 /// A key's session: its bounds, accumulator, and whether its result was emitted.
@@ -833,9 +854,11 @@ impl<K: StateKey, A: StateValue + Clone, B: Backend> Layout<K, A, B> {
         };
         match self {
             Layout::Panes(p) => {
+                // Panes checkpointed as files are saved on their own, under their names.
                 state.panes = p
                     .panes
                     .iter_mut()
+                    .filter(|(_, store)| !store.checkpoints_as_files())
                     .map(|(start, store)| (*start, entries(store)))
                     .collect();
             }
@@ -935,6 +958,16 @@ where
             self.watermark = state.watermark;
             self.layout.load(state);
         }
+        // Panes checkpointed as files, after `load` (which sets the panes saved in the blob).
+        if let Layout::Panes(p) = &mut self.layout
+            && let Some(starts) =
+                weir_core::state::restore_binary::<Vec<Timestamp>>(ctx, "pane_files")?
+        {
+            for start in starts {
+                let i = p.pane_at(start, ctx)?;
+                weir_core::state::restore_keyed(&mut p.panes[i].1, ctx, &pane_name(start))?;
+            }
+        }
         if let Layout::Sessions(s) = &mut self.layout {
             // The queues follow from the sessions (older checkpoints stored them, with
             // duplicates, so they are rebuilt rather than read).
@@ -954,6 +987,18 @@ where
         if let Layout::Sessions(s) = &mut self.layout {
             weir_core::state::save_keyed(&mut s.store, ctx, "sessions")?;
         }
+        if let Layout::Panes(p) = &mut self.layout {
+            let mut files = Vec::new();
+            for (start, store) in p.panes.iter_mut() {
+                if store.checkpoints_as_files() {
+                    weir_core::state::save_keyed(store, ctx, &pane_name(*start))?;
+                    files.push(*start);
+                }
+            }
+            if !files.is_empty() {
+                weir_core::state::save_binary(ctx, "pane_files", &files)?;
+            }
+        }
         let state = self.layout.save(self.watermark);
         weir_core::state::save_binary(ctx, "windows", &state)
     }
@@ -963,7 +1008,7 @@ where
         &mut self,
         input: &mut Vec<I>,
         out: &mut Vec<Result<W::Out, I>>,
-        _: &mut OperatorContext,
+        ctx: &mut OperatorContext,
     ) -> Result<(), OperatorError> {
         let (watermark, lateness) = (self.watermark, self.lateness);
         match &mut self.layout {
@@ -971,7 +1016,7 @@ where
                 for item in input.drain(..) {
                     let key = (self.key_of)(&item);
                     if let Err(late) =
-                        panes.add(key, item, watermark, lateness, &mut self.func, out)
+                        panes.add(key, item, watermark, lateness, &mut self.func, out, ctx)?
                     {
                         out.push(Err(late));
                     }
