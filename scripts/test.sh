@@ -6,4 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/services.sh start
 # With the services started here, a test that cannot reach one fails instead of skipping.
 export WEIR_REQUIRE_SERVICES=1
+# Property tests (proptest) draw the same cases on every run of this script, so a red run can be
+# replayed; set PROPTEST_RNG_SEED to another number (or run `cargo test` directly) to explore.
+export PROPTEST_RNG_SEED="${PROPTEST_RNG_SEED:-20261203}"
 cargo test --workspace "$@"
