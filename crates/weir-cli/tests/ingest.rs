@@ -2,33 +2,17 @@
 //! of `scripts/services.sh`: the StreamHouse example, and exactly-once under SIGKILL.
 
 mod common;
-use common::{int, pageview, repo, weir};
+use common::{int, pageview, redis_del, repo, weir, xadd};
 
 use std::process::Stdio;
 use std::time::Duration;
-use weir_connectors::{
-    ClickHouseClient, ClickHouseConfig, RedisStreamWriter, RedisStreamWriterConfig, block_on,
-    testing,
-};
+use weir_connectors::{ClickHouseClient, ClickHouseConfig, block_on, testing};
 use weir_types::{Record, Value};
 
+/// A fresh stream of `n` page views, every 100th invalid.
 fn produce(redis: &str, stream: &str, n: u64) {
-    block_on(async {
-        let client = redis::Client::open(redis).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let _: i64 = redis::cmd("DEL")
-            .arg(stream)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        let mut writer = RedisStreamWriter::connect(RedisStreamWriterConfig::new(redis, stream))
-            .await
-            .unwrap();
-        let records: Vec<Record> = (0..n).map(|i| pageview(i, true)).collect();
-        for chunk in records.chunks(2000) {
-            writer.write(chunk).await.unwrap();
-        }
-    });
+    redis_del(redis, stream);
+    xadd(redis, stream, (0..n).map(|i| pageview(i, true)));
 }
 
 fn pending(redis: &str, stream: &str, group: &str) -> i64 {

@@ -5,17 +5,14 @@
 //! events and run again" workflow delivers the new events to ClickHouse.
 
 mod common;
-use common::{int, pageview, repo, weir};
+use common::{int, pageview, redis_del, repo, weir, xadd};
 
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use weir_connectors::{
-    ClickHouseClient, ClickHouseConfig, RedisStreamWriter, RedisStreamWriterConfig, block_on,
-    testing,
-};
+use weir_connectors::{ClickHouseClient, ClickHouseConfig, block_on, testing};
 use weir_types::{Record, Value};
 
 /// Event `i` of the windowed pipelines: five keys, a value, and event time 7 ms apart.
@@ -35,31 +32,6 @@ fn event_line(i: u64) -> String {
         i % 13,
         1_700_000_000_000 + i * 7
     )
-}
-
-/// Appends `records` to a Redis stream (XADD, in the producer client's `data` format).
-fn xadd(redis: &str, stream: &str, records: impl Iterator<Item = Record>) {
-    let records: Vec<Record> = records.collect();
-    block_on(async {
-        let mut writer = RedisStreamWriter::connect(RedisStreamWriterConfig::new(redis, stream))
-            .await
-            .unwrap();
-        for chunk in records.chunks(2000) {
-            writer.write(chunk).await.unwrap();
-        }
-    });
-}
-
-fn redis_del(redis: &str, stream: &str) {
-    block_on(async {
-        let client = redis::Client::open(redis).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let _: i64 = redis::cmd("DEL")
-            .arg(stream)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    });
 }
 
 /// Entries the group has delivered so far (XINFO GROUPS `entries-read`), for the log.

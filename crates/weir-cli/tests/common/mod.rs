@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use weir_connectors::{RedisStreamWriter, RedisStreamWriterConfig, block_on};
 use weir_types::{Record, Value};
 
 /// The `weir` binary under test.
@@ -46,4 +47,30 @@ pub fn int(r: &Record, field: &str) -> i64 {
     v.as_i64()
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
         .unwrap_or_else(|| panic!("{field}: {v:?}"))
+}
+
+/// Appends `records` to a Redis stream (XADD, in the producer client's `data` format).
+pub fn xadd(redis: &str, stream: &str, records: impl Iterator<Item = Record>) {
+    let records: Vec<Record> = records.collect();
+    block_on(async {
+        let mut writer = RedisStreamWriter::connect(RedisStreamWriterConfig::new(redis, stream))
+            .await
+            .unwrap();
+        for chunk in records.chunks(2000) {
+            writer.write(chunk).await.unwrap();
+        }
+    });
+}
+
+/// Deletes a Redis stream (nothing happens when it does not exist).
+pub fn redis_del(redis: &str, stream: &str) {
+    block_on(async {
+        let client = redis::Client::open(redis).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let _: i64 = redis::cmd("DEL")
+            .arg(stream)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    });
 }
