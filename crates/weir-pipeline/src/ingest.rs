@@ -47,7 +47,10 @@ fn load_schema(
         )
     })?;
     let dir = crate::build::resolve(p, dir);
-    let registry = Registry::open(&dir).map_err(|e| p.error_at("schemas", e.to_string()))?;
+    // Reading a pipeline never creates its registry: a mistyped `schemas:` is an error, not a
+    // new empty directory.
+    let registry =
+        Registry::open_existing(&dir).map_err(|e| p.error_at("schemas", e.to_string()))?;
     let spec = version.map_or(VersionSpec::Latest, VersionSpec::Exact);
     registry
         .get(name, spec)
@@ -230,4 +233,29 @@ pub(crate) fn redis_source_factory(
     config: RedisStreamSourceConfig,
 ) -> impl Fn() -> RedisStreamSource {
     move || RedisStreamSource::new(config.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Pipeline;
+
+    #[test]
+    fn a_missing_schema_registry_is_an_error_and_is_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-registry");
+        let yaml = format!(
+            "schemas: {}\nsource: {{ type: stdin }}\nsteps:\n  - validate: orders\nsink: {{ type: discard }}\n",
+            missing.display()
+        );
+        let err = Pipeline::parse(&yaml, "p.yaml")
+            .and_then(|p| p.validate())
+            .unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("schemas"), "{err}");
+        assert!(err.message.contains("does not exist"), "{err}");
+        assert!(
+            !missing.exists(),
+            "validating created {}",
+            missing.display()
+        );
+    }
 }
