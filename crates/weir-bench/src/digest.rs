@@ -26,11 +26,23 @@ impl Digest {
     /// Adds one result made of several numbers.
     #[inline]
     pub fn add(&mut self, parts: &[u64]) {
+        self.0 = self.0.wrapping_add(Self::hash(parts));
+    }
+
+    /// Takes back a result [`add`](Digest::add)ed before: a stream of updates (a running
+    /// count) can keep the digest of its latest values without remembering them.
+    #[inline]
+    pub fn remove(&mut self, parts: &[u64]) {
+        self.0 = self.0.wrapping_sub(Self::hash(parts));
+    }
+
+    #[inline]
+    fn hash(parts: &[u64]) -> u64 {
         let mut h = 0x9e37_79b9_7f4a_7c15u64;
         for p in parts {
             h = mix(h ^ *p);
         }
-        self.0 = self.0.wrapping_add(h);
+        h
     }
 
     pub fn merge(&mut self, other: Digest) {
@@ -59,5 +71,17 @@ mod tests {
         c.add(&[2, 1]);
         c.add(&[3, 4]);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn removing_a_result_undoes_adding_it() {
+        let mut a = Digest::default();
+        a.add(&[1, 2]);
+        let mut b = a;
+        b.add(&[7, 1]);
+        b.remove(&[7, 1]);
+        assert_eq!(a, b);
+        b.remove(&[1, 2]);
+        assert_eq!(b, Digest::default());
     }
 }

@@ -99,9 +99,12 @@ fn baseline(n: u64) -> (u64, Digest) {
     (results, digest)
 }
 
+/// W2's default size: a run of about a second or more on a 2-core machine.
+pub const W2_EVENTS: u64 = 30_000_000;
+
 /// W2 on the engine, or with `baseline` as a plain loop.
 pub fn w2(o: &BenchOptions) -> Result<BenchReport, JobError> {
-    let n = o.events.unwrap_or(10_000_000);
+    let n = o.events.unwrap_or(W2_EVENTS);
     let started;
     let (results, digest) = if o.baseline {
         started = Instant::now();

@@ -1,7 +1,8 @@
 //! W6 — ingest: W1-shaped events written to a Redis stream, read by a consumer group,
 //! validated against a schema, and written in batches to ClickHouse, exactly once.
 //!
-//! The engine run is a YAML pipeline (the path a user takes) with checkpoints; the baseline
+//! The engine run is a YAML pipeline (the path a user takes) with durable checkpoints in a
+//! directory, planned exactly as `weir run` plans `settings.checkpoint`; the baseline
 //! is the same I/O as a plain loop (read a batch, validate, insert, acknowledge). Both report
 //! what ClickHouse holds afterwards: `results` rows and a checksum over them; `duplicates`
 //! and `lost` compare the table with the events written. `seconds` runs from the first read
@@ -17,7 +18,7 @@ use weir_connectors::{
     RedisStreamReader, RedisStreamReaderConfig, RedisStreamWriter, RedisStreamWriterConfig,
     block_on,
 };
-use weir_core::{Checkpointing, Environment, MemoryCheckpoints};
+use weir_core::Environment;
 use weir_types::{Record, Shape, Value};
 
 const SCHEMA: &str = "name: bench.event
@@ -125,10 +126,11 @@ pub fn w6(o: &BenchOptions) -> Result<BenchReport, BenchError> {
     let client = ClickHouseClient::new(ClickHouseConfig::new(&o.clickhouse_url))
         .map_err(|e| fail("ClickHouse", e))?;
 
-    let elapsed = if o.baseline {
-        baseline(o, &stream, &table, &registry, &client)?
+    let (elapsed, checkpoints) = if o.baseline {
+        (baseline(o, &stream, &table, &registry, &client)?, None)
     } else {
-        engine(o, dir.path(), &stream, &table)?
+        let (elapsed, checkpoints) = engine(o, dir.path(), &stream, &table)?;
+        (elapsed, Some(checkpoints))
     };
     let check = check_table(&client, &table)?;
     let _ = block_on(client.execute(&format!("DROP TABLE IF EXISTS {table}")));
@@ -149,6 +151,9 @@ pub fn w6(o: &BenchOptions) -> Result<BenchReport, BenchError> {
     extra.insert("clickhouse_rows".into(), check.rows.into());
     extra.insert("duplicates".into(), (check.rows - check.distinct).into());
     extra.insert("lost".into(), n.saturating_sub(check.distinct).into());
+    if let Some(checkpoints) = checkpoints {
+        extra.insert("checkpoints".into(), checkpoints.into());
+    }
     Ok(report)
 }
 
@@ -157,10 +162,12 @@ fn engine(
     dir: &std::path::Path,
     stream: &str,
     table: &str,
-) -> Result<Duration, BenchError> {
+) -> Result<(Duration, usize), BenchError> {
     let yaml = format!(
         "name: w6
 schemas: {schemas}
+settings:
+  checkpoint: {{ dir: {checkpoints}, interval: 1s }}
 source:
   type: redis_stream
   url: {redis}
@@ -178,6 +185,7 @@ sink:
   batch_rows: 200000
 ",
         schemas = dir.join("schemas").display(),
+        checkpoints = dir.join("checkpoints").display(),
         redis = o.redis_url,
         clickhouse = o.clickhouse_url,
         idle = IDLE_END.as_millis(),
@@ -187,13 +195,24 @@ sink:
     let mut config = pipeline.config();
     config.parallelism = o.parallelism;
     config.batch_size = 5000;
-    let store = MemoryCheckpoints::new();
-    config.checkpointing = Some(Checkpointing::new(Duration::from_secs(1), Arc::new(store)));
+    let plan = pipeline
+        .checkpoint_plan(&weir_pipeline::Resume::default())
+        .map_err(|e| fail("checkpoints", e))?
+        .ok_or_else(|| fail("checkpoints", "the pipeline has no `settings.checkpoint`"))?;
+    config.checkpointing = Some(plan.checkpointing);
+    let checkpoint_dir = plan.dir;
     let env = Environment::with_config(config);
     pipeline.build(&env).map_err(|e| fail("pipeline", e))?;
     let started = Instant::now();
     env.execute()?;
-    Ok(started.elapsed().saturating_sub(IDLE_END))
+    let elapsed = started.elapsed().saturating_sub(IDLE_END);
+    // The durable checkpoints the run left, as `weir checkpoints list` sees them.
+    let completed = weir_checkpoint::CheckpointStore::open(&checkpoint_dir, usize::MAX)
+        .and_then(|store| store.list())
+        .map_err(|e| fail("checkpoints", e))?
+        .checkpoints
+        .len();
+    Ok((elapsed, completed))
 }
 
 fn baseline(
@@ -274,4 +293,33 @@ fn baseline(
         }
         Ok(last_insert - started)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Needs the test services (`scripts/services.sh`): Redis on 6390, ClickHouse on 8124.
+    #[test]
+    fn w6_delivers_every_event_exactly_once_with_durable_checkpoints() {
+        let options = |baseline| BenchOptions {
+            events: Some(20_000),
+            baseline,
+            ..BenchOptions::default()
+        };
+        let engine = w6(&options(false)).unwrap();
+        let baseline = w6(&options(true)).unwrap();
+        assert_eq!(engine.results, 20_000);
+        assert_eq!(engine.results, baseline.results);
+        assert_eq!(engine.checksum, baseline.checksum);
+        for report in [&engine, &baseline] {
+            assert_eq!(report.extra["duplicates"], 0);
+            assert_eq!(report.extra["lost"], 0);
+        }
+        let checkpoints = engine.extra["checkpoints"].as_u64().unwrap();
+        assert!(
+            checkpoints >= 1,
+            "the engine run left no durable checkpoint"
+        );
+    }
 }

@@ -86,9 +86,15 @@ fn take<A: Default>(shared: &Mutex<A>) -> A {
     std::mem::take(&mut *shared.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
+/// W1's default size: a run of about a second or more on a 2-core machine (shorter runs
+/// measure start-up, not throughput).
+pub const W1_EVENTS: u64 = 300_000_000;
+/// W3's default size, in lines of 10 words.
+pub const W3_LINES: u64 = 2_000_000;
+
 /// W1 — stateless: filter(value % 2 == 0) → map(value * 2 + 1) → count and sum.
 pub fn w1(o: &BenchOptions) -> Result<BenchReport, JobError> {
-    let n = o.events.unwrap_or(10_000_000);
+    let n = o.events.unwrap_or(W1_EVENTS);
     let started;
     let (count, sum) = if o.baseline {
         started = Instant::now();
@@ -162,50 +168,79 @@ fn push_decimal(s: &mut String, mut n: u64) {
     }
 }
 
-/// W3 — word count: flat_map lines to words, key_by word, running count in keyed state.
+/// What W3's counting sink keeps: the updated counts it received, and the digest of each
+/// word's latest count (kept without a map: each update replaces the word's previous count in
+/// the digest, see [`Digest::remove`]).
+#[derive(Default)]
+struct RunningCounts {
+    results: u64,
+    digest: Digest,
+}
+
+impl RunningCounts {
+    #[inline]
+    fn update(&mut self, word: &str, count: u64) {
+        let word = hash_bytes(word.as_bytes());
+        self.results += 1;
+        if count > 1 {
+            self.digest.remove(&[word, count - 1]);
+        }
+        self.digest.add(&[word, count]);
+    }
+}
+
+/// W3 — word count: flat_map lines to words, key_by word, a running count in keyed state that
+/// emits the updated count of every word occurrence (as timely and Flink do). `results`: the
+/// counts emitted (one per word); `checksum`: the digest of the final counts.
 pub fn w3(o: &BenchOptions) -> Result<BenchReport, JobError> {
-    let lines = o.events.unwrap_or(1_000_000);
+    let lines = o.events.unwrap_or(W3_LINES);
     let started;
-    let (distinct, digest) = if o.baseline {
+    let (results, digest) = if o.baseline {
         started = Instant::now();
         let mut counts: hashbrown::HashMap<String, u64> = hashbrown::HashMap::new();
+        let mut results = 0u64;
         for line in 0..lines {
             let text = black_box(w3_line(line));
             for word in text.split(' ') {
-                match counts.get_mut(word) {
-                    Some(c) => *c += 1,
+                let count = match counts.get_mut(word) {
+                    Some(c) => {
+                        *c += 1;
+                        *c
+                    }
                     None => {
                         counts.insert(word.to_string(), 1);
+                        1
                     }
-                }
+                };
+                // The counting sink: every updated count is a result.
+                black_box(count);
+                results += 1;
             }
         }
         let mut digest = Digest::default();
         for (word, count) in &counts {
             digest.add(&[hash_bytes(word.as_bytes()), *count]);
         }
-        (counts.len() as u64, digest)
+        (results, digest)
     } else {
         let env = engine(o.parallelism);
         let counts = env
             .generate(lines, w3_line)
             .flat_map(|line: String| line.split(' ').map(CompactString::from).collect::<Vec<_>>())
             .key_by(|word: &CompactString| word.clone())
-            .count();
+            .fold(|| 0u64, |count, _| *count += 1);
         let totals = accumulate(
             &counts,
-            |acc: &mut (u64, Digest), (word, count): (CompactString, u64)| {
-                acc.0 += 1;
-                acc.1.add(&[hash_bytes(word.as_bytes()), count]);
-            },
+            |acc: &mut RunningCounts, (word, count): (CompactString, u64)| acc.update(&word, count),
             |a, b| {
-                a.0 += b.0;
-                a.1.merge(b.1);
+                a.results += b.results;
+                a.digest.merge(b.digest);
             },
         );
         started = Instant::now();
         env.execute()?;
-        take(&totals)
+        let totals = take(&totals);
+        (totals.results, totals.digest)
     };
     let elapsed = started.elapsed();
     Ok(BenchReport::new(
@@ -213,7 +248,7 @@ pub fn w3(o: &BenchOptions) -> Result<BenchReport, JobError> {
         o,
         lines * 10,
         elapsed,
-        distinct,
+        results,
         digest.hex(),
     ))
 }
@@ -250,6 +285,29 @@ mod tests {
     fn w3_engine_matches_baseline() {
         both(w3, 20_000, 1);
         both(w3, 20_000, 2);
+    }
+
+    #[test]
+    fn w3_emits_a_running_count_per_word_and_digests_the_final_counts() {
+        let report = w3(&BenchOptions {
+            events: Some(2_000),
+            parallelism: 2,
+            ..BenchOptions::default()
+        })
+        .unwrap();
+        assert_eq!(report.results, 20_000, "one updated count per word");
+        // The digest of the final counts, computed here from scratch.
+        let mut counts = std::collections::HashMap::<String, u64>::new();
+        for line in 0..2_000 {
+            for word in w3_line(line).split(' ') {
+                *counts.entry(word.to_string()).or_default() += 1;
+            }
+        }
+        let mut digest = Digest::default();
+        for (word, count) in &counts {
+            digest.add(&[hash_bytes(word.as_bytes()), *count]);
+        }
+        assert_eq!(report.checksum, digest.hex());
     }
 
     #[test]

@@ -4,9 +4,11 @@ use weir_bench::{BenchError, BenchOptions};
 
 const WORKLOADS: &str = "\
 Workloads (BENCHMARKS.md):
-  w1  stateless: filter, map, a sink that counts and sums
-  w2  keyed tumbling 1 s windows over event time
-  w3  word count with a running count per word
+  w1  stateless: filter, map, a sink that counts and sums (default 300,000,000 events)
+  w2  keyed tumbling 1 s windows over event time (default 30,000,000 events)
+  w3  word count: a running count per word, one updated count emitted per word occurrence
+      (as timely and Flink do); results = counts emitted, checksum = digest of the final
+      counts (default 2,000,000 lines of 10 words)
   w4  latency: w1's pipeline with the source paced at --rate events/s for --seconds; each
       event carries the instant it was due at that rate, and the sink records end-to-end
       latency (time spent waiting in the source counts). At --parallelism 2 or more a key
@@ -15,7 +17,9 @@ Workloads (BENCHMARKS.md):
       --events rate*seconds. w4 has no --baseline (a plain loop has no batching, channel or
       thread to measure) and takes no --events.
   w5  checkpoint and recovery of large keyed state on disk
-  w6  Redis stream to ClickHouse through a schema, exactly once
+  w6  Redis stream to ClickHouse through a schema, exactly once, with durable checkpoints
+      in a directory (as `weir run` with settings.checkpoint)
+Default sizes make a run last about a second or more on a 2-core machine.
 ";
 
 #[derive(Args)]
