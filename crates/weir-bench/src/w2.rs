@@ -18,7 +18,7 @@ type Accs = hashbrown::HashMap<u64, (u64, i64)>;
 
 /// One result of the digest: (key, window start, count, sum).
 #[inline]
-fn add_result(digest: &mut Digest, key: u64, start: i64, count: u64, sum: i64) {
+pub(crate) fn add_result(digest: &mut Digest, key: u64, start: i64, count: u64, sum: i64) {
     digest.add(&[key, start as u64, count, sum as u64]);
 }
 

@@ -19,6 +19,8 @@ Workloads (BENCHMARKS.md):
   w5  checkpoint and recovery of large keyed state on disk
   w6  Redis stream to ClickHouse through a schema, exactly once, with durable checkpoints
       in a directory (as `weir run` with settings.checkpoint)
+--yaml runs w1 or w2 as a YAML pipeline through the path `weir run` takes (generator source,
+compiled expressions, the pipeline's operators, a file sink); same results and checksum.
 Default sizes make a run last about a second or more on a 2-core machine.
 ";
 
@@ -33,8 +35,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     parallelism: usize,
     /// Run the plain single-threaded Rust loop instead of the engine.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "yaml")]
     baseline: bool,
+    /// Run the workload as a YAML pipeline through the path `weir run` takes (w1, w2).
+    #[arg(long)]
+    yaml: bool,
     /// Print one JSON object on the last line.
     #[arg(long)]
     json: bool,
@@ -68,6 +73,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         events: args.events,
         parallelism: args.parallelism.max(1),
         baseline: args.baseline,
+        yaml: args.yaml,
         rate: args.rate,
         seconds: args.seconds,
         keys: args.keys,

@@ -246,6 +246,12 @@ fn bench_engine_and_baseline_agree() {
         let baseline = json(&["--baseline"]);
         assert_eq!(engine["results"], baseline["results"], "{workload}");
         assert_eq!(engine["checksum"], baseline["checksum"], "{workload}");
+        if workload == "w1" {
+            let yaml = json(&["--yaml", "--parallelism", "2"]);
+            assert_eq!(yaml["mode"], "yaml");
+            assert_eq!(yaml["results"], baseline["results"], "{workload} --yaml");
+            assert_eq!(yaml["checksum"], baseline["checksum"], "{workload} --yaml");
+        }
         for key in [
             "workload",
             "events",
@@ -261,6 +267,19 @@ fn bench_engine_and_baseline_agree() {
 #[test]
 fn an_unknown_workload_exits_2() {
     let out = run(&["bench", "w9"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn bench_yaml_refuses_workloads_without_a_yaml_form() {
+    let out = run(&["bench", "w5", "--yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--yaml runs w1 and w2"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["bench", "w1", "--yaml", "--baseline"]);
     assert_eq!(out.status.code(), Some(2));
 }
 
