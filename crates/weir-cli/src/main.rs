@@ -5,6 +5,7 @@ mod checkpoints;
 mod run;
 mod schema;
 mod signals;
+mod token;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ enum Command {
     Schema(schema::SchemaArgs),
     /// Run a benchmark workload (w1..w6); `weir bench --help` describes them.
     Bench(bench::BenchArgs),
+    /// Make, and revoke, the bearer tokens of `weir serve`.
+    Token(token::TokenArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::Schema(args) => Ok(schema::run(args)),
         Command::Checkpoints(args) => Ok(checkpoints::run(args)),
         Command::Bench(args) => bench::run(args),
+        Command::Token(args) => Ok(token::run(args)),
     };
     match result {
         Ok(code) => code,
