@@ -1,19 +1,21 @@
-//! W5 — checkpoint and recovery: W3's word count with `--keys` distinct keys of about 100
-//! bytes on the on-disk backend ([`DiskStore`]); a full checkpoint, an incremental one after
-//! changing 1% of the keys, then a restore from the latest checkpoint into a fresh store.
-//! Checkpoints are taken the way the runtime takes them for the on-disk backend: as files
-//! (tables hard-linked into the checkpoint with the checksums the tree recorded for them). In
-//! the first checkpoint of a store every file is new; the second shares the unchanged tables
-//! with the first. `full_copy_checkpoint_ms` is what a full copy of the state costs instead.
+//! W5 — checkpoint and recovery, through the engine: a job counts words (keys of about 100
+//! bytes, `--keys` distinct) with a keyed running count (`fold`) on the on-disk state backend,
+//! with durable checkpoints in a directory (as `weir run` with `settings.checkpoint`). The
+//! job's source writes every key once, waits for the next checkpoint to complete (the *full*
+//! one: the whole state), changes 1% of the keys, waits for the next one (the *incremental*
+//! one), then stops. Then a fresh process restores the job from the latest checkpoint and
+//! counts one more word.
 //!
-//! The restore runs in a fresh process when the benchmark runs from the `weir` binary: it
-//! starts `weir bench w5` again with `WEIR_W5_RESTORE` naming the checkpoint directory, and that
-//! process only restores, checks the restored counts and reports how long the restore took
-//! (process start-up excluded). Elsewhere (tests) it restores into a fresh store in the same
-//! process. The `restore_in` field says which.
-//!
-//! The word count drives the store through [`KeyedStore`] directly, the way the engine's keyed
-//! count does: the engine does not yet let a job choose its state backend.
+//! Reported: `checkpoint_ms` and `incremental_checkpoint_ms` (barrier injected at the sources
+//! → checkpoint complete, as the runtime records it in the checkpoint), the bytes each wrote
+//! (`checkpoint_bytes_written`, `incremental_bytes_written`: new bytes on disk; the rest is
+//! linked from earlier checkpoints), `state_bytes` (the live state's size on disk: every file
+//! the latest checkpoint needs), and `restore_ms`: from the restoring process's start to the
+//! first record processed after recovery (the restored count of that word is checked). When
+//! the benchmark does not run from the `weir` binary (tests), the restore runs in the same
+//! process and `restore_ms` starts when the restoring job is built (`restore_in` says which).
+//! `results` and `checksum`: the running counts emitted and the digest of the final counts,
+//! equal to `--baseline`'s plain loop over the same words.
 
 use crate::digest::{Digest, hash_bytes};
 use crate::{BenchError, BenchOptions, BenchReport};
@@ -21,22 +23,28 @@ use serde_json::json;
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::path::Path;
-use std::time::Instant;
-use weir_checkpoint::{CheckpointStore, FilesInfo};
-use weir_state::{
-    AnyStore, DiskStore, DiskStoreOptions, FileCheckpoint, KeyedStore, MemoryStore, SnapshotKind,
-    StateKey, StateValue,
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use weir_checkpoint::{Checkpoint, CheckpointStore, DirCheckpoints};
+use weir_core::{
+    CheckpointId, Checkpointing, Config, Environment, OperatorContext, OperatorError,
+    RestoredState, Sink, Source, SourceStatus,
 };
+use weir_state::{StateBackend, StoreFactory};
 
 /// Set in the child process: the checkpoint directory to restore from.
 const RESTORE_ENV: &str = "WEIR_W5_RESTORE";
-/// The memory budget of the on-disk store: well under the state at the default size.
-const MEMORY_BUDGET: usize = 64 << 20;
+/// The memory budget of each on-disk store: well under the state at the default size.
+const MEMORY_BUDGET: u64 = 64 << 20;
 const KEY_LEN: usize = 96;
 /// Word `n` of the input is key `(n * STRIDE) % keys`: every key once per `keys` words.
 const STRIDE: u64 = 7919;
-const OPERATOR: &str = "count";
-const STATE: &str = "counts";
+const JOB: &str = "w5";
+/// Checkpoint interval: after each phase the source waits for the next checkpoint.
+const INTERVAL: Duration = Duration::from_millis(500);
+/// Checkpoints kept: all of them (a run takes a few), so the full one can be read afterwards.
+const KEEP: usize = 1000;
 
 fn error(context: &str, e: impl std::fmt::Display) -> BenchError {
     BenchError::State(format!("{context}: {e}"))
@@ -57,264 +65,386 @@ fn key_index(n: u64, keys: u64) -> u64 {
     (n * STRIDE) % keys
 }
 
-/// Counts `words` words into `store`: the keyed count's inner loop.
-fn count<S: KeyedStore<String, u64>>(store: &mut S, words: u64, keys: u64) {
+/// Words `0..keys` write every key once; `keys..keys + keys / 100` change 1% of them.
+fn change_end(keys: u64) -> u64 {
+    keys + (keys / 100).max(1)
+}
+
+/// What the job's source reports to the benchmark: the checkpoints that closed each phase.
+#[derive(Default)]
+struct Marks {
+    full: AtomicU64,
+    incremental: AtomicU64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stage {
+    Load,
+    /// Waiting for a checkpoint that starts after the phase: `Some(id)` once it started.
+    AfterLoad(Option<CheckpointId>),
+    Change,
+    AfterChange(Option<CheckpointId>),
+    /// Restoring: one word, then stop.
+    Probe,
+    Done,
+}
+
+/// The words source: the phases above, its position checkpointed.
+struct Words {
+    keys: u64,
+    next: u64,
+    stage: Stage,
+    marks: Arc<Marks>,
+    buf: String,
+}
+
+impl Words {
+    fn emit(&mut self, out: &mut Vec<String>, max: usize, end: u64) {
+        while self.next < end && out.len() < max {
+            word(key_index(self.next, self.keys), &mut self.buf);
+            out.push(self.buf.clone());
+            self.next += 1;
+        }
+    }
+}
+
+impl Source<String> for Words {
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        if let Some(next) = weir_core::state::restore_value::<u64>(ctx, "next")? {
+            self.next = next;
+        }
+        Ok(())
+    }
+
+    fn poll(
+        &mut self,
+        out: &mut Vec<String>,
+        max: usize,
+        _: &mut OperatorContext,
+    ) -> Result<SourceStatus, OperatorError> {
+        match self.stage {
+            Stage::Load => {
+                self.emit(out, max, self.keys);
+                if self.next >= self.keys {
+                    self.stage = Stage::AfterLoad(None);
+                }
+            }
+            Stage::Change => {
+                self.emit(out, max, change_end(self.keys));
+                if self.next >= change_end(self.keys) {
+                    self.stage = Stage::AfterChange(None);
+                }
+            }
+            Stage::Probe => {
+                let end = self.next + 1;
+                self.emit(out, max, end);
+                self.stage = Stage::Done;
+            }
+            Stage::Done => return Ok(SourceStatus::Stopped),
+            Stage::AfterLoad(_) | Stage::AfterChange(_) => {}
+        }
+        Ok(if out.is_empty() {
+            SourceStatus::Idle
+        } else {
+            SourceStatus::Ready
+        })
+    }
+
+    fn snapshot(
+        &mut self,
+        id: CheckpointId,
+        ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        match self.stage {
+            Stage::AfterLoad(None) => self.stage = Stage::AfterLoad(Some(id)),
+            Stage::AfterChange(None) => self.stage = Stage::AfterChange(Some(id)),
+            _ => {}
+        }
+        weir_core::state::save_value(ctx, "next", &self.next)
+    }
+
+    fn commit(&mut self, id: CheckpointId, _: &mut OperatorContext) -> Result<(), OperatorError> {
+        match self.stage {
+            Stage::AfterLoad(Some(first)) if id >= first => {
+                self.marks.full.store(first, Ordering::Relaxed);
+                self.stage = Stage::Change;
+            }
+            Stage::AfterChange(Some(first)) if id >= first => {
+                self.marks.incremental.store(first, Ordering::Relaxed);
+                self.stage = Stage::Done;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The counting sink: running counts received, the digest of the latest count per word, and
+/// when the first record arrived (the restore's end).
+#[derive(Default)]
+struct Counted {
+    counts: crate::workloads::RunningCounts,
+    first_at: Option<SystemTime>,
+    last: Option<(String, u64)>,
+}
+
+struct CountSink {
+    local: Counted,
+    shared: Arc<Mutex<Counted>>,
+}
+
+impl Sink<(String, u64)> for CountSink {
+    fn write(
+        &mut self,
+        batch: &mut Vec<(String, u64)>,
+        _: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        if self.local.first_at.is_none() && !batch.is_empty() {
+            self.local.first_at = Some(SystemTime::now());
+        }
+        for (word, count) in batch.drain(..) {
+            self.local.counts.update(&word, count);
+            self.local.last = Some((word, count));
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, _: &mut OperatorContext) -> Result<(), OperatorError> {
+        let local = std::mem::take(&mut self.local);
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        shared.counts.merge(local.counts);
+        shared.first_at = match (shared.first_at, local.first_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if local.last.is_some() {
+            shared.last = local.last;
+        }
+        Ok(())
+    }
+}
+
+/// Builds and runs the word-count job; `restore`: the checkpoint to resume from (then the
+/// source counts one more word and stops).
+fn run_job(
+    o: &BenchOptions,
+    keys: u64,
+    checkpoints: &Path,
+    state: &Path,
+    restore: Option<Arc<Checkpoint>>,
+) -> Result<(Counted, Arc<Marks>), BenchError> {
+    let store = CheckpointStore::open(checkpoints, KEEP)
+        .map_err(|e| error("checkpoints", e))?
+        .with_job(JOB);
+    let mut checkpointing = Checkpointing::new(
+        INTERVAL,
+        Arc::new(DirCheckpoints::new(store, restore.clone())),
+    );
+    let stage = match restore {
+        Some(cp) => {
+            checkpointing = checkpointing.restore_from(cp as Arc<dyn RestoredState>);
+            Stage::Probe
+        }
+        None => Stage::Load,
+    };
+    let env = Environment::with_config(Config {
+        parallelism: o.parallelism,
+        state: StoreFactory::new(StateBackend::Disk {
+            path: state.to_path_buf(),
+            memory_budget: MEMORY_BUDGET,
+        }),
+        checkpointing: Some(checkpointing),
+        ..Config::default()
+    });
+    let marks = Arc::new(Marks::default());
+    let shared = Arc::new(Mutex::new(Counted::default()));
+    let source_marks = marks.clone();
+    let sink_shared = shared.clone();
+    env.source("words", move || Words {
+        keys,
+        next: 0,
+        stage,
+        marks: source_marks.clone(),
+        buf: String::with_capacity(KEY_LEN),
+    })
+    .parallelism(1)
+    .key_by(|w: &String| w.clone())
+    .fold(|| 0u64, |count, _| *count += 1)
+    .name("count")
+    .sink("counted", move || CountSink {
+        local: Counted::default(),
+        shared: sink_shared.clone(),
+    });
+    env.execute()?;
+    let counted = std::mem::take(&mut *shared.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok((counted, marks))
+}
+
+/// The count the probe word must have after the restore: its count over the words the
+/// checkpointed run counted, plus one.
+fn probe_expected(keys: u64) -> (u64, u64) {
+    let end = change_end(keys);
+    let probe = key_index(end, keys);
+    let before = (0..end).filter(|n| key_index(*n, keys) == probe).count() as u64;
+    (probe, before + 1)
+}
+
+/// The baseline: the same words counted in a plain map, each update "emitted".
+fn baseline(o: &BenchOptions, keys: u64) -> BenchReport {
+    let started = Instant::now();
+    let mut counts: hashbrown::HashMap<String, u64> = hashbrown::HashMap::new();
     let mut w = String::with_capacity(KEY_LEN);
+    let words = change_end(keys);
     for n in 0..words {
         word(black_box(key_index(n, keys)), &mut w);
-        *store.get_or_insert_with(&w, || 0) += 1;
+        let count = match counts.get_mut(w.as_str()) {
+            Some(c) => {
+                *c += 1;
+                *c
+            }
+            None => {
+                counts.insert(w.clone(), 1);
+                1
+            }
+        };
+        black_box(count);
     }
-}
-
-fn digest_of<S: KeyedStore<String, u64>>(store: &mut S) -> (u64, Digest) {
-    let (mut n, mut digest) = (0u64, Digest::default());
-    store.for_each(&mut |word: &String, count: &u64| {
-        n += 1;
+    let elapsed = started.elapsed();
+    let mut digest = Digest::default();
+    for (word, count) in &counts {
         digest.add(&[hash_bytes(word.as_bytes()), *count]);
-    });
-    (n, digest)
-}
-
-fn disk_options() -> DiskStoreOptions {
-    DiskStoreOptions {
-        memory_budget: MEMORY_BUDGET,
-        worker_threads: 1,
     }
+    BenchReport::new("w5", o, words, elapsed, words, digest.hex())
 }
 
-/// What a restore took.
-struct Restored {
-    /// Finding the latest checkpoint and verifying its blobs (read once, checksummed).
-    read_ms: f64,
-    /// Streaming them into a fresh store (read again, checksummed again).
-    load_ms: f64,
-    keys: u64,
-    digest: Digest,
-}
-
-/// Restores the latest checkpoint of `checkpoints` into a fresh disk store under `scratch`,
-/// then reads the restored counts back (untimed).
-fn restore(checkpoints: &Path, scratch: &Path) -> Result<Restored, BenchError> {
-    let started = Instant::now();
-    let store = CheckpointStore::open(checkpoints, 2).map_err(|e| error("checkpoints", e))?;
-    let (latest, skipped) = store.latest().map_err(|e| error("checkpoints", e))?;
-    if let Some(s) = skipped.first() {
-        return Err(error("restore", s));
-    }
-    let latest = latest.ok_or_else(|| error("restore", "no checkpoint"))?;
-    let read_ms = started.elapsed().as_secs_f64() * 1e3;
-    let started = Instant::now();
-    let files = latest
-        .files_dir(OPERATOR, 0, STATE)
-        .ok_or_else(|| error("restore", "the checkpoint holds no state files"))?;
-    let mut fresh: DiskStore<String, u64> =
-        DiskStore::open(scratch, disk_options()).map_err(|e| error("restore", e))?;
-    fresh
-        .restore_files(&files)
-        .map_err(|e| error("restore", e))?;
-    let load_ms = started.elapsed().as_secs_f64() * 1e3;
-    let (keys, digest) = digest_of(&mut fresh);
-    Ok(Restored {
-        read_ms,
-        load_ms,
-        keys,
-        digest,
-    })
-}
-
-/// Takes checkpoint `id` of `state` as files; returns what was placed, and recorded.
-fn checkpoint(
-    cstore: &CheckpointStore,
+fn checkpoint_info(
+    checkpoints: &Path,
     id: u64,
-    state: &mut DiskStore<String, u64>,
-    offset: u64,
-) -> Result<(FileCheckpoint, FilesInfo), BenchError> {
-    let what = format!("checkpoint {id}");
-    let pending = cstore.begin(id).map_err(|e| error(&what, e))?;
-    let dir = pending
-        .files_dir(OPERATOR, 0, STATE)
-        .map_err(|e| error(&what, e))?;
-    let placed = state.checkpoint_files(&dir).map_err(|e| error(&what, e))?;
-    let recorded = pending
-        .put_files(OPERATOR, 0, STATE, &placed.checksums, placed.new_bytes)
-        .map_err(|e| error(&what, e))?;
-    pending
-        .put_meta("source", 0, "offset", json!(offset))
-        .map_err(|e| error(&what, e))?;
-    pending.complete().map_err(|e| error(&what, e))?;
-    Ok((placed, recorded))
+) -> Result<weir_checkpoint::CheckpointInfo, BenchError> {
+    let store = CheckpointStore::open(checkpoints, KEEP).map_err(|e| error("checkpoints", e))?;
+    store
+        .get(id)
+        .map(|c| c.info())
+        .map_err(|e| error(&format!("checkpoint {id}"), e))
 }
 
-/// Bytes of a varint (LEB128), the store's encoding of integers and lengths.
-fn varint_len(x: u64) -> u64 {
-    u64::from((64 - x.leading_zeros()).max(1).div_ceil(7))
-}
-
-/// Bytes of the state's entries as the store encodes them (a length-prefixed key, a varint
-/// count).
-fn state_bytes<S: KeyedStore<String, u64>>(store: &mut S) -> u64 {
-    let mut bytes = 0u64;
-    store.for_each(&mut |k: &String, v: &u64| {
-        let key = k.len() as u64;
-        bytes += varint_len(key) + key + varint_len(*v);
-    });
-    bytes
-}
-
-/// Times `words` counting steps on a store built by `make`, in ns per word.
-fn ns_per_word<S: KeyedStore<String, u64>>(mut store: S, words: u64, keys: u64) -> f64 {
-    let started = Instant::now();
-    count(&mut store, words, keys);
-    black_box(store.len());
-    started.elapsed().as_nanos() as f64 / words.max(1) as f64
-}
-
-fn in_memory<K: StateKey, V: StateValue>() -> AnyStore<K, V> {
-    AnyStore::Memory(MemoryStore::new())
+fn unix_ns(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 pub fn w5(o: &BenchOptions) -> Result<BenchReport, BenchError> {
     let keys = o.keys.max(100);
-    // Words: W3's flat_map output; two rounds over the keys by default.
-    let words = o.events.map_or(2 * keys, |lines| lines * 10);
-
     if let Some(dir) = std::env::var_os(RESTORE_ENV) {
-        return restore_child(o, Path::new(&dir));
+        return restore_child(o, keys, Path::new(&dir));
     }
-
+    if o.events.is_some() {
+        return Err(BenchError::Usage(
+            "w5 takes --keys (distinct keys; the job counts each once, then 1% again), not --events"
+                .into(),
+        ));
+    }
     if o.baseline {
-        let started = Instant::now();
-        let mut counts = MemoryStore::<String, u64>::new();
-        count(&mut counts, words, keys);
-        let elapsed = started.elapsed();
-        let (n, digest) = digest_of(&mut counts);
-        return Ok(BenchReport::new("w5", o, words, elapsed, n, digest.hex()));
+        return Ok(baseline(o, keys));
     }
 
     let tmp = tempfile::tempdir().map_err(|e| error("temporary directory", e))?;
     let checkpoints = tmp.path().join("checkpoints");
-    let mut state: DiskStore<String, u64> =
-        DiskStore::open(tmp.path().join("state"), disk_options()).map_err(|e| error("state", e))?;
-
     let started = Instant::now();
-    count(&mut state, words, keys);
+    let (counted, marks) = run_job(o, keys, &checkpoints, &tmp.path().join("state"), None)?;
     let elapsed = started.elapsed();
-
-    let cstore = CheckpointStore::open(&checkpoints, 2)
-        .map_err(|e| error("checkpoints", e))?
-        .with_job("w5");
-
-    // A full checkpoint: the store writes its cache back, flushes its memtable and
-    // hard-links its tables into the checkpoint; the store checksums them.
-    let t = Instant::now();
-    let (full, full_recorded) = checkpoint(&cstore, 1, &mut state, words)?;
-    let checkpoint_ms = t.elapsed().as_secs_f64() * 1e3;
-    // The word count's result and the state's size (after the checkpoint, so that the
-    // checkpoint's own write-back of the cache is timed).
-    let (results, counted) = digest_of(&mut state);
-    let state_bytes = state_bytes(&mut state);
-
-    // Change 1% of the keys, then checkpoint again: only the tables written since cost I/O.
-    let mut wbuf = String::with_capacity(KEY_LEN);
-    for i in (0..keys).step_by(100) {
-        word(i, &mut wbuf);
-        if let Some(c) = state.get_mut(&wbuf) {
-            *c += 1;
-        }
-    }
-    let t = Instant::now();
-    let (incremental, _) = checkpoint(&cstore, 2, &mut state, words)?;
-    let incremental_ms = t.elapsed().as_secs_f64() * 1e3;
-    let (_, live) = digest_of(&mut state);
-
-    // For comparison, what a store that cannot link its files pays for a full checkpoint:
-    // every entry streamed into one file, synced.
-    let t = Instant::now();
-    let copy = tmp.path().join("full-copy");
-    let mut out = std::io::BufWriter::with_capacity(
-        1 << 20,
-        std::fs::File::create(&copy).map_err(|e| error("full copy", e))?,
+    let (full_id, incremental_id) = (
+        marks.full.load(Ordering::Relaxed),
+        marks.incremental.load(Ordering::Relaxed),
     );
-    state
-        .snapshot(SnapshotKind::Full, &mut out)
-        .map_err(|e| error("full copy", e))?;
-    out.into_inner()
-        .map_err(|e| error("full copy", e.into_error()))?
-        .sync_all()
-        .map_err(|e| error("full copy", e))?;
-    let copy_ms = t.elapsed().as_secs_f64() * 1e3;
-    drop(state);
-
-    // Recover from the latest checkpoint.
-    let (r, restored, restore_in) = match weir_binary() {
-        Some(exe) => {
-            let (r, digest) = restore_in_child(&exe, o, &checkpoints, keys)?;
-            (r, digest, "fresh process")
-        }
-        None => {
-            let r = restore(&checkpoints, &tmp.path().join("restored"))?;
-            let digest = r.digest.hex();
-            (r, digest, "same process")
-        }
-    };
-    let restored_keys = r.keys;
-    let restore_ms = r.read_ms + r.load_ms;
-    if restored != live.hex() || restored_keys != keys {
+    if full_id == 0 || incremental_id == 0 {
         return Err(error(
-            "restore",
-            format!(
-                "restored {restored_keys} keys with digest {restored}, expected {keys} keys with {}",
-                live.hex()
-            ),
+            "checkpoints",
+            "the job stopped before both checkpoints completed",
         ));
     }
+    let full = checkpoint_info(&checkpoints, full_id)?;
+    let incremental = checkpoint_info(&checkpoints, incremental_id)?;
 
-    // The price of choosing the backend at run time: AnyStore vs MemoryStore, same loop.
-    let probe = words.min(2_000_000);
-    let memory_ns = ns_per_word(MemoryStore::<String, u64>::new(), probe, keys);
-    let any_ns = ns_per_word(in_memory::<String, u64>(), probe, keys);
-
-    let mut report = BenchReport::new("w5", o, words, elapsed, results, counted.hex());
-    let gbps = |bytes: u64, ms: f64| {
-        if ms > 0.0 {
-            bytes as f64 / 1e9 / (ms / 1e3)
-        } else {
-            0.0
+    // Recover from the latest checkpoint, in a fresh process when there is a `weir` binary.
+    let (restore_ms, restore_in) = match weir_binary() {
+        Some(exe) => (
+            restore_in_child(&exe, o, &checkpoints, keys)?,
+            "fresh process",
+        ),
+        None => {
+            let scratch = tmp.path().join("restored");
+            let started = SystemTime::now();
+            let probe = restore(o, keys, &checkpoints, &scratch)?;
+            check_probe(keys, &probe)?;
+            (probe_ms(started, probe)?, "same process")
         }
     };
+
+    let mut report = BenchReport::new(
+        "w5",
+        o,
+        change_end(keys),
+        elapsed,
+        counted.counts.results,
+        counted.counts.digest.hex(),
+    );
     let extra = [
-        ("state_bytes", json!(state_bytes)),
-        ("checkpoint_ms", json!(round(checkpoint_ms))),
-        ("checkpoint_files", json!(full.files)),
-        ("checkpoint_file_bytes", json!(full.bytes)),
-        ("checkpoint_copied_bytes", json!(full.copied_bytes)),
+        ("keys", json!(keys)),
+        ("state_bytes", json!(incremental.total_bytes)),
+        ("checkpoint_ms", json!(full.duration_ms)),
+        ("checkpoint_bytes_written", json!(full.bytes_written)),
+        ("incremental_checkpoint_ms", json!(incremental.duration_ms)),
         (
-            "checkpoint_checksummed_bytes",
-            json!(full_recorded.read_bytes),
+            "incremental_bytes_written",
+            json!(incremental.bytes_written),
         ),
-        ("incremental_checkpoint_ms", json!(round(incremental_ms))),
-        ("incremental_bytes", json!(incremental.new_bytes)),
-        ("full_copy_checkpoint_ms", json!(round(copy_ms))),
+        ("checkpoints_taken", json!(incremental_id)),
         ("restore_ms", json!(round(restore_ms))),
-        ("restore_read_ms", json!(round(r.read_ms))),
-        ("restore_load_ms", json!(round(r.load_ms))),
         ("restore_in", json!(restore_in)),
-        (
-            "checkpoint_gb_per_s",
-            json!(round(gbps(state_bytes, checkpoint_ms))),
-        ),
-        (
-            "restore_gb_per_s",
-            json!(round(gbps(state_bytes, restore_ms))),
-        ),
         ("memory_budget", json!(MEMORY_BUDGET)),
-        ("memory_store_ns_per_word", json!(round(memory_ns))),
-        ("any_store_ns_per_word", json!(round(any_ns))),
     ];
     for (k, v) in extra {
         report.extra.insert(k.to_string(), v);
     }
     Ok(report)
+}
+
+/// What the restored job did with its one word.
+struct Probe {
+    first_at: Option<SystemTime>,
+    last: Option<(String, u64)>,
+}
+
+/// Restores the job from the latest checkpoint in `checkpoints` (state into `scratch`) and
+/// counts one more word.
+fn restore(
+    o: &BenchOptions,
+    keys: u64,
+    checkpoints: &Path,
+    scratch: &Path,
+) -> Result<Probe, BenchError> {
+    let store = CheckpointStore::open(checkpoints, KEEP).map_err(|e| error("checkpoints", e))?;
+    let (latest, skipped) = store.latest().map_err(|e| error("checkpoints", e))?;
+    if let Some(s) = skipped.first() {
+        return Err(error("restore", s));
+    }
+    let latest = latest.ok_or_else(|| error("restore", "no checkpoint"))?;
+    let (counted, _) = run_job(o, keys, checkpoints, scratch, Some(Arc::new(latest)))?;
+    Ok(Probe {
+        first_at: counted.first_at,
+        last: counted.last,
+    })
+}
+
+/// Checks the probe's restored count and returns the time from `started` to its arrival.
+fn probe_ms(started: SystemTime, probe: Probe) -> Result<f64, BenchError> {
+    let first = probe
+        .first_at
+        .ok_or_else(|| error("restore", "the restored job processed no record"))?;
+    Ok(first
+        .duration_since(started)
+        .map_or(0.0, |d| d.as_secs_f64() * 1e3))
 }
 
 fn round(x: f64) -> f64 {
@@ -327,19 +457,20 @@ fn weir_binary() -> Option<std::path::PathBuf> {
     (exe.file_stem()? == "weir").then_some(exe)
 }
 
+/// Runs the restore in a fresh `weir bench w5` process; `restore_ms` runs from just before
+/// the process is started to its first record processed.
 fn restore_in_child(
     exe: &Path,
     o: &BenchOptions,
     checkpoints: &Path,
     keys: u64,
-) -> Result<(Restored, String), BenchError> {
+) -> Result<f64, BenchError> {
     let mut cmd = std::process::Command::new(exe);
-    cmd.args(["bench", "w5", "--json", "--keys", &keys.to_string()]);
-    if let Some(e) = o.events {
-        cmd.args(["--events", &e.to_string()]);
-    }
+    cmd.args(["bench", "w5", "--json", "--keys", &keys.to_string()])
+        .args(["--parallelism", &o.parallelism.to_string()])
+        .env(RESTORE_ENV, checkpoints);
+    let started = SystemTime::now();
     let out = cmd
-        .env(RESTORE_ENV, checkpoints)
         .output()
         .map_err(|e| error("starting the restore process", e))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -356,58 +487,50 @@ fn restore_in_child(
     let last = stdout.lines().last().unwrap_or_default();
     let report: serde_json::Value =
         serde_json::from_str(last).map_err(|e| error("the restore process's report", e))?;
-    let read_ms = report["restore_read_ms"].as_f64();
-    let load_ms = report["restore_load_ms"].as_f64();
-    let keys = report["results"].as_u64();
-    let digest = report["checksum"].as_str();
-    match (read_ms, load_ms, keys, digest) {
-        (Some(read_ms), Some(load_ms), Some(keys), Some(d)) => Ok((
-            Restored {
-                read_ms,
-                load_ms,
-                keys,
-                digest: Digest::default(),
-            },
-            d.to_string(),
-        )),
-        _ => Err(error("the restore process's report", last)),
-    }
+    let first_ns = report["first_record_unix_ns"]
+        .as_u64()
+        .ok_or_else(|| error("the restore process's report", last))?;
+    Ok(first_ns.saturating_sub(unix_ns(started)) as f64 / 1e6)
 }
 
-/// The child's side: restore, check, report.
-fn restore_child(o: &BenchOptions, checkpoints: &Path) -> Result<BenchReport, BenchError> {
+/// The child's side: restore, count the probe word, check its count, report when it arrived.
+fn restore_child(
+    o: &BenchOptions,
+    keys: u64,
+    checkpoints: &Path,
+) -> Result<BenchReport, BenchError> {
     let scratch = tempfile::tempdir().map_err(|e| error("temporary directory", e))?;
-    let r = restore(checkpoints, &scratch.path().join("restored"))?;
-    let ms = r.read_ms + r.load_ms;
-    let mut report = BenchReport::new(
-        "w5",
-        o,
-        0,
-        std::time::Duration::from_secs_f64(ms / 1e3),
-        r.keys,
-        r.digest.hex(),
-    );
-    report.extra.insert("restore_ms".into(), json!(round(ms)));
+    let started = Instant::now();
+    let probe = restore(o, keys, checkpoints, &scratch.path().join("restored"))?;
+    check_probe(keys, &probe)?;
+    let first = probe
+        .first_at
+        .ok_or_else(|| error("restore", "the restored job processed no record"))?;
+    let mut report = BenchReport::new("w5", o, 1, started.elapsed(), 1, String::new());
     report
         .extra
-        .insert("restore_read_ms".into(), json!(round(r.read_ms)));
-    report
-        .extra
-        .insert("restore_load_ms".into(), json!(round(r.load_ms)));
+        .insert("first_record_unix_ns".into(), json!(unix_ns(first)));
     Ok(report)
+}
+
+/// The probe word's count must continue the checkpointed count (1 would mean nothing was
+/// restored).
+fn check_probe(keys: u64, probe: &Probe) -> Result<(), BenchError> {
+    let (index, expected) = probe_expected(keys);
+    let mut w = String::new();
+    word(index, &mut w);
+    match &probe.last {
+        Some((got, count)) if *got == w && *count == expected => Ok(()),
+        other => Err(error(
+            "restore",
+            format!("expected word {w} with count {expected} after the restore, got {other:?}"),
+        )),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn varints_are_measured_like_postcard() {
-        assert_eq!(
-            [0, 127, 128, 16_383, 16_384, u64::MAX].map(varint_len),
-            [1, 1, 2, 2, 3, 10]
-        );
-    }
 
     #[test]
     fn words_are_distinct_and_about_100_bytes() {
@@ -426,34 +549,48 @@ mod tests {
     }
 
     #[test]
-    fn engine_restores_what_it_checkpointed_and_matches_baseline() {
-        let o = BenchOptions {
-            keys: 20_000,
-            ..BenchOptions::default()
-        };
-        let engine = w5(&o).unwrap();
-        assert_eq!(engine.results, 20_000);
-        assert_eq!(engine.extra["restore_in"], "same process");
-        for field in [
-            "state_bytes",
-            "checkpoint_ms",
-            "incremental_checkpoint_ms",
-            "restore_ms",
-        ] {
-            assert!(engine.extra.contains_key(field), "{field} missing");
+    fn the_engine_job_checkpoints_restores_and_matches_the_baseline() {
+        for parallelism in [1, 2] {
+            let o = BenchOptions {
+                keys: 20_000,
+                parallelism,
+                ..BenchOptions::default()
+            };
+            let engine = w5(&o).unwrap();
+            assert_eq!(engine.results, change_end(20_000), "one count per word");
+            assert_eq!(engine.extra["restore_in"], "same process");
+            // The state on disk (compressed) holds at least what the full checkpoint wrote.
+            let full = engine.extra["checkpoint_bytes_written"].as_u64().unwrap();
+            assert!(full > 0);
+            assert!(engine.extra["state_bytes"].as_u64().unwrap() >= full);
+            // The incremental checkpoint writes less than the full one.
+            assert!(
+                engine.extra["incremental_bytes_written"].as_u64().unwrap()
+                    < engine.extra["checkpoint_bytes_written"].as_u64().unwrap(),
+                "{:?}",
+                engine.extra
+            );
+            let baseline = w5(&BenchOptions {
+                baseline: true,
+                ..o
+            })
+            .unwrap();
+            assert_eq!(baseline.results, engine.results);
+            assert_eq!(baseline.checksum, engine.checksum);
         }
-        assert!(engine.extra["state_bytes"].as_u64().unwrap() > 20_000 * 96);
-        // The second checkpoint shares tables with the first.
-        assert!(
-            engine.extra["incremental_bytes"].as_u64().unwrap()
-                < engine.extra["checkpoint_file_bytes"].as_u64().unwrap()
-        );
-        let baseline = w5(&BenchOptions {
-            baseline: true,
-            ..o
-        })
-        .unwrap();
-        assert_eq!(baseline.results, engine.results);
-        assert_eq!(baseline.checksum, engine.checksum);
+    }
+
+    #[test]
+    fn a_restore_that_lost_the_state_is_caught() {
+        let keys = 20_000;
+        let (index, expected) = probe_expected(keys);
+        assert_eq!(expected, 2);
+        let mut w = String::new();
+        word(index, &mut w);
+        let fresh = Probe {
+            first_at: Some(SystemTime::now()),
+            last: Some((w, 1)),
+        };
+        assert!(check_probe(keys, &fresh).is_err());
     }
 }

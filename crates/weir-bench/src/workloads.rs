@@ -172,14 +172,19 @@ fn push_decimal(s: &mut String, mut n: u64) {
 /// word's latest count (kept without a map: each update replaces the word's previous count in
 /// the digest, see [`Digest::remove`]).
 #[derive(Default)]
-struct RunningCounts {
-    results: u64,
-    digest: Digest,
+pub(crate) struct RunningCounts {
+    pub(crate) results: u64,
+    pub(crate) digest: Digest,
 }
 
 impl RunningCounts {
+    pub(crate) fn merge(&mut self, other: RunningCounts) {
+        self.results += other.results;
+        self.digest.merge(other.digest);
+    }
+
     #[inline]
-    fn update(&mut self, word: &str, count: u64) {
+    pub(crate) fn update(&mut self, word: &str, count: u64) {
         let word = hash_bytes(word.as_bytes());
         self.results += 1;
         if count > 1 {
@@ -232,10 +237,7 @@ pub fn w3(o: &BenchOptions) -> Result<BenchReport, JobError> {
         let totals = accumulate(
             &counts,
             |acc: &mut RunningCounts, (word, count): (CompactString, u64)| acc.update(&word, count),
-            |a, b| {
-                a.results += b.results;
-                a.digest.merge(b.digest);
-            },
+            RunningCounts::merge,
         );
         started = Instant::now();
         env.execute()?;

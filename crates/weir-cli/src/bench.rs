@@ -16,7 +16,12 @@ Workloads (BENCHMARKS.md):
       p50_us, p99_us, p999_us and max_us; results and checksum equal w1's with
       --events rate*seconds. w4 has no --baseline (a plain loop has no batching, channel or
       thread to measure) and takes no --events.
-  w5  checkpoint and recovery of large keyed state on disk
+  w5  checkpoint and recovery, through the engine: a keyed running count of --keys words of
+      ~100 bytes on the disk backend with durable checkpoints; a full checkpoint, 1% of keys
+      changed, an incremental one, then a fresh process restores and counts one more word.
+      checkpoint_ms / incremental_checkpoint_ms: barrier injected -> complete; *_bytes_written:
+      new bytes on disk; state_bytes: the live state on disk; restore_ms: process start ->
+      first record processed after recovery
   w6  Redis stream to ClickHouse through a schema, exactly once, with durable checkpoints
       in a directory (as `weir run` with settings.checkpoint)
 --yaml runs w1 or w2 as a YAML pipeline through the path `weir run` takes (generator source,

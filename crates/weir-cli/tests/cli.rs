@@ -271,6 +271,23 @@ fn an_unknown_workload_exits_2() {
 }
 
 #[test]
+fn bench_w5_restores_in_a_fresh_process_and_matches_the_baseline() {
+    let json = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["bench", "w5", "--keys", "5000", "--json"];
+        args.extend_from_slice(extra);
+        let out = run(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_str(text(&out.stdout).lines().last().unwrap()).unwrap()
+    };
+    let engine = json(&[]);
+    let baseline = json(&["--baseline"]);
+    assert_eq!(engine["restore_in"], "fresh process");
+    assert!(engine["restore_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(engine["results"], baseline["results"]);
+    assert_eq!(engine["checksum"], baseline["checksum"]);
+}
+
+#[test]
 fn bench_yaml_refuses_workloads_without_a_yaml_form() {
     let out = run(&["bench", "w5", "--yaml"]);
     assert_eq!(out.status.code(), Some(2));
