@@ -8,6 +8,9 @@
 mod aggregate;
 mod build;
 mod checkpoints;
+pub mod duration;
+mod event_time;
+pub mod graph;
 mod enrich;
 mod ingest;
 mod join;
@@ -15,6 +18,7 @@ mod locate;
 mod outputs;
 pub mod spec;
 mod steps;
+pub mod stream_join;
 mod unique;
 mod window;
 
@@ -171,6 +175,18 @@ impl Pipeline {
         }
     }
 
+    /// The sources with their keys: `source`, or `sources.<name>` for each named one.
+    pub fn source_specs(&self) -> Vec<(String, &spec::SourceSpec)> {
+        let one = self.spec.source.iter().map(|s| ("source".to_string(), s));
+        let named = self
+            .spec
+            .sources
+            .iter()
+            .flatten()
+            .map(|(n, s)| (format!("sources.{n}"), s));
+        one.chain(named).collect()
+    }
+
     /// The file the pipeline came from.
     pub fn file(&self) -> &str {
         &self.file
@@ -265,9 +281,13 @@ impl Pipeline {
     /// Checks everything that can be checked without running: settings, expressions, field
     /// references, aggregate functions. Returns a one-line description of the plan.
     pub fn validate(&self) -> Result<String, PipelineError> {
+        Ok(self.check()?.describe())
+    }
+
+    /// [`Pipeline::validate`], returning the plan (its description and its graph).
+    pub fn check(&self) -> Result<Built, PipelineError> {
         let env = Environment::with_config(self.config());
-        let built = self.build(&env)?;
-        Ok(built.describe())
+        self.build(&env)
     }
 
     /// Adds the pipeline's dataflow to `env`.

@@ -704,6 +704,23 @@ pub trait KeyedJoinExt<K, L> {
         O: Data,
         J: FnMut(&L, &R) -> O + Clone + Send + 'static;
 
+    /// [`interval_join`](KeyedJoinExt::interval_join) with signed bounds, as Flink writes
+    /// them: each left event at `t` meets the right events of its key at times in
+    /// `[t + lower, t + upper]` (milliseconds, both bounds included; `lower <= upper`, either
+    /// may be negative).
+    fn interval_join_between<R, FR, O, J>(
+        &self,
+        right: &KeyedStream<K, Timestamped<R>, FR>,
+        lower: Timestamp,
+        upper: Timestamp,
+        join: J,
+    ) -> JoinOutput<O, Tagged<L, R>>
+    where
+        R: Data + StateValue,
+        FR: Fn(&Timestamped<R>) -> K + Clone + Send + 'static,
+        O: Data,
+        J: FnMut(&L, &R) -> O + Clone + Send + 'static;
+
     /// Joins each record with the value its key had in the `table` stream at the record's event
     /// time (the latest table record of that key with a time at or before it). Records wait
     /// until the watermark passes their time, so that table updates up to then are seen
@@ -788,7 +805,24 @@ where
         O: Data,
         J: FnMut(&L, &R) -> O + Clone + Send + 'static,
     {
-        let (before, after) = (millis(before), millis(after));
+        self.interval_join_between(right, -millis(before), millis(after), join)
+    }
+
+    fn interval_join_between<R, FR, O, J>(
+        &self,
+        right: &KeyedStream<K, Timestamped<R>, FR>,
+        lower: Timestamp,
+        upper: Timestamp,
+        join: J,
+    ) -> JoinOutput<O, Tagged<L, R>>
+    where
+        R: Data + StateValue,
+        FR: Fn(&Timestamped<R>) -> K + Clone + Send + 'static,
+        O: Data,
+        J: FnMut(&L, &R) -> O + Clone + Send + 'static,
+    {
+        // The operator's window of a left event at `t` is `[t - before, t + after]`.
+        let (before, after) = (lower.saturating_neg(), upper);
         let routed =
             tag_both(self, right).transform("interval_join", move |key_of| IntervalJoin::<
                 K,
