@@ -532,3 +532,145 @@ pub(crate) fn describe(p: &Pipeline, graph: &Graph<'_>, source_labels: &[String]
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Pipeline;
+
+    const SOURCES: &str = "sources:\n  a:\n    type: generator\n    count: 3\n    fields: { id: id, ts: \"id * 10\" }\n    event_time: { field: ts }\n  b:\n    type: generator\n    count: 3\n    fields: { id: id, ts: \"id * 10\" }\n    event_time: { field: ts }\n";
+
+    /// `line: key: message` of the validation error, or the graph.
+    fn check(rest: &str) -> Result<String, String> {
+        let text = format!("name: t\n{SOURCES}{rest}");
+        let p = Pipeline::parse(&text, "p.yaml").map_err(|e| {
+            format!("{}: {}: {}", e.line.unwrap_or(0), e.key.unwrap_or_default(), e.message)
+        })?;
+        p.check().map(|b| b.graph().to_string()).map_err(|e| {
+            format!("{}: {}: {}", e.line.unwrap_or(0), e.key.unwrap_or_default(), e.message)
+        })
+    }
+
+    const SINK: &str = "sink:\n  type: discard\n";
+
+    #[test]
+    fn a_dag_resolves_and_prints_its_graph() {
+        let graph = check(&format!(
+            "steps:\n  - name: both\n    union: [a, b]\n  - filter: \"id > 0\"\n{SINK}"
+        ))
+        .unwrap();
+        assert_eq!(
+            graph,
+            "  source a: generator (3 records), event time `ts` (watermark delay 0s)\n  source b: generator (3 records), event time `ts` (watermark delay 0s)\n  step both (union) <- a, b\n  step steps[1] (filter) <- both\n  sink sink (discard) <- steps[1] (filter)\n"
+        );
+    }
+
+    #[test]
+    fn unknown_later_and_own_names_are_refused_with_their_line() {
+        let e = check(&format!("steps:\n  - name: x\n    union: [a, c]\n{SINK}")).unwrap_err();
+        assert_eq!(
+            e,
+            "15: steps[0].union: unknown input `c`; the sources and named steps above are: a, b"
+        );
+        let e = check(&format!(
+            "steps:\n  - name: x\n    input: y\n    filter: \"id > 0\"\n  - name: y\n    union: [x, b]\n  - union: [a, y]\n{SINK}"
+        ))
+        .unwrap_err();
+        assert!(
+            e.starts_with("15: steps[0].input: `y` is `steps[1]`, further down: a step reads only sources and steps above it"),
+            "{e}"
+        );
+        let e = check(&format!(
+            "steps:\n  - name: x\n    input: x\n    filter: \"id > 0\"\n{SINK}"
+        ))
+        .unwrap_err();
+        assert!(e.contains("`x` is `steps[0]`, this step itself"), "{e}");
+    }
+
+    #[test]
+    fn unread_sources_and_steps_are_refused() {
+        let e = check(&format!("steps:\n  - input: a\n    filter: \"id > 0\"\n{SINK}"))
+            .unwrap_err();
+        assert!(e.starts_with("8: sources.b: the source `b` is never read"), "{e}");
+        let e = check(&format!(
+            "steps:\n  - input: a\n    filter: \"id > 0\"\n  - union: [a, b]\n{SINK}"
+        ))
+        .unwrap_err();
+        assert!(
+            e.starts_with("14: steps[0]: the output of this step is never read"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_step_of_one_input_refuses_several() {
+        let e = check(&format!("steps:\n  - input: [a, b]\n    filter: \"id > 0\"\n{SINK}"))
+            .unwrap_err();
+        assert!(
+            e.contains("`input` names one stream, found 2 (a, b): a step reading several streams is a `union`"),
+            "{e}"
+        );
+        let e = check(&format!("steps:\n  - filter: \"id > 0\"\n{SINK}")).unwrap_err();
+        assert!(
+            e.starts_with("14: steps[0]: the pipeline has several sources (a, b): name this step's `input`"),
+            "{e}"
+        );
+        let e = check(&format!("steps:\n  - input: a\n    union: [a, b]\n{SINK}")).unwrap_err();
+        assert!(e.contains("a `union` step names its inputs itself"), "{e}");
+        let e = check(&format!(
+            "steps:\n  - union: [a, b]\n    filter: \"id > 0\"\n{SINK}"
+        ))
+        .unwrap_err();
+        assert!(e.contains("a step has one kind, found `union` and `filter`"), "{e}");
+    }
+
+    #[test]
+    fn names_are_unique_and_fields_need_one_source() {
+        let e = check(&format!("steps:\n  - name: a\n    union: [a, b]\n{SINK}")).unwrap_err();
+        assert!(
+            e.starts_with("14: steps[0].name: `a` is already the name of `sources.a`"),
+            "{e}"
+        );
+        let text = format!("name: t\nfields: {{ id: int }}\n{SOURCES}steps:\n  - union: [a, b]\n{SINK}");
+        let e = Pipeline::parse(&text, "p.yaml").unwrap().check().err().unwrap();
+        assert_eq!(e.key.as_deref(), Some("fields"));
+    }
+
+    #[test]
+    fn joins_check_keys_event_time_and_colliding_names() {
+        let join = |extra: &str| {
+            format!(
+                "steps:\n  - interval_join:\n      left: a\n      right: b\n      left_key: id\n      lower: 0s\n      upper: 1s\n{extra}{SINK}dead_letter:\n  type: discard\n"
+            )
+        };
+        let e = check(&join("")).unwrap_err();
+        assert!(
+            e.starts_with("14: steps[0].interval_join: the field `id` would be on both sides of the join's output: set `left_prefix` or `right_prefix`"),
+            "{e}"
+        );
+        assert!(check(&join("      right_prefix: b_\n")).is_ok());
+        let e = check(&join("      right_prefix: b_\n      right_key: idx\n")).unwrap_err();
+        assert!(e.contains("steps[0].interval_join.right_key: unknown field `idx`"), "{e}");
+        let e = check(&join("      right_prefix: b_\n      lower: 2s\n")).unwrap_err();
+        assert!(e.contains("duplicate field `lower`"), "{e}");
+        let e = check(
+            &join("      right_prefix: b_\n").replace("lower: 0s", "lower: 2s"),
+        )
+        .unwrap_err();
+        assert!(e.contains("`lower` (2s) is after `upper` (1s)"), "{e}");
+        let e = check(&join("      right_prefix: b_\n").replace("upper: 1s", "upper: 1"))
+            .unwrap_err();
+        assert!(
+            e.starts_with("19: steps[0].interval_join.upper: expected a duration such as 5ms|2s|1m|1h, found the number 1"),
+            "{e}"
+        );
+        // Without event time on an input.
+        let text = format!(
+            "name: t\n{}{}",
+            SOURCES.replacen("    event_time: { field: ts }\n", "", 1),
+            join("      right_prefix: b_\n")
+        );
+        let e = Pipeline::parse(&text, "p.yaml").unwrap().check().err().unwrap();
+        assert_eq!(e.key.as_deref(), Some("steps[0].interval_join.left"));
+        assert!(e.message.contains("`a` has no event time"), "{}", e.message);
+    }
+}
