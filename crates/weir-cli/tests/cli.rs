@@ -601,7 +601,11 @@ fn the_joins_example_matches_orders_and_payments() {
     let tmp = tempfile::tempdir().unwrap();
     let examples = tmp.path().join("examples");
     std::fs::create_dir_all(examples.join("data")).unwrap();
-    std::fs::copy(repo().join("examples/joins.yaml"), examples.join("joins.yaml")).unwrap();
+    std::fs::copy(
+        repo().join("examples/joins.yaml"),
+        examples.join("joins.yaml"),
+    )
+    .unwrap();
     for f in ["shop_orders", "web_orders", "payments", "plans"] {
         let name = format!("data/{f}.jsonl");
         std::fs::copy(repo().join("examples").join(&name), examples.join(&name)).unwrap();
@@ -609,10 +613,15 @@ fn the_joins_example_matches_orders_and_payments() {
     let joins = examples.join("joins.yaml");
     let out = run(&["run", joins.to_str().unwrap(), "--progress", "never"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let read = |f: &str| std::fs::read_to_string(tmp.path().join("target/examples").join(f)).unwrap();
+    let read =
+        |f: &str| std::fs::read_to_string(tmp.path().join("target/examples").join(f)).unwrap();
     let mut paid: Vec<i64> = read("joins-paid.jsonl")
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_i64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_i64()
+                .unwrap()
+        })
         .collect();
     paid.sort_unstable();
     assert_eq!(paid, [1, 2, 5, 101, 102]);

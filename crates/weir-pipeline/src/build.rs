@@ -111,13 +111,7 @@ impl Planner<'_> {
     ) -> Result<(Stream<Record>, String), PipelineError> {
         let p = self.pipeline;
         let key = |option: &str| format!("{at}.{option}");
-        check_options(
-            p,
-            at,
-            spec.kind.name(),
-            &spec.given(),
-            spec.accepted(),
-        )?;
+        check_options(p, at, spec.kind.name(), &spec.given(), spec.accepted())?;
         Ok(match spec.kind {
             SourceKind::File => {
                 let path = spec
@@ -361,15 +355,21 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
                 let ins: Vec<&Node> = inputs.iter().map(|&n| &nodes[n]).collect();
                 crate::stream_join::union(p, &stage, &ins)?
             }
-            StepSpec::IntervalJoin(j) => planner
-                .join(stage)
-                .interval(j, &nodes[inputs[0]], &nodes[inputs[1]])?,
-            StepSpec::WindowJoin(j) => planner
-                .join(stage)
-                .window(j, &nodes[inputs[0]], &nodes[inputs[1]])?,
-            StepSpec::LookupJoin(j) => planner
-                .join(stage)
-                .lookup(j, &nodes[inputs[0]], &nodes[inputs[1]])?,
+            StepSpec::IntervalJoin(j) => {
+                planner
+                    .join(stage)
+                    .interval(j, &nodes[inputs[0]], &nodes[inputs[1]])?
+            }
+            StepSpec::WindowJoin(j) => {
+                planner
+                    .join(stage)
+                    .window(j, &nodes[inputs[0]], &nodes[inputs[1]])?
+            }
+            StepSpec::LookupJoin(j) => {
+                planner
+                    .join(stage)
+                    .lookup(j, &nodes[inputs[0]], &nodes[inputs[1]])?
+            }
             step => {
                 let input = &nodes[inputs[0]];
                 // A key_by whose key the next step (reading it implicitly) aggregates by
@@ -488,7 +488,10 @@ impl<'p> Planner<'p> {
             }
             StepSpec::Drop(names) => {
                 check_known(p, &stage, &fields, names.iter())?;
-                if time.as_deref().is_some_and(|t| names.iter().any(|n| n == t)) {
+                if time
+                    .as_deref()
+                    .is_some_and(|t| names.iter().any(|n| n == t))
+                {
                     time = None;
                 }
                 Some(Transform::Drop(names.clone()))

@@ -58,9 +58,8 @@ impl fmt::Debug for Text {
 
 /// Parses `5ms`, `2s`, `1m`, `1h`, ...; the error says what was expected.
 pub fn parse(text: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        format!("expected a duration such as {DURATION_FORMS}, found `{text}` ({e})")
-    })
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("expected a duration such as {DURATION_FORMS}, found `{text}` ({e})"))
 }
 
 impl Duration {
@@ -174,7 +173,10 @@ mod tests {
         assert_eq!(d.text(), "250ms");
         assert_eq!(Duration::parse("1m").unwrap().millis(), 60_000);
         let e = Duration::parse("soon").unwrap_err();
-        assert!(e.starts_with("expected a duration such as 5ms|2s|1m|1h, found `soon`"), "{e}");
+        assert!(
+            e.starts_with("expected a duration such as 5ms|2s|1m|1h, found `soon`"),
+            "{e}"
+        );
         assert_eq!(SignedDuration::parse("-5m").unwrap().millis(), -300_000);
         assert_eq!(SignedDuration::parse("10s").unwrap().millis(), 10_000);
         assert!(SignedDuration::parse("-x").is_err());
@@ -182,7 +184,9 @@ mod tests {
 
     #[test]
     fn numbers_without_a_unit_are_refused() {
-        let e = serde_yaml::from_str::<Duration>("5").unwrap_err().to_string();
+        let e = serde_yaml::from_str::<Duration>("5")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("found the number 5 (give a unit)"), "{e}");
         let d: Duration = serde_yaml::from_str("2s").unwrap();
         assert_eq!(d.millis(), 2000);

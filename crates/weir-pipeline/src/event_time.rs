@@ -131,7 +131,8 @@ pub(crate) fn assign(
 ) -> Result<Stream<Record>, PipelineError> {
     let at = format!("{at}.event_time");
     check_time_field(p, &format!("{at}.field"), &spec.field, fields)?;
-    let mut watermarks = Watermarks::bounded(spec.watermark_delay.map(|d| d.get()).unwrap_or_default());
+    let mut watermarks =
+        Watermarks::bounded(spec.watermark_delay.map(|d| d.get()).unwrap_or_default());
     if let Some(idle) = spec.idle_timeout {
         watermarks = watermarks.idle_after(idle.get());
     }

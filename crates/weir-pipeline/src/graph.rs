@@ -11,7 +11,9 @@ use crate::spec::{STEP_KINDS, SinkSpec, SourceSpec, StepEntry, StepSpec};
 use crate::unique::DUPLICATE_KEY;
 use crate::{Pipeline, PipelineError};
 use serde::Deserialize;
-use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, VariantAccess, Visitor};
+use serde::de::{
+    self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, VariantAccess, Visitor,
+};
 use std::fmt;
 
 /// `event_time:` of a source: where each record's event time is, and how far behind the
@@ -53,8 +55,11 @@ impl<'de> Visitor<'de> for StepEntryVisitor {
         let (mut name, mut input, mut step): (Option<String>, Option<String>, Option<StepSpec>) =
             (None, None, None);
         let mut kind: Option<String> = None;
-        let duplicate =
-            |key: &str| de::Error::custom(format_args!("{DUPLICATE_KEY}{key}` (a key may appear once)"));
+        let duplicate = |key: &str| {
+            de::Error::custom(format_args!(
+                "{DUPLICATE_KEY}{key}` (a key may appear once)"
+            ))
+        };
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
                 "name" => {
@@ -92,9 +97,8 @@ impl<'de> Visitor<'de> for StepEntryVisitor {
                 }
             }
         }
-        let step = step.ok_or_else(|| {
-            de::Error::custom(format_args!("a step needs one of: {STEP_KINDS}"))
-        })?;
+        let step = step
+            .ok_or_else(|| de::Error::custom(format_args!("a step needs one of: {STEP_KINDS}")))?;
         Ok(StepEntry { name, input, step })
     }
 }
@@ -309,7 +313,10 @@ pub(crate) fn resolve(p: &Pipeline) -> Result<Graph<'_>, PipelineError> {
             if let Some(other) = nodes.iter().find(|n| n.name.as_deref() == Some(name)) {
                 return Err(p.error_at(
                     &at,
-                    format!("`{name}` is already the name of `{}`: names are unique", other.key),
+                    format!(
+                        "`{name}` is already the name of `{}`: names are unique",
+                        other.key
+                    ),
                 ));
             }
         }
@@ -400,7 +407,9 @@ pub(crate) fn resolve(p: &Pipeline) -> Result<Graph<'_>, PipelineError> {
                     };
                     let node = match name {
                         Some(name) => lookup(name, &at, reader)?,
-                        None => previous(reader, &format!("{key}.{kind}"), "name the `left` input")?,
+                        None => {
+                            previous(reader, &format!("{key}.{kind}"), "name the `left` input")?
+                        }
                     };
                     if inputs.contains(&node) {
                         return Err(p.error_at(
@@ -472,9 +481,7 @@ pub(crate) fn resolve(p: &Pipeline) -> Result<Graph<'_>, PipelineError> {
             Some(name) => format!(
                 "the output of `{name}` is never read: name it in a step's or sink's `input`, or remove the step"
             ),
-            None => format!(
-                "the output of this step is never read (the next step names another `input`): give it a `name` and read it, or remove it"
-            ),
+            None => "the output of this step is never read (the next step names another `input`): give it a `name` and read it, or remove it".to_string(),
         };
         let at = match &info.name {
             Some(_) if unread >= sources.len() => format!("{}.name", info.key),
@@ -543,10 +550,20 @@ mod tests {
     fn check(rest: &str) -> Result<String, String> {
         let text = format!("name: t\n{SOURCES}{rest}");
         let p = Pipeline::parse(&text, "p.yaml").map_err(|e| {
-            format!("{}: {}: {}", e.line.unwrap_or(0), e.key.unwrap_or_default(), e.message)
+            format!(
+                "{}: {}: {}",
+                e.line.unwrap_or(0),
+                e.key.unwrap_or_default(),
+                e.message
+            )
         })?;
         p.check().map(|b| b.graph().to_string()).map_err(|e| {
-            format!("{}: {}: {}", e.line.unwrap_or(0), e.key.unwrap_or_default(), e.message)
+            format!(
+                "{}: {}: {}",
+                e.line.unwrap_or(0),
+                e.key.unwrap_or_default(),
+                e.message
+            )
         })
     }
 
@@ -588,9 +605,14 @@ mod tests {
 
     #[test]
     fn unread_sources_and_steps_are_refused() {
-        let e = check(&format!("steps:\n  - input: a\n    filter: \"id > 0\"\n{SINK}"))
-            .unwrap_err();
-        assert!(e.starts_with("8: sources.b: the source `b` is never read"), "{e}");
+        let e = check(&format!(
+            "steps:\n  - input: a\n    filter: \"id > 0\"\n{SINK}"
+        ))
+        .unwrap_err();
+        assert!(
+            e.starts_with("8: sources.b: the source `b` is never read"),
+            "{e}"
+        );
         let e = check(&format!(
             "steps:\n  - input: a\n    filter: \"id > 0\"\n  - union: [a, b]\n{SINK}"
         ))
@@ -603,15 +625,19 @@ mod tests {
 
     #[test]
     fn a_step_of_one_input_refuses_several() {
-        let e = check(&format!("steps:\n  - input: [a, b]\n    filter: \"id > 0\"\n{SINK}"))
-            .unwrap_err();
+        let e = check(&format!(
+            "steps:\n  - input: [a, b]\n    filter: \"id > 0\"\n{SINK}"
+        ))
+        .unwrap_err();
         assert!(
             e.contains("`input` names one stream, found 2 (a, b): a step reading several streams is a `union`"),
             "{e}"
         );
         let e = check(&format!("steps:\n  - filter: \"id > 0\"\n{SINK}")).unwrap_err();
         assert!(
-            e.starts_with("14: steps[0]: the pipeline has several sources (a, b): name this step's `input`"),
+            e.starts_with(
+                "14: steps[0]: the pipeline has several sources (a, b): name this step's `input`"
+            ),
             "{e}"
         );
         let e = check(&format!("steps:\n  - input: a\n    union: [a, b]\n{SINK}")).unwrap_err();
@@ -620,7 +646,10 @@ mod tests {
             "steps:\n  - union: [a, b]\n    filter: \"id > 0\"\n{SINK}"
         ))
         .unwrap_err();
-        assert!(e.contains("a step has one kind, found `union` and `filter`"), "{e}");
+        assert!(
+            e.contains("a step has one kind, found `union` and `filter`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -630,8 +659,13 @@ mod tests {
             e.starts_with("14: steps[0].name: `a` is already the name of `sources.a`"),
             "{e}"
         );
-        let text = format!("name: t\nfields: {{ id: int }}\n{SOURCES}steps:\n  - union: [a, b]\n{SINK}");
-        let e = Pipeline::parse(&text, "p.yaml").unwrap().check().err().unwrap();
+        let text =
+            format!("name: t\nfields: {{ id: int }}\n{SOURCES}steps:\n  - union: [a, b]\n{SINK}");
+        let e = Pipeline::parse(&text, "p.yaml")
+            .unwrap()
+            .check()
+            .err()
+            .unwrap();
         assert_eq!(e.key.as_deref(), Some("fields"));
     }
 
@@ -649,16 +683,17 @@ mod tests {
         );
         assert!(check(&join("      right_prefix: b_\n")).is_ok());
         let e = check(&join("      right_prefix: b_\n      right_key: idx\n")).unwrap_err();
-        assert!(e.contains("steps[0].interval_join.right_key: unknown field `idx`"), "{e}");
+        assert!(
+            e.contains("steps[0].interval_join.right_key: unknown field `idx`"),
+            "{e}"
+        );
         let e = check(&join("      right_prefix: b_\n      lower: 2s\n")).unwrap_err();
         assert!(e.contains("duplicate field `lower`"), "{e}");
-        let e = check(
-            &join("      right_prefix: b_\n").replace("lower: 0s", "lower: 2s"),
-        )
-        .unwrap_err();
+        let e =
+            check(&join("      right_prefix: b_\n").replace("lower: 0s", "lower: 2s")).unwrap_err();
         assert!(e.contains("`lower` (2s) is after `upper` (1s)"), "{e}");
-        let e = check(&join("      right_prefix: b_\n").replace("upper: 1s", "upper: 1"))
-            .unwrap_err();
+        let e =
+            check(&join("      right_prefix: b_\n").replace("upper: 1s", "upper: 1")).unwrap_err();
         assert!(
             e.starts_with("19: steps[0].interval_join.upper: expected a duration such as 5ms|2s|1m|1h, found the number 1"),
             "{e}"
@@ -669,7 +704,11 @@ mod tests {
             SOURCES.replacen("    event_time: { field: ts }\n", "", 1),
             join("      right_prefix: b_\n")
         );
-        let e = Pipeline::parse(&text, "p.yaml").unwrap().check().err().unwrap();
+        let e = Pipeline::parse(&text, "p.yaml")
+            .unwrap()
+            .check()
+            .err()
+            .unwrap();
         assert_eq!(e.key.as_deref(), Some("steps[0].interval_join.left"));
         assert!(e.message.contains("`a` has no event time"), "{}", e.message);
     }

@@ -50,8 +50,8 @@ fn load_csv<K: std::hash::Hash + Eq>(
     key_of: impl Fn(&Record) -> Option<K>,
 ) -> Result<Table<K, Record>, String> {
     let file = path.display();
-    let mut reader = csv::Reader::from_path(path)
-        .map_err(|e| format!("cannot read the table {file}: {e}"))?;
+    let mut reader =
+        csv::Reader::from_path(path).map_err(|e| format!("cannot read the table {file}: {e}"))?;
     let header = reader
         .headers()
         .map_err(|e| format!("{file}, line 1: cannot read the CSV header: {e}"))?
@@ -68,9 +68,13 @@ fn load_csv<K: std::hash::Hash + Eq>(
                 row.len()
             ));
         }
-        let record = Record::with_shape(shape.clone(), row.iter().map(weir_core::infer_value).collect())
-            .map_err(|e| format!("{file}, line {line}: {e}"))?;
-        let key = key_of(&record).ok_or_else(|| format!("{file}, line {line}: the row has no key"))?;
+        let record = Record::with_shape(
+            shape.clone(),
+            row.iter().map(weir_core::infer_value).collect(),
+        )
+        .map_err(|e| format!("{file}, line {line}: {e}"))?;
+        let key =
+            key_of(&record).ok_or_else(|| format!("{file}, line {line}: the row has no key"))?;
         rows.push((key, record));
     }
     Ok(Table::from_rows(rows))
@@ -190,26 +194,28 @@ pub(crate) fn plan(
             );
             p.error_at(&at("table"), message)
         })?
-    } else { Table::load_json_lines(&path, |row: &Record| {
-        keys.iter()
-            .all(|k| row.get(k).is_some())
-            .then(|| key_of(&keys, row))
-    })
-    .map_err(|e| {
-        let message = match e {
-            weir_time::TimeError::TableRow { line, message, .. }
-                if message == "the row has no key" =>
-            {
-                format!(
-                    "{}, line {line}: the row has no `{}`",
-                    path.display(),
-                    table_key.join("`, `")
-                )
-            }
-            other => other.to_string(),
-        };
-        p.error_at(&at("table"), message)
-    })? };
+    } else {
+        Table::load_json_lines(&path, |row: &Record| {
+            keys.iter()
+                .all(|k| row.get(k).is_some())
+                .then(|| key_of(&keys, row))
+        })
+        .map_err(|e| {
+            let message = match e {
+                weir_time::TimeError::TableRow { line, message, .. }
+                    if message == "the row has no key" =>
+                {
+                    format!(
+                        "{}, line {line}: the row has no `{}`",
+                        path.display(),
+                        table_key.join("`, `")
+                    )
+                }
+                other => other.to_string(),
+            };
+            p.error_at(&at("table"), message)
+        })?
+    };
 
     // The fields to copy: as given, or every field of the table but the key (sorted by name).
     let copied: Vec<String> = match &step.fields {
@@ -330,10 +336,19 @@ mod tests {
     fn csv_tables_are_loaded_and_their_errors_name_the_line() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("users.csv"), "id,name\n0,a\n1,b\n").unwrap();
-        assert!(validate(dir.path(), "      table: users.csv\n      on: user\n      table_key: id\n").is_ok());
+        assert!(
+            validate(
+                dir.path(),
+                "      table: users.csv\n      on: user\n      table_key: id\n"
+            )
+            .is_ok()
+        );
         std::fs::write(dir.path().join("users.csv"), "id,name\n0,a\n,b\n").unwrap();
-        let e = validate(dir.path(), "      table: users.csv\n      on: user\n      table_key: id\n")
-            .unwrap_err();
+        let e = validate(
+            dir.path(),
+            "      table: users.csv\n      on: user\n      table_key: id\n",
+        )
+        .unwrap_err();
         assert!(e.ends_with("users.csv, line 3: the row has no `id`"), "{e}");
         std::fs::write(dir.path().join("users.txt"), "id,name\n0,a,x\n").unwrap();
         let e = validate(

@@ -149,12 +149,18 @@ pub(crate) struct JoinPlan<'a> {
     pub dead: &'a mut Vec<Stream<Record>>,
 }
 
+/// The output shape of a pair, or the name both sides have.
+type PairShape = Result<Arc<Shape>, String>;
+
+/// The key fields of the left and right side.
+type KeyPair = (Arc<[String]>, Arc<[String]>);
+
 /// The output shape of a pair of input shapes, or the name both sides have.
 #[derive(Clone)]
 struct PairShapes {
     left_prefix: Arc<str>,
     right_prefix: Arc<str>,
-    last: Option<(Arc<Shape>, Arc<Shape>, Result<Arc<Shape>, String>)>,
+    last: Option<(Arc<Shape>, Arc<Shape>, PairShape)>,
 }
 
 impl PairShapes {
@@ -192,7 +198,8 @@ impl PairShapes {
                 let mut values = Vec::with_capacity(shape.len());
                 values.extend_from_slice(left.values());
                 values.extend_from_slice(right.values());
-                Record::with_shape(shape, values).map_err(|e| pair_letter(&e.to_string(), left, right))
+                Record::with_shape(shape, values)
+                    .map_err(|e| pair_letter(&e.to_string(), left, right))
             }
             Err(name) => Err(pair_letter(
                 &format!(
@@ -269,7 +276,7 @@ fn keys(
     right_key: Option<&KeyFields>,
     left: &Node,
     right: &Node,
-) -> Result<(Arc<[String]>, Arc<[String]>), PipelineError> {
+) -> Result<KeyPair, PipelineError> {
     let l = left_key.fields();
     let r = right_key.map_or_else(|| l.clone(), KeyFields::fields);
     if l.is_empty() {
@@ -307,7 +314,12 @@ fn keys(
 }
 
 /// The event-time field of a join's input.
-fn time_of<'n>(p: &Pipeline, stage: &str, side: &str, node: &'n Node) -> Result<&'n str, PipelineError> {
+fn time_of<'n>(
+    p: &Pipeline,
+    stage: &str,
+    side: &str,
+    node: &'n Node,
+) -> Result<&'n str, PipelineError> {
     node.time.as_deref().ok_or_else(|| {
         p.error_at(
             &format!("{stage}.{side}"),
@@ -342,8 +354,20 @@ impl JoinPlan<'_> {
         let stage = self.stage.clone();
         let lt = time_of(p, &stage, "left", left)?.to_string();
         let rt = time_of(p, &stage, "right", right)?.to_string();
-        let l = timestamped(&left.stream, &lt, &format!("{stage}.left_time"), self.route_errors, self.dead);
-        let r = timestamped(&right.stream, &rt, &format!("{stage}.right_time"), self.route_errors, self.dead);
+        let l = timestamped(
+            &left.stream,
+            &lt,
+            &format!("{stage}.left_time"),
+            self.route_errors,
+            self.dead,
+        );
+        let r = timestamped(
+            &right.stream,
+            &rt,
+            &format!("{stage}.right_time"),
+            self.route_errors,
+            self.dead,
+        );
         Ok((l, r))
     }
 
@@ -375,7 +399,8 @@ impl JoinPlan<'_> {
                 self.dead.push(letters);
             }
             LatePolicy::Drop => {
-                late.for_each(drop).name(&format!("{}.late_dropped", self.stage));
+                late.for_each(drop)
+                    .name(&format!("{}.late_dropped", self.stage));
             }
         }
     }
@@ -413,16 +438,33 @@ impl JoinPlan<'_> {
     ) -> Result<Node, PipelineError> {
         let p = self.pipeline;
         let stage = self.stage.clone();
-        let (lk, rk) = keys(p, &stage, &spec.left_key, spec.right_key.as_ref(), left, right)?;
+        let (lk, rk) = keys(
+            p,
+            &stage,
+            &spec.left_key,
+            spec.right_key.as_ref(),
+            left,
+            right,
+        )?;
         let (lower, upper) = (spec.lower.millis(), spec.upper.millis());
         if lower > upper {
             return Err(p.error_at(
                 &format!("{stage}.lower"),
-                format!("`lower` ({}) is after `upper` ({}): no record would ever meet", spec.lower, spec.upper),
+                format!(
+                    "`lower` ({}) is after `upper` ({}): no record would ever meet",
+                    spec.lower, spec.upper
+                ),
             ));
         }
         let late = self.late_policy(spec.late)?;
-        let fields = joined_fields(p, &stage, &left.fields, &right.fields, &spec.left_prefix, &spec.right_prefix)?;
+        let fields = joined_fields(
+            p,
+            &stage,
+            &left.fields,
+            &right.fields,
+            &spec.left_prefix,
+            &spec.right_prefix,
+        )?;
         let (l, r) = self.sides(left, right)?;
         let l = l.key_by(move |t: &Timestamped<Record>| key_of(&lk, &t.item));
         let r = r.key_by(move |t: &Timestamped<Record>| key_of(&rk, &t.item));
@@ -453,7 +495,14 @@ impl JoinPlan<'_> {
     ) -> Result<Node, PipelineError> {
         let p = self.pipeline;
         let stage = self.stage.clone();
-        let (lk, rk) = keys(p, &stage, &spec.left_key, spec.right_key.as_ref(), left, right)?;
+        let (lk, rk) = keys(
+            p,
+            &stage,
+            &spec.left_key,
+            spec.right_key.as_ref(),
+            left,
+            right,
+        )?;
         let window = &spec.window;
         if window.size.millis() == 0 {
             return Err(p.error_at(&format!("{stage}.window.size"), "must be at least 1ms"));
@@ -467,7 +516,9 @@ impl JoinPlan<'_> {
                 ));
             }
             (JoinWindowKind::Sliding, None) => {
-                return Err(p.error_at(&format!("{stage}.window"), "a sliding window needs `slide`"));
+                return Err(
+                    p.error_at(&format!("{stage}.window"), "a sliding window needs `slide`")
+                );
             }
             (JoinWindowKind::Sliding, Some(slide)) => {
                 if slide.millis() == 0 || slide > window.size {
@@ -491,7 +542,14 @@ impl JoinPlan<'_> {
             }
         };
         let late = self.late_policy(spec.late)?;
-        let fields = joined_fields(p, &stage, &left.fields, &right.fields, &spec.left_prefix, &spec.right_prefix)?;
+        let fields = joined_fields(
+            p,
+            &stage,
+            &left.fields,
+            &right.fields,
+            &spec.left_prefix,
+            &spec.right_prefix,
+        )?;
         let (l, r) = self.sides(left, right)?;
         let l = l.key_by(move |t: &Timestamped<Record>| key_of(&lk, &t.item));
         let r = r.key_by(move |t: &Timestamped<Record>| key_of(&rk, &t.item));
@@ -518,13 +576,27 @@ impl JoinPlan<'_> {
     ) -> Result<Node, PipelineError> {
         let p = self.pipeline;
         let stage = self.stage.clone();
-        let (lk, rk) = keys(p, &stage, &spec.left_key, spec.right_key.as_ref(), left, right)?;
+        let (lk, rk) = keys(
+            p,
+            &stage,
+            &spec.left_key,
+            spec.right_key.as_ref(),
+            left,
+            right,
+        )?;
         let late = self.late_policy(spec.late)?;
         let kind = spec.kind.unwrap_or(JoinKind::Left);
-        let fields = joined_fields(p, &stage, &left.fields, &right.fields, &spec.left_prefix, &spec.right_prefix)?;
+        let fields = joined_fields(
+            p,
+            &stage,
+            &left.fields,
+            &right.fields,
+            &spec.left_prefix,
+            &spec.right_prefix,
+        )?;
         // Without a version, the right fields are null when they are known.
-        let absent: Option<Arc<Shape>> = (!right.fields.is_dynamic())
-            .then(|| Arc::new(Shape::new(right.fields.names())));
+        let absent: Option<Arc<Shape>> =
+            (!right.fields.is_dynamic()).then(|| Arc::new(Shape::new(right.fields.names())));
         let (l, r) = self.sides(left, right)?;
         let l = l.key_by(move |t: &Timestamped<Record>| key_of(&lk, &t.item));
         let r = r.key_by(move |t: &Timestamped<Record>| key_of(&rk, &t.item));
@@ -563,13 +635,17 @@ impl JoinPlan<'_> {
 /// A `union` step: the inputs merged; they must have the same fields when those are known,
 /// and either all or none have event time.
 pub(crate) fn union(p: &Pipeline, stage: &str, inputs: &[&Node]) -> Result<Node, PipelineError> {
-    let at = stage;
+    let at: &str = stage;
     let first = inputs[0];
     for other in &inputs[1..] {
         if first.time.is_some() != other.time.is_some() {
-            let (with, without) = if first.time.is_some() { (first, *other) } else { (*other, first) };
+            let (with, without) = if first.time.is_some() {
+                (first, *other)
+            } else {
+                (*other, first)
+            };
             return Err(p.error_at(
-                &at,
+                at,
                 format!(
                     "`{}` has event time but `{}` has none: the union's watermark would never advance; set `event_time` on both sources",
                     with.label, without.label
@@ -578,7 +654,7 @@ pub(crate) fn union(p: &Pipeline, stage: &str, inputs: &[&Node]) -> Result<Node,
         }
         if first.time != other.time {
             return Err(p.error_at(
-                &at,
+                at,
                 format!(
                     "`{}` takes event time from `{}` but `{}` from `{}`: rename one with a `rename` step first, so the union's records have one time field",
                     first.label,
@@ -596,7 +672,7 @@ pub(crate) fn union(p: &Pipeline, stage: &str, inputs: &[&Node]) -> Result<Node,
             sb.sort_unstable();
             if sa != sb {
                 return Err(p.error_at(
-                    &at,
+                    at,
                     format!(
                         "the inputs of a union need the same fields: `{}` has {} but `{}` has {}",
                         first.label,

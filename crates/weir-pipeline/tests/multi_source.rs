@@ -17,14 +17,18 @@ fn case(name: &str) -> PathBuf {
 }
 
 fn env(parallelism: usize) -> Environment {
-    let mut config = Config::default();
-    config.parallelism = parallelism;
-    Environment::with_config(config)
+    Environment::with_config(Config {
+        parallelism,
+        ..Config::default()
+    })
 }
 
 /// Canonical JSON lines (keys sorted), sorted.
 fn canonical(records: impl IntoIterator<Item = Record>) -> Vec<String> {
-    let mut lines: Vec<String> = records.into_iter().map(|r| r.to_json().to_string()).collect();
+    let mut lines: Vec<String> = records
+        .into_iter()
+        .map(|r| r.to_json().to_string())
+        .collect();
     lines.sort();
     lines
 }
@@ -34,7 +38,11 @@ fn canonical_file(path: &Path) -> Vec<String> {
     let mut lines: Vec<String> = text
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .unwrap()
+                .to_string()
+        })
         .collect();
     lines.sort();
     lines
@@ -94,8 +102,7 @@ fn rust_interval_join(parallelism: usize) -> Vec<String> {
     let dir = case("interval_join");
     let delay = Duration::from_secs(5);
     let orders = timed(&env, dir.join("orders.jsonl"), delay).key_by(|r| field(r, "id"));
-    let payments =
-        timed(&env, dir.join("payments.jsonl"), delay).key_by(|r| field(r, "order_id"));
+    let payments = timed(&env, dir.join("payments.jsonl"), delay).key_by(|r| field(r, "order_id"));
     let out = orders.interval_join(
         &payments,
         Duration::from_secs(1),
