@@ -291,11 +291,10 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
     if let Some(0) = spec.settings.batch_size {
         return Err(p.error_at("settings.batch_size", "must be at least 1"));
     }
-    if let Some(text) = &spec.settings.batch_timeout {
-        crate::ingest::duration(p, "settings.batch_timeout", text)?;
-    }
-    if let Some(text) = &spec.settings.watermark_interval
-        && crate::ingest::duration(p, "settings.watermark_interval", text)?.is_zero()
+    if spec
+        .settings
+        .watermark_interval
+        .is_some_and(|d| d.get().is_zero())
     {
         return Err(p.error_at("settings.watermark_interval", "must be longer than zero"));
     }

@@ -122,43 +122,49 @@ impl fmt::Display for SignedDuration {
     }
 }
 
-/// A duration is written as a string; a bare number has no unit and is refused.
-fn text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    struct V;
-    impl de::Visitor<'_> for V {
-        type Value = String;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "a duration such as {DURATION_FORMS}")
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
-            Ok(v.to_string())
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
-            Err(E::custom(format_args!(
-                "expected a duration such as {DURATION_FORMS}, found the number {v} (give a unit)"
-            )))
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
-            self.visit_i64(v as i64)
-        }
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
-            Err(E::custom(format_args!(
-                "expected a duration such as {DURATION_FORMS}, found the number {v} (give a unit)"
-            )))
-        }
+/// A duration is written as a string, parsed inside the visit of the scalar (so the YAML
+/// error names its line and key); a bare number has no unit and is refused.
+struct Parse<T>(fn(&str) -> Result<T, String>);
+
+impl<T> de::Visitor<'_> for Parse<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a duration such as {DURATION_FORMS}")
     }
-    d.deserialize_any(V)
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.0)(v).map_err(E::custom)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+        Err(E::custom(format_args!(
+            "expected a duration such as {DURATION_FORMS}, found the number {v} (give a unit)"
+        )))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        Err(E::custom(format_args!(
+            "expected a duration such as {DURATION_FORMS}, found the number {v} (give a unit)"
+        )))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+        Err(E::custom(format_args!(
+            "expected a duration such as {DURATION_FORMS}, found the number {v} (give a unit)"
+        )))
+    }
 }
 
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Duration::parse(&text(d)?).map_err(de::Error::custom)
+        d.deserialize_any(Parse(Duration::parse))
     }
 }
 
 impl<'de> Deserialize<'de> for SignedDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        SignedDuration::parse(&text(d)?).map_err(de::Error::custom)
+        d.deserialize_any(Parse(SignedDuration::parse))
     }
 }
 

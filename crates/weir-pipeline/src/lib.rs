@@ -213,11 +213,7 @@ impl Pipeline {
         if let Some(b) = s.batch_size {
             config.batch_size = b;
         }
-        // Invalid durations are reported by `build` and `validate`.
-        let parse = |text: &Option<String>| {
-            text.as_deref()
-                .and_then(|t| humantime::parse_duration(t.trim()).ok())
-        };
+        let parse = |d: &Option<duration::Duration>| d.map(duration::Duration::get);
         config.batch_timeout = parse(&s.batch_timeout).unwrap_or(DEFAULT_BATCH_TIMEOUT);
         config.tick_interval = parse(&s.watermark_interval)
             .filter(|d| !d.is_zero())

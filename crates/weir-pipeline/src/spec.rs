@@ -61,9 +61,9 @@ pub struct Settings {
     pub parallelism: Option<usize>,
     pub batch_size: Option<usize>,
     /// A source returns a partial batch when its input has had nothing more for this long.
-    pub batch_timeout: Option<String>,
+    pub batch_timeout: Option<crate::duration::Duration>,
     /// How often idleness, processing-time timers and sink flushes run without new data.
-    pub watermark_interval: Option<String>,
+    pub watermark_interval: Option<crate::duration::Duration>,
     pub buffer: Option<BufferSpec>,
     /// Periodic checkpoints; a restarted run resumes from the latest one.
     pub checkpoint: Option<CheckpointSpec>,
@@ -93,7 +93,7 @@ pub enum StateBackendKind {
 #[serde(deny_unknown_fields)]
 pub struct CheckpointSpec {
     /// How often, e.g. `1s`, `500ms`.
-    pub interval: Option<String>,
+    pub interval: Option<crate::duration::Duration>,
     /// Where checkpoints are stored (default `.weir/checkpoints/<pipeline name>` next to the
     /// pipeline file).
     pub dir: Option<PathBuf>,
