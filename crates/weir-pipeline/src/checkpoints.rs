@@ -68,7 +68,9 @@ impl Pipeline {
         let Some(spec) = &self.spec.settings.checkpoint else {
             return Ok(None);
         };
-        Ok(Some(spec.interval.map_or(Duration::from_secs(1), |d| d.get())))
+        Ok(Some(
+            spec.interval.map_or(Duration::from_secs(1), |d| d.get()),
+        ))
     }
 
     /// Opens the pipeline's checkpoint store.

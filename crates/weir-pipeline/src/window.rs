@@ -360,10 +360,9 @@ fn positive(
             key.rsplit_once('.').map_or(key, |(parent, _)| parent),
             format!("a {} window needs `{name}`", kind.name()),
         )),
-        Some(d) if d.get().as_millis() == 0 => Err(p.error_at(
-            key,
-            format!("must be at least 1ms, found `{}`", d.text()),
-        )),
+        Some(d) if d.get().as_millis() == 0 => {
+            Err(p.error_at(key, format!("must be at least 1ms, found `{}`", d.text())))
+        }
         Some(d) => Ok(d.get()),
     }
 }
@@ -406,9 +405,7 @@ impl WindowPlan<'_> {
             }
         }
         let spec = match step.kind {
-            WindowKind::Tumbling => {
-                Tumbling::of(positive(p, &at("size"), step.size, step.kind)?)
-            }
+            WindowKind::Tumbling => Tumbling::of(positive(p, &at("size"), step.size, step.kind)?),
             WindowKind::Sliding => {
                 let size = positive(p, &at("size"), step.size, step.kind)?;
                 let slide = positive(p, &at("slide"), step.slide, step.kind)?;
@@ -438,9 +435,7 @@ impl WindowPlan<'_> {
                 }
                 spec
             }
-            WindowKind::Session => {
-                Session::with_gap(positive(p, &at("gap"), step.gap, step.kind)?)
-            }
+            WindowKind::Session => Session::with_gap(positive(p, &at("gap"), step.gap, step.kind)?),
         };
         let delay = step.watermark_delay.map(|d| d.get()).unwrap_or_default();
         let lateness = step.allowed_lateness.map(|d| d.get()).unwrap_or_default();
@@ -669,7 +664,9 @@ mod tests {
             true,
         );
         assert!(
-            e.starts_with("13: steps[1].window.size: expected a duration such as 5ms|2s|1m|1h, found `soon`"),
+            e.starts_with(
+                "13: steps[1].window.size: expected a duration such as 5ms|2s|1m|1h, found `soon`"
+            ),
             "{e}"
         );
         let e = error(
