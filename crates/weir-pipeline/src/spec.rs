@@ -250,7 +250,7 @@ pub enum StepSpec {
     /// Passes only the first N records, then stops the source.
     Limit(u64),
     /// Per key: aggregates over event-time windows (tumbling, sliding, session).
-    Window(WindowStep),
+    Window(Box<WindowStep>),
     /// Copies fields from a table (a file of JSON lines) into each record, by key.
     Join(JoinStep),
     /// Checks records against a registered schema (coercing and filling defaults); records
