@@ -899,6 +899,35 @@ mod tests {
         Either::Right(R::new(time, (k, v)))
     }
 
+    /// Flink's bounds: `[t + lower, t + upper]`, here both after the left event (a positive
+    /// `lower`), inclusive at both ends.
+    #[test]
+    fn interval_join_between_takes_signed_inclusive_bounds() {
+        use crate::watermark::EventTimeExt;
+        let env = weir_core::Environment::local();
+        let left = env
+            .from_iter(vec![(1u8, 1_000i64)])
+            .assign_timestamps(|e| e.1, crate::Watermarks::ascending())
+            .key_by(|e| e.0);
+        let right = env
+            .from_iter(vec![
+                (1u8, 1_199i64),
+                (1, 1_200),
+                (1, 1_500),
+                (1, 1_501),
+                (1, 900),
+            ])
+            .assign_timestamps(|e| e.1, crate::Watermarks::bounded(Duration::from_secs(1)))
+            .key_by(|e| e.0);
+        let out = left.interval_join_between(&right, 200, 500, |l, r| r.1 - l.1);
+        let joined = out.joined.collect();
+        out.late.for_each(drop);
+        env.execute().unwrap();
+        let mut got = joined.take();
+        got.sort_unstable();
+        assert_eq!(got, vec![200, 500]);
+    }
+
     #[test]
     fn interval_join_matches_within_bounds_and_cleans_up_by_watermark() {
         let op = IntervalJoin::<u8, (u8, char), (u8, i32), _, _, crate::InMemory> {
