@@ -352,7 +352,7 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
         let node = match &entry.step {
             StepSpec::Union(_) => {
                 let ins: Vec<&Node> = inputs.iter().map(|&n| &nodes[n]).collect();
-                crate::stream_join::union(p, &stage, &ins)?
+                crate::multi::union::union(p, &stage, &ins)?
             }
             StepSpec::IntervalJoin(j) => {
                 planner
@@ -431,8 +431,8 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
 }
 
 impl<'p> Planner<'p> {
-    fn join(&mut self, stage: Arc<str>) -> crate::stream_join::JoinPlan<'_> {
-        crate::stream_join::JoinPlan {
+    fn join(&mut self, stage: Arc<str>) -> crate::multi::JoinPlan<'_> {
+        crate::multi::JoinPlan {
             pipeline: self.pipeline,
             stage,
             route_errors: self.route_errors,

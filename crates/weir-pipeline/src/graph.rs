@@ -232,7 +232,7 @@ fn is_name(name: &str) -> bool {
 
 /// The inputs a step names in its own options (union, joins), with their keys.
 fn named_inputs(entry: &StepEntry) -> Option<Vec<(String, Option<&str>)>> {
-    use crate::stream_join::TwoInputs;
+    use crate::multi::TwoInputs;
     fn two(j: &dyn TwoInputs) -> Vec<(String, Option<&str>)> {
         vec![
             ("left".to_string(), j.left()),

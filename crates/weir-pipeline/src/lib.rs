@@ -15,10 +15,10 @@ pub mod graph;
 mod ingest;
 mod join;
 mod locate;
+pub mod multi;
 mod outputs;
 pub mod spec;
 mod steps;
-pub mod stream_join;
 mod unique;
 mod window;
 

@@ -265,13 +265,13 @@ pub enum StepSpec {
     Union(Vec<String>),
     /// Pairs the records of two streams whose keys match and whose event times fall into the
     /// same window.
-    WindowJoin(Box<crate::stream_join::WindowJoinSpec>),
+    WindowJoin(Box<crate::multi::WindowJoinSpec>),
     /// Pairs each left record with the right records of its key whose event times are in
     /// `[left + lower, left + upper]` (both bounds included, as Flink).
-    IntervalJoin(Box<crate::stream_join::IntervalJoinSpec>),
+    IntervalJoin(Box<crate::multi::IntervalJoinSpec>),
     /// Joins each record with the latest record of its key in another stream at or before the
     /// record's event time (a versioned table).
-    LookupJoin(Box<crate::stream_join::LookupJoinSpec>),
+    LookupJoin(Box<crate::multi::LookupJoinSpec>),
 }
 
 /// One entry of `steps`: the step, and optionally its `name` (which makes its output a named
