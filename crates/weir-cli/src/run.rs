@@ -69,13 +69,15 @@ pub fn validate(args: ValidateArgs) -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
-    match pipeline.validate() {
+    match pipeline.check() {
         Ok(plan) => {
             println!(
-                "ok: {}: pipeline '{}': {plan}",
+                "ok: {}: pipeline '{}': {}",
                 args.file.display(),
-                pipeline.name()
+                pipeline.name(),
+                plan.describe()
             );
+            print!("graph:\n{}", plan.graph());
             ExitCode::SUCCESS
         }
         Err(e) => {

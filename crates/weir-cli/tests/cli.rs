@@ -598,3 +598,69 @@ fn kill(pid: u32, signal: &str) {
         .unwrap();
     assert!(status.success());
 }
+
+/// Issue 12, item 4: `weir validate` prints the graph of a multi-source pipeline, one line per
+/// source, step and sink with its inputs, in the file's order.
+#[test]
+fn validate_prints_the_graph() {
+    let out = run(&["validate", "examples/joins.yaml"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let graph = stdout.split_once("graph:\n").map(|(_, g)| g).unwrap_or("");
+    let lines: Vec<&str> = graph.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "  source shop_orders: examples/data/shop_orders.jsonl (json_lines), event time `ts` (watermark delay 1m)",
+            "  source web_orders: examples/data/web_orders.jsonl (json_lines), event time `ts` (watermark delay 1m)",
+            "  source payments: examples/data/payments.jsonl (json_lines), event time `ts` (watermark delay 1m)",
+            "  source plans: examples/data/plans.jsonl (json_lines), event time `ts` (watermark delay 0s)",
+            "  step orders (union) <- shop_orders, web_orders",
+            "  step big_orders (filter) <- orders",
+            "  step paid (interval_join) <- big_orders, payments",
+            "  step orders_with_plan (lookup_join) <- orders, plans",
+            "  step same_minute (window_join) <- orders, payments",
+            "  sink sinks[0] (file) <- paid",
+            "  sink sinks[1] (file) <- orders_with_plan",
+            "  sink sinks[2] (file) <- same_minute",
+            "  dead_letter (file) <- failures and late events of every step",
+        ],
+        "{stdout}"
+    );
+}
+
+/// The joins example: every order of 10 or more paid within 5 minutes is matched with its
+/// payment (order 4 was paid 18 minutes later), nothing is dead-lettered.
+#[test]
+fn the_joins_example_matches_orders_and_payments() {
+    // A copy, so that `every_example_runs` does not write the same files meanwhile.
+    let tmp = tempfile::tempdir().unwrap();
+    let examples = tmp.path().join("examples");
+    std::fs::create_dir_all(examples.join("data")).unwrap();
+    std::fs::copy(
+        repo().join("examples/joins.yaml"),
+        examples.join("joins.yaml"),
+    )
+    .unwrap();
+    for f in ["shop_orders", "web_orders", "payments", "plans"] {
+        let name = format!("data/{f}.jsonl");
+        std::fs::copy(repo().join("examples").join(&name), examples.join(&name)).unwrap();
+    }
+    let joins = examples.join("joins.yaml");
+    let out = run(&["run", joins.to_str().unwrap(), "--progress", "never"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let read =
+        |f: &str| std::fs::read_to_string(tmp.path().join("target/examples").join(f)).unwrap();
+    let mut paid: Vec<i64> = read("joins-paid.jsonl")
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    paid.sort_unstable();
+    assert_eq!(paid, [1, 2, 5, 101, 102]);
+    assert_eq!(read("joins-orders-with-plan.jsonl").lines().count(), 8);
+    assert_eq!(read("joins-dead-letters.jsonl"), "");
+}

@@ -1,7 +1,7 @@
 //! Plans a pipeline spec onto the runtime.
 
 use crate::aggregate::{Acc, Aggregation};
-use crate::spec::{SinkKind, SinkSpec, SourceKind, StepSpec};
+use crate::spec::{SinkKind, SinkSpec, SourceKind, SourceSpec, StepSpec};
 use crate::steps::{AggregateOp, Routed, StepOp, Transform, bad_input, key_of};
 use crate::{Pipeline, PipelineError};
 use std::path::{Path, PathBuf};
@@ -18,12 +18,18 @@ pub struct Built {
     sinks: usize,
     dead_letter: bool,
     warnings: Vec<String>,
+    graph: String,
 }
 
 impl Built {
     /// Settings that do not apply to this pipeline, and why (to show before running).
     pub fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+
+    /// The graph: one line per source, step and sink, with each one's inputs.
+    pub fn graph(&self) -> &str {
+        &self.graph
     }
 
     pub fn describe(&self) -> String {
@@ -95,41 +101,38 @@ impl Planner<'_> {
         }
     }
 
+    /// Plans the source `spec`, found at `at` (`source` or `sources.<name>`).
     fn source(
         &mut self,
         env: &Environment,
         fields: &mut FieldTypes,
+        at: &str,
+        spec: &SourceSpec,
     ) -> Result<(Stream<Record>, String), PipelineError> {
         let p = self.pipeline;
-        let spec = &p.spec.source;
-        check_options(
-            p,
-            "source",
-            spec.kind.name(),
-            &spec.given(),
-            spec.accepted(),
-        )?;
+        let key = |option: &str| format!("{at}.{option}");
+        check_options(p, at, spec.kind.name(), &spec.given(), spec.accepted())?;
         Ok(match spec.kind {
             SourceKind::File => {
                 let path = spec
                     .path
                     .as_ref()
-                    .ok_or_else(|| p.error_at("source", "a file source needs a `path`"))?;
+                    .ok_or_else(|| p.error_at(at, "a file source needs a `path`"))?;
                 let path = resolve(p, path);
                 let format = spec.format.unwrap_or_else(|| Format::from_path(&path));
                 let label = format!("{} ({})", path.display(), format_name(format));
                 if !path.exists() {
                     return Err(
-                        p.error_at("source.path", format!("no such file: {}", path.display()))
+                        p.error_at(&key("path"), format!("no such file: {}", path.display()))
                     );
                 }
-                let read = match self.csv_options(format)? {
+                let read = match self.csv_options(at, spec, format)? {
                     Some(options) => {
                         // A bad header is bad input: refuse it before the run starts.
                         weir_core::check_csv_header(&path, &options).map_err(|e| {
                             match e.declared_field() {
                                 Some(name) => p.error_at(&format!("fields.{name}"), e.to_string()),
-                                None => p.error_at("source.path", e.to_string()),
+                                None => p.error_at(&key("path"), e.to_string()),
                             }
                         })?;
                         env.read_csv(path, options)
@@ -140,7 +143,7 @@ impl Planner<'_> {
             }
             SourceKind::Stdin => {
                 let format = spec.format.unwrap_or(Format::JsonLines);
-                let read = match self.csv_options(format)? {
+                let read = match self.csv_options(at, spec, format)? {
                     Some(options) => env.read_csv("-", options),
                     None => env.read_file("-", format),
                 };
@@ -158,24 +161,24 @@ impl Planner<'_> {
             SourceKind::Generator => {
                 let generated = spec.fields.as_ref().ok_or_else(|| {
                     p.error_at(
-                        "source",
+                        at,
                         "a generator needs `fields`: expressions over `id`, e.g. `{ id: id, key: \"id % 10\" }`",
                     )
                 })?;
                 let ids = FieldTypes::default().with("id", weir_types::ValueKind::Int);
                 for (name, source) in generated {
                     Expr::compile(source, &ids)
-                        .map_err(|e| p.error_at(&format!("source.fields.{name}"), e.to_string()))?;
+                        .map_err(|e| p.error_at(&key(&format!("fields.{name}")), e.to_string()))?;
                 }
                 if let Some(r) = spec.rate.filter(|r| r.is_nan() || *r <= 0.0) {
-                    return Err(p.error_at("source.rate", format!("must be positive, found {r}")));
+                    return Err(p.error_at(&key("rate"), format!("must be positive, found {r}")));
                 }
                 let pairs: Vec<(&str, &str)> = generated
                     .iter()
                     .map(|(n, s)| (n.as_str(), s.as_str()))
                     .collect();
                 let projection = Projection::compile(&pairs, &ids)
-                    .map_err(|e| p.error_at("source.fields", e.to_string()))?;
+                    .map_err(|e| p.error_at(&key("fields"), e.to_string()))?;
                 *fields = projection.output_types();
                 let projection = Arc::new(projection);
                 let id_shape = Arc::new(Shape::new(["id"]));
@@ -202,13 +205,18 @@ impl Planner<'_> {
 impl Planner<'_> {
     /// How a CSV source types its cells (`None` for JSON lines, which refuse `infer_types`):
     /// the pipeline's declared `fields` win over guessing.
-    fn csv_options(&self, format: Format) -> Result<Option<weir_core::CsvOptions>, PipelineError> {
+    fn csv_options(
+        &self,
+        at: &str,
+        spec: &SourceSpec,
+        format: Format,
+    ) -> Result<Option<weir_core::CsvOptions>, PipelineError> {
         let p = self.pipeline;
-        let infer_types = p.spec.source.infer_types;
+        let infer_types = spec.infer_types;
         if format != Format::Csv {
             if infer_types.is_some() {
                 return Err(p.error_at(
-                    "source.infer_types",
+                    &format!("{at}.infer_types"),
                     "`infer_types` applies to CSV input only (JSON values carry their types); set `format: csv` or remove it",
                 ));
             }
@@ -260,6 +268,18 @@ fn format_name(format: Format) -> &'static str {
     }
 }
 
+/// A stream of the plan, with what the planner knows about its records.
+pub(crate) struct Node {
+    pub(crate) stream: Stream<Record>,
+    pub(crate) fields: FieldTypes,
+    /// Set by `key_by`: the key of the aggregates and windows after it.
+    pub(crate) key: Option<Vec<String>>,
+    /// The field its event time is read from (its source's `event_time`), while it has one.
+    pub(crate) time: Option<Arc<str>>,
+    /// How errors name it: the source's or step's name, or its key.
+    pub(crate) label: String,
+}
+
 pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineError> {
     let spec = &p.spec;
     // Checked here so that `validate` reports a bad backend; the caller applies it.
@@ -271,33 +291,173 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
     if let Some(0) = spec.settings.batch_size {
         return Err(p.error_at("settings.batch_size", "must be at least 1"));
     }
-    if let Some(text) = &spec.settings.batch_timeout {
-        crate::ingest::duration(p, "settings.batch_timeout", text)?;
-    }
-    if let Some(text) = &spec.settings.watermark_interval
-        && crate::ingest::duration(p, "settings.watermark_interval", text)?.is_zero()
+    if spec
+        .settings
+        .watermark_interval
+        .is_some_and(|d| d.get().is_zero())
     {
         return Err(p.error_at("settings.watermark_interval", "must be longer than zero"));
     }
+    // Every name resolved before anything is built.
+    let graph = crate::graph::resolve(p)?;
     let mut planner = Planner {
         pipeline: p,
         route_errors: spec.dead_letter.is_some(),
         dead: Vec::new(),
     };
-    let mut fields = if spec.fields.is_empty() {
-        FieldTypes::dynamic()
-    } else {
-        spec.fields
-            .iter()
-            .map(|(name, t)| (name.as_str(), t.kind()))
-            .collect()
-    };
-    let (mut stream, source_label) = planner.source(env, &mut fields)?;
+    let mut nodes: Vec<Node> = Vec::with_capacity(graph.nodes.len());
+    let mut source_labels = Vec::new();
+    for (name, source) in &graph.sources {
+        let at = if spec.source.is_some() {
+            "source".to_string()
+        } else {
+            format!("sources.{name}")
+        };
+        let mut fields = if spec.fields.is_empty() {
+            FieldTypes::dynamic()
+        } else {
+            spec.fields
+                .iter()
+                .map(|(name, t)| (name.as_str(), t.kind()))
+                .collect()
+        };
+        let (mut stream, label) = planner.source(env, &mut fields, &at, source)?;
+        let mut time = None;
+        if let Some(event_time) = &source.event_time {
+            stream = crate::event_time::assign(
+                p,
+                &at,
+                event_time,
+                &stream,
+                &fields,
+                planner.route_errors,
+                &mut planner.dead,
+            )?;
+            time = Some(Arc::from(event_time.field.as_str()));
+        }
+        source_labels.push(label);
+        nodes.push(Node {
+            stream,
+            fields,
+            key: None,
+            time,
+            label: name.clone(),
+        });
+    }
 
-    let mut key: Option<Vec<String>> = None;
-    for (i, step) in spec.steps.iter().enumerate() {
+    for (i, entry) in spec.steps.iter().enumerate() {
+        let inputs = &graph.step_inputs[i];
+        let stage: Arc<str> = format!("steps[{i}].{}", entry.step.kind()).into();
+        let label = entry.name.clone().unwrap_or_else(|| format!("steps[{i}]"));
+        let node = match &entry.step {
+            StepSpec::Union(_) => {
+                let ins: Vec<&Node> = inputs.iter().map(|&n| &nodes[n]).collect();
+                crate::multi::union::union(p, &stage, &ins)?
+            }
+            StepSpec::IntervalJoin(j) => {
+                planner
+                    .join(stage)
+                    .interval(j, &nodes[inputs[0]], &nodes[inputs[1]])?
+            }
+            StepSpec::WindowJoin(j) => {
+                planner
+                    .join(stage)
+                    .window(j, &nodes[inputs[0]], &nodes[inputs[1]])?
+            }
+            StepSpec::LookupJoin(j) => {
+                planner
+                    .join(stage)
+                    .lookup(j, &nodes[inputs[0]], &nodes[inputs[1]])?
+            }
+            step => {
+                let input = &nodes[inputs[0]];
+                // A key_by whose key the next step (reading it implicitly) aggregates by
+                // hands the key on without a repartition of its own.
+                let keyed_for_next = entry.name.is_none()
+                    && spec.steps.get(i + 1).is_some_and(|next| {
+                        next.input.is_none()
+                            && matches!(
+                                next.step,
+                                StepSpec::Aggregate(_)
+                                    | StepSpec::RollingAggregate(_)
+                                    | StepSpec::Window(_)
+                            )
+                    });
+                planner.step(env, i, step, input, keyed_for_next)?
+            }
+        };
+        nodes.push(Node { label, ..node });
+    }
+
+    for (name, sink, node) in &graph.sinks {
+        check_options(p, name, sink.kind.name(), &sink.given(), sink.accepted())?;
+        attach_sink(p, &nodes[*node].stream, sink, name)?;
+    }
+    if let Some(dlq) = &spec.dead_letter {
+        let dead = match planner.dead.split_first() {
+            Some((first, rest)) => first.union(rest).name("dead_letters"),
+            None => env.from_iter(std::iter::empty::<Record>()),
+        };
+        check_options(
+            p,
+            "dead_letter",
+            dlq.kind.name(),
+            &dlq.given(),
+            dlq.accepted(),
+        )?;
+        attach_sink(p, &dead, dlq, "dead_letter")?;
+    }
+    let described = crate::graph::describe(p, &graph, &source_labels);
+    Ok(Built {
+        source: match &source_labels[..] {
+            [one] => one.clone(),
+            many => format!(
+                "{} sources ({})",
+                many.len(),
+                graph
+                    .sources
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+        steps: spec.steps.len(),
+        sinks: graph.sinks.len(),
+        dead_letter: spec.dead_letter.is_some(),
+        warnings: parallelism_warnings(p, env.config().parallelism),
+        graph: described,
+    })
+}
+
+impl<'p> Planner<'p> {
+    fn join(&mut self, stage: Arc<str>) -> crate::multi::JoinPlan<'_> {
+        crate::multi::JoinPlan {
+            pipeline: self.pipeline,
+            stage,
+            route_errors: self.route_errors,
+            dead: &mut self.dead,
+        }
+    }
+
+    /// Plans a step of one input.
+    fn step(
+        &mut self,
+        env: &Environment,
+        i: usize,
+        step: &StepSpec,
+        input: &Node,
+        keyed_for_next: bool,
+    ) -> Result<Node, PipelineError> {
+        let _ = env;
+        let p = self.pipeline;
+        let planner = self;
         let stage: Arc<str> = format!("steps[{i}].{}", step.kind()).into();
         let err = |message: String| p.error_at(&stage, message);
+        let mut stream = input.stream.clone();
+        let mut fields = input.fields.clone();
+        let mut key = input.key.clone();
+        let mut time = input.time.clone();
         let transform = match step {
             StepSpec::Filter(source) => Some(Transform::Filter(
                 Expr::compile_filter(source, &fields).map_err(|e| err(e.to_string()))?,
@@ -318,15 +478,33 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
                 }
                 .map_err(|e| err(e.to_string()))?;
                 fields = projection.output_types();
+                if matches!(step, StepSpec::Select(_))
+                    && time.as_deref().is_some_and(|t| !exprs.contains_key(t))
+                {
+                    time = None;
+                }
                 Some(Transform::Project(projection))
             }
             StepSpec::Drop(names) => {
                 check_known(p, &stage, &fields, names.iter())?;
+                if time
+                    .as_deref()
+                    .is_some_and(|t| names.iter().any(|n| n == t))
+                {
+                    time = None;
+                }
                 Some(Transform::Drop(names.clone()))
             }
             StepSpec::Rename(rename) => {
                 check_known(p, &stage, &fields, rename.fields.keys())?;
                 crate::steps::check_rename(p, &stage, &fields, rename)?;
+                if let Some(t) = &time {
+                    if let Some(new) = rename.fields.get(&**t) {
+                        time = Some(Arc::from(new.as_str()));
+                    } else if rename.fields.values().any(|n| n == &**t) {
+                        time = None;
+                    }
+                }
                 Some(Transform::Rename {
                     pairs: rename
                         .fields
@@ -351,7 +529,13 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
             if !matches!(step, StepSpec::Map(_) | StepSpec::Select(_)) {
                 fields = fields_after(step, fields);
             }
-            continue;
+            return Ok(Node {
+                stream,
+                fields,
+                key,
+                time,
+                label: String::new(),
+            });
         }
         match step {
             StepSpec::KeyBy(k) => {
@@ -360,22 +544,13 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
                     return Err(err("needs at least one field".into()));
                 }
                 check_known(p, &stage, &fields, names.iter())?;
-                let next_aggregates = matches!(
-                    spec.steps.get(i + 1),
-                    Some(
-                        StepSpec::Aggregate(_)
-                            | StepSpec::RollingAggregate(_)
-                            | StepSpec::Window(_)
-                    )
-                );
-                if next_aggregates {
-                    key = Some(names);
-                } else {
-                    let names: Arc<[String]> = names.into();
+                if !keyed_for_next {
+                    let names: Arc<[String]> = names.clone().into();
                     stream = stream
                         .key_by(move |r: &Record| key_of(&names, r))
                         .transform(&stage, |_| Pass);
                 }
+                key = Some(names);
             }
             StepSpec::Aggregate(exprs) | StepSpec::RollingAggregate(exprs) => {
                 if exprs.is_empty() {
@@ -419,6 +594,7 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
                         });
                 stream = planner.routed(routed);
                 fields = out_fields;
+                time = None;
             }
             StepSpec::Limit(n) => stream = stream.take(*n).name(&stage),
             StepSpec::Window(w) => {
@@ -431,6 +607,7 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
                     dead: &mut planner.dead,
                 }
                 .plan(w, &stream)?;
+                time = None;
             }
             StepSpec::Join(j) => {
                 (stream, fields) = crate::join::plan(p, &stage, j, &stream, &fields)?
@@ -466,45 +643,14 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
             }
             _ => {}
         }
+        Ok(Node {
+            stream,
+            fields,
+            key,
+            time,
+            label: String::new(),
+        })
     }
-
-    let sinks: Vec<(String, &SinkSpec)> = match (&spec.sink, &spec.sinks) {
-        (Some(_), Some(_)) => {
-            return Err(p.error_at("sinks", "give either `sink` or `sinks`, not both"));
-        }
-        (Some(s), None) => vec![("sink".to_string(), s)],
-        (None, Some(list)) if !list.is_empty() => list
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (format!("sinks[{i}]"), s))
-            .collect(),
-        _ => return Err(p.error_at("sink", "the pipeline needs a `sink` (or `sinks`)")),
-    };
-    for (name, sink) in &sinks {
-        check_options(p, name, sink.kind.name(), &sink.given(), sink.accepted())?;
-        attach_sink(p, &stream, sink, name)?;
-    }
-    if let Some(dlq) = &spec.dead_letter {
-        let dead = match planner.dead.split_first() {
-            Some((first, rest)) => first.union(rest).name("dead_letters"),
-            None => env.from_iter(std::iter::empty::<Record>()),
-        };
-        check_options(
-            p,
-            "dead_letter",
-            dlq.kind.name(),
-            &dlq.given(),
-            dlq.accepted(),
-        )?;
-        attach_sink(p, &dead, dlq, "dead_letter")?;
-    }
-    Ok(Built {
-        source: source_label,
-        steps: spec.steps.len(),
-        sinks: sinks.len(),
-        dead_letter: spec.dead_letter.is_some(),
-        warnings: parallelism_warnings(p, env.config().parallelism),
-    })
 }
 
 /// A parallelism above 1 runs keyed steps (and what follows them) at that parallelism; a
@@ -512,15 +658,21 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
 /// records nothing would run in parallel: say so rather than ignore the setting.
 fn parallelism_warnings(p: &Pipeline, parallelism: usize) -> Vec<String> {
     let spec = &p.spec;
-    let single_reader = matches!(spec.source.kind, SourceKind::File | SourceKind::Stdin);
+    let sources = p.source_specs();
+    let single_reader = sources
+        .iter()
+        .all(|(_, s)| matches!(s.kind, SourceKind::File | SourceKind::Stdin));
     let repartitions = spec.steps.iter().any(|s| {
         matches!(
-            s,
+            s.step,
             StepSpec::KeyBy(_)
                 | StepSpec::Aggregate(_)
                 | StepSpec::RollingAggregate(_)
                 | StepSpec::Window(_)
                 | StepSpec::Join(_)
+                | StepSpec::WindowJoin(_)
+                | StepSpec::IntervalJoin(_)
+                | StepSpec::LookupJoin(_)
         )
     });
     if parallelism <= 1 || !single_reader || repartitions {
@@ -529,7 +681,7 @@ fn parallelism_warnings(p: &Pipeline, parallelism: usize) -> Vec<String> {
     vec![format!(
         "parallelism {parallelism} (settings.parallelism or --parallelism) does not apply to pipeline '{}': a {} source is read by one instance and no step repartitions the records (key_by, aggregate, rolling_aggregate, window, join), so every step runs at parallelism 1",
         p.name(),
-        spec.source.kind.name()
+        sources.first().map_or("file", |(_, s)| s.kind.name())
     )]
 }
 

@@ -68,12 +68,9 @@ impl Pipeline {
         let Some(spec) = &self.spec.settings.checkpoint else {
             return Ok(None);
         };
-        match &spec.interval {
-            Some(text) => {
-                crate::ingest::duration(self, "settings.checkpoint.interval", text).map(Some)
-            }
-            None => Ok(Some(Duration::from_secs(1))),
-        }
+        Ok(Some(
+            spec.interval.map_or(Duration::from_secs(1), |d| d.get()),
+        ))
     }
 
     /// Opens the pipeline's checkpoint store.

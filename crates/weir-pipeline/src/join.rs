@@ -1,9 +1,10 @@
 //! The `join` step: enrichment of every record with a row of a table loaded from a file of
-//! JSON lines.
+//! JSON lines or CSV.
 //!
 //! ```yaml
 //! - join:
-//!     table: users.jsonl       # JSON lines, relative to the pipeline file
+//!     table: users.jsonl       # JSON lines or CSV (by extension, or `format`), relative to
+//!                              # the pipeline file
 //!     on: user_id              # the records' key field(s)
 //!     table_key: id            # the table's key field(s) (default: the same names as `on`)
 //!     fields: [name, plan]     # table fields copied into the record (default: all but the key)
@@ -37,6 +38,46 @@ pub struct JoinStep {
     pub fields: Option<Vec<String>>,
     /// `left` (default) or `inner`.
     pub kind: Option<JoinKind>,
+    /// `json_lines` or `csv` (with a header row; cells typed as a CSV source types them);
+    /// default: by the extension (`.csv` is CSV, anything else JSON lines).
+    pub format: Option<weir_core::Format>,
+}
+
+/// Loads a CSV table (header row, cells typed by their text) keyed by `key_of`; errors name the
+/// file and line.
+fn load_csv<K: std::hash::Hash + Eq>(
+    path: &std::path::Path,
+    key_of: impl Fn(&Record) -> Option<K>,
+) -> Result<Table<K, Record>, String> {
+    let file = path.display();
+    let mut reader =
+        csv::Reader::from_path(path).map_err(|e| format!("cannot read the table {file}: {e}"))?;
+    let header = reader
+        .headers()
+        .map_err(|e| format!("{file}, line 1: cannot read the CSV header: {e}"))?
+        .clone();
+    let shape = Arc::new(Shape::new(header.iter()));
+    let mut rows = Vec::new();
+    for (i, row) in reader.records().enumerate() {
+        let line = i + 2;
+        let row = row.map_err(|e| format!("{file}, line {line}: {e}"))?;
+        if row.len() != header.len() {
+            return Err(format!(
+                "{file}, line {line}: expected {} fields (as in the header), found {}",
+                header.len(),
+                row.len()
+            ));
+        }
+        let record = Record::with_shape(
+            shape.clone(),
+            row.iter().map(weir_core::infer_value).collect(),
+        )
+        .map_err(|e| format!("{file}, line {line}: {e}"))?;
+        let key =
+            key_of(&record).ok_or_else(|| format!("{file}, line {line}: the row has no key"))?;
+        rows.push((key, record));
+    }
+    Ok(Table::from_rows(rows))
 }
 
 /// Output shapes per input shape: records decoded alike share one shape, so this is computed
@@ -137,26 +178,44 @@ pub(crate) fn plan(
     }
     let path = crate::build::resolve(p, &step.table);
     let keys: Arc<[String]> = table_key.clone().into();
-    let table = Table::load_json_lines(&path, |row: &Record| {
+    let key_of_row = |row: &Record| {
         keys.iter()
-            .all(|k| row.get(k).is_some())
+            .all(|k| row.get(k).is_some_and(|v| !matches!(v, Value::Null)))
             .then(|| key_of(&keys, row))
-    })
-    .map_err(|e| {
-        let message = match e {
-            weir_time::TimeError::TableRow { line, message, .. }
-                if message == "the row has no key" =>
-            {
-                format!(
-                    "{}, line {line}: the row has no `{}`",
-                    path.display(),
-                    table_key.join("`, `")
-                )
-            }
-            other => other.to_string(),
-        };
-        p.error_at(&at("table"), message)
-    })?;
+    };
+    let format = step
+        .format
+        .unwrap_or_else(|| weir_core::Format::from_path(&path));
+    let table = if format == weir_core::Format::Csv {
+        load_csv(&path, key_of_row).map_err(|message| {
+            let message = message.replace(
+                ": the row has no key",
+                &format!(": the row has no `{}`", table_key.join("`, `")),
+            );
+            p.error_at(&at("table"), message)
+        })?
+    } else {
+        Table::load_json_lines(&path, |row: &Record| {
+            keys.iter()
+                .all(|k| row.get(k).is_some())
+                .then(|| key_of(&keys, row))
+        })
+        .map_err(|e| {
+            let message = match e {
+                weir_time::TimeError::TableRow { line, message, .. }
+                    if message == "the row has no key" =>
+                {
+                    format!(
+                        "{}, line {line}: the row has no `{}`",
+                        path.display(),
+                        table_key.join("`, `")
+                    )
+                }
+                other => other.to_string(),
+            };
+            p.error_at(&at("table"), message)
+        })?
+    };
 
     // The fields to copy: as given, or every field of the table but the key (sorted by name).
     let copied: Vec<String> = match &step.fields {
@@ -271,5 +330,32 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn csv_tables_are_loaded_and_their_errors_name_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("users.csv"), "id,name\n0,a\n1,b\n").unwrap();
+        assert!(
+            validate(
+                dir.path(),
+                "      table: users.csv\n      on: user\n      table_key: id\n"
+            )
+            .is_ok()
+        );
+        std::fs::write(dir.path().join("users.csv"), "id,name\n0,a\n,b\n").unwrap();
+        let e = validate(
+            dir.path(),
+            "      table: users.csv\n      on: user\n      table_key: id\n",
+        )
+        .unwrap_err();
+        assert!(e.ends_with("users.csv, line 3: the row has no `id`"), "{e}");
+        std::fs::write(dir.path().join("users.txt"), "id,name\n0,a,x\n").unwrap();
+        let e = validate(
+            dir.path(),
+            "      table: users.txt\n      format: csv\n      on: user\n      table_key: id\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("users.txt, line 2: "), "{e}");
     }
 }

@@ -8,10 +8,14 @@
 mod aggregate;
 mod build;
 mod checkpoints;
+pub mod duration;
 mod enrich;
+mod event_time;
+pub mod graph;
 mod ingest;
 mod join;
 mod locate;
+pub mod multi;
 mod outputs;
 pub mod spec;
 mod steps;
@@ -171,6 +175,18 @@ impl Pipeline {
         }
     }
 
+    /// The sources with their keys: `source`, or `sources.<name>` for each named one.
+    pub fn source_specs(&self) -> Vec<(String, &spec::SourceSpec)> {
+        let one = self.spec.source.iter().map(|s| ("source".to_string(), s));
+        let named = self
+            .spec
+            .sources
+            .iter()
+            .flatten()
+            .map(|(n, s)| (format!("sources.{n}"), s));
+        one.chain(named).collect()
+    }
+
     /// The file the pipeline came from.
     pub fn file(&self) -> &str {
         &self.file
@@ -197,11 +213,7 @@ impl Pipeline {
         if let Some(b) = s.batch_size {
             config.batch_size = b;
         }
-        // Invalid durations are reported by `build` and `validate`.
-        let parse = |text: &Option<String>| {
-            text.as_deref()
-                .and_then(|t| humantime::parse_duration(t.trim()).ok())
-        };
+        let parse = |d: &Option<duration::Duration>| d.map(duration::Duration::get);
         config.batch_timeout = parse(&s.batch_timeout).unwrap_or(DEFAULT_BATCH_TIMEOUT);
         config.tick_interval = parse(&s.watermark_interval)
             .filter(|d| !d.is_zero())
@@ -265,9 +277,13 @@ impl Pipeline {
     /// Checks everything that can be checked without running: settings, expressions, field
     /// references, aggregate functions. Returns a one-line description of the plan.
     pub fn validate(&self) -> Result<String, PipelineError> {
+        Ok(self.check()?.describe())
+    }
+
+    /// [`Pipeline::validate`], returning the plan (its description and its graph).
+    pub fn check(&self) -> Result<Built, PipelineError> {
         let env = Environment::with_config(self.config());
-        let built = self.build(&env)?;
-        Ok(built.describe())
+        self.build(&env)
     }
 
     /// Adds the pipeline's dataflow to `env`.

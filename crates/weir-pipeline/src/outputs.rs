@@ -92,11 +92,13 @@ fn output_file(p: &Pipeline, spec: &SinkSpec) -> Option<PathBuf> {
 /// read). Paths are compared as the files they name: symbolic links and `..` resolved.
 pub(crate) fn check_outputs_do_not_clash(p: &Pipeline) -> Result<(), PipelineError> {
     let mut files: Vec<(String, PathBuf)> = Vec::new();
-    if p.spec.source.kind == SourceKind::File
-        && let Some(path) = &p.spec.source.path
-        && path != Path::new("-")
-    {
-        files.push(("source".into(), canonical(&crate::build::resolve(p, path))));
+    for (key, source) in p.source_specs() {
+        if source.kind == SourceKind::File
+            && let Some(path) = &source.path
+            && path != Path::new("-")
+        {
+            files.push((key, canonical(&crate::build::resolve(p, path))));
+        }
     }
     for (key, spec) in p.output_specs() {
         if spec.kind != SinkKind::File {
@@ -107,7 +109,7 @@ pub(crate) fn check_outputs_do_not_clash(p: &Pipeline) -> Result<(), PipelineErr
         };
         let canonical = canonical(&path);
         if let Some((other, _)) = files.iter().find(|(_, f)| *f == canonical) {
-            let what = if other == "source" {
+            let what = if other == "source" || other.starts_with("sources.") {
                 "it would truncate the input before reading it"
             } else {
                 "one would overwrite the other's records"

@@ -37,9 +37,13 @@ pub struct PipelineSpec {
     /// the first record arrives.
     #[serde(default, deserialize_with = "crate::unique::keys")]
     pub fields: IndexMap<String, FieldType>,
-    pub source: SourceSpec,
+    /// The one source of a linear pipeline (its stream is named `source`)...
+    pub source: Option<SourceSpec>,
+    /// ...or named sources, read by the steps and sinks that name them (a pipeline is a DAG).
+    #[serde(default, deserialize_with = "crate::unique::optional_keys")]
+    pub sources: Option<IndexMap<String, SourceSpec>>,
     #[serde(default)]
-    pub steps: Vec<StepSpec>,
+    pub steps: Vec<StepEntry>,
     /// One sink...
     pub sink: Option<SinkSpec>,
     /// ...or several, each receiving every record.
@@ -57,9 +61,9 @@ pub struct Settings {
     pub parallelism: Option<usize>,
     pub batch_size: Option<usize>,
     /// A source returns a partial batch when its input has had nothing more for this long.
-    pub batch_timeout: Option<String>,
+    pub batch_timeout: Option<crate::duration::Duration>,
     /// How often idleness, processing-time timers and sink flushes run without new data.
-    pub watermark_interval: Option<String>,
+    pub watermark_interval: Option<crate::duration::Duration>,
     pub buffer: Option<BufferSpec>,
     /// Periodic checkpoints; a restarted run resumes from the latest one.
     pub checkpoint: Option<CheckpointSpec>,
@@ -89,7 +93,7 @@ pub enum StateBackendKind {
 #[serde(deny_unknown_fields)]
 pub struct CheckpointSpec {
     /// How often, e.g. `1s`, `500ms`.
-    pub interval: Option<String>,
+    pub interval: Option<crate::duration::Duration>,
     /// Where checkpoints are stored (default `.weir/checkpoints/<pipeline name>` next to the
     /// pipeline file).
     pub dir: Option<PathBuf>,
@@ -167,6 +171,9 @@ pub struct SourceSpec {
     pub claim_idle: Option<String>,
     /// redis_stream: end the input after this long without new entries (default: never).
     pub stop_after_idle: Option<String>,
+    /// Any type: each record's event time and this source's watermarks (what the time-based
+    /// steps downstream — joins, union — use). Not an option of one type: not in `given`.
+    pub event_time: Option<crate::graph::EventTimeSpec>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -243,7 +250,7 @@ pub enum StepSpec {
     /// Passes only the first N records, then stops the source.
     Limit(u64),
     /// Per key: aggregates over event-time windows (tumbling, sliding, session).
-    Window(WindowStep),
+    Window(Box<WindowStep>),
     /// Copies fields from a table (a file of JSON lines) into each record, by key.
     Join(JoinStep),
     /// Checks records against a registered schema (coercing and filling defaults); records
@@ -254,6 +261,43 @@ pub enum StepSpec {
     /// Calls an HTTP service per record (under a resilience `policy`) and merges its JSON
     /// answer into the record; records whose call fails go to the dead-letter output.
     EnrichHttp(Box<EnrichHttpSpec>),
+    /// Merges several streams with the same fields: `union: [eu_orders, us_orders]`.
+    Union(Vec<String>),
+    /// Pairs the records of two streams whose keys match and whose event times fall into the
+    /// same window.
+    WindowJoin(Box<crate::multi::WindowJoinSpec>),
+    /// Pairs each left record with the right records of its key whose event times are in
+    /// `[left + lower, left + upper]` (both bounds included, as Flink).
+    IntervalJoin(Box<crate::multi::IntervalJoinSpec>),
+    /// Joins each record with the latest record of its key in another stream at or before the
+    /// record's event time (a versioned table).
+    LookupJoin(Box<crate::multi::LookupJoinSpec>),
+}
+
+/// One entry of `steps`: the step, and optionally its `name` (which makes its output a named
+/// stream other steps and sinks can read) and its `input` (a source or an earlier named step;
+/// by default the previous step's output, or the only source for the first step):
+///
+/// ```yaml
+/// - filter: "amount > 0"                 # the old form: one key
+/// - name: big_orders
+///   input: orders
+///   filter: "amount > 100"
+/// ```
+#[derive(Debug)]
+pub struct StepEntry {
+    pub name: Option<String>,
+    pub input: Option<String>,
+    pub step: StepSpec,
+}
+
+/// The names of the step kinds, for errors.
+pub const STEP_KINDS: &str = "filter, map, select, drop, rename, key_by, aggregate, rolling_aggregate, limit, window, join, validate, mask, enrich_http, union, window_join, interval_join, lookup_join";
+
+impl<'de> Deserialize<'de> for StepEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(crate::graph::StepEntryVisitor)
+    }
 }
 
 /// `rename: { old: new }`, or the long form `rename: { fields: { old: new }, overwrite: true }`
@@ -348,6 +392,10 @@ impl StepSpec {
             StepSpec::Validate(_) => "validate",
             StepSpec::Mask(_) => "mask",
             StepSpec::EnrichHttp(_) => "enrich_http",
+            StepSpec::Union(_) => "union",
+            StepSpec::WindowJoin(_) => "window_join",
+            StepSpec::IntervalJoin(_) => "interval_join",
+            StepSpec::LookupJoin(_) => "lookup_join",
         }
     }
 }
@@ -406,6 +454,9 @@ pub struct SinkSpec {
     pub headers: Option<IndexMap<String, String>>,
     /// http: retries, backoff, timeouts, rate limit, circuit breaker of each request.
     pub policy: Option<PolicyConfig>,
+    /// Any type: the source or named step whose records this sink writes (default: the last
+    /// step's output). Not an option of one type: not in `given`.
+    pub input: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -39,20 +39,20 @@ pub struct WindowStep {
     #[serde(rename = "type")]
     pub kind: WindowKind,
     /// tumbling, sliding: the window's length.
-    pub size: Option<String>,
+    pub size: Option<crate::duration::Duration>,
     /// sliding: how often a window starts.
-    pub slide: Option<String>,
+    pub slide: Option<crate::duration::Duration>,
     /// session: the inactivity that ends a session.
-    pub gap: Option<String>,
+    pub gap: Option<crate::duration::Duration>,
     /// The field holding each record's event time: an int (milliseconds since the epoch) or a
     /// datetime (also as text, e.g. `2024-05-01T12:00:00Z`).
     pub time_field: String,
     /// How far behind the newest event time an event may arrive and still be on time.
-    pub watermark_delay: Option<String>,
+    pub watermark_delay: Option<crate::duration::Duration>,
     /// How long after a window closed a late event still updates it (an updated result).
-    pub allowed_lateness: Option<String>,
+    pub allowed_lateness: Option<crate::duration::Duration>,
     /// After this long without records, a source partition stops holding back event time.
-    pub idle_timeout: Option<String>,
+    pub idle_timeout: Option<crate::duration::Duration>,
     /// Where events later than the allowed lateness go.
     pub late: Option<LatePolicy>,
     /// `name: function(expression)`, as in the `aggregate` step.
@@ -348,44 +348,22 @@ impl Operator<Windowed, Routed> for Output {
     }
 }
 
-fn duration(
-    p: &Pipeline,
-    key: &str,
-    text: Option<&String>,
-) -> Result<Option<Duration>, PipelineError> {
-    let Some(text) = text else {
-        return Ok(None);
-    };
-    humantime::parse_duration(text.trim())
-        .map(Some)
-        .map_err(|e| {
-            p.error_at(
-                key,
-                format!("expected a duration such as `1s` or `250ms`, found `{text}` ({e})"),
-            )
-        })
-}
-
 fn positive(
     p: &Pipeline,
     key: &str,
-    text: Option<&String>,
+    given: Option<crate::duration::Duration>,
     kind: WindowKind,
 ) -> Result<Duration, PipelineError> {
     let name = key.rsplit('.').next().unwrap_or(key);
-    match duration(p, key, text)? {
+    match given {
         None => Err(p.error_at(
             key.rsplit_once('.').map_or(key, |(parent, _)| parent),
             format!("a {} window needs `{name}`", kind.name()),
         )),
-        Some(d) if d.as_millis() == 0 => Err(p.error_at(
-            key,
-            format!(
-                "must be at least 1ms, found `{}`",
-                text.map_or("", |t| t.as_str())
-            ),
-        )),
-        Some(d) => Ok(d),
+        Some(d) if d.get().as_millis() == 0 => {
+            Err(p.error_at(key, format!("must be at least 1ms, found `{}`", d.text())))
+        }
+        Some(d) => Ok(d.get()),
     }
 }
 
@@ -427,12 +405,10 @@ impl WindowPlan<'_> {
             }
         }
         let spec = match step.kind {
-            WindowKind::Tumbling => {
-                Tumbling::of(positive(p, &at("size"), step.size.as_ref(), step.kind)?)
-            }
+            WindowKind::Tumbling => Tumbling::of(positive(p, &at("size"), step.size, step.kind)?),
             WindowKind::Sliding => {
-                let size = positive(p, &at("size"), step.size.as_ref(), step.kind)?;
-                let slide = positive(p, &at("slide"), step.slide.as_ref(), step.kind)?;
+                let size = positive(p, &at("size"), step.size, step.kind)?;
+                let slide = positive(p, &at("slide"), step.slide, step.kind)?;
                 if slide > size {
                     return Err(p.error_at(
                         &at("slide"),
@@ -450,8 +426,8 @@ impl WindowPlan<'_> {
                         &at("slide"),
                         format!(
                             "`size: {}` with `slide: {}` puts each event in {} windows (a result each); at most {MAX_WINDOWS_PER_EVENT} windows per event are allowed: use a `slide` of at least {}",
-                            step.size.as_deref().unwrap_or("").trim(),
-                            step.slide.as_deref().unwrap_or("").trim(),
+                            step.size.as_ref().map_or("", |d| d.text()),
+                            step.slide.as_ref().map_or("", |d| d.text()),
                             spec.windows_per_event(),
                             humantime::format_duration(min_slide)
                         ),
@@ -459,17 +435,13 @@ impl WindowPlan<'_> {
                 }
                 spec
             }
-            WindowKind::Session => {
-                Session::with_gap(positive(p, &at("gap"), step.gap.as_ref(), step.kind)?)
-            }
+            WindowKind::Session => Session::with_gap(positive(p, &at("gap"), step.gap, step.kind)?),
         };
-        let delay =
-            duration(p, &at("watermark_delay"), step.watermark_delay.as_ref())?.unwrap_or_default();
-        let lateness = duration(p, &at("allowed_lateness"), step.allowed_lateness.as_ref())?
-            .unwrap_or_default();
+        let delay = step.watermark_delay.map(|d| d.get()).unwrap_or_default();
+        let lateness = step.allowed_lateness.map(|d| d.get()).unwrap_or_default();
         let mut watermarks = Watermarks::bounded(delay);
-        if let Some(idle) = duration(p, &at("idle_timeout"), step.idle_timeout.as_ref())? {
-            watermarks = watermarks.idle_after(idle);
+        if let Some(idle) = step.idle_timeout {
+            watermarks = watermarks.idle_after(idle.get());
         }
         let late = step.late.unwrap_or_default();
         if late == LatePolicy::DeadLetter && !self.route_errors {
@@ -643,8 +615,11 @@ mod tests {
     /// The validation error of a window step, as `line: key: message`.
     fn error(window: &str, dead_letter: bool) -> String {
         let text = pipeline(window, dead_letter, "");
-        let p = Pipeline::parse(&text, "p.yaml").unwrap();
-        let e = p.validate().err().unwrap();
+        // Bad durations are refused while parsing, the rest while planning.
+        let e = match Pipeline::parse(&text, "p.yaml") {
+            Ok(p) => p.validate().err().unwrap(),
+            Err(e) => e,
+        };
         format!(
             "{}: {}: {}",
             e.line.unwrap_or(0),
@@ -689,7 +664,9 @@ mod tests {
             true,
         );
         assert!(
-            e.starts_with("13: steps[1].window.size: expected a duration such as `1s` or `250ms`, found `soon`"),
+            e.starts_with(
+                "13: steps[1].window.size: expected a duration such as 5ms|2s|1m|1h, found `soon`"
+            ),
             "{e}"
         );
         let e = error(

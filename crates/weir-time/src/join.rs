@@ -704,6 +704,23 @@ pub trait KeyedJoinExt<K, L> {
         O: Data,
         J: FnMut(&L, &R) -> O + Clone + Send + 'static;
 
+    /// [`interval_join`](KeyedJoinExt::interval_join) with signed bounds, as Flink writes
+    /// them: each left event at `t` meets the right events of its key at times in
+    /// `[t + lower, t + upper]` (milliseconds, both bounds included; `lower <= upper`, either
+    /// may be negative).
+    fn interval_join_between<R, FR, O, J>(
+        &self,
+        right: &KeyedStream<K, Timestamped<R>, FR>,
+        lower: Timestamp,
+        upper: Timestamp,
+        join: J,
+    ) -> JoinOutput<O, Tagged<L, R>>
+    where
+        R: Data + StateValue,
+        FR: Fn(&Timestamped<R>) -> K + Clone + Send + 'static,
+        O: Data,
+        J: FnMut(&L, &R) -> O + Clone + Send + 'static;
+
     /// Joins each record with the value its key had in the `table` stream at the record's event
     /// time (the latest table record of that key with a time at or before it). Records wait
     /// until the watermark passes their time, so that table updates up to then are seen
@@ -788,7 +805,24 @@ where
         O: Data,
         J: FnMut(&L, &R) -> O + Clone + Send + 'static,
     {
-        let (before, after) = (millis(before), millis(after));
+        self.interval_join_between(right, -millis(before), millis(after), join)
+    }
+
+    fn interval_join_between<R, FR, O, J>(
+        &self,
+        right: &KeyedStream<K, Timestamped<R>, FR>,
+        lower: Timestamp,
+        upper: Timestamp,
+        join: J,
+    ) -> JoinOutput<O, Tagged<L, R>>
+    where
+        R: Data + StateValue,
+        FR: Fn(&Timestamped<R>) -> K + Clone + Send + 'static,
+        O: Data,
+        J: FnMut(&L, &R) -> O + Clone + Send + 'static,
+    {
+        // The operator's window of a left event at `t` is `[t - before, t + after]`.
+        let (before, after) = (lower.saturating_neg(), upper);
         let routed =
             tag_both(self, right).transform("interval_join", move |key_of| IntervalJoin::<
                 K,
@@ -863,6 +897,35 @@ mod tests {
 
     fn right(k: u8, time: Timestamp, v: i32) -> Tagged<(u8, char), (u8, i32)> {
         Either::Right(R::new(time, (k, v)))
+    }
+
+    /// Flink's bounds: `[t + lower, t + upper]`, here both after the left event (a positive
+    /// `lower`), inclusive at both ends.
+    #[test]
+    fn interval_join_between_takes_signed_inclusive_bounds() {
+        use crate::watermark::EventTimeExt;
+        let env = weir_core::Environment::local();
+        let left = env
+            .from_iter(vec![(1u8, 1_000i64)])
+            .assign_timestamps(|e| e.1, crate::Watermarks::ascending())
+            .key_by(|e| e.0);
+        let right = env
+            .from_iter(vec![
+                (1u8, 1_199i64),
+                (1, 1_200),
+                (1, 1_500),
+                (1, 1_501),
+                (1, 900),
+            ])
+            .assign_timestamps(|e| e.1, crate::Watermarks::bounded(Duration::from_secs(1)))
+            .key_by(|e| e.0);
+        let out = left.interval_join_between(&right, 200, 500, |l, r| r.1 - l.1);
+        let joined = out.joined.collect();
+        out.late.for_each(drop);
+        env.execute().unwrap();
+        let mut got = joined.take();
+        got.sort_unstable();
+        assert_eq!(got, vec![200, 500]);
     }
 
     #[test]
