@@ -137,7 +137,7 @@ impl RunningJob {
     pub fn checkpoints_completed(&self) -> u64 {
         self.checkpoints
             .as_ref()
-            .map_or(0, |c| c.completed.load(Ordering::Relaxed))
+            .map_or(0, |c| c.stats.completed.load(Ordering::Relaxed))
     }
 
     pub fn is_finished(&self) -> bool {
@@ -328,7 +328,8 @@ pub(crate) fn start(graph: Graph, config: &Config) -> Result<RunningJob, JobErro
         .iter()
         .map(|&p| (0..p).map(|_| Arc::new(Counters::default())).collect())
         .collect();
-    let metrics = JobMetrics {
+    let mut metrics = JobMetrics {
+        checkpoints: None,
         operators: graph
             .nodes
             .iter()
@@ -348,6 +349,7 @@ pub(crate) fn start(graph: Graph, config: &Config) -> Result<RunningJob, JobErro
         .checkpointing
         .clone()
         .map(|c| Arc::new(CheckpointShared::new(c)));
+    metrics.checkpoints = checkpoints.as_ref().map(|c| c.stats.clone());
     let mut plan = Plan {
         graph: &graph,
         parallelism,
@@ -385,6 +387,8 @@ pub(crate) fn start(graph: Graph, config: &Config) -> Result<RunningJob, JobErro
         for instance in 0..plan.parallelism[id] {
             let dropped = plan.counters[id][instance].dropped.clone();
             let (factory, receiver, closer) = kit.channel(capacity, policy, dropped);
+            // Read at scrape time for the channel's fill level.
+            let _ = plan.counters[id][instance].input.set(closer.clone());
             plan.channels[id].push(factory);
             receivers[id].push(receiver);
             closers.push(closer);
