@@ -449,6 +449,9 @@ pub(crate) fn start(graph: Graph, config: &Config) -> Result<RunningJob, JobErro
     let failure = Arc::new(Mutex::new(None));
     let closers = Arc::new(closers);
     let started = Instant::now();
+    // Events on task threads carry the caller's context (e.g. a `pipeline` span) and the
+    // operator: each thread enters a span under the one current here, once.
+    let job_span = tracing::Span::current();
     let mut threads = Vec::with_capacity(tasks.len());
     for task in tasks {
         let shared = shared.clone();
@@ -456,9 +459,11 @@ pub(crate) fn start(graph: Graph, config: &Config) -> Result<RunningJob, JobErro
         let closers_for_task = closers.clone();
         let cp_for_task = checkpoints.clone();
         let name = task.name().to_string();
+        let span = tracing::info_span!(parent: &job_span, "task", operator = %name);
         let handle = std::thread::Builder::new()
             .name(format!("weir:{name}"))
             .spawn(move || {
+                let _entered = span.enter();
                 let result =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.run(&shared)));
                 let error = match result {
@@ -486,9 +491,11 @@ pub(crate) fn start(graph: Graph, config: &Config) -> Result<RunningJob, JobErro
     if let Some(cp) = &checkpoints {
         let cp = cp.clone();
         let (failure, aborted, closers) = (failure.clone(), aborted.clone(), closers.clone());
+        let span = job_span.clone();
         let coordinator = std::thread::Builder::new()
             .name("weir:checkpoints".into())
             .spawn(move || {
+                let _entered = span.enter();
                 cp.coordinate();
                 // Without checkpoints the sources would wait forever for the last one.
                 if let Some(e) = cp.failure() {

@@ -480,15 +480,15 @@ impl Collector for JobsCollector {
                 MetricType::Histogram,
             )?;
             for (pipeline, c) in with_checkpoints() {
-                let buckets: Vec<(f64, u64)> = c
-                    .duration_buckets
-                    .iter()
-                    .map(|&(bound, n)| (if bound.is_finite() { bound } else { f64::MAX }, n))
-                    .collect();
                 let labels: Labels = vec![("pipeline", pipeline)];
                 metric
                     .encode_family(&labels)?
-                    .encode_histogram::<NoLabelSet>(c.duration_sum, c.completed, &buckets, None)?;
+                    .encode_histogram::<NoLabelSet>(
+                        c.duration_sum,
+                        c.completed,
+                        &c.duration_buckets,
+                        None,
+                    )?;
             }
         }
         family(
