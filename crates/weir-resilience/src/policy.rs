@@ -634,39 +634,6 @@ where
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn in_flight_keys<K, V, E>(cached: &Cached<K, V, E>) -> usize {
-        cached.in_flight.lock().unwrap().len()
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn coalescing_gates_are_removed_when_done_or_cancelled() {
-        let cached =
-            Policy::<std::io::Error>::default().with_cache(Cache::new(Duration::from_secs(60)));
-        let slow = || async {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            Ok(1u8)
-        };
-        let (a, b) = tokio::join!(cached.call_keyed(&1, slow), cached.call_keyed(&1, slow));
-        assert_eq!((a.unwrap(), b.unwrap()), (1, 1));
-        assert_eq!(in_flight_keys(&cached), 0);
-
-        // Cancelled while the miss is being resolved, and while waiting behind it.
-        let first = cached.call_keyed(&2, slow);
-        let second = cached.call_keyed(&2, slow);
-        let timed_out = tokio::time::timeout(Duration::from_millis(10), async {
-            tokio::join!(first, second)
-        })
-        .await;
-        assert!(timed_out.is_err());
-        assert_eq!(in_flight_keys(&cached), 0);
-        assert_eq!(cached.call_keyed(&2, slow).await.unwrap(), 1);
-    }
-}
-
 /// 0 closed, 1 half-open, 2 open (the order of `weir_circuit_breaker_state`).
 fn breaker_level(state: crate::breaker::BreakerState) -> u8 {
     match state {
@@ -711,5 +678,38 @@ where
 
     fn shared_id(&self) -> usize {
         self.policy.shared_id()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn in_flight_keys<K, V, E>(cached: &Cached<K, V, E>) -> usize {
+        cached.in_flight.lock().unwrap().len()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn coalescing_gates_are_removed_when_done_or_cancelled() {
+        let cached =
+            Policy::<std::io::Error>::default().with_cache(Cache::new(Duration::from_secs(60)));
+        let slow = || async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok(1u8)
+        };
+        let (a, b) = tokio::join!(cached.call_keyed(&1, slow), cached.call_keyed(&1, slow));
+        assert_eq!((a.unwrap(), b.unwrap()), (1, 1));
+        assert_eq!(in_flight_keys(&cached), 0);
+
+        // Cancelled while the miss is being resolved, and while waiting behind it.
+        let first = cached.call_keyed(&2, slow);
+        let second = cached.call_keyed(&2, slow);
+        let timed_out = tokio::time::timeout(Duration::from_millis(10), async {
+            tokio::join!(first, second)
+        })
+        .await;
+        assert!(timed_out.is_err());
+        assert_eq!(in_flight_keys(&cached), 0);
+        assert_eq!(cached.call_keyed(&2, slow).await.unwrap(), 1);
     }
 }

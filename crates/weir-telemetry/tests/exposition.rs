@@ -3,7 +3,6 @@
 //! watermark lag, and the per-operator record counts.
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -121,13 +120,11 @@ impl AsyncMapper<u64> for Lookup {
     type Output = u64;
     type Error = Busy;
 
-    fn call<'a>(&'a self, input: &'a u64) -> impl Future<Output = Result<u64, Error<Busy>>> + 'a {
-        async move {
-            let key = input % 5;
-            self.0
-                .call_keyed(&key, move || async move { Ok::<_, Busy>(key * 100) })
-                .await
-        }
+    async fn call(&self, input: &u64) -> Result<u64, Error<Busy>> {
+        let key = input % 5;
+        self.0
+            .call_keyed(&key, move || async move { Ok::<_, Busy>(key * 100) })
+            .await
     }
 
     fn complete(&self, _input: u64, value: u64) -> u64 {
