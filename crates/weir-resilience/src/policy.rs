@@ -580,7 +580,10 @@ where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
-        if let Some(value) = self.cache.get(key) {
+        // Every lookup counts once: a hit when answered without a call (also by another
+        // caller's call it waited for), a miss when it makes the call.
+        if let Some(value) = self.cache.peek(key) {
+            self.cache.count_hit();
             return Ok(value);
         }
         let gate = GateRef {
@@ -600,6 +603,7 @@ where
             self.cache.count_hit();
             return Ok(value);
         }
+        self.cache.count_miss();
         let value = self.policy.call_keyed(key, operation).await?;
         self.cache.insert(key.clone(), value.clone());
         Ok(value)
