@@ -5,8 +5,9 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use weir_core::{Environment, JobMetrics, OperatorMetrics};
+use weir_core::{Environment, OperatorMetrics};
 use weir_pipeline::Pipeline;
+use weir_telemetry::{Metrics, MetricsServer, Totals};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -37,6 +38,11 @@ pub struct RunArgs {
     /// Exit with status 1 if any record went to the dead-letter output.
     #[arg(long)]
     strict: bool,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` while the run lasts. ADDR is
+    /// `HOST:PORT`, or a port alone for loopback (`127.0.0.1:PORT`); port 0 picks a free one
+    /// (the address is printed).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -92,6 +98,9 @@ pub fn run(args: RunArgs) -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
+    // Events logged while the pipeline runs (on any of its threads) carry its name.
+    let span = tracing::info_span!("pipeline", pipeline = %pipeline.name());
+    let _entered = span.enter();
     let mut config = pipeline.config();
     if let Some(p) = args.parallelism {
         config.parallelism = p;
@@ -158,6 +167,21 @@ pub fn run(args: RunArgs) -> ExitCode {
             }
         }
     }
+    // The one source of truth for the progress line, the summary and `/metrics`.
+    let metrics = Metrics::new();
+    let _server = match &args.metrics_listen {
+        Some(addr) => match MetricsServer::start(addr, metrics.clone()) {
+            Ok(server) => {
+                eprintln!("{name}: metrics at http://{}/metrics", server.local_addr());
+                Some(server)
+            }
+            Err(e) => {
+                eprintln!("error: --metrics-listen: {e}");
+                return ExitCode::from(BAD_INPUT);
+            }
+        },
+        None => None,
+    };
     let job = match env.start() {
         Ok(job) => job,
         Err(e) => {
@@ -165,6 +189,8 @@ pub fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(BAD_INPUT);
         }
     };
+    metrics.register_job(&name, job.metrics().clone());
+    tracing::info!(target: "weir::run", file = %args.file.display(), "pipeline started");
     let signals = match crate::signals::StopSignals::install() {
         Ok(s) => s,
         Err(e) => {
@@ -196,9 +222,8 @@ pub fn run(args: RunArgs) -> ExitCode {
             );
             job.stop();
         }
-        reporter.tick(job.metrics(), started.elapsed());
+        reporter.tick(&metrics, started.elapsed());
     }
-    let metrics = job.metrics().clone();
     let result = job.wait();
     reporter.finish();
     let elapsed = started.elapsed();
@@ -209,7 +234,11 @@ pub fn run(args: RunArgs) -> ExitCode {
                 Some(signal) => Outcome::Stopped(signal),
                 None => Outcome::Finished,
             };
-            let report = Report::new(&done.operators, metrics.source_records(), &outputs);
+            let totals = metrics.totals(&name).unwrap_or_default();
+            let report = Report::new(&done.operators, totals, &outputs);
+            tracing::info!(target: "weir::run", outcome = %outcome.label(), read = totals.read,
+                written = totals.written, dead_letters = totals.dead_letters,
+                seconds = elapsed.as_secs_f64(), "pipeline ended");
             summary(
                 &name,
                 &done.operators,
@@ -228,8 +257,11 @@ pub fn run(args: RunArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            let ops = metrics.snapshot();
-            let report = Report::new(&ops, metrics.source_records(), &outputs);
+            let totals = metrics.totals(&name).unwrap_or_default();
+            let ops = metrics.job(&name).map(|j| j.snapshot()).unwrap_or_default();
+            let report = Report::new(&ops, totals, &outputs);
+            tracing::error!(target: "weir::run", error = %e, read = totals.read,
+                seconds = elapsed.as_secs_f64(), "pipeline failed");
             summary(
                 &name,
                 &ops,
@@ -252,6 +284,16 @@ enum Outcome {
     Failed,
 }
 
+impl Outcome {
+    fn label(self) -> String {
+        match self {
+            Outcome::Finished => "finished".to_string(),
+            Outcome::Stopped(signal) => format!("stopped by {signal}"),
+            Outcome::Failed => "failed".to_string(),
+        }
+    }
+}
+
 /// What the summary says about the outputs.
 struct Report {
     read: u64,
@@ -262,7 +304,7 @@ struct Report {
 }
 
 impl Report {
-    fn new(ops: &[OperatorMetrics], read: u64, outputs: &[weir_pipeline::Output]) -> Self {
+    fn new(ops: &[OperatorMetrics], totals: Totals, outputs: &[weir_pipeline::Output]) -> Self {
         let written = |key: &str| {
             ops.iter()
                 .filter(|m| m.name == key)
@@ -270,14 +312,14 @@ impl Report {
                 .sum::<u64>()
         };
         let mut report = Report {
-            read,
+            read: totals.read,
             outputs: Vec::new(),
             dead_letters: 0,
             dead_letter_destination: None,
         };
         for o in outputs {
             if o.key == "dead_letter" {
-                report.dead_letters = written(&o.key);
+                report.dead_letters = totals.dead_letters;
                 report.dead_letter_destination = Some(o.destination.clone());
             } else {
                 report
@@ -319,7 +361,7 @@ impl Reporter {
         }
     }
 
-    fn tick(&mut self, metrics: &JobMetrics, elapsed: Duration) {
+    fn tick(&mut self, metrics: &Metrics, elapsed: Duration) {
         let Some(terminal) = self.mode else { return };
         let interval = if terminal {
             Duration::from_millis(500)
@@ -330,16 +372,14 @@ impl Reporter {
             return;
         }
         self.last_print = Instant::now();
-        let ops = metrics.snapshot();
-        let read = metrics.source_records();
-        let written = metrics.sink_records();
-        let errors: u64 = ops.iter().map(|m| m.errors).sum();
-        let lag: Option<i64> = ops
-            .iter()
-            .filter_map(|m| m.gauges.get("consumer_lag"))
-            .copied()
-            .reduce(|a, b| a + b);
-        let dropped: u64 = ops.iter().map(|m| m.dropped).sum();
+        let Totals {
+            read,
+            written,
+            errors,
+            dropped,
+            consumer_lag: lag,
+            ..
+        } = metrics.totals(&self.name).unwrap_or_default();
         let dt = self.last_at.elapsed().as_secs_f64();
         if dt > 0.0 {
             self.rate = (read - self.last_in) as f64 / dt;
@@ -399,11 +439,7 @@ fn summary(
     if json {
         let value = serde_json::json!({
             "pipeline": name,
-            "outcome": match outcome {
-                Outcome::Finished => "finished".to_string(),
-                Outcome::Stopped(signal) => format!("stopped by {signal}"),
-                Outcome::Failed => "failed".to_string(),
-            },
+            "outcome": outcome.label(),
             "seconds": elapsed.as_secs_f64(),
             "read": report.read,
             "outputs": report.outputs.iter().map(|(key, destination, written)| serde_json::json!({

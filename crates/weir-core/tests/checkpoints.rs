@@ -158,8 +158,20 @@ fn a_checkpoint_store_that_fails_fails_the_job_instead_of_hanging() {
         assert!(started.elapsed() < Duration::from_secs(30), "the job hangs");
         std::thread::sleep(Duration::from_millis(10));
     }
+    let metrics = job.metrics().clone();
     let err = job.wait().unwrap_err().to_string();
     assert!(err.contains("disk full"), "{err}");
+    // Metrics tell the same: two checkpoints completed (with their durations and sizes), the
+    // third could not start.
+    let checkpoints = metrics.checkpoints().expect("checkpointing is on");
+    assert_eq!((checkpoints.completed, checkpoints.failed), (2, 1));
+    let bucketed: u64 = checkpoints.duration_buckets.iter().map(|(_, n)| n).sum();
+    assert_eq!(bucketed, 2, "{checkpoints:?}");
+    assert!(checkpoints.duration_sum > 0.0);
+    assert!(
+        checkpoints.last_size_bytes.is_some_and(|b| b > 0),
+        "{checkpoints:?}"
+    );
 }
 
 #[test]

@@ -144,7 +144,9 @@ dead_letter:
     let pipeline = Pipeline::parse(&yaml, "enrich.yaml").unwrap();
     let env = Environment::with_config(pipeline.config());
     pipeline.build(&env).unwrap();
-    env.execute().unwrap();
+    let job = env.start().unwrap();
+    let metrics = job.metrics().clone();
+    job.wait().unwrap();
 
     let enriched = read_lines(&output);
     let dead = read_lines(&dead);
@@ -213,6 +215,32 @@ dead_letter:
         server.request_count(),
         KEYS as usize * (FAIL_FIRST as usize + 1) + slow_users + 100
     );
+    // The step's policy reports the same story to the job's metrics: two retries per known
+    // user and one per timed-out attempt; a miss per known user and per unknown one (404s
+    // are not cached), every other lookup a hit (records without a user_id make none).
+    let step = metrics
+        .operators()
+        .iter()
+        .find(|o| o.name() == "steps[0].enrich_http")
+        .expect("the enrich step's metrics");
+    let policies = step.policies();
+    assert_eq!(policies.len(), 1, "{policies:?}");
+    let (name, policy) = &policies[0];
+    assert_eq!(name, "http");
+    assert_eq!(
+        policy.retries as usize,
+        KEYS as usize * FAIL_FIRST as usize + slow_users
+    );
+    assert_eq!(policy.cache_misses, Some(KEYS + 100));
+    assert_eq!(
+        policy.cache_hits.unwrap() + policy.cache_misses.unwrap(),
+        RECORDS - 50
+    );
+    assert_eq!(policy.breaker_state, Some(0), "closed");
+    assert!(
+        policy.rate_limited.unwrap() > 0,
+        "the limiter held calls back"
+    );
     // The limiter reserves slots 1/RATE apart, the first immediate (a burst of 1). A request
     // leaves when its timer fires, which can be late (timer resolution, a loaded machine), so
     // a late request bunches with the next ones: allow 50 ms of such lateness, i.e.
@@ -266,7 +294,20 @@ sink:
     let pipeline = Pipeline::parse(&yaml, "hook.yaml").unwrap();
     let env = Environment::with_config(pipeline.config());
     pipeline.build(&env).unwrap();
-    env.execute().unwrap();
+    let job = env.start().unwrap();
+    let metrics = job.metrics().clone();
+    job.wait().unwrap();
+    // The sink's policy retried the failed batch once, and says so in the job's metrics.
+    let sink = metrics
+        .operators()
+        .iter()
+        .find(|o| o.name() == "sink")
+        .expect("the sink's metrics");
+    let policies = sink.policies();
+    assert_eq!(policies.len(), 1, "{policies:?}");
+    assert_eq!(policies[0].0, "http");
+    assert_eq!(policies[0].1.retries, 1);
+    assert_eq!(policies[0].1.cache_hits, None);
 
     let requests = server.requests();
     assert_eq!(requests.len(), 11, "10 batches, one of them sent twice");

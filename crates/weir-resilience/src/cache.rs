@@ -156,9 +156,14 @@ where
         }
     }
 
-    /// Counts a lookup that was answered by another caller's result (coalesced miss).
+    /// Counts a lookup answered from the cache (or by another caller's result it waited for).
     pub(crate) fn count_hit(&self) {
         self.shared.hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a lookup the cache could not answer (a call is made).
+    pub(crate) fn count_miss(&self) {
+        self.shared.misses.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Stores `value` under `key` for the TTL, replacing any earlier value.
