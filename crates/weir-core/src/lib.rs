@@ -36,6 +36,7 @@ mod sinks;
 mod sources;
 pub mod state;
 mod stream;
+mod tail;
 mod task;
 
 pub use chain::{KEY_GROUPS, instance_of_group, key_group};
@@ -60,4 +61,5 @@ pub use ops::Failure;
 pub use runtime::{Config, JobResult, RunningJob};
 pub use sinks::StdoutSink;
 pub use sources::GeneratorSource;
+pub use tail::{FileSelection, FileSource, FileSourceConfig, SelectionError, file_owner};
 pub use stream::{Collected, Counted, Data, Environment, KeyedStream, SinkHandle, Stream};

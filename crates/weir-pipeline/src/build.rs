@@ -6,7 +6,10 @@ use crate::steps::{AggregateOp, Routed, StepOp, Transform, bad_input, key_of};
 use crate::{Pipeline, PipelineError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use weir_core::{Environment, Format, Operator, OperatorContext, OperatorError, Stream};
+use weir_core::{
+    Environment, FileSelection, FileSourceConfig, Format, Operator, OperatorContext, OperatorError,
+    Stream,
+};
 use weir_expr::{Expr, FieldTypes, Projection};
 use weir_state::MemoryStore;
 use weir_types::{Record, Shape, Value};
@@ -110,34 +113,7 @@ impl Planner<'_> {
             spec.accepted(),
         )?;
         Ok(match spec.kind {
-            SourceKind::File => {
-                let path = spec
-                    .path
-                    .as_ref()
-                    .ok_or_else(|| p.error_at("source", "a file source needs a `path`"))?;
-                let path = resolve(p, path);
-                let format = spec.format.unwrap_or_else(|| Format::from_path(&path));
-                let label = format!("{} ({})", path.display(), format_name(format));
-                if !path.exists() {
-                    return Err(
-                        p.error_at("source.path", format!("no such file: {}", path.display()))
-                    );
-                }
-                let read = match self.csv_options(format)? {
-                    Some(options) => {
-                        // A bad header is bad input: refuse it before the run starts.
-                        weir_core::check_csv_header(&path, &options).map_err(|e| {
-                            match e.declared_field() {
-                                Some(name) => p.error_at(&format!("fields.{name}"), e.to_string()),
-                                None => p.error_at("source.path", e.to_string()),
-                            }
-                        })?;
-                        env.read_csv(path, options)
-                    }
-                    None => env.read_file(path, format),
-                };
-                (self.decoded(read), label)
-            }
+            SourceKind::File => self.file_source(env)?,
             SourceKind::Stdin => {
                 let format = spec.format.unwrap_or(Format::JsonLines);
                 let read = match self.csv_options(format)? {
@@ -196,6 +172,74 @@ impl Planner<'_> {
                 (generated.try_map(|r| r).name("source.fields"), label)
             }
         })
+    }
+}
+
+impl Planner<'_> {
+    /// A file source: one file, a followed file, a directory or a glob; JSON lines by offset
+    /// (split by byte ranges at a parallelism above 1), or one CSV file.
+    fn file_source(&mut self, env: &Environment) -> Result<(Stream<Record>, String), PipelineError> {
+        let p = self.pipeline;
+        let spec = &p.spec.source;
+        let path = spec
+            .path
+            .as_ref()
+            .ok_or_else(|| p.error_at("source", "a file source needs a `path`"))?;
+        let path = resolve(p, path);
+        let follow = spec.follow.unwrap_or(false);
+        let selection = FileSelection::from_path(&path, follow).map_err(|e| {
+            let text = match e {
+                weir_core::SelectionError::Missing(_) => format!("no such file: {}", path.display()),
+                e => e.to_string(),
+            };
+            p.error_at("source.path", text)
+        })?;
+        let stop_after_idle = match &spec.stop_after_idle {
+            Some(_) if !follow => {
+                return Err(p.error_at(
+                    "source.stop_after_idle",
+                    "`stop_after_idle` applies to a followed file (`follow: true`); a file read once ends at its end",
+                ));
+            }
+            Some(d) => Some(crate::ingest::duration(p, "source.stop_after_idle", d)?),
+            None => None,
+        };
+        let format = spec.format.unwrap_or_else(|| match &selection {
+            FileSelection::File(path) => Format::from_path(path),
+            _ => Format::JsonLines,
+        });
+        let csv = self.csv_options(format)?;
+        if csv.is_some() && (follow || selection.is_many()) {
+            let what = if follow { "`follow: true`" } else { "a directory or glob source" };
+            return Err(p.error_at(
+                "source.format",
+                format!("{what} reads JSON lines; CSV is read from one file without `follow`"),
+            ));
+        }
+        let label = match &selection {
+            FileSelection::File(_) if follow => format!("{} (json lines, followed)", path.display()),
+            FileSelection::File(_) => format!("{} ({})", path.display(), format_name(format)),
+            _ if follow => format!("{} (json lines, every file, followed)", path.display()),
+            _ => format!("{} (json lines, every file)", path.display()),
+        };
+        let read = match csv {
+            Some(options) => {
+                // A bad header is bad input: refuse it before the run starts.
+                weir_core::check_csv_header(&path, &options).map_err(|e| match e.declared_field() {
+                    Some(name) => p.error_at(&format!("fields.{name}"), e.to_string()),
+                    None => p.error_at("source.path", e.to_string()),
+                })?;
+                env.read_csv(path, options)
+            }
+            None => {
+                let mut config = FileSourceConfig::new(selection);
+                config.follow = follow;
+                config.stop_after_idle = stop_after_idle;
+                config.split = !follow && !config.selection.is_many() && env.config().parallelism > 1;
+                env.read_files(config)
+            }
+        };
+        Ok((self.decoded(read), label))
     }
 }
 
@@ -512,7 +556,25 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
 /// records nothing would run in parallel: say so rather than ignore the setting.
 fn parallelism_warnings(p: &Pipeline, parallelism: usize) -> Vec<String> {
     let spec = &p.spec;
-    let single_reader = matches!(spec.source.kind, SourceKind::File | SourceKind::Stdin);
+    let source = &spec.source;
+    let single_reader = match source.kind {
+        SourceKind::Stdin => true,
+        // A followed single file and a CSV file are read by one instance; a directory or glob
+        // spreads its files, and a JSON-lines file is split by byte ranges.
+        SourceKind::File => {
+            let path = source.path.as_deref().map(|path| resolve(p, path));
+            let many = path
+                .as_deref()
+                .and_then(|path| FileSelection::from_path(path, true).ok())
+                .is_some_and(|s| s.is_many());
+            let csv = source.format.map_or_else(
+                || path.as_deref().is_some_and(|path| Format::from_path(path) == Format::Csv),
+                |f| f == Format::Csv,
+            );
+            !many && (source.follow == Some(true) || csv)
+        }
+        _ => false,
+    };
     let repartitions = spec.steps.iter().any(|s| {
         matches!(
             s,
