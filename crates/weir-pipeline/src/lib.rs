@@ -8,6 +8,7 @@
 mod aggregate;
 mod build;
 mod checkpoints;
+mod connect;
 mod enrich;
 mod ingest;
 mod join;
@@ -20,6 +21,7 @@ mod window;
 
 pub use build::Built;
 pub use checkpoints::{AbandonEarlierRuns, CheckpointPlan, Resume};
+pub use connect::{CheckError, ConnectionCheck};
 pub use locate::locate;
 pub use outputs::Output;
 
