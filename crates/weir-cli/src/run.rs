@@ -99,7 +99,10 @@ fn check_connections(pipeline: &Pipeline) -> ExitCode {
     for check in pipeline.check_connections() {
         match check.result {
             Ok(true) => println!("ok: {} ({}): reachable", check.key, check.connector),
-            Ok(false) => println!("ok: {} ({}): nothing to connect to", check.key, check.connector),
+            Ok(false) => println!(
+                "ok: {} ({}): nothing to connect to",
+                check.key, check.connector
+            ),
             Err(e) => {
                 failed += 1;
                 eprintln!("error: {} ({}): {e}", check.key, check.connector);

@@ -70,7 +70,10 @@ fn validate_connect_fails_naming_each_unreachable_connector() {
         format!("error: sinks[1] (http): cannot connect to HTTP at http://127.0.0.1:{c}/hook"),
         "error: sinks[2] (file): ".to_string(),
     ] {
-        assert!(stderr.contains(&expected), "`{expected}` missing:\n{stderr}");
+        assert!(
+            stderr.contains(&expected),
+            "`{expected}` missing:\n{stderr}"
+        );
     }
     assert!(stderr.contains("is not a directory"), "{stderr}");
 
@@ -80,5 +83,9 @@ fn validate_connect_fails_naming_each_unreachable_connector() {
         .current_dir(dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -127,10 +127,7 @@ fn lines_appended_to_a_followed_file_while_it_runs_are_delivered() {
     let d = dir.path();
     std::fs::write(
         d.join("p.yaml"),
-        pass_through(
-            "  type: file\n  path: in.jsonl\n  follow: true\n",
-            false,
-        ),
+        pass_through("  type: file\n  path: in.jsonl\n  follow: true\n", false),
     )
     .unwrap();
     append(&d.join("in.jsonl"), 0..5);

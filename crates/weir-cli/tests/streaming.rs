@@ -41,17 +41,13 @@ fn records_trickling_into_stdin_reach_the_file_sink_within_the_batch_timeout() {
 /// goes out as soon as it is complete, not when a batch is full.
 #[test]
 fn csv_rows_trickling_into_stdin_reach_the_file_sink_within_the_batch_timeout() {
-    trickle(
-        "{ type: stdin, format: csv }",
-        Some("i,note\n"),
-        |i| {
-            if i == 5 {
-                format!("{i},\"two\nlines, \"\"quoted\"\"\"\n")
-            } else {
-                format!("{i},plain\n")
-            }
-        },
-    );
+    trickle("{ type: stdin, format: csv }", Some("i,note\n"), |i| {
+        if i == 5 {
+            format!("{i},\"two\nlines, \"\"quoted\"\"\"\n")
+        } else {
+            format!("{i},plain\n")
+        }
+    });
 }
 
 /// Writes 10 records to `weir run`'s standard input one every 100 ms and measures how long each

@@ -61,5 +61,5 @@ pub use ops::Failure;
 pub use runtime::{Config, JobResult, RunningJob};
 pub use sinks::StdoutSink;
 pub use sources::GeneratorSource;
-pub use tail::{FileSelection, FileSource, FileSourceConfig, SelectionError, file_owner};
 pub use stream::{Collected, Counted, Data, Environment, KeyedStream, SinkHandle, Stream};
+pub use tail::{FileSelection, FileSource, FileSourceConfig, SelectionError, file_owner};

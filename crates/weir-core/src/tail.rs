@@ -319,8 +319,8 @@ impl FileSource {
             .len();
         let (i, p) = (self.instance as u128, self.parallelism as u128);
         let start = (i * u128::from(len) / p) as u64;
-        file.end = (self.instance + 1 < self.parallelism)
-            .then(|| ((i + 1) * u128::from(len) / p) as u64);
+        file.end =
+            (self.instance + 1 < self.parallelism).then(|| ((i + 1) * u128::from(len) / p) as u64);
         if start == 0 {
             return Ok(());
         }
@@ -389,7 +389,11 @@ impl Lines<'_> {
 
     /// After end of file when following: whether the file was rotated (a new file at the
     /// path) or truncated; if so, reading goes on in the new content.
-    fn rotated(&mut self, file: &mut Tracked, out: &mut Vec<ReadResult>) -> Result<bool, OperatorError> {
+    fn rotated(
+        &mut self,
+        file: &mut Tracked,
+        out: &mut Vec<ReadResult>,
+    ) -> Result<bool, OperatorError> {
         let Ok(meta) = std::fs::metadata(&file.path) else {
             // Moved away and not yet recreated: keep waiting.
             return Ok(false);
@@ -462,7 +466,12 @@ impl Lines<'_> {
     }
 
     /// Reads lines of one file into `out`; `true` when `out` is full.
-    fn read_file(&mut self, file: &mut Tracked, out: &mut Vec<ReadResult>, max: usize) -> Result<bool, OperatorError> {
+    fn read_file(
+        &mut self,
+        file: &mut Tracked,
+        out: &mut Vec<ReadResult>,
+        max: usize,
+    ) -> Result<bool, OperatorError> {
         if file.reader.is_none() && !self.open_file(file)? {
             return Ok(false);
         }
@@ -651,7 +660,10 @@ mod tests {
     fn file_owners_are_fixed_and_spread() {
         let names: Vec<String> = (0..64).map(|i| format!("part-{i}.jsonl")).collect();
         let owners: Vec<usize> = names.iter().map(|n| file_owner(n, 4)).collect();
-        assert_eq!(owners, names.iter().map(|n| file_owner(n, 4)).collect::<Vec<_>>());
+        assert_eq!(
+            owners,
+            names.iter().map(|n| file_owner(n, 4)).collect::<Vec<_>>()
+        );
         for i in 0..4 {
             assert!(owners.contains(&i), "instance {i} owns no file of 64");
         }
@@ -699,7 +711,10 @@ mod tests {
             if i == 377 {
                 text.push_str("not json\n");
             } else {
-                text.push_str(&format!("{{\"id\":{i},\"pad\":\"{}\"}}\n", "x".repeat(i % 23)));
+                text.push_str(&format!(
+                    "{{\"id\":{i},\"pad\":\"{}\"}}\n",
+                    "x".repeat(i % 23)
+                ));
             }
         }
         std::fs::write(&path, &text).unwrap();
@@ -740,7 +755,10 @@ mod tests {
         let mut ctx = context(0, 1);
         source.open(&mut ctx).unwrap();
         assert_eq!(ids(&drain(&mut source, &mut ctx)), vec![1]);
-        let mut old = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut old = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         old.write_all(b"2}\n").unwrap();
         assert_eq!(ids(&drain(&mut source, &mut ctx)), vec![2]);
         // Rotation: renamed, the old file still written to, then a new file at the path.
@@ -758,7 +776,9 @@ mod tests {
     fn a_glob_spreads_its_files_over_instances_and_reads_each_once() {
         let dir = tempfile::tempdir().unwrap();
         for f in 0..12 {
-            let lines: String = (0..10).map(|l| format!("{{\"id\":{}}}\n", f * 10 + l)).collect();
+            let lines: String = (0..10)
+                .map(|l| format!("{{\"id\":{}}}\n", f * 10 + l))
+                .collect();
             std::fs::write(dir.path().join(format!("part-{f}.jsonl")), lines).unwrap();
         }
         std::fs::write(dir.path().join("ignored.txt"), "{\"id\":-1}\n").unwrap();
@@ -770,7 +790,11 @@ mod tests {
             let mut ctx = context(i, p);
             source.open(&mut ctx).unwrap();
             let mine = ids(&drain(&mut source, &mut ctx));
-            assert!(!mine.is_empty() && mine.len() < 120, "instance {i}: {} ids", mine.len());
+            assert!(
+                !mine.is_empty() && mine.len() < 120,
+                "instance {i}: {} ids",
+                mine.len()
+            );
             all.extend(mine);
         }
         all.sort_unstable();

@@ -178,7 +178,10 @@ impl Planner<'_> {
 impl Planner<'_> {
     /// A file source: one file, a followed file, a directory or a glob; JSON lines by offset
     /// (split by byte ranges at a parallelism above 1), or one CSV file.
-    fn file_source(&mut self, env: &Environment) -> Result<(Stream<Record>, String), PipelineError> {
+    fn file_source(
+        &mut self,
+        env: &Environment,
+    ) -> Result<(Stream<Record>, String), PipelineError> {
         let p = self.pipeline;
         let spec = &p.spec.source;
         let path = spec
@@ -189,7 +192,9 @@ impl Planner<'_> {
         let follow = spec.follow.unwrap_or(false);
         let selection = FileSelection::from_path(&path, follow).map_err(|e| {
             let text = match e {
-                weir_core::SelectionError::Missing(_) => format!("no such file: {}", path.display()),
+                weir_core::SelectionError::Missing(_) => {
+                    format!("no such file: {}", path.display())
+                }
                 e => e.to_string(),
             };
             p.error_at("source.path", text)
@@ -210,14 +215,20 @@ impl Planner<'_> {
         });
         let csv = self.csv_options(format)?;
         if csv.is_some() && (follow || selection.is_many()) {
-            let what = if follow { "`follow: true`" } else { "a directory or glob source" };
+            let what = if follow {
+                "`follow: true`"
+            } else {
+                "a directory or glob source"
+            };
             return Err(p.error_at(
                 "source.format",
                 format!("{what} reads JSON lines; CSV is read from one file without `follow`"),
             ));
         }
         let label = match &selection {
-            FileSelection::File(_) if follow => format!("{} (json lines, followed)", path.display()),
+            FileSelection::File(_) if follow => {
+                format!("{} (json lines, followed)", path.display())
+            }
             FileSelection::File(_) => format!("{} ({})", path.display(), format_name(format)),
             _ if follow => format!("{} (json lines, every file, followed)", path.display()),
             _ => format!("{} (json lines, every file)", path.display()),
@@ -225,9 +236,11 @@ impl Planner<'_> {
         let read = match csv {
             Some(options) => {
                 // A bad header is bad input: refuse it before the run starts.
-                weir_core::check_csv_header(&path, &options).map_err(|e| match e.declared_field() {
-                    Some(name) => p.error_at(&format!("fields.{name}"), e.to_string()),
-                    None => p.error_at("source.path", e.to_string()),
+                weir_core::check_csv_header(&path, &options).map_err(|e| {
+                    match e.declared_field() {
+                        Some(name) => p.error_at(&format!("fields.{name}"), e.to_string()),
+                        None => p.error_at("source.path", e.to_string()),
+                    }
                 })?;
                 env.read_csv(path, options)
             }
@@ -235,7 +248,8 @@ impl Planner<'_> {
                 let mut config = FileSourceConfig::new(selection);
                 config.follow = follow;
                 config.stop_after_idle = stop_after_idle;
-                config.split = !follow && !config.selection.is_many() && env.config().parallelism > 1;
+                config.split =
+                    !follow && !config.selection.is_many() && env.config().parallelism > 1;
                 env.read_files(config)
             }
         };
@@ -568,7 +582,10 @@ fn parallelism_warnings(p: &Pipeline, parallelism: usize) -> Vec<String> {
                 .and_then(|path| FileSelection::from_path(path, true).ok())
                 .is_some_and(|s| s.is_many());
             let csv = source.format.map_or_else(
-                || path.as_deref().is_some_and(|path| Format::from_path(path) == Format::Csv),
+                || {
+                    path.as_deref()
+                        .is_some_and(|path| Format::from_path(path) == Format::Csv)
+                },
                 |f| f == Format::Csv,
             );
             !many && (source.follow == Some(true) || csv)

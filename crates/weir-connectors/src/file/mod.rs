@@ -23,7 +23,10 @@ pub fn check_readable(selection: &FileSelection, follow: bool) -> Result<(), Con
                 match dir {
                     Some(dir) if !dir.is_dir() => Err(access(
                         path,
-                        format!("neither the file nor its directory {} exists", dir.display()),
+                        format!(
+                            "neither the file nor its directory {} exists",
+                            dir.display()
+                        ),
                     )),
                     _ => Ok(()),
                 }
@@ -54,13 +57,20 @@ pub fn check_writable(path: &Path) -> Result<(), ConnectorError> {
     }
     let mut dir = path.parent();
     while let Some(d) = dir {
-        let d = if d.as_os_str().is_empty() { Path::new(".") } else { d };
+        let d = if d.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            d
+        };
         if let Ok(meta) = std::fs::metadata(d) {
             if !meta.is_dir() {
                 return Err(access(path, format!("{} is not a directory", d.display())));
             }
             if meta.permissions().readonly() {
-                return Err(access(path, format!("the directory {} is read-only", d.display())));
+                return Err(access(
+                    path,
+                    format!("the directory {} is read-only", d.display()),
+                ));
             }
             return Ok(());
         }

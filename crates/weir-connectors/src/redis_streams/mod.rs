@@ -80,10 +80,11 @@ pub async fn check(url: &str) -> Result<(), ConnectorError> {
         .await
         .map_err(|_| unreachable(format!("no connection within {CONNECT_TIMEOUT:?}")))?
         .map_err(|e| unreachable(e.to_string()))?;
-    let pong: String = tokio::time::timeout(CONNECT_TIMEOUT, redis::cmd("PING").query_async(&mut conn))
-        .await
-        .map_err(|_| unreachable(format!("no answer to PING within {CONNECT_TIMEOUT:?}")))?
-        .map_err(|e| unreachable(format!("PING failed: {e}")))?;
+    let pong: String =
+        tokio::time::timeout(CONNECT_TIMEOUT, redis::cmd("PING").query_async(&mut conn))
+            .await
+            .map_err(|_| unreachable(format!("no answer to PING within {CONNECT_TIMEOUT:?}")))?
+            .map_err(|e| unreachable(format!("PING failed: {e}")))?;
     if pong == "PONG" {
         Ok(())
     } else {
