@@ -42,8 +42,8 @@ mod task;
 pub use chain::{KEY_GROUPS, instance_of_group, key_group};
 pub use channel::BufferPolicy;
 pub use checkpoint::{
-    Checkpointing, MemoryCheckpoint, MemoryCheckpoints, RestoredState, SnapshotStore,
-    SnapshotWriter, StatePart,
+    Checkpointing, MemoryCheckpoint, MemoryCheckpoints, RestoredState, SnapshotError,
+    SnapshotStore, SnapshotWriter, StatePart,
 };
 pub use error::{ErrorKind, JobError, OperatorError};
 pub use files::{
