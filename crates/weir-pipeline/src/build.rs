@@ -1,18 +1,18 @@
 //! Plans a pipeline spec onto the runtime.
 
 use crate::aggregate::{Acc, Aggregation};
-use crate::spec::{SinkKind, SinkSpec, SourceKind, StepSpec};
+use crate::source::SourceOutput;
+use crate::spec::{SinkSpec, SourceKind, StepSpec};
 use crate::steps::{AggregateOp, Routed, StepOp, Transform, bad_input, key_of};
 use crate::{Pipeline, PipelineError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use weir_core::{
-    Environment, FileSelection, FileSourceConfig, Format, Operator, OperatorContext, OperatorError,
-    Stream,
+    Environment, FileSelection, Format, Operator, OperatorContext, OperatorError, Stream,
 };
 use weir_expr::{Expr, FieldTypes, Projection};
 use weir_state::MemoryStore;
-use weir_types::{Record, Shape, Value};
+use weir_types::{Record, Shape};
 
 /// What was built, for display.
 pub struct Built {
@@ -104,188 +104,17 @@ impl Planner<'_> {
         fields: &mut FieldTypes,
     ) -> Result<(Stream<Record>, String), PipelineError> {
         let p = self.pipeline;
-        let spec = &p.spec.source;
-        check_options(
-            p,
-            "source",
-            spec.kind.name(),
-            &spec.given(),
-            spec.accepted(),
-        )?;
-        Ok(match spec.kind {
-            SourceKind::File => self.file_source(env)?,
-            SourceKind::Stdin => {
-                let format = spec.format.unwrap_or(Format::JsonLines);
-                let read = match self.csv_options(format)? {
-                    Some(options) => env.read_csv("-", options),
-                    None => env.read_file("-", format),
-                };
-                (
-                    self.decoded(read),
-                    format!("stdin ({})", format_name(format)),
-                )
-            }
-            SourceKind::RedisStream => {
-                let (config, label) = crate::ingest::redis_source(p, spec)?;
-                crate::ingest::check_claim_idle(p, &config)?;
-                let raw = env.source("redis_stream", crate::ingest::redis_source_factory(config));
-                (self.decoded(raw), label)
-            }
-            SourceKind::Generator => {
-                let generated = spec.fields.as_ref().ok_or_else(|| {
-                    p.error_at(
-                        "source",
-                        "a generator needs `fields`: expressions over `id`, e.g. `{ id: id, key: \"id % 10\" }`",
-                    )
-                })?;
-                let ids = FieldTypes::default().with("id", weir_types::ValueKind::Int);
-                for (name, source) in generated {
-                    Expr::compile(source, &ids)
-                        .map_err(|e| p.error_at(&format!("source.fields.{name}"), e.to_string()))?;
-                }
-                if let Some(r) = spec.rate.filter(|r| r.is_nan() || *r <= 0.0) {
-                    return Err(p.error_at("source.rate", format!("must be positive, found {r}")));
-                }
-                let pairs: Vec<(&str, &str)> = generated
-                    .iter()
-                    .map(|(n, s)| (n.as_str(), s.as_str()))
-                    .collect();
-                let projection = Projection::compile(&pairs, &ids)
-                    .map_err(|e| p.error_at("source.fields", e.to_string()))?;
-                *fields = projection.output_types();
-                let projection = Arc::new(projection);
-                let id_shape = Arc::new(Shape::new(["id"]));
-                let make = move |id: u64| -> Result<Record, String> {
-                    let input = Record::with_shape(id_shape.clone(), vec![Value::Int(id as i64)])
-                        .map_err(|e| e.to_string())?;
-                    projection.apply(&input).map_err(|e| e.to_string())
-                };
-                let generated = match (spec.rate, spec.count) {
-                    (Some(r), count) => env.generate_paced(count, r, make),
-                    (None, Some(n)) => env.generate(n, make),
-                    (None, None) => env.generate_unbounded(make),
-                };
-                let label = match spec.count {
-                    Some(n) => format!("generator ({n} records)"),
-                    None => "generator (endless)".to_string(),
-                };
-                (generated.try_map(|r| r).name("source.fields"), label)
-            }
-        })
-    }
-}
-
-impl Planner<'_> {
-    /// A file source: one file, a followed file, a directory or a glob; JSON lines by offset
-    /// (split by byte ranges at a parallelism above 1), or one CSV file.
-    fn file_source(
-        &mut self,
-        env: &Environment,
-    ) -> Result<(Stream<Record>, String), PipelineError> {
-        let p = self.pipeline;
-        let spec = &p.spec.source;
-        let path = spec
-            .path
-            .as_ref()
-            .ok_or_else(|| p.error_at("source", "a file source needs a `path`"))?;
-        let path = resolve(p, path);
-        let follow = spec.follow.unwrap_or(false);
-        let selection = FileSelection::from_path(&path, follow).map_err(|e| {
-            let text = match e {
-                weir_core::SelectionError::Missing(_) => {
-                    format!("no such file: {}", path.display())
-                }
-                e => e.to_string(),
-            };
-            p.error_at("source.path", text)
-        })?;
-        let stop_after_idle = match &spec.stop_after_idle {
-            Some(_) if !follow => {
-                return Err(p.error_at(
-                    "source.stop_after_idle",
-                    "`stop_after_idle` applies to a followed file (`follow: true`); a file read once ends at its end",
-                ));
-            }
-            Some(d) => Some(crate::ingest::duration(p, "source.stop_after_idle", d)?),
-            None => None,
+        let (output, label) = p.spec.source.build(p, "source", env, fields)?;
+        let records = match output {
+            SourceOutput::Read(raw) => self.decoded(raw),
+            SourceOutput::Records(records) => records,
         };
-        let format = spec.format.unwrap_or_else(|| match &selection {
-            FileSelection::File(path) => Format::from_path(path),
-            _ => Format::JsonLines,
-        });
-        let csv = self.csv_options(format)?;
-        if csv.is_some() && (follow || selection.is_many()) {
-            let what = if follow {
-                "`follow: true`"
-            } else {
-                "a directory or glob source"
-            };
-            return Err(p.error_at(
-                "source.format",
-                format!("{what} reads JSON lines; CSV is read from one file without `follow`"),
-            ));
-        }
-        let label = match &selection {
-            FileSelection::File(_) if follow => {
-                format!("{} (json lines, followed)", path.display())
-            }
-            FileSelection::File(_) => format!("{} ({})", path.display(), format_name(format)),
-            _ if follow => format!("{} (json lines, every file, followed)", path.display()),
-            _ => format!("{} (json lines, every file)", path.display()),
-        };
-        let read = match csv {
-            Some(options) => {
-                // A bad header is bad input: refuse it before the run starts.
-                weir_core::check_csv_header(&path, &options).map_err(|e| {
-                    match e.declared_field() {
-                        Some(name) => p.error_at(&format!("fields.{name}"), e.to_string()),
-                        None => p.error_at("source.path", e.to_string()),
-                    }
-                })?;
-                env.read_csv(path, options)
-            }
-            None => {
-                let mut config = FileSourceConfig::new(selection);
-                config.follow = follow;
-                config.stop_after_idle = stop_after_idle;
-                config.split =
-                    !follow && !config.selection.is_many() && env.config().parallelism > 1;
-                env.read_files(config)
-            }
-        };
-        Ok((self.decoded(read), label))
-    }
-}
-
-impl Planner<'_> {
-    /// How a CSV source types its cells (`None` for JSON lines, which refuse `infer_types`):
-    /// the pipeline's declared `fields` win over guessing.
-    fn csv_options(&self, format: Format) -> Result<Option<weir_core::CsvOptions>, PipelineError> {
-        let p = self.pipeline;
-        let infer_types = p.spec.source.infer_types;
-        if format != Format::Csv {
-            if infer_types.is_some() {
-                return Err(p.error_at(
-                    "source.infer_types",
-                    "`infer_types` applies to CSV input only (JSON values carry their types); set `format: csv` or remove it",
-                ));
-            }
-            return Ok(None);
-        }
-        Ok(Some(weir_core::CsvOptions {
-            types: p
-                .spec
-                .fields
-                .iter()
-                .map(|(name, t)| (name.clone(), t.kind()))
-                .collect(),
-            infer_types: infer_types.unwrap_or(true),
-        }))
+        Ok((records, label))
     }
 }
 
 /// Refuses options that do not belong to the chosen type, naming the key's line.
-fn check_options(
+pub(crate) fn check_options(
     p: &Pipeline,
     at: &str,
     kind: &str,
@@ -311,7 +140,7 @@ fn check_options(
     Ok(())
 }
 
-fn format_name(format: Format) -> &'static str {
+pub(crate) fn format_name(format: Format) -> &'static str {
     match format {
         Format::JsonLines => "json_lines",
         Format::Csv => "csv",
@@ -540,7 +369,7 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
     };
     for (name, sink) in &sinks {
         check_options(p, name, sink.kind.name(), &sink.given(), sink.accepted())?;
-        attach_sink(p, &stream, sink, name)?;
+        sink.build(p, name, &stream)?;
     }
     if let Some(dlq) = &spec.dead_letter {
         let dead = match planner.dead.split_first() {
@@ -554,7 +383,7 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
             &dlq.given(),
             dlq.accepted(),
         )?;
-        attach_sink(p, &dead, dlq, "dead_letter")?;
+        dlq.build(p, "dead_letter", &dead)?;
     }
     Ok(Built {
         source: source_label,
@@ -610,57 +439,6 @@ fn parallelism_warnings(p: &Pipeline, parallelism: usize) -> Vec<String> {
         p.name(),
         spec.source.kind.name()
     )]
-}
-
-fn attach_sink(
-    p: &Pipeline,
-    stream: &Stream<Record>,
-    sink: &SinkSpec,
-    name: &str,
-) -> Result<(), PipelineError> {
-    match sink.kind {
-        SinkKind::Stdout => {
-            stream.write_json_lines("-").name(name);
-        }
-        SinkKind::File => {
-            let path = sink
-                .path
-                .as_ref()
-                .ok_or_else(|| p.error_at(name, "a file sink needs a `path`"))?;
-            stream.write_json_lines(resolve(p, path)).name(name);
-        }
-        SinkKind::Discard => {
-            stream.for_each(drop).name(name);
-        }
-        SinkKind::RedisStream => {
-            let need = |v: &Option<String>, key: &str| {
-                v.clone()
-                    .ok_or_else(|| p.error_at(name, format!("a redis_stream sink needs `{key}`")))
-            };
-            let mut config = weir_connectors::RedisStreamWriterConfig::new(
-                need(&sink.url, "url")?,
-                need(&sink.stream, "stream")?,
-            );
-            config.max_len = sink.max_len;
-            // Explicit, growing ids need a single writer per stream.
-            stream
-                .sink(name, move || {
-                    weir_connectors::RedisStreamSink::new(config.clone())
-                })
-                .parallelism(1);
-        }
-        SinkKind::Clickhouse => {
-            let config = crate::ingest::clickhouse_sink(p, name, sink)?;
-            stream.sink(name, move || {
-                weir_connectors::ClickHouseSink::new(config.clone())
-            });
-        }
-        SinkKind::Http => {
-            let webhook = crate::enrich::http_sink(p, name, sink)?;
-            stream.sink(name, move || webhook.clone());
-        }
-    }
-    Ok(())
 }
 
 /// Fields named by a step must exist when the record's fields are known.

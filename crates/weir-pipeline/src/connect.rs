@@ -75,7 +75,7 @@ impl Pipeline {
                 Ok(true)
             }
             SourceKind::RedisStream => {
-                let (config, _) = crate::ingest::redis_source(self, source)?;
+                let (config, _) = crate::ingest::redis_source(self, "source", source)?;
                 block_on(weir_connectors::check_redis(&config.reader.url))?;
                 Ok(true)
             }

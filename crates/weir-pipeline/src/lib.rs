@@ -14,6 +14,8 @@ mod ingest;
 mod join;
 mod locate;
 mod outputs;
+mod sink;
+mod source;
 pub mod spec;
 mod steps;
 mod unique;
