@@ -5,7 +5,9 @@ use crate::{Checkpoint, CheckpointError, CheckpointStore, PendingCheckpoint};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use weir_core::{CheckpointId, RestoredState, SnapshotStore, SnapshotWriter, StatePart};
+use weir_core::{
+    CheckpointId, RestoredState, SnapshotError, SnapshotStore, SnapshotWriter, StatePart,
+};
 
 /// Metadata key under which a checkpoint records that it covers the whole input.
 pub const FINISHED_KEY: &str = "finished";
@@ -31,8 +33,8 @@ impl DirCheckpoints {
 }
 
 impl SnapshotStore for DirCheckpoints {
-    fn begin(&self, id: CheckpointId) -> Result<Arc<dyn SnapshotWriter>, String> {
-        let pending = self.store.begin(id).map_err(|e| e.to_string())?;
+    fn begin(&self, id: CheckpointId) -> Result<Arc<dyn SnapshotWriter>, SnapshotError> {
+        let pending = self.store.begin(id).map_err(SnapshotError::store)?;
         let base = self
             .previous
             .lock()
@@ -61,12 +63,12 @@ impl DirWriter {
     fn with_pending<T>(
         &self,
         f: impl FnOnce(&PendingCheckpoint) -> Result<T, CheckpointError>,
-    ) -> Result<T, String> {
+    ) -> Result<T, SnapshotError> {
         let guard = self.pending.read().unwrap_or_else(|p| p.into_inner());
         let pending = guard
             .as_ref()
-            .ok_or_else(|| format!("checkpoint {} is already complete", self.id))?;
-        f(pending).map_err(|e| e.to_string())
+            .ok_or(SnapshotError::AlreadyComplete(self.id))?;
+        f(pending).map_err(SnapshotError::store)
     }
 }
 
@@ -78,12 +80,12 @@ impl SnapshotWriter for DirWriter {
         name: &str,
         part: StatePart,
         bytes: Vec<u8>,
-    ) -> Result<(), String> {
+    ) -> Result<(), SnapshotError> {
         let base = match part {
-            StatePart::Delta => Some(self.base.as_ref().ok_or_else(|| {
-                format!(
-                    "an incremental blob for {operator}/{instance}/{name} has no base checkpoint"
-                )
+            StatePart::Delta => Some(self.base.as_ref().ok_or_else(|| SnapshotError::NoBase {
+                operator: operator.to_string(),
+                instance,
+                name: name.to_string(),
             })?),
             StatePart::Full => None,
         };
@@ -102,7 +104,7 @@ impl SnapshotWriter for DirWriter {
         operator: &str,
         instance: usize,
         name: &str,
-    ) -> Result<Option<PathBuf>, String> {
+    ) -> Result<Option<PathBuf>, SnapshotError> {
         self.with_pending(|p| p.files_dir(operator, instance, name).map(Some))
     }
 
@@ -113,20 +115,20 @@ impl SnapshotWriter for DirWriter {
         name: &str,
         known: &[(String, u128)],
         new_bytes: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), SnapshotError> {
         self.with_pending(|p| {
             p.put_files(operator, instance, name, known, new_bytes)
                 .map(|_| ())
         })
     }
 
-    fn complete(&self, finished: bool, _duration: Duration) -> Result<(), String> {
+    fn complete(&self, finished: bool, _duration: Duration) -> Result<(), SnapshotError> {
         let pending = self
             .pending
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .take()
-            .ok_or_else(|| format!("checkpoint {} is already complete", self.id))?;
+            .ok_or(SnapshotError::AlreadyComplete(self.id))?;
         pending
             .put_meta(
                 JOB_ENTRY,
@@ -134,9 +136,9 @@ impl SnapshotWriter for DirWriter {
                 FINISHED_KEY,
                 serde_json::Value::Bool(finished),
             )
-            .map_err(|e| e.to_string())?;
-        pending.complete().map_err(|e| e.to_string())?;
-        let completed = self.store.get(self.id).map_err(|e| e.to_string())?;
+            .map_err(SnapshotError::store)?;
+        pending.complete().map_err(SnapshotError::store)?;
+        let completed = self.store.get(self.id).map_err(SnapshotError::store)?;
         *self.previous.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(completed));
         Ok(())
     }
@@ -147,9 +149,14 @@ impl RestoredState for Checkpoint {
         self.id()
     }
 
-    fn get(&self, operator: &str, instance: usize, name: &str) -> Result<Vec<Vec<u8>>, String> {
+    fn get(
+        &self,
+        operator: &str,
+        instance: usize,
+        name: &str,
+    ) -> Result<Vec<Vec<u8>>, SnapshotError> {
         self.blobs(operator, instance, name)
-            .map_err(|e| e.to_string())
+            .map_err(SnapshotError::store)
     }
 
     fn files(&self, operator: &str, instance: usize, name: &str) -> Option<PathBuf> {

@@ -587,3 +587,34 @@ fn abandoned_checkpoints_are_never_resumed_from() {
     store.rollback_to(next).unwrap();
     assert_eq!(store.latest().unwrap().0.unwrap().id(), next);
 }
+
+/// The runtime sees a store's failures as a typed `SnapshotError`: what went wrong can be
+/// matched on, and a store's own error stays available as the source.
+#[test]
+fn the_runtime_boundary_reports_typed_errors() {
+    use weir_core::{SnapshotError, SnapshotStore, StatePart};
+    let dir = tempfile::tempdir().unwrap();
+    let dirs = weir_checkpoint::DirCheckpoints::new(store(dir.path(), 3), None);
+    let writer = dirs.begin(1).unwrap();
+    let no_base = writer
+        .put("op", 0, "state", StatePart::Delta, b"x".to_vec())
+        .unwrap_err();
+    assert!(
+        matches!(&no_base, SnapshotError::NoBase { operator, instance: 0, name } if operator == "op" && name == "state"),
+        "{no_base}"
+    );
+    writer
+        .put("op", 0, "state", StatePart::Full, b"x".to_vec())
+        .unwrap();
+    writer.complete(false, std::time::Duration::ZERO).unwrap();
+    let again = writer
+        .put("op", 0, "state", StatePart::Full, b"y".to_vec())
+        .unwrap_err();
+    assert!(
+        matches!(again, SnapshotError::AlreadyComplete(1)),
+        "{again}"
+    );
+    // The same id again: the store's own error, wrapped.
+    let err = dirs.begin(1).err().unwrap();
+    assert!(matches!(err, SnapshotError::Store(_)), "{err}");
+}

@@ -56,6 +56,11 @@ enum Progress {
 pub struct ValidateArgs {
     /// The pipeline file (YAML).
     file: PathBuf,
+    /// Also check that every source and sink can be reached: files readable or writable,
+    /// Redis answering PING, ClickHouse answering SELECT 1, HTTP endpoints accepting a
+    /// connection. A failed check exits 1, naming the connector and the reason.
+    #[arg(long)]
+    connect: bool,
 }
 
 /// Exit code for bad input or configuration.
@@ -84,12 +89,38 @@ pub fn validate(args: ValidateArgs) -> ExitCode {
                 plan.describe()
             );
             print!("graph:\n{}", plan.graph());
+            if args.connect {
+                return check_connections(&pipeline);
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(BAD_INPUT)
         }
+    }
+}
+
+/// `weir validate --connect`: one line per source and sink; exit 1 if any check failed.
+fn check_connections(pipeline: &Pipeline) -> ExitCode {
+    let mut failed = 0;
+    for check in pipeline.check_connections() {
+        match check.result {
+            Ok(true) => println!("ok: {} ({}): reachable", check.key, check.connector),
+            Ok(false) => println!(
+                "ok: {} ({}): nothing to connect to",
+                check.key, check.connector
+            ),
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {} ({}): {e}", check.key, check.connector);
+            }
+        }
+    }
+    if failed > 0 {
+        ExitCode::from(RUNTIME_FAILURE)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -357,6 +357,59 @@ fn file_stop_and_resume(parallelism: usize) {
     assert_eq!(counted, ALL);
 }
 
+fn followed_file_pipeline(stop_after_idle: &str) -> String {
+    format!(
+        "name: resume_follow
+settings:
+  checkpoint: {{ interval: 100ms, dir: checkpoints }}
+source:
+  type: file
+  path: in.jsonl
+  follow: true
+{stop_after_idle}{WINDOW_STEPS}"
+    )
+}
+
+/// Issue 12's acceptance with a followed file: it never ends by itself, so the first run is
+/// stopped by SIGTERM mid-file; lines are appended; the resumed run follows the file from its
+/// checkpointed offset until it is idle, then drains (`--drain`), and the result equals one
+/// uninterrupted run over all lines, with no dead letters.
+#[test]
+fn a_followed_file_pipeline_stopped_by_sigterm_then_grown_and_resumed_equals_one_run() {
+    const FIRST: u64 = 400_000;
+    const ALL: u64 = 430_000;
+    let stopped = tempfile::tempdir().unwrap();
+    let whole = tempfile::tempdir().unwrap();
+    std::fs::write(stopped.path().join("p.yaml"), followed_file_pipeline("")).unwrap();
+    std::fs::write(whole.path().join("p.yaml"), file_pipeline(1)).unwrap();
+    write_events(&stopped.path().join("in.jsonl"), 0..FIRST, false);
+    let stderr = stopped.path().join("run1.err");
+    let child = spawn(stopped.path(), &stderr);
+    let err = sigterm_after_first_results(child, &stopped.path().join("out.jsonl"), &stderr);
+    eprintln!("first run:\n{err}");
+    assert_no_dead_letters(stopped.path());
+
+    write_events(&stopped.path().join("in.jsonl"), FIRST..ALL, true);
+    std::fs::write(
+        stopped.path().join("p.yaml"),
+        followed_file_pipeline("  stop_after_idle: 1s\n"),
+    )
+    .unwrap();
+    let resumed = run_to_end(stopped.path(), &["--drain"]);
+    let err = String::from_utf8_lossy(&resumed.stderr);
+    assert!(err.contains("resuming from checkpoint"), "{err}");
+
+    write_events(&whole.path().join("in.jsonl"), 0..ALL, false);
+    run_to_end(whole.path(), &[]);
+
+    assert_no_dead_letters(stopped.path());
+    assert_no_dead_letters(whole.path());
+    assert_same_output(
+        &stopped.path().join("out.jsonl"),
+        &whole.path().join("out.jsonl"),
+    );
+}
+
 /// `examples/streamhouse.yaml` as a user runs it, with only its names changed so that the test
 /// cannot collide with another run of the example: its own stream, table, checkpoint directory
 /// and dead-letter file, and the services' URLs of the test environment.

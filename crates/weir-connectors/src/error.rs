@@ -18,6 +18,18 @@ pub enum Fault {
 /// and who has to act. Connection strings in messages never carry a password.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
+    /// A connectivity check (`weir validate --connect`) could not reach a service.
+    #[error("cannot connect to {connector} at {target}: {reason}")]
+    Unreachable {
+        connector: &'static str,
+        target: String,
+        reason: String,
+    },
+
+    /// A connectivity check found a path that cannot be read or written.
+    #[error("{path}: {reason}")]
+    FileAccess { path: String, reason: String },
+
     /// A configuration value is invalid; `key` names it.
     #[error("invalid connector configuration `{key}`: {reason}")]
     Config { key: &'static str, reason: String },
@@ -120,7 +132,8 @@ impl ConnectorError {
                 redis_is_retryable(source)
             }
             ConnectorError::ClickHouseConnection { .. }
-            | ConnectorError::ClickHouseTimeout { .. } => true,
+            | ConnectorError::ClickHouseTimeout { .. }
+            | ConnectorError::Unreachable { .. } => true,
             ConnectorError::ClickHouseServer { code, .. } => {
                 RETRYABLE_CLICKHOUSE_CODES.contains(code)
             }
@@ -129,7 +142,8 @@ impl ConnectorError {
             | ConnectorError::RedisReply { .. }
             | ConnectorError::InvalidStreamId { .. }
             | ConnectorError::ClickHouseResponse { .. }
-            | ConnectorError::Batch { .. } => false,
+            | ConnectorError::Batch { .. }
+            | ConnectorError::FileAccess { .. } => false,
         }
     }
 
@@ -138,7 +152,8 @@ impl ConnectorError {
         match self {
             ConnectorError::Config { .. }
             | ConnectorError::InvalidStreamId { .. }
-            | ConnectorError::Batch { .. } => Fault::User,
+            | ConnectorError::Batch { .. }
+            | ConnectorError::FileAccess { .. } => Fault::User,
             ConnectorError::RedisConnect { source, .. } | ConnectorError::Redis { source, .. } => {
                 match source.kind() {
                     redis::ErrorKind::InvalidClientConfig
@@ -156,7 +171,8 @@ impl ConnectorError {
             }
             ConnectorError::ClickHouseConnection { .. }
             | ConnectorError::ClickHouseTimeout { .. }
-            | ConnectorError::ClickHouseHttp { .. } => Fault::External,
+            | ConnectorError::ClickHouseHttp { .. }
+            | ConnectorError::Unreachable { .. } => Fault::External,
             ConnectorError::RedisReply { .. } | ConnectorError::ClickHouseResponse { .. } => {
                 Fault::Internal
             }

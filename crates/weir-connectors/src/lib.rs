@@ -17,6 +17,7 @@
 
 mod clickhouse;
 mod error;
+pub mod file;
 pub mod http;
 mod io_runtime;
 mod producer;
@@ -24,6 +25,7 @@ mod redis_streams;
 #[doc(hidden)]
 pub mod testing;
 
+pub use clickhouse::check as check_clickhouse;
 pub use clickhouse::{
     BATCH_COLUMN, BatchBuilder, BatchId, ClickHouseClient, ClickHouseConfig, ClickHouseSink,
     ClickHouseSinkConfig, CommitMode, CommitReport, DEFAULT_MAX_BLOCK_ROWS, ExactlyOnceInserter,
@@ -32,6 +34,7 @@ pub use clickhouse::{
 pub use error::{ConnectorError, Fault};
 pub use io_runtime::block_on;
 pub use producer::{BackgroundProducer, Event, Producer, ProducerConfig, ProducerError};
+pub use redis_streams::check as check_redis;
 pub use redis_streams::{
     ConsumerLag, FieldEncoding, GroupStart, IdempotentWrite, InvalidEntry, ReconnectBudget,
     RedisStreamReader, RedisStreamReaderConfig, RedisStreamSink, RedisStreamSource,

@@ -33,10 +33,44 @@ pub enum StatePart {
     Delta,
 }
 
+/// Why a checkpoint store could not do what the runtime asked: the typed error at the
+/// boundary between the runtime and a store (weir-checkpoint's directory store, the in-memory
+/// one, or an embedder's).
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The store itself failed (I/O, a corrupt or missing file, ...); its error says how.
+    #[error(transparent)]
+    Store(Box<dyn std::error::Error + Send + Sync>),
+    /// A write into a checkpoint that was already completed.
+    #[error("checkpoint {0} is already complete")]
+    AlreadyComplete(CheckpointId),
+    /// An incremental blob, but no earlier checkpoint holds the state it extends.
+    #[error("an incremental blob for {operator}/{instance}/{name} has no base checkpoint")]
+    NoBase {
+        operator: String,
+        instance: usize,
+        name: String,
+    },
+    /// State kept as files, but this store keeps only blobs.
+    #[error("this checkpoint store keeps no files (state '{name}' of {operator}/{instance})")]
+    NoFiles {
+        operator: String,
+        instance: usize,
+        name: String,
+    },
+}
+
+impl SnapshotError {
+    /// Wraps a store's own error.
+    pub fn store(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        SnapshotError::Store(Box::new(e))
+    }
+}
+
 /// Where checkpoints are stored.
 pub trait SnapshotStore: Send + Sync + 'static {
     /// Starts writing checkpoint `id`. The writer is shared by all task threads.
-    fn begin(&self, id: CheckpointId) -> Result<Arc<dyn SnapshotWriter>, String>;
+    fn begin(&self, id: CheckpointId) -> Result<Arc<dyn SnapshotWriter>, SnapshotError>;
 }
 
 /// One checkpoint being written.
@@ -49,7 +83,7 @@ pub trait SnapshotWriter: Send + Sync {
         name: &str,
         part: StatePart,
         bytes: Vec<u8>,
-    ) -> Result<(), String>;
+    ) -> Result<(), SnapshotError>;
     /// A fresh directory for state `name` of an operator instance kept as files (an on-disk
     /// store links its tables there), or `None` when this checkpoint keeps only blobs (the
     /// state is then saved as a snapshot blob).
@@ -58,7 +92,7 @@ pub trait SnapshotWriter: Send + Sync {
         _operator: &str,
         _instance: usize,
         _name: &str,
-    ) -> Result<Option<PathBuf>, String> {
+    ) -> Result<Option<PathBuf>, SnapshotError> {
         Ok(None)
     }
     /// Records the files placed in [`files_dir`](Self::files_dir) as state `name`. `known`:
@@ -71,14 +105,16 @@ pub trait SnapshotWriter: Send + Sync {
         name: &str,
         _known: &[(String, u128)],
         _new_bytes: u64,
-    ) -> Result<(), String> {
-        Err(format!(
-            "this checkpoint store keeps no files (state '{name}' of {operator}/{instance})"
-        ))
+    ) -> Result<(), SnapshotError> {
+        Err(SnapshotError::NoFiles {
+            operator: operator.to_string(),
+            instance,
+            name: name.to_string(),
+        })
     }
     /// Makes the checkpoint complete (durably). `finished`: it is the final checkpoint of a
     /// drained run, covering the whole input (not set when the run stopped).
-    fn complete(&self, finished: bool, duration: Duration) -> Result<(), String>;
+    fn complete(&self, finished: bool, duration: Duration) -> Result<(), SnapshotError>;
 }
 
 /// A completed checkpoint to resume from.
@@ -86,7 +122,12 @@ pub trait RestoredState: Send + Sync {
     fn checkpoint(&self) -> CheckpointId;
     /// The blobs stored under `name` for an operator instance: a full one, then the deltas
     /// after it, in order. Empty when the instance stored nothing under that name.
-    fn get(&self, operator: &str, instance: usize, name: &str) -> Result<Vec<Vec<u8>>, String>;
+    fn get(
+        &self,
+        operator: &str,
+        instance: usize,
+        name: &str,
+    ) -> Result<Vec<Vec<u8>>, SnapshotError>;
     /// The directory of state `name` of an operator instance if it was kept as files.
     fn files(&self, _operator: &str, _instance: usize, _name: &str) -> Option<PathBuf> {
         None
@@ -135,7 +176,7 @@ struct Pending {
 }
 
 /// The error of a failed write into checkpoint `id`.
-fn writing(id: CheckpointId) -> impl FnOnce(String) -> OperatorError {
+fn writing(id: CheckpointId) -> impl FnOnce(SnapshotError) -> OperatorError {
     move |e| OperatorError::new(ErrorKind::Io, format!("writing checkpoint {id}: {e}"))
 }
 
@@ -295,7 +336,7 @@ impl CheckpointShared {
         self.sources_finished.load(Ordering::SeqCst) >= self.total_sources.load(Ordering::SeqCst)
     }
 
-    fn start(&self, id: CheckpointId, is_final: bool) -> Result<(), String> {
+    fn start(&self, id: CheckpointId, is_final: bool) -> Result<(), SnapshotError> {
         let writer = self.config.store.begin(id)?;
         *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(Pending {
             id,
@@ -424,7 +465,7 @@ struct MemoryWriter {
 }
 
 impl SnapshotStore for Arc<MemoryCheckpoints> {
-    fn begin(&self, id: CheckpointId) -> Result<Arc<dyn SnapshotWriter>, String> {
+    fn begin(&self, id: CheckpointId) -> Result<Arc<dyn SnapshotWriter>, SnapshotError> {
         Ok(Arc::new(MemoryWriter {
             store: self.clone(),
             base: self.latest(),
@@ -445,7 +486,7 @@ impl SnapshotWriter for MemoryWriter {
         name: &str,
         part: StatePart,
         bytes: Vec<u8>,
-    ) -> Result<(), String> {
+    ) -> Result<(), SnapshotError> {
         let key = (operator.to_string(), instance, name.to_string());
         let mut chain = match (part, &self.base) {
             (StatePart::Delta, Some(base)) => base
@@ -456,9 +497,11 @@ impl SnapshotWriter for MemoryWriter {
                 .cloned()
                 .unwrap_or_default(),
             (StatePart::Delta, None) => {
-                return Err(format!(
-                    "a delta for {operator}/{instance}/{name} has no base"
-                ));
+                return Err(SnapshotError::NoBase {
+                    operator: operator.to_string(),
+                    instance,
+                    name: name.to_string(),
+                });
             }
             (StatePart::Full, _) => Vec::new(),
         };
@@ -471,7 +514,7 @@ impl SnapshotWriter for MemoryWriter {
         Ok(())
     }
 
-    fn complete(&self, finished: bool, _: Duration) -> Result<(), String> {
+    fn complete(&self, finished: bool, _: Duration) -> Result<(), SnapshotError> {
         self.checkpoint.finished.store(finished, Ordering::SeqCst);
         self.store
             .completed
@@ -487,7 +530,12 @@ impl RestoredState for MemoryCheckpoint {
         self.id
     }
 
-    fn get(&self, operator: &str, instance: usize, name: &str) -> Result<Vec<Vec<u8>>, String> {
+    fn get(
+        &self,
+        operator: &str,
+        instance: usize,
+        name: &str,
+    ) -> Result<Vec<Vec<u8>>, SnapshotError> {
         let blobs = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
         Ok(blobs
             .get(&(operator.to_string(), instance, name.to_string()))

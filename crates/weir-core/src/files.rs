@@ -389,7 +389,7 @@ pub fn check_csv_header(path: &Path, options: &CsvOptions) -> Result<(), CsvHead
 /// Keeps the bytes the CSV parser reads, so that a bad row's dead letter can carry its raw
 /// text (the parser only hands out unquoted fields). Trimmed in large steps, not per row.
 struct RecordingReader {
-    inner: Box<dyn Read + Send>,
+    inner: CsvInput,
     kept: Vec<u8>,
     /// Input offset of `kept[0]`.
     kept_from: u64,
@@ -397,6 +397,21 @@ struct RecordingReader {
 
 /// Kept input beyond which the bytes before the current row are dropped.
 const KEEP_LIMIT: usize = 1 << 16;
+
+/// What a CSV source reads: a file, or standard input cut at row boundaries.
+enum CsvInput {
+    File(Box<dyn Read + Send>),
+    Stdin(crate::pipe::CsvRowPipe),
+}
+
+impl Read for CsvInput {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            CsvInput::File(f) => f.read(buf),
+            CsvInput::Stdin(pipe) => pipe.read(buf),
+        }
+    }
+}
 
 impl Read for RecordingReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -599,8 +614,16 @@ impl Source<ReadResult> for CsvSource {
         if ctx.instance() != 0 {
             return Ok(());
         }
+        let inner = if self.path == Path::new("-") {
+            CsvInput::Stdin(
+                crate::pipe::CsvRowPipe::spawn()
+                    .map_err(|e| OperatorError::io("cannot read standard input", e))?,
+            )
+        } else {
+            CsvInput::File(open_input(&self.path)?)
+        };
         let input = RecordingReader {
-            inner: open_input(&self.path)?,
+            inner,
             kept: Vec::new(),
             kept_from: 0,
         };
@@ -649,12 +672,12 @@ impl Source<ReadResult> for CsvSource {
         &mut self,
         out: &mut Vec<ReadResult>,
         max: usize,
-        _: &mut OperatorContext,
+        ctx: &mut OperatorContext,
     ) -> Result<SourceStatus, OperatorError> {
         let Some(mut reader) = self.reader.take() else {
             return Ok(SourceStatus::Finished);
         };
-        let status = self.poll_rows(&mut reader, out, max);
+        let status = self.poll_rows(&mut reader, out, max, ctx.batch_timeout());
         self.reader = Some(reader);
         status
     }
@@ -666,8 +689,37 @@ impl CsvSource {
         reader: &mut csv::Reader<RecordingReader>,
         out: &mut Vec<ReadResult>,
         max: usize,
+        batch_timeout: std::time::Duration,
     ) -> Result<SourceStatus, OperatorError> {
+        let started = std::time::Instant::now();
         while out.len() < max {
+            // Standard input: wait for the next row at most until the batch times out (and
+            // briefly when empty-handed), then return what there is.
+            if matches!(reader.get_ref().inner, CsvInput::Stdin(_)) {
+                let at = reader.position().byte();
+                let recorder = reader.get_ref();
+                let read = recorder.kept_from + recorder.kept.len() as u64;
+                let parsed_all = recorder
+                    .bytes(at, read)
+                    .iter()
+                    .all(|b| matches!(b, b'\n' | b'\r'));
+                if parsed_all {
+                    let wait = if out.is_empty() {
+                        batch_timeout.clamp(QUIET_POLL_MIN, QUIET_POLL_MAX)
+                    } else {
+                        batch_timeout.saturating_sub(started.elapsed())
+                    };
+                    if let CsvInput::Stdin(pipe) = &mut reader.get_mut().inner
+                        && !pipe.wait_row(wait)
+                    {
+                        return Ok(if out.is_empty() {
+                            SourceStatus::Idle
+                        } else {
+                            SourceStatus::Ready
+                        });
+                    }
+                }
+            }
             // With a flexible reader and byte records, only I/O can fail.
             let more = reader
                 .read_byte_record(&mut self.record)

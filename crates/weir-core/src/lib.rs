@@ -36,13 +36,14 @@ mod sinks;
 mod sources;
 pub mod state;
 mod stream;
+mod tail;
 mod task;
 
 pub use chain::{KEY_GROUPS, instance_of_group, key_group};
 pub use channel::BufferPolicy;
 pub use checkpoint::{
-    Checkpointing, MemoryCheckpoint, MemoryCheckpoints, RestoredState, SnapshotStore,
-    SnapshotWriter, StatePart,
+    Checkpointing, MemoryCheckpoint, MemoryCheckpoints, RestoredState, SnapshotError,
+    SnapshotStore, SnapshotWriter, StatePart,
 };
 pub use error::{ErrorKind, JobError, OperatorError};
 pub use files::{
@@ -64,3 +65,4 @@ pub use runtime::{Config, JobResult, RunningJob};
 pub use sinks::StdoutSink;
 pub use sources::GeneratorSource;
 pub use stream::{Collected, Counted, Data, Environment, KeyedStream, SinkHandle, Stream};
+pub use tail::{FileSelection, FileSource, FileSourceConfig, SelectionError, file_owner};

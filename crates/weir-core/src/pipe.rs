@@ -140,3 +140,96 @@ fn read_stdin(tx: SyncSender<std::io::Result<Vec<u8>>>) {
         }
     }
 }
+
+/// Standard input cut at CSV row boundaries: reads hand out whole rows only (a newline
+/// outside quotes ends a row; a doubled quote inside quotes keeps the count even), so a CSV
+/// parser never blocks in the middle of a row, and a source can wait for the next row with a
+/// timeout before asking the parser for it.
+pub(crate) struct CsvRowPipe {
+    pipe: StdinPipe,
+    /// Bytes from the pipe not yet handed out start at `start`.
+    frame: Vec<u8>,
+    start: usize,
+    /// `frame[..complete]` ends at a row boundary.
+    complete: usize,
+    scanned: usize,
+    in_quotes: bool,
+    eof: bool,
+}
+
+impl CsvRowPipe {
+    pub(crate) fn spawn() -> std::io::Result<Self> {
+        Ok(CsvRowPipe {
+            pipe: StdinPipe::spawn()?,
+            frame: Vec::new(),
+            start: 0,
+            complete: 0,
+            scanned: 0,
+            in_quotes: false,
+            eof: false,
+        })
+    }
+
+    fn has_row(&self) -> bool {
+        self.complete > self.start || self.eof
+    }
+
+    /// Reads what the pipe has (blocking until something) and finds row boundaries in it.
+    fn pull(&mut self) -> std::io::Result<()> {
+        if self.start > 0 && self.start * 2 >= self.frame.len() {
+            self.frame.drain(..self.start);
+            self.complete -= self.start;
+            self.scanned -= self.start;
+            self.start = 0;
+        }
+        let len = self.frame.len();
+        self.frame.resize(len + CHUNK, 0);
+        let n = self.pipe.read(&mut self.frame[len..]);
+        self.frame.truncate(len + *n.as_ref().unwrap_or(&0));
+        if n? == 0 {
+            self.eof = true;
+        }
+        for (i, b) in self.frame.iter().enumerate().skip(self.scanned) {
+            match b {
+                b'"' => self.in_quotes = !self.in_quotes,
+                b'\n' if !self.in_quotes => self.complete = i + 1,
+                _ => {}
+            }
+        }
+        self.scanned = self.frame.len();
+        Ok(())
+    }
+
+    /// Whether a whole row (or the end of input) can be read, waiting up to `timeout`.
+    pub(crate) fn wait_row(&mut self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while !self.has_row() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() || !self.pipe.wait_readable(left) {
+                return false;
+            }
+            if self.pull().is_err() {
+                // The error comes again with the next read.
+                self.eof = true;
+            }
+        }
+        true
+    }
+}
+
+impl Read for CsvRowPipe {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while !self.has_row() {
+            self.pull()?;
+        }
+        let end = if self.eof && self.complete <= self.start {
+            self.frame.len()
+        } else {
+            self.complete
+        };
+        let n = buf.len().min(end - self.start);
+        buf[..n].copy_from_slice(&self.frame[self.start..self.start + n]);
+        self.start += n;
+        Ok(n)
+    }
+}

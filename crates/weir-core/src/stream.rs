@@ -13,6 +13,7 @@ use crate::ops;
 use crate::runtime::{self, Config, JobResult, RunningJob};
 use crate::sinks::{CollectSink, CountSink, ForEachSink, StdoutSink};
 use crate::sources::{GeneratorSource, IterSource};
+use crate::tail::{FileSource, FileSourceConfig};
 use crate::task::SourceTask;
 use std::cell::RefCell;
 use std::fmt::Display;
@@ -146,6 +147,17 @@ impl Environment {
             Format::Csv => self.source(name, move || CsvSource::new(path.clone())),
         };
         self.graph.borrow_mut().nodes[stream.node].max_parallelism = Some(1);
+        stream
+    }
+
+    /// JSON lines read by offset from one file, a followed file, or every file of a directory
+    /// or glob (spread over the parallel instances), or one file split by byte ranges across
+    /// them; see [`FileSourceConfig`]. Undecodable lines are `Err` values as in
+    /// [`Environment::read_file`].
+    pub fn read_files(&self, config: FileSourceConfig) -> Stream<ReadResult> {
+        let max = config.max_parallelism();
+        let stream = self.source("json_lines", move || FileSource::new(config.clone()));
+        self.graph.borrow_mut().nodes[stream.node].max_parallelism = max;
         stream
     }
 

@@ -127,9 +127,13 @@ struct FailingStore {
 }
 
 impl weir_core::SnapshotStore for FailingStore {
-    fn begin(&self, id: u64) -> Result<Arc<dyn weir_core::SnapshotWriter>, String> {
+    fn begin(
+        &self,
+        id: u64,
+    ) -> Result<Arc<dyn weir_core::SnapshotWriter>, weir_core::SnapshotError> {
         if self.allowed.fetch_sub(1, Ordering::SeqCst) == 0 {
-            return Err("disk full".into());
+            let full = std::io::Error::new(std::io::ErrorKind::StorageFull, "disk full");
+            return Err(weir_core::SnapshotError::store(full));
         }
         self.inner.begin(id)
     }

@@ -1,15 +1,18 @@
 //! Plans a pipeline spec onto the runtime.
 
 use crate::aggregate::{Acc, Aggregation};
-use crate::spec::{SinkKind, SinkSpec, SourceKind, SourceSpec, StepSpec};
+use crate::source::SourceOutput;
+use crate::spec::{SourceKind, SourceSpec, StepSpec};
 use crate::steps::{AggregateOp, Routed, StepOp, Transform, bad_input, key_of};
 use crate::{Pipeline, PipelineError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use weir_core::{Environment, Format, Operator, OperatorContext, OperatorError, Stream};
+use weir_core::{
+    Environment, FileSelection, Format, Operator, OperatorContext, OperatorError, Stream,
+};
 use weir_expr::{Expr, FieldTypes, Projection};
 use weir_state::MemoryStore;
-use weir_types::{Record, Shape, Value};
+use weir_types::{Record, Shape};
 
 /// What was built, for display.
 pub struct Built {
@@ -110,132 +113,17 @@ impl Planner<'_> {
         spec: &SourceSpec,
     ) -> Result<(Stream<Record>, String), PipelineError> {
         let p = self.pipeline;
-        let key = |option: &str| format!("{at}.{option}");
-        check_options(p, at, spec.kind.name(), &spec.given(), spec.accepted())?;
-        Ok(match spec.kind {
-            SourceKind::File => {
-                let path = spec
-                    .path
-                    .as_ref()
-                    .ok_or_else(|| p.error_at(at, "a file source needs a `path`"))?;
-                let path = resolve(p, path);
-                let format = spec.format.unwrap_or_else(|| Format::from_path(&path));
-                let label = format!("{} ({})", path.display(), format_name(format));
-                if !path.exists() {
-                    return Err(
-                        p.error_at(&key("path"), format!("no such file: {}", path.display()))
-                    );
-                }
-                let read = match self.csv_options(at, spec, format)? {
-                    Some(options) => {
-                        // A bad header is bad input: refuse it before the run starts.
-                        weir_core::check_csv_header(&path, &options).map_err(|e| {
-                            match e.declared_field() {
-                                Some(name) => p.error_at(&format!("fields.{name}"), e.to_string()),
-                                None => p.error_at(&key("path"), e.to_string()),
-                            }
-                        })?;
-                        env.read_csv(path, options)
-                    }
-                    None => env.read_file(path, format),
-                };
-                (self.decoded(read), label)
-            }
-            SourceKind::Stdin => {
-                let format = spec.format.unwrap_or(Format::JsonLines);
-                let read = match self.csv_options(at, spec, format)? {
-                    Some(options) => env.read_csv("-", options),
-                    None => env.read_file("-", format),
-                };
-                (
-                    self.decoded(read),
-                    format!("stdin ({})", format_name(format)),
-                )
-            }
-            SourceKind::RedisStream => {
-                let (config, label) = crate::ingest::redis_source(p, spec)?;
-                crate::ingest::check_claim_idle(p, &config)?;
-                let raw = env.source("redis_stream", crate::ingest::redis_source_factory(config));
-                (self.decoded(raw), label)
-            }
-            SourceKind::Generator => {
-                let generated = spec.fields.as_ref().ok_or_else(|| {
-                    p.error_at(
-                        at,
-                        "a generator needs `fields`: expressions over `id`, e.g. `{ id: id, key: \"id % 10\" }`",
-                    )
-                })?;
-                let ids = FieldTypes::default().with("id", weir_types::ValueKind::Int);
-                for (name, source) in generated {
-                    Expr::compile(source, &ids)
-                        .map_err(|e| p.error_at(&key(&format!("fields.{name}")), e.to_string()))?;
-                }
-                if let Some(r) = spec.rate.filter(|r| r.is_nan() || *r <= 0.0) {
-                    return Err(p.error_at(&key("rate"), format!("must be positive, found {r}")));
-                }
-                let pairs: Vec<(&str, &str)> = generated
-                    .iter()
-                    .map(|(n, s)| (n.as_str(), s.as_str()))
-                    .collect();
-                let projection = Projection::compile(&pairs, &ids)
-                    .map_err(|e| p.error_at(&key("fields"), e.to_string()))?;
-                *fields = projection.output_types();
-                let projection = Arc::new(projection);
-                let id_shape = Arc::new(Shape::new(["id"]));
-                let make = move |id: u64| -> Result<Record, String> {
-                    let input = Record::with_shape(id_shape.clone(), vec![Value::Int(id as i64)])
-                        .map_err(|e| e.to_string())?;
-                    projection.apply(&input).map_err(|e| e.to_string())
-                };
-                let generated = match (spec.rate, spec.count) {
-                    (Some(r), count) => env.generate_paced(count, r, make),
-                    (None, Some(n)) => env.generate(n, make),
-                    (None, None) => env.generate_unbounded(make),
-                };
-                let label = match spec.count {
-                    Some(n) => format!("generator ({n} records)"),
-                    None => "generator (endless)".to_string(),
-                };
-                (generated.try_map(|r| r).name("source.fields"), label)
-            }
-        })
-    }
-}
-
-impl Planner<'_> {
-    /// How a CSV source types its cells (`None` for JSON lines, which refuse `infer_types`):
-    /// the pipeline's declared `fields` win over guessing.
-    fn csv_options(
-        &self,
-        at: &str,
-        spec: &SourceSpec,
-        format: Format,
-    ) -> Result<Option<weir_core::CsvOptions>, PipelineError> {
-        let p = self.pipeline;
-        let infer_types = spec.infer_types;
-        if format != Format::Csv {
-            if infer_types.is_some() {
-                return Err(p.error_at(
-                    &format!("{at}.infer_types"),
-                    "`infer_types` applies to CSV input only (JSON values carry their types); set `format: csv` or remove it",
-                ));
-            }
-            return Ok(None);
-        }
-        Ok(Some(weir_core::CsvOptions {
-            types: p
-                .spec
-                .fields
-                .iter()
-                .map(|(name, t)| (name.clone(), t.kind()))
-                .collect(),
-            infer_types: infer_types.unwrap_or(true),
-        }))
+        let (output, label) = spec.build(p, at, env, fields)?;
+        let records = match output {
+            SourceOutput::Read(raw) => self.decoded(raw),
+            SourceOutput::Records(records) => records,
+        };
+        Ok((records, label))
     }
 }
 
 /// Refuses options that do not belong to the chosen type, naming the key's line.
-fn check_options(
+pub(crate) fn check_options(
     p: &Pipeline,
     at: &str,
     kind: &str,
@@ -261,7 +149,7 @@ fn check_options(
     Ok(())
 }
 
-fn format_name(format: Format) -> &'static str {
+pub(crate) fn format_name(format: Format) -> &'static str {
     match format {
         Format::JsonLines => "json_lines",
         Format::Csv => "csv",
@@ -391,7 +279,7 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
 
     for (name, sink, node) in &graph.sinks {
         check_options(p, name, sink.kind.name(), &sink.given(), sink.accepted())?;
-        attach_sink(p, &nodes[*node].stream, sink, name)?;
+        sink.build(p, name, &nodes[*node].stream)?;
     }
     if let Some(dlq) = &spec.dead_letter {
         let dead = match planner.dead.split_first() {
@@ -405,7 +293,7 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
             &dlq.given(),
             dlq.accepted(),
         )?;
-        attach_sink(p, &dead, dlq, "dead_letter")?;
+        dlq.build(p, "dead_letter", &dead)?;
     }
     let described = crate::graph::describe(p, &graph, &source_labels);
     Ok(Built {
@@ -658,10 +546,28 @@ impl<'p> Planner<'p> {
 /// records nothing would run in parallel: say so rather than ignore the setting.
 fn parallelism_warnings(p: &Pipeline, parallelism: usize) -> Vec<String> {
     let spec = &p.spec;
+    // A stdin source, a followed single file and a CSV file are read by one instance; a
+    // directory or glob spreads its files, and a JSON-lines file is split by byte ranges.
     let sources = p.source_specs();
-    let single_reader = sources
-        .iter()
-        .all(|(_, s)| matches!(s.kind, SourceKind::File | SourceKind::Stdin));
+    let single_reader = sources.iter().all(|(_, source)| match source.kind {
+        SourceKind::Stdin => true,
+        SourceKind::File => {
+            let path = source.path.as_deref().map(|path| resolve(p, path));
+            let many = path
+                .as_deref()
+                .and_then(|path| FileSelection::from_path(path, true).ok())
+                .is_some_and(|s| s.is_many());
+            let csv = source.format.map_or_else(
+                || {
+                    path.as_deref()
+                        .is_some_and(|path| Format::from_path(path) == Format::Csv)
+                },
+                |f| f == Format::Csv,
+            );
+            !many && (source.follow == Some(true) || csv)
+        }
+        _ => false,
+    });
     let repartitions = spec.steps.iter().any(|s| {
         matches!(
             s.step,
@@ -683,57 +589,6 @@ fn parallelism_warnings(p: &Pipeline, parallelism: usize) -> Vec<String> {
         p.name(),
         sources.first().map_or("file", |(_, s)| s.kind.name())
     )]
-}
-
-fn attach_sink(
-    p: &Pipeline,
-    stream: &Stream<Record>,
-    sink: &SinkSpec,
-    name: &str,
-) -> Result<(), PipelineError> {
-    match sink.kind {
-        SinkKind::Stdout => {
-            stream.write_json_lines("-").name(name);
-        }
-        SinkKind::File => {
-            let path = sink
-                .path
-                .as_ref()
-                .ok_or_else(|| p.error_at(name, "a file sink needs a `path`"))?;
-            stream.write_json_lines(resolve(p, path)).name(name);
-        }
-        SinkKind::Discard => {
-            stream.for_each(drop).name(name);
-        }
-        SinkKind::RedisStream => {
-            let need = |v: &Option<String>, key: &str| {
-                v.clone()
-                    .ok_or_else(|| p.error_at(name, format!("a redis_stream sink needs `{key}`")))
-            };
-            let mut config = weir_connectors::RedisStreamWriterConfig::new(
-                need(&sink.url, "url")?,
-                need(&sink.stream, "stream")?,
-            );
-            config.max_len = sink.max_len;
-            // Explicit, growing ids need a single writer per stream.
-            stream
-                .sink(name, move || {
-                    weir_connectors::RedisStreamSink::new(config.clone())
-                })
-                .parallelism(1);
-        }
-        SinkKind::Clickhouse => {
-            let config = crate::ingest::clickhouse_sink(p, name, sink)?;
-            stream.sink(name, move || {
-                weir_connectors::ClickHouseSink::new(config.clone())
-            });
-        }
-        SinkKind::Http => {
-            let webhook = crate::enrich::http_sink(p, name, sink)?;
-            stream.sink(name, move || webhook.clone());
-        }
-    }
-    Ok(())
 }
 
 /// Fields named by a step must exist when the record's fields are known.

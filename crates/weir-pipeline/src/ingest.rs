@@ -116,12 +116,13 @@ impl Operator<Record, Routed> for ValidateOp {
 
 pub(crate) fn redis_source(
     p: &Pipeline,
+    at: &str,
     spec: &SourceSpec,
 ) -> Result<(RedisStreamSourceConfig, String), PipelineError> {
     let need = |value: &Option<String>, key: &str| {
         value
             .clone()
-            .ok_or_else(|| p.error_at("source", format!("a redis_stream source needs `{key}`")))
+            .ok_or_else(|| p.error_at(at, format!("a redis_stream source needs `{key}`")))
     };
     let url = need(&spec.url, "url")?;
     let stream = need(&spec.stream, "stream")?;
@@ -131,17 +132,17 @@ pub(crate) fn redis_source(
     reader.block = Duration::from_millis(100);
     if let Some(n) = spec.read_count {
         if n == 0 {
-            return Err(p.error_at("source.read_count", "must be at least 1"));
+            return Err(p.error_at(&format!("{at}.read_count"), "must be at least 1"));
         }
         reader.batch_size = n;
     }
     if let Some(d) = &spec.claim_idle {
-        reader.claim_idle = duration(p, "source.claim_idle", d)?;
+        reader.claim_idle = duration(p, &format!("{at}.claim_idle"), d)?;
     }
     let stop_after_idle = spec
         .stop_after_idle
         .as_ref()
-        .map(|d| duration(p, "source.stop_after_idle", d))
+        .map(|d| duration(p, &format!("{at}.stop_after_idle"), d))
         .transpose()?;
     let claim_every = (reader.claim_idle / 2).max(Duration::from_millis(100));
     Ok((
@@ -208,6 +209,7 @@ pub(crate) fn clickhouse_sink(
 /// another's entries before that can have happened.
 pub(crate) fn check_claim_idle(
     p: &Pipeline,
+    at: &str,
     config: &RedisStreamSourceConfig,
 ) -> Result<(), PipelineError> {
     let Some(interval) = p.checkpoint_interval()? else {
@@ -215,7 +217,7 @@ pub(crate) fn check_claim_idle(
     };
     if config.reader.claim_idle <= interval {
         return Err(p.error_at(
-            "source.claim_idle",
+            &format!("{at}.claim_idle"),
             format!(
                 "must be longer than the checkpoint interval ({}): entries stay pending until a checkpoint completes, and a shorter claim_idle would take them from live consumers",
                 humantime::format_duration(interval)

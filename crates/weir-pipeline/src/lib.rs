@@ -9,6 +9,7 @@ mod aggregate;
 mod build;
 mod checkpoints;
 pub mod duration;
+mod connect;
 mod enrich;
 mod event_time;
 pub mod graph;
@@ -17,6 +18,8 @@ mod join;
 mod locate;
 pub mod multi;
 mod outputs;
+mod sink;
+mod source;
 pub mod spec;
 mod steps;
 mod unique;
@@ -24,6 +27,7 @@ mod window;
 
 pub use build::Built;
 pub use checkpoints::{AbandonEarlierRuns, CheckpointPlan, Resume};
+pub use connect::{CheckError, ConnectionCheck};
 pub use locate::locate;
 pub use outputs::Output;
 

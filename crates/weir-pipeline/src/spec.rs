@@ -142,8 +142,13 @@ impl FieldType {
 pub struct SourceSpec {
     #[serde(rename = "type")]
     pub kind: SourceKind,
-    /// file: the path (relative to the pipeline file).
+    /// file: the path (relative to the pipeline file): a file, a directory (every file in
+    /// it) or a glob whose file name has `*` or `?` (`logs/*.jsonl`).
     pub path: Option<PathBuf>,
+    /// file: keep reading as the file grows, across rotation and truncation (as `tail -F`);
+    /// for a directory or glob, also read files added while running. The run then ends only
+    /// by a stop (a signal, `stop_after_idle`, `limit`).
+    pub follow: Option<bool>,
     /// file, stdin: `json_lines` or `csv`; a file's default follows its extension (`.csv` is
     /// CSV, anything else JSON lines), stdin's is `json_lines`.
     pub format: Option<Format>,
@@ -169,7 +174,8 @@ pub struct SourceSpec {
     pub read_count: Option<usize>,
     /// redis_stream: take over entries pending this long on a dead consumer (default 60s).
     pub claim_idle: Option<String>,
-    /// redis_stream: end the input after this long without new entries (default: never).
+    /// redis_stream, followed file: stop (not drain) after this long without new input
+    /// (default: never).
     pub stop_after_idle: Option<String>,
     /// Any type: each record's event time and this source's watermarks (what the time-based
     /// steps downstream — joins, union — use). Not an option of one type: not in `given`.
@@ -204,14 +210,14 @@ impl SourceSpec {
     /// The options set in the file, by name.
     pub fn given(&self) -> Vec<&'static str> {
         set_options!(self;
-            path, format, infer_types, count, rate, fields, url, stream, group, consumer,
+            path, follow, format, infer_types, count, rate, fields, url, stream, group, consumer,
             read_count, claim_idle, stop_after_idle)
     }
 
     /// The options each type accepts.
     pub fn accepted(&self) -> &'static [&'static str] {
         match self.kind {
-            SourceKind::File => &["path", "format", "infer_types"],
+            SourceKind::File => &["path", "follow", "format", "infer_types", "stop_after_idle"],
             SourceKind::Stdin => &["format", "infer_types"],
             SourceKind::Generator => &["count", "rate", "fields"],
             SourceKind::RedisStream => &[

@@ -10,3 +10,10 @@ pub use exactly_once::{
     ExactlyOnceInserter, InsertBatch,
 };
 pub use sink::{ClickHouseSink, ClickHouseSinkConfig};
+
+/// Connectivity check: runs `SELECT 1` (with the configured user and password), within 5 s.
+pub async fn check(mut config: ClickHouseConfig) -> Result<(), crate::ConnectorError> {
+    config.timeout = std::time::Duration::from_secs(5);
+    let client = ClickHouseClient::new(config)?;
+    client.execute("SELECT 1").await
+}

@@ -105,3 +105,37 @@ async fn read_answer(
     }
     Ok(body)
 }
+
+/// Connectivity check: opens a TCP connection to the URL's host and port (within 5 s); no
+/// request is sent (a webhook may not be idempotent).
+pub fn check(url: &str) -> Result<(), crate::ConnectorError> {
+    use std::net::ToSocketAddrs;
+    let target = crate::error::redact_url(url);
+    let unreachable = |reason: String| crate::ConnectorError::Unreachable {
+        connector: "HTTP",
+        target: target.clone(),
+        reason,
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|e| crate::ConnectorError::Config {
+        key: "url",
+        reason: format!("`{target}` is not a URL: {e}"),
+    })?;
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| unreachable("the URL has no host".into()))?;
+    let port = parsed
+        .port_or_known_default()
+        .ok_or_else(|| unreachable("the URL has no port".into()))?;
+    let addrs: Vec<_> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| unreachable(format!("cannot resolve {host}: {e}")))?
+        .collect();
+    let mut last = String::from("no address");
+    for addr in addrs {
+        match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5)) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = format!("{addr}: {e}"),
+        }
+    }
+    Err(unreachable(last))
+}

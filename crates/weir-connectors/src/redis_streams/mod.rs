@@ -63,3 +63,31 @@ pub(crate) async fn ping(conn: &mut ConnectionManager, stream: &str) -> Result<(
         ))
     }
 }
+
+/// Connectivity check: connects to Redis and sends `PING` (each step within 5 s).
+pub async fn check(url: &str) -> Result<(), ConnectorError> {
+    let target = redact_url(url);
+    let unreachable = |reason: String| ConnectorError::Unreachable {
+        connector: "Redis",
+        target: target.clone(),
+        reason,
+    };
+    let client = redis::Client::open(url).map_err(|e| ConnectorError::Config {
+        key: "url",
+        reason: format!("`{target}` is not a Redis URL: {e}"),
+    })?;
+    let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection())
+        .await
+        .map_err(|_| unreachable(format!("no connection within {CONNECT_TIMEOUT:?}")))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    let pong: String =
+        tokio::time::timeout(CONNECT_TIMEOUT, redis::cmd("PING").query_async(&mut conn))
+            .await
+            .map_err(|_| unreachable(format!("no answer to PING within {CONNECT_TIMEOUT:?}")))?
+            .map_err(|e| unreachable(format!("PING failed: {e}")))?;
+    if pong == "PONG" {
+        Ok(())
+    } else {
+        Err(unreachable(format!("PING answered `{pong}`")))
+    }
+}
