@@ -11,6 +11,7 @@ mod checkpoints;
 mod enrich;
 mod ingest;
 mod join;
+pub mod lifecycle;
 mod locate;
 mod outputs;
 pub mod spec;
