@@ -284,14 +284,20 @@ impl Setup {
     }
 
     /// Waits until the table holds `n` rows (and a little longer, to see no more arrive).
-    fn wait_rows(&self, n: i64, ids: &[i64]) {
+    fn wait_rows(&self, server: &Server, n: i64, ids: &[i64]) {
         let started = Instant::now();
         while self.rows().0 < n && started.elapsed() < Duration::from_secs(90) {
             std::thread::sleep(Duration::from_millis(300));
         }
         std::thread::sleep(Duration::from_secs(1));
         let (rows, distinct, sum) = self.rows();
-        assert_eq!(rows, n, "rows in ClickHouse (losses or duplicates)");
+        if rows != n {
+            let (_, info) = call("GET", &format!("{}/v1/pipelines/{}", server.url, self.name), None);
+            panic!(
+                "{rows} rows in ClickHouse, expected {n} (losses or duplicates)\npipeline: {info}\nserver log:\n{}",
+                server.log_text()
+            );
+        }
         assert_eq!(distinct, n, "distinct ids");
         assert_eq!(sum, ids.iter().sum::<i64>(), "checksum of ids");
     }
@@ -323,7 +329,7 @@ fn ids(records: &[Record]) -> Vec<i64> {
 
 /// Posts a batch: the invalid records make the request 400 (naming each and the field, nothing
 /// appended); the valid ones are posted again and accepted. Returns the ids accepted.
-fn ingest(url: &str, from: u64, to: u64) -> Vec<i64> {
+fn ingest(url: &str, run: &str, from: u64, to: u64) -> Vec<i64> {
     let all = batch(from, to);
     let endpoint = format!("{url}/v1/ingest/analytics.pageview");
     let good = valid(&all);
@@ -339,7 +345,7 @@ fn ingest(url: &str, from: u64, to: u64) -> Vec<i64> {
             assert_eq!(b["fields"][0]["field"], "ms", "{b}");
         }
     }
-    let key = format!("batch-{from}-{to}");
+    let key = format!("{run}-{from}-{to}");
     let (status, body, _) = http(
         "POST",
         &endpoint,
@@ -407,9 +413,9 @@ fn streamhouse_over_http_with_stop_resume_restart_and_readiness() {
 
     let mut accepted = Vec::new();
     for k in 0..4 {
-        accepted.extend(ingest(&url, k * 1000, (k + 1) * 1000));
+        accepted.extend(ingest(&url, &s.name, k * 1000, (k + 1) * 1000));
     }
-    s.wait_rows(accepted.len() as i64, &accepted);
+    s.wait_rows(&server, accepted.len() as i64, &accepted);
     wait_ready(&url, 200);
 
     // ClickHouse paused (< 5 s): not ready, naming it; then ready again.
@@ -429,22 +435,22 @@ fn streamhouse_over_http_with_stop_resume_restart_and_readiness() {
     let out = remote(&["stop", &s.name], &url);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(status_of(&url, &s.name), "stopped");
-    accepted.extend(ingest(&url, 4000, 6000));
+    accepted.extend(ingest(&url, &s.name, 4000, 6000));
     let out = remote(&["resume", &s.name], &url);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(status_of(&url, &s.name), "running");
     let out = remote(&["pipelines"], &url);
     assert!(String::from_utf8_lossy(&out.stdout).contains(&s.name));
-    accepted.extend(ingest(&url, 6000, 8000));
-    s.wait_rows(accepted.len() as i64, &accepted);
+    accepted.extend(ingest(&url, &s.name, 6000, 8000));
+    s.wait_rows(&server, accepted.len() as i64, &accepted);
 
     // SIGTERM: exit 0; the next start resumes the pipeline.
-    accepted.extend(ingest(&url, 8000, 9000));
+    accepted.extend(ingest(&url, &s.name, 8000, 9000));
     assert_eq!(server.terminate(), Some(0), "{}", server.log_text());
     server.spawn();
     assert_eq!(status_of(&url, &s.name), "running", "{}", server.log_text());
-    accepted.extend(ingest(&url, 9000, 10_000));
-    s.wait_rows(accepted.len() as i64, &accepted);
+    accepted.extend(ingest(&url, &s.name, 9000, 10_000));
+    s.wait_rows(&server, accepted.len() as i64, &accepted);
     assert_eq!(accepted.len(), 9_900);
 
     // Stop and delete over HTTP.
@@ -471,7 +477,7 @@ fn kill_9_during_ingest_loses_and_duplicates_nothing() {
     let bodies: Vec<(String, Vec<Record>)> = (0..BATCHES)
         .map(|b| {
             let records: Vec<Record> = (b * 500..(b + 1) * 500).map(|i| pageview(i, false)).collect();
-            (format!("kill-{b}"), records)
+            (format!("{}-{b}", s.name), records)
         })
         .collect();
     let endpoint = format!("{url}/v1/ingest/analytics.pageview");
@@ -517,7 +523,7 @@ fn kill_9_during_ingest_loses_and_duplicates_nothing() {
     assert_eq!((status, was_replayed), (202, true), "{body}");
     assert_eq!(body["accepted"], 500);
     let all: Vec<i64> = (0..(BATCHES * 500) as i64).collect();
-    s.wait_rows(all.len() as i64, &all);
+    s.wait_rows(&server, all.len() as i64, &all);
     eprintln!("{} answered before the kill, {replayed} retries were replays", answered.len());
     assert_eq!(server.terminate(), Some(0));
     s.drop_table();

@@ -133,7 +133,7 @@ impl Ingest {
         let mut conn = self.conn().await?;
         let mut invocation = self.script.key(stream);
         if let Some(k) = key {
-            invocation.key(format!("weir:idempotency:{schema_name}:{k}"));
+            invocation.key(format!("weir:idempotency:{stream}:{k}"));
         }
         invocation.arg(self.ttl.as_secs().max(1)).arg("data");
         for p in &payloads {
