@@ -17,8 +17,33 @@ use std::process::ExitCode;
     about = "Weir: stream processing in one binary"
 )]
 struct Cli {
+    /// Log lines on standard error: `text`, or `json` (one object per line with `level`,
+    /// `message`, `time` and context such as `pipeline`, `operator`). Levels come from
+    /// `WEIR_LOG` (e.g. `info`, `weir_pipeline=debug`); by default `warn` for text and
+    /// `info` for JSON.
+    #[arg(long, global = true, env = "WEIR_LOG_FORMAT", value_name = "FORMAT", default_value = "text",
+          value_parser = parse_log_format)]
+    log_format: weir_telemetry::logs::LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+fn parse_log_format(s: &str) -> Result<weir_telemetry::logs::LogFormat, String> {
+    s.parse()
+        .map_err(|e: weir_telemetry::TelemetryError| e.to_string())
+}
+
+/// Sets up logging; the run's own progress and summary stay plain text on standard error.
+fn init_logs(
+    format: weir_telemetry::logs::LogFormat,
+) -> Result<(), weir_telemetry::TelemetryError> {
+    use weir_telemetry::logs::LogFormat;
+    let default = match format {
+        // The run's own events (started, finished, failed) are the human output already.
+        LogFormat::Text => "warn,weir::run=off",
+        LogFormat::Json => "info",
+    };
+    weir_telemetry::logs::init(format, default)
 }
 
 #[derive(Subcommand)]
@@ -49,6 +74,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = init_logs(cli.log_format) {
+        eprintln!("error: {e}");
+        return ExitCode::from(run::BAD_INPUT);
+    }
     let result = match cli.command {
         Command::Run(args) => Ok(run::run(args)),
         Command::Validate(args) => Ok(run::validate(args)),

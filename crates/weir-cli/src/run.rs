@@ -5,8 +5,9 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use weir_core::{JobMetrics, OperatorMetrics};
+use weir_core::OperatorMetrics;
 use weir_pipeline::Pipeline;
+use weir_telemetry::{Metrics, MetricsServer, Totals};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -37,6 +38,11 @@ pub struct RunArgs {
     /// Exit with status 1 if any record went to the dead-letter output.
     #[arg(long)]
     strict: bool,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` while the run lasts. ADDR is
+    /// `HOST:PORT`, or a port alone for loopback (`127.0.0.1:PORT`); port 0 picks a free one
+    /// (the address is printed).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -90,6 +96,9 @@ pub fn run(args: RunArgs) -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
+    // Events logged while the pipeline runs (on any of its threads) carry its name.
+    let span = tracing::info_span!("pipeline", pipeline = %pipeline.name());
+    let _entered = span.enter();
     let options = weir_pipeline::lifecycle::StartOptions {
         parallelism: args.parallelism,
         drain: args.drain,
@@ -99,6 +108,21 @@ pub fn run(args: RunArgs) -> ExitCode {
         },
     };
     let name = pipeline.name();
+    // The one source of truth for the progress line, the summary and `/metrics`.
+    let metrics = Metrics::new();
+    let _server = match &args.metrics_listen {
+        Some(addr) => match MetricsServer::start(addr, metrics.clone()) {
+            Ok(server) => {
+                eprintln!("{name}: metrics at http://{}/metrics", server.local_addr());
+                Some(server)
+            }
+            Err(e) => {
+                eprintln!("error: --metrics-listen: {e}");
+                return ExitCode::from(BAD_INPUT);
+            }
+        },
+        None => None,
+    };
     let job = match weir_pipeline::lifecycle::start(&pipeline, &options, &mut |n| eprintln!("{n}"))
     {
         Ok(started) => started.job,
@@ -111,6 +135,8 @@ pub fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(BAD_INPUT);
         }
     };
+    metrics.register_job(&name, job.metrics().clone());
+    tracing::info!(target: "weir::run", file = %args.file.display(), "pipeline started");
     let signals = match crate::signals::StopSignals::install() {
         Ok(s) => s,
         Err(e) => {
@@ -142,9 +168,8 @@ pub fn run(args: RunArgs) -> ExitCode {
             );
             job.stop();
         }
-        reporter.tick(job.metrics(), started.elapsed());
+        reporter.tick(&metrics, started.elapsed());
     }
-    let metrics = job.metrics().clone();
     let result = job.wait();
     reporter.finish();
     let elapsed = started.elapsed();
@@ -155,7 +180,11 @@ pub fn run(args: RunArgs) -> ExitCode {
                 Some(signal) => Outcome::Stopped(signal),
                 None => Outcome::Finished,
             };
-            let report = Report::new(&done.operators, metrics.source_records(), &outputs);
+            let totals = metrics.totals(&name).unwrap_or_default();
+            let report = Report::new(&done.operators, totals, &outputs);
+            tracing::info!(target: "weir::run", outcome = %outcome.label(), read = totals.read,
+                written = totals.written, dead_letters = totals.dead_letters,
+                seconds = elapsed.as_secs_f64(), "pipeline ended");
             summary(
                 &name,
                 &done.operators,
@@ -174,8 +203,11 @@ pub fn run(args: RunArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            let ops = metrics.snapshot();
-            let report = Report::new(&ops, metrics.source_records(), &outputs);
+            let totals = metrics.totals(&name).unwrap_or_default();
+            let ops = metrics.job(&name).map(|j| j.snapshot()).unwrap_or_default();
+            let report = Report::new(&ops, totals, &outputs);
+            tracing::error!(target: "weir::run", error = %e, read = totals.read,
+                seconds = elapsed.as_secs_f64(), "pipeline failed");
             summary(
                 &name,
                 &ops,
@@ -198,6 +230,16 @@ enum Outcome {
     Failed,
 }
 
+impl Outcome {
+    fn label(self) -> String {
+        match self {
+            Outcome::Finished => "finished".to_string(),
+            Outcome::Stopped(signal) => format!("stopped by {signal}"),
+            Outcome::Failed => "failed".to_string(),
+        }
+    }
+}
+
 /// What the summary says about the outputs.
 struct Report {
     read: u64,
@@ -208,7 +250,7 @@ struct Report {
 }
 
 impl Report {
-    fn new(ops: &[OperatorMetrics], read: u64, outputs: &[weir_pipeline::Output]) -> Self {
+    fn new(ops: &[OperatorMetrics], totals: Totals, outputs: &[weir_pipeline::Output]) -> Self {
         let written = |key: &str| {
             ops.iter()
                 .filter(|m| m.name == key)
@@ -216,14 +258,14 @@ impl Report {
                 .sum::<u64>()
         };
         let mut report = Report {
-            read,
+            read: totals.read,
             outputs: Vec::new(),
             dead_letters: 0,
             dead_letter_destination: None,
         };
         for o in outputs {
             if o.key == "dead_letter" {
-                report.dead_letters = written(&o.key);
+                report.dead_letters = totals.dead_letters;
                 report.dead_letter_destination = Some(o.destination.clone());
             } else {
                 report
@@ -265,7 +307,7 @@ impl Reporter {
         }
     }
 
-    fn tick(&mut self, metrics: &JobMetrics, elapsed: Duration) {
+    fn tick(&mut self, metrics: &Metrics, elapsed: Duration) {
         let Some(terminal) = self.mode else { return };
         let interval = if terminal {
             Duration::from_millis(500)
@@ -276,16 +318,14 @@ impl Reporter {
             return;
         }
         self.last_print = Instant::now();
-        let ops = metrics.snapshot();
-        let read = metrics.source_records();
-        let written = metrics.sink_records();
-        let errors: u64 = ops.iter().map(|m| m.errors).sum();
-        let lag: Option<i64> = ops
-            .iter()
-            .filter_map(|m| m.gauges.get("consumer_lag"))
-            .copied()
-            .reduce(|a, b| a + b);
-        let dropped: u64 = ops.iter().map(|m| m.dropped).sum();
+        let Totals {
+            read,
+            written,
+            errors,
+            dropped,
+            consumer_lag: lag,
+            ..
+        } = metrics.totals(&self.name).unwrap_or_default();
         let dt = self.last_at.elapsed().as_secs_f64();
         if dt > 0.0 {
             self.rate = (read - self.last_in) as f64 / dt;
@@ -345,11 +385,7 @@ fn summary(
     if json {
         let value = serde_json::json!({
             "pipeline": name,
-            "outcome": match outcome {
-                Outcome::Finished => "finished".to_string(),
-                Outcome::Stopped(signal) => format!("stopped by {signal}"),
-                Outcome::Failed => "failed".to_string(),
-            },
+            "outcome": outcome.label(),
             "seconds": elapsed.as_secs_f64(),
             "read": report.read,
             "outputs": report.outputs.iter().map(|(key, destination, written)| serde_json::json!({

@@ -358,6 +358,15 @@ fn ingest(url: &str, run: &str, from: u64, to: u64) -> Vec<i64> {
     ids(&good)
 }
 
+/// The sum of a metric's samples whose labels include `labels`.
+fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
 fn wait_ready(url: &str, want: u16) -> serde_json::Value {
     let started = Instant::now();
     loop {
@@ -416,6 +425,19 @@ fn streamhouse_over_http_with_stop_resume_restart_and_readiness() {
         accepted.extend(ingest(&url, &s.name, k * 1000, (k + 1) * 1000));
     }
     s.wait_rows(&server, accepted.len() as i64, &accepted);
+    // `/metrics`: what the pipeline's source read is what was ingested.
+    let (status, text) = call("GET", &format!("{url}/metrics"), None);
+    assert_eq!(status, 200);
+    let text = text.as_str().unwrap_or_default().to_string();
+    assert_eq!(
+        metric_sum(&text, "weir_records_in_total", &[("pipeline", &s.name), ("operator", "redis_stream")]),
+        accepted.len() as f64,
+        "{text}"
+    );
+    assert!(
+        metric_sum(&text, "weir_http_requests_total", &[("route", "/v1/ingest/{schema}"), ("status", "202")]) >= 4.0,
+        "{text}"
+    );
     wait_ready(&url, 200);
 
     // ClickHouse paused (< 5 s): not ready, naming it; then ready again.

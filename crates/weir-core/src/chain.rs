@@ -134,6 +134,7 @@ impl<In: Send, Out: Send, O: Operator<In, Out>> Pusher<In> for OpNode<In, Out, O
 
     fn watermark(&mut self, watermark: Timestamp) -> Result<(), JobError> {
         self.ctx.watermark = watermark;
+        self.ctx.counters.set_watermark(watermark);
         let (op, out) = (&mut self.op, &mut self.out);
         let forward = guarded(&mut self.ctx, |ctx| op.on_watermark(watermark, out, ctx))?;
         self.send_out()?;
@@ -213,6 +214,7 @@ impl<T: Send, S: Sink<T>> Pusher<T> for SinkNode<T, S> {
 
     fn watermark(&mut self, watermark: Timestamp) -> Result<(), JobError> {
         self.ctx.watermark = watermark;
+        self.ctx.counters.set_watermark(watermark);
         Ok(())
     }
 

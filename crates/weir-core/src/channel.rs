@@ -114,9 +114,15 @@ impl<T> SenderFactory<T> {
 /// Lets the job abort every channel without knowing its type.
 pub(crate) trait Close: Send + Sync {
     fn close(&self);
+    /// Records queued now, and the capacity (for metrics; takes the lock briefly).
+    fn level(&self) -> (usize, usize);
 }
 
 impl<T: Send> Close for Shared<T> {
+    fn level(&self) -> (usize, usize) {
+        (self.lock().records, self.capacity)
+    }
+
     fn close(&self) {
         let mut st = self.lock();
         st.closed = true;

@@ -157,7 +157,8 @@ pub(crate) struct CheckpointShared {
     pub(crate) total_tasks: AtomicUsize,
     failed: AtomicBool,
     failure: Mutex<Option<String>>,
-    pub(crate) completed: AtomicU64,
+    /// Outcomes, durations and sizes, for metrics.
+    pub(crate) stats: Arc<crate::metrics::CheckpointCounters>,
 }
 
 impl CheckpointShared {
@@ -174,7 +175,7 @@ impl CheckpointShared {
             total_tasks: AtomicUsize::new(0),
             failed: AtomicBool::new(false),
             failure: Mutex::new(None),
-            completed: AtomicU64::new(0),
+            stats: Arc::default(),
         }
     }
 
@@ -199,9 +200,12 @@ impl CheckpointShared {
         part: StatePart,
         bytes: Vec<u8>,
     ) -> Result<(), OperatorError> {
+        let len = bytes.len() as u64;
         self.writer(id)?
             .put(operator, instance, name, part, bytes)
-            .map_err(writing(id))
+            .map_err(writing(id))?;
+        self.stats.wrote(len);
+        Ok(())
     }
 
     /// A directory for state kept as files in the checkpoint in progress (see
@@ -230,7 +234,9 @@ impl CheckpointShared {
     ) -> Result<(), OperatorError> {
         self.writer(id)?
             .put_files(operator, instance, name, known, new_bytes)
-            .map_err(writing(id))
+            .map_err(writing(id))?;
+        self.stats.wrote(new_bytes);
+        Ok(())
     }
 
     /// A task handled barrier `id`; the last acknowledgement completes the checkpoint.
@@ -253,8 +259,11 @@ impl CheckpointShared {
         };
         // A final checkpoint after a stop leaves input (and open windows) for a later run.
         let drained = p.is_final && self.sources_stopped.load(Ordering::SeqCst) == 0;
-        let completed = p.writer.complete(drained, p.started.elapsed());
+        let duration = p.started.elapsed();
+        let completed = p.writer.complete(drained, duration);
         if let Err(e) = completed {
+            self.stats.failed();
+            tracing::error!(checkpoint = id, error = %e, "checkpoint failed");
             // Keep the slot taken: no further checkpoint starts; the job fails.
             *pending = Some(p);
             return Err(OperatorError::new(
@@ -263,11 +272,12 @@ impl CheckpointShared {
             ));
         }
         drop(pending);
-        self.completed.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(
+        self.stats.completed(duration);
+        tracing::info!(
             checkpoint = id,
             final_checkpoint = p.is_final,
-            "checkpoint complete"
+            seconds = duration.as_secs_f64(),
+            "checkpoint completed"
         );
         self.committed.store(id, Ordering::SeqCst);
         Ok(())
@@ -346,7 +356,8 @@ impl CheckpointShared {
                 continue;
             }
             if let Err(e) = self.start(next, is_final) {
-                tracing::error!(checkpoint = next, error = %e, "cannot start a checkpoint");
+                self.stats.failed();
+                tracing::error!(checkpoint = next, error = %e, "checkpoint failed: cannot start it");
                 *self.failure.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some(format!("cannot start checkpoint {next}: {e}"));
                 return;

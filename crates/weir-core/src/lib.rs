@@ -54,7 +54,10 @@ pub use message::{
     BEFORE_TIME, Barrier, CheckpointId, Clock, END_OF_TIME, Ending, ManualClock, SystemClock,
     Timestamp,
 };
-pub use metrics::{JobMetrics, OperatorMetrics};
+pub use metrics::{
+    CHECKPOINT_BUCKETS, CheckpointMetrics, InstanceMetrics, JobMetrics, OperatorHandle,
+    OperatorMetrics, PolicyMetrics, PolicyReport,
+};
 pub use operator::{Operator, OperatorContext, Sink, Source, SourceStatus};
 pub use ops::Failure;
 pub use runtime::{Config, JobResult, RunningJob};

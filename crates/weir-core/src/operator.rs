@@ -299,6 +299,12 @@ impl OperatorContext {
         self.counters.add_errors(n);
     }
 
+    /// Makes a resilience policy around this operator's calls visible in metrics under
+    /// `name` (replacing one reported before under that name). Call it once, e.g. in `open`.
+    pub fn report_policy(&self, name: &str, report: Arc<dyn crate::metrics::PolicyReport>) {
+        self.counters.add_policy(name, report);
+    }
+
     /// Processing time, in milliseconds since the epoch, from the job's clock.
     pub fn processing_time(&self) -> Timestamp {
         self.clock.now_ms()

@@ -137,7 +137,7 @@ impl RunningJob {
     pub fn checkpoints_completed(&self) -> u64 {
         self.checkpoints
             .as_ref()
-            .map_or(0, |c| c.completed.load(Ordering::Relaxed))
+            .map_or(0, |c| c.stats.completed.load(Ordering::Relaxed))
     }
 
     pub fn is_finished(&self) -> bool {
@@ -328,7 +328,8 @@ pub(crate) fn start(graph: Graph, config: &Config) -> Result<RunningJob, JobErro
         .iter()
         .map(|&p| (0..p).map(|_| Arc::new(Counters::default())).collect())
         .collect();
-    let metrics = JobMetrics {
+    let mut metrics = JobMetrics {
+        checkpoints: None,
         operators: graph
             .nodes
             .iter()
@@ -348,6 +349,7 @@ pub(crate) fn start(graph: Graph, config: &Config) -> Result<RunningJob, JobErro
         .checkpointing
         .clone()
         .map(|c| Arc::new(CheckpointShared::new(c)));
+    metrics.checkpoints = checkpoints.as_ref().map(|c| c.stats.clone());
     let mut plan = Plan {
         graph: &graph,
         parallelism,
@@ -385,6 +387,8 @@ pub(crate) fn start(graph: Graph, config: &Config) -> Result<RunningJob, JobErro
         for instance in 0..plan.parallelism[id] {
             let dropped = plan.counters[id][instance].dropped.clone();
             let (factory, receiver, closer) = kit.channel(capacity, policy, dropped);
+            // Read at scrape time for the channel's fill level.
+            let _ = plan.counters[id][instance].input.set(closer.clone());
             plan.channels[id].push(factory);
             receivers[id].push(receiver);
             closers.push(closer);
@@ -445,6 +449,9 @@ pub(crate) fn start(graph: Graph, config: &Config) -> Result<RunningJob, JobErro
     let failure = Arc::new(Mutex::new(None));
     let closers = Arc::new(closers);
     let started = Instant::now();
+    // Events on task threads carry the caller's context (e.g. a `pipeline` span) and the
+    // operator: each thread enters a span under the one current here, once.
+    let job_span = tracing::Span::current();
     let mut threads = Vec::with_capacity(tasks.len());
     for task in tasks {
         let shared = shared.clone();
@@ -452,9 +459,11 @@ pub(crate) fn start(graph: Graph, config: &Config) -> Result<RunningJob, JobErro
         let closers_for_task = closers.clone();
         let cp_for_task = checkpoints.clone();
         let name = task.name().to_string();
+        let span = tracing::info_span!(parent: &job_span, "task", operator = %name);
         let handle = std::thread::Builder::new()
             .name(format!("weir:{name}"))
             .spawn(move || {
+                let _entered = span.enter();
                 let result =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.run(&shared)));
                 let error = match result {
@@ -482,9 +491,11 @@ pub(crate) fn start(graph: Graph, config: &Config) -> Result<RunningJob, JobErro
     if let Some(cp) = &checkpoints {
         let cp = cp.clone();
         let (failure, aborted, closers) = (failure.clone(), aborted.clone(), closers.clone());
+        let span = job_span.clone();
         let coordinator = std::thread::Builder::new()
             .name("weir:checkpoints".into())
             .spawn(move || {
+                let _entered = span.enter();
                 cp.coordinate();
                 // Without checkpoints the sources would wait forever for the last one.
                 if let Some(e) = cp.failure() {

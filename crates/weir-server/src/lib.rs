@@ -27,6 +27,8 @@ pub struct App {
     pub registry: weir_schema::Registry,
     pub ingest: ingest::Ingest,
     pub ready: ready::Ready,
+    /// The one registry of `/metrics` (every pipeline's job, HTTP requests).
+    pub metrics: weir_telemetry::Metrics,
 }
 
 /// Why the server could not start or run.
@@ -53,7 +55,8 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             config.listen
         )));
     }
-    let manager = Manager::open(&config.data_dir).map_err(|e| {
+    let metrics = weir_telemetry::Metrics::new();
+    let manager = Manager::open(&config.data_dir, metrics.clone()).map_err(|e| {
         std::io::Error::new(
             e.kind(),
             format!("data dir {}: {e}", config.data_dir.display()),
@@ -80,6 +83,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         ),
         ready: ready::Ready::new(config.ready_timeout, config.ready_cache),
         registry,
+        metrics,
         manager: manager.clone(),
         config,
     });

@@ -74,6 +74,7 @@ pub enum Target {
 /// The pipelines of one server.
 pub struct Manager {
     data_dir: PathBuf,
+    metrics: weir_telemetry::Metrics,
     entries: Mutex<BTreeMap<String, Entry>>,
 }
 
@@ -87,13 +88,14 @@ fn start_error(e: StartError) -> ApiError {
 
 impl Manager {
     /// Opens (creates) the data dir.
-    pub fn open(data_dir: &Path) -> std::io::Result<Arc<Manager>> {
+    pub fn open(data_dir: &Path, metrics: weir_telemetry::Metrics) -> std::io::Result<Arc<Manager>> {
         std::fs::create_dir_all(data_dir.join("pipelines"))?;
         std::fs::create_dir_all(data_dir.join("checkpoints"))?;
         std::fs::create_dir_all(data_dir.join("schemas"))?;
         let data_dir = std::path::absolute(data_dir)?;
         Ok(Arc::new(Manager {
             data_dir,
+            metrics,
             entries: Mutex::new(BTreeMap::new()),
         }))
     }
@@ -228,6 +230,9 @@ impl Manager {
             return Err(ApiError::not_found(format!("pipeline `{name}` was deleted")));
         };
         entry.metrics = Some(started.job.metrics().clone());
+        // `/metrics` shows the current run's counters.
+        self.metrics
+            .register_job(name, started.job.metrics().clone());
         entry.job = Some(started.job);
         entry.status = Status::Running;
         entry.last_error = None;
@@ -382,6 +387,7 @@ impl Manager {
     pub async fn delete(self: &Arc<Self>, name: &str, purge: bool) -> Result<Value, ApiError> {
         self.halt(name).await?;
         self.lock().remove(name);
+        self.metrics.unregister_job(name);
         let mut removed = vec![];
         for path in [self.yaml_path(name), self.state_path(name)] {
             match std::fs::remove_file(&path) {

@@ -25,6 +25,8 @@ pub enum Role {
     Operator,
     Admin,
     Ingest,
+    /// `viewer`, or none with `metrics.public: true`.
+    Metrics,
 }
 
 impl Role {
@@ -35,6 +37,7 @@ impl Role {
             Role::Operator => "operator",
             Role::Admin => "admin",
             Role::Ingest => "ingest",
+            Role::Metrics => "viewer (none with metrics.public)",
         }
     }
 }
@@ -69,6 +72,7 @@ pub fn table() -> Vec<Route> {
     vec![
         r(Method::GET, "/health", Role::Public, "200 while the process serves requests", || get(health)),
         r(Method::GET, "/ready", Role::Public, "200 when every running pipeline's connectors answer and its checkpoints progress; else 503 with the reasons", || get(ready)),
+        r(Method::GET, "/metrics", Role::Metrics, "Prometheus (OpenMetrics) text: every pipeline's counters, HTTP requests", || get(metrics)),
         r(Method::GET, "/openapi.json", Role::Public, "This document", || get(openapi)),
         r(Method::POST, "/v1/pipelines", Role::Operator, "Submit a pipeline (YAML body) and start it: 201; 400 with file/line/key; 409 if the name is taken", || post(submit)),
         r(Method::GET, "/v1/pipelines", Role::Viewer, "Every pipeline with name, status, records in/out", || get(list)),
@@ -127,7 +131,13 @@ async fn authorize(
     let Some(role) = role else {
         return ApiError::not_found("no such route").into_response();
     };
-    let needs_token = role != Role::Public;
+    let needs_token = match role {
+        Role::Public => false,
+        Role::Metrics => !app.config.metrics_public,
+        _ => true,
+    };
+    let route = matched.as_ref().map(|m| m.as_str().to_string()).unwrap_or_default();
+    let started = std::time::Instant::now();
     if needs_token && app.config.auth_enabled {
         // The server refuses to start with authentication enabled until it exists.
         return ApiError::new(
@@ -137,7 +147,13 @@ async fn authorize(
         )
         .into_response();
     }
-    next.run(request).await
+    let response = next.run(request).await;
+    app.metrics.http_request(
+        &route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
 }
 
 /// The OpenAPI 3 document of [`table`].
@@ -189,6 +205,13 @@ async fn ready(State(app): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, weir_telemetry::CONTENT_TYPE)],
+        app.metrics.render(),
+    )
 }
 
 async fn openapi() -> impl IntoResponse {

@@ -1,0 +1,545 @@
+//! The registry: jobs by pipeline name, read at scrape time, plus the server's own HTTP
+//! metrics.
+//!
+//! Why `prometheus-client` rather than the `metrics` facade: the facade is push-only (every
+//! update goes through a global recorder, a key lookup and a dynamic call), so feeding it would
+//! mean either calls on the task threads or a copying thread. `prometheus-client` has
+//! collectors: code run at scrape time that encodes whatever it reads. The runtime already
+//! keeps per-instance atomics updated once per batch; a collector reads them, and the hot
+//! path does not change at all.
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use weir_core::{CheckpointMetrics, InstanceMetrics, JobMetrics, PolicyMetrics};
+
+/// The content type of [`Metrics::render`]'s output (OpenMetrics text, which Prometheus
+/// scrapes natively).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The name of a pipeline's dead-letter sink: what it receives is counted as
+/// `weir_dead_letters_total` (YAML pipelines name their `dead_letter:` output so).
+pub const DEAD_LETTER_SINK: &str = "dead_letter";
+
+/// Buckets (seconds) of `weir_http_request_duration_seconds`.
+const HTTP_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+type Labels = Vec<(&'static str, String)>;
+type Jobs = Arc<RwLock<BTreeMap<String, JobMetrics>>>;
+
+/// The metrics of a process: every registered job, and the server's HTTP requests.
+///
+/// Cheap to clone (clones share everything); `Send + Sync`.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    jobs: Jobs,
+    http_requests: Family<Labels, Counter>,
+    http_duration: Family<Labels, Histogram, fn() -> Histogram>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics")
+            .field("jobs", &self.pipelines())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+fn http_histogram() -> Histogram {
+    Histogram::new(HTTP_BUCKETS)
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let jobs: Jobs = Arc::default();
+        let http_requests = Family::<Labels, Counter>::default();
+        let http_duration: Family<Labels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(http_histogram);
+        let mut registry = Registry::default();
+        registry.register(
+            "weir_http_requests",
+            "HTTP requests answered, by route and status code",
+            http_requests.clone(),
+        );
+        registry.register(
+            "weir_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route",
+            http_duration.clone(),
+        );
+        registry.register_collector(Box::new(JobsCollector { jobs: jobs.clone() }));
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                jobs,
+                http_requests,
+                http_duration,
+            }),
+        }
+    }
+
+    /// Exposes a job's live counters under `pipeline` (replacing a job registered before under
+    /// that name).
+    pub fn register_job(&self, pipeline: &str, job: JobMetrics) {
+        self.jobs_mut().insert(pipeline.to_string(), job);
+    }
+
+    /// Stops exposing the job of `pipeline` (no-op if there is none).
+    pub fn unregister_job(&self, pipeline: &str) {
+        self.jobs_mut().remove(pipeline);
+    }
+
+    /// The live counters registered under `pipeline`.
+    pub fn job(&self, pipeline: &str) -> Option<JobMetrics> {
+        self.jobs_read().get(pipeline).cloned()
+    }
+
+    /// The names of the registered pipelines, sorted.
+    pub fn pipelines(&self) -> Vec<String> {
+        self.jobs_read().keys().cloned().collect()
+    }
+
+    /// The totals of `pipeline` now (what the progress line and the summary show).
+    pub fn totals(&self, pipeline: &str) -> Option<Totals> {
+        self.jobs_read().get(pipeline).map(Totals::of)
+    }
+
+    /// Counts one answered HTTP request: `route` is the route's pattern (e.g.
+    /// `/v1/pipelines/{name}`), not the concrete path, so that the label set stays small.
+    pub fn http_request(&self, route: &str, status: u16, seconds: f64) {
+        self.inner
+            .http_requests
+            .get_or_create(&vec![
+                ("route", route.to_string()),
+                ("status", status.to_string()),
+            ])
+            .inc();
+        self.inner
+            .http_duration
+            .get_or_create(&vec![("route", route.to_string())])
+            .observe(seconds);
+    }
+
+    /// Everything, in the OpenMetrics text format ([`CONTENT_TYPE`]).
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.inner.registry) {
+            // Writing into a String cannot fail; say so if it ever does rather than hide it.
+            tracing::error!(error = %e, "encoding the metrics failed");
+        }
+        text
+    }
+
+    fn jobs_read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, JobMetrics>> {
+        self.inner.jobs.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn jobs_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, JobMetrics>> {
+        self.inner.jobs.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A job's totals, as the progress line and the summary of `weir run` show them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Totals {
+    /// Records its sources read (= the sum of `weir_records_in_total` over its sources).
+    pub read: u64,
+    /// Records its sinks received (the dead-letter sink included).
+    pub written: u64,
+    /// Records routed to an error output.
+    pub errors: u64,
+    /// Records discarded by full buffers under a drop policy.
+    pub dropped: u64,
+    /// Records the dead-letter sink received.
+    pub dead_letters: u64,
+    /// Entries not yet read (or not yet acknowledged) by its sources, where they can tell.
+    pub consumer_lag: Option<i64>,
+}
+
+impl Totals {
+    pub fn of(job: &JobMetrics) -> Totals {
+        let mut t = Totals::default();
+        for op in job.operators() {
+            for i in op.instances() {
+                match op.kind() {
+                    "source" => t.read += records_in(op.kind(), &i),
+                    "sink" => {
+                        t.written += i.records_in;
+                        if op.name() == DEAD_LETTER_SINK {
+                            t.dead_letters += i.records_in;
+                        }
+                    }
+                    _ => {}
+                }
+                t.errors += i.errors;
+                t.dropped += i.dropped;
+                if let Some(lag) = consumer_lag(&i) {
+                    t.consumer_lag = Some(t.consumer_lag.unwrap_or(0) + lag);
+                }
+            }
+        }
+        t
+    }
+}
+
+/// Records that entered an operator instance. A source's input is the outside world: what it
+/// read, i.e. what it emitted (bad input included: it goes on to the dead-letter output).
+fn records_in(kind: &str, i: &InstanceMetrics) -> u64 {
+    if kind == "source" {
+        i.records_out
+    } else {
+        i.records_in
+    }
+}
+
+/// Records that left an operator instance. A sink's output is its destination: every record
+/// it takes is written there (made visible at the next checkpoint by transactional sinks).
+fn records_out(kind: &str, i: &InstanceMetrics) -> u64 {
+    if kind == "sink" {
+        i.records_in
+    } else {
+        i.records_out
+    }
+}
+
+fn consumer_lag(i: &InstanceMetrics) -> Option<i64> {
+    i.gauges
+        .iter()
+        .find(|(name, _)| *name == "consumer_lag")
+        .map(|&(_, v)| v)
+}
+
+/// One operator read at scrape time.
+struct OperatorView {
+    name: String,
+    kind: &'static str,
+    instances: Vec<InstanceMetrics>,
+    policies: Vec<(String, PolicyMetrics)>,
+}
+
+struct JobView {
+    pipeline: String,
+    operators: Vec<OperatorView>,
+    checkpoints: Option<CheckpointMetrics>,
+}
+
+#[derive(Clone, Copy)]
+enum Value {
+    Count(u64),
+    Seconds(f64),
+    Level(i64),
+    Ratio(f64),
+}
+
+/// Reads every registered job when scraped.
+struct JobsCollector {
+    jobs: Jobs,
+}
+
+impl fmt::Debug for JobsCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JobsCollector")
+    }
+}
+
+/// One metric family: its samples, written only if there is at least one.
+fn family(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric_type: MetricType,
+    samples: Vec<(Labels, Value)>,
+) -> fmt::Result {
+    if samples.is_empty() {
+        return Ok(());
+    }
+    let mut metric = encoder.encode_descriptor(name, help, None, metric_type)?;
+    for (labels, value) in &samples {
+        let mut sample = metric.encode_family(labels)?;
+        match (metric_type, *value) {
+            (MetricType::Counter, Value::Count(n)) => {
+                sample.encode_counter::<NoLabelSet, _, u64>(&n, None)?
+            }
+            (MetricType::Counter, Value::Seconds(s)) => {
+                sample.encode_counter::<NoLabelSet, _, f64>(&s, None)?
+            }
+            (_, Value::Count(n)) => sample.encode_gauge(&n)?,
+            (_, Value::Level(n)) => sample.encode_gauge(&n)?,
+            (_, Value::Seconds(s) | Value::Ratio(s)) => sample.encode_gauge(&s)?,
+        }
+    }
+    Ok(())
+}
+
+impl JobsCollector {
+    fn views(&self) -> Vec<JobView> {
+        let jobs = self.jobs.read().unwrap_or_else(|p| p.into_inner());
+        jobs.iter()
+            .map(|(pipeline, job)| JobView {
+                pipeline: pipeline.clone(),
+                operators: job
+                    .operators()
+                    .iter()
+                    .map(|op| OperatorView {
+                        name: op.name().to_string(),
+                        kind: op.kind(),
+                        instances: op.instances(),
+                        policies: op.policies(),
+                    })
+                    .collect(),
+                checkpoints: job.checkpoints(),
+            })
+            .collect()
+    }
+}
+
+fn instance_labels(job: &JobView, op: &OperatorView, i: &InstanceMetrics) -> Labels {
+    vec![
+        ("pipeline", job.pipeline.clone()),
+        ("operator", op.name.clone()),
+        ("instance", i.instance.to_string()),
+        ("kind", op.kind.to_string()),
+    ]
+}
+
+/// Samples over every operator instance of every job.
+fn per_instance(
+    views: &[JobView],
+    value: impl Fn(&OperatorView, &InstanceMetrics) -> Option<Value>,
+) -> Vec<(Labels, Value)> {
+    let mut out = Vec::new();
+    for job in views {
+        for op in &job.operators {
+            for i in &op.instances {
+                if let Some(v) = value(op, i) {
+                    out.push((instance_labels(job, op, i), v));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Samples over every resilience policy of every operator.
+fn per_policy(
+    views: &[JobView],
+    value: impl Fn(&PolicyMetrics) -> Option<Value>,
+) -> Vec<(Labels, Value)> {
+    let mut out = Vec::new();
+    for job in views {
+        for op in &job.operators {
+            for (policy, m) in &op.policies {
+                if let Some(v) = value(m) {
+                    out.push((
+                        vec![
+                            ("pipeline", job.pipeline.clone()),
+                            ("operator", op.name.clone()),
+                            ("policy", policy.clone()),
+                        ],
+                        v,
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Collector for JobsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let views = self.views();
+        let e = &mut encoder;
+        use MetricType::{Counter, Gauge};
+        family(
+            e,
+            "weir_records_in",
+            "Records that entered the operator instance (for a source: records read from its input)",
+            Counter,
+            per_instance(&views, |op, i| Some(Value::Count(records_in(op.kind, i)))),
+        )?;
+        family(
+            e,
+            "weir_records_out",
+            "Records the operator instance emitted (for a sink: records written to its destination)",
+            Counter,
+            per_instance(&views, |op, i| Some(Value::Count(records_out(op.kind, i)))),
+        )?;
+        family(
+            e,
+            "weir_records_dropped",
+            "Records discarded by the instance's full input buffer under a drop policy",
+            Counter,
+            per_instance(&views, |_, i| Some(Value::Count(i.dropped))),
+        )?;
+        family(
+            e,
+            "weir_dead_letters",
+            "Records written to the pipeline's dead-letter output",
+            Counter,
+            per_instance(&views, |op, i| {
+                (op.kind == "sink" && op.name == DEAD_LETTER_SINK)
+                    .then_some(Value::Count(i.records_in))
+            }),
+        )?;
+        family(
+            e,
+            "weir_errors",
+            "Records the operator instance routed to an error (dead-letter) output",
+            Counter,
+            per_instance(&views, |_, i| Some(Value::Count(i.errors))),
+        )?;
+        family(
+            e,
+            "weir_operator_busy_seconds",
+            "Time spent inside the operator's own code (not downstream)",
+            Counter,
+            per_instance(&views, |_, i| Some(Value::Seconds(i.busy.as_secs_f64()))),
+        )?;
+        family(
+            e,
+            "weir_channel_fill_ratio",
+            "Fill level of the instance's input channel (records queued / capacity, 0..1): backpressure",
+            Gauge,
+            per_instance(&views, |_, i| {
+                i.input_channel.map(|(queued, capacity)| {
+                    Value::Ratio((queued as f64 / capacity.max(1) as f64).min(1.0))
+                })
+            }),
+        )?;
+        let now = now_ms();
+        family(
+            e,
+            "weir_watermark_lag_seconds",
+            "Wall-clock time minus the event-time watermark at the instance's input",
+            Gauge,
+            per_instance(&views, |_, i| {
+                i.watermark
+                    .map(|w| Value::Seconds(now.saturating_sub(w) as f64 / 1000.0))
+            }),
+        )?;
+        family(
+            e,
+            "weir_consumer_lag",
+            "Entries of the source's input not yet read or not yet acknowledged",
+            Gauge,
+            per_instance(&views, |_, i| consumer_lag(i).map(Value::Level)),
+        )?;
+
+        // Checkpoints, per pipeline.
+        let with_checkpoints = || {
+            views
+                .iter()
+                .filter_map(|j| j.checkpoints.as_ref().map(|c| (j.pipeline.clone(), c)))
+        };
+        let mut outcomes = Vec::new();
+        for (pipeline, c) in with_checkpoints() {
+            for (outcome, n) in [("completed", c.completed), ("failed", c.failed)] {
+                outcomes.push((
+                    vec![("pipeline", pipeline.clone()), ("outcome", outcome.into())],
+                    Value::Count(n),
+                ));
+            }
+        }
+        family(
+            e,
+            "weir_checkpoints",
+            "Checkpoints by outcome",
+            Counter,
+            outcomes,
+        )?;
+        if with_checkpoints().next().is_some() {
+            let mut metric = e.encode_descriptor(
+                "weir_checkpoint_duration_seconds",
+                "Time from a checkpoint's start to its completion",
+                None,
+                MetricType::Histogram,
+            )?;
+            for (pipeline, c) in with_checkpoints() {
+                let labels: Labels = vec![("pipeline", pipeline)];
+                metric
+                    .encode_family(&labels)?
+                    .encode_histogram::<NoLabelSet>(
+                        c.duration_sum,
+                        c.completed,
+                        &c.duration_buckets,
+                        None,
+                    )?;
+            }
+        }
+        family(
+            e,
+            "weir_checkpoint_size_bytes",
+            "Bytes the latest completed checkpoint wrote (state linked from an earlier one not counted)",
+            Gauge,
+            with_checkpoints()
+                .filter_map(|(pipeline, c)| {
+                    c.last_size_bytes
+                        .map(|b| (vec![("pipeline", pipeline)], Value::Count(b)))
+                })
+                .collect(),
+        )?;
+
+        // Resilience policies, per operator and policy.
+        family(
+            e,
+            "weir_retries",
+            "Retries the policy scheduled (attempts after the first of a call)",
+            Counter,
+            per_policy(&views, |m| Some(Value::Count(m.retries))),
+        )?;
+        family(
+            e,
+            "weir_circuit_breaker_state",
+            "The policy's circuit breaker: 0 closed, 1 half-open, 2 open",
+            Gauge,
+            per_policy(&views, |m| m.breaker_state.map(|s| Value::Level(s.into()))),
+        )?;
+        family(
+            e,
+            "weir_rate_limited",
+            "Attempts that waited for the policy's rate limiter",
+            Counter,
+            per_policy(&views, |m| m.rate_limited.map(Value::Count)),
+        )?;
+        family(
+            e,
+            "weir_cache_hits",
+            "Calls answered from the policy's cache",
+            Counter,
+            per_policy(&views, |m| m.cache_hits.map(Value::Count)),
+        )?;
+        family(
+            e,
+            "weir_cache_misses",
+            "Calls the policy's cache could not answer",
+            Counter,
+            per_policy(&views, |m| m.cache_misses.map(Value::Count)),
+        )?;
+        Ok(())
+    }
+}
