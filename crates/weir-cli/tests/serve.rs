@@ -569,3 +569,79 @@ fn bad_config_and_non_loopback_are_refused_with_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback only"));
 }
+
+#[test]
+fn the_readme_server_session_works_as_written() {
+    let Some(redis) = block_on(testing::redis_url()) else {
+        return;
+    };
+    let Some(clickhouse) = block_on(testing::clickhouse_url()) else {
+        return;
+    };
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
+    let section = readme
+        .split("## Running the server")
+        .nth(1)
+        .expect("the README's server section");
+    let script = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|s| s.split("\n```").next())
+        .expect("the README's server session");
+    let port = free_port();
+    let stream = testing::unique_name("readme_pageviews_stream");
+    let table = testing::unique_name("readme_pageviews");
+    let script = script
+        .replace("7878", &port.to_string())
+        .replace("readme:pageviews", &stream)
+        .replace("readme_pageviews", &table)
+        .replace("redis://127.0.0.1:6390", &redis)
+        .replace("http://127.0.0.1:8124", &clickhouse);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::symlink(repo().join("examples"), dir.path().join("examples"))
+        .expect("symlink");
+    let bin = Path::new(env!("CARGO_BIN_EXE_weir"))
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new("bash")
+        .args(["-e", "-o", "pipefail", "-c", &script])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        // The README uses the default port; the test moves it with the environment layer.
+        .env("WEIR_LISTEN", format!("127.0.0.1:{port}"))
+        .env("WEIR_SERVER", format!("http://127.0.0.1:{port}"))
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bash");
+    let pid = child.id();
+    let started = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > Duration::from_secs(120) {
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains(r#"{"accepted":2}"#), "{stdout}");
+    assert!(stdout.contains(r#""field":"ts""#), "{stdout}");
+    assert!(stdout.contains("resumed: pipeline 'pageviews' is running"), "{stdout}");
+    assert!(stdout.contains(r#"weir_records_in_total{pipeline="pageviews""#), "{stdout}");
+    assert!(stderr.contains("weir serve: stopped"), "{stderr}");
+    if let Ok(client) = ClickHouseClient::new(ClickHouseConfig::new(&clickhouse)) {
+        let _ = block_on(client.execute(&format!("DROP TABLE IF EXISTS {table}")));
+    }
+    common::redis_del(&redis, &stream);
+}
