@@ -134,7 +134,10 @@ pub fn remote(command: RemoteCommand) -> ExitCode {
         match command {
             RemoteCommand::Submit(args) => {
                 let yaml = std::fs::read_to_string(&args.file).map_err(|e| {
-                    Failure::Input(format!("{}: cannot read the file: {e}", args.file.display()))
+                    Failure::Input(format!(
+                        "{}: cannot read the file: {e}",
+                        args.file.display()
+                    ))
                 })?;
                 let remote = connect(&args.remote).await?;
                 let info = remote.submit(&yaml).await?;
@@ -157,10 +160,7 @@ pub fn remote(command: RemoteCommand) -> ExitCode {
                     }
                     None => {
                         let list = remote.pipelines().await?;
-                        println!(
-                            "{:<32} {:<10} {:>12} {:>12}",
-                            "NAME", "STATUS", "IN", "OUT"
-                        );
+                        println!("{:<32} {:<10} {:>12} {:>12}", "NAME", "STATUS", "IN", "OUT");
                         for p in list["pipelines"].as_array().into_iter().flatten() {
                             println!(
                                 "{:<32} {:<10} {:>12} {:>12}",
@@ -205,7 +205,9 @@ pub fn remote(command: RemoteCommand) -> ExitCode {
         Err(Failure::Client(e)) => {
             eprintln!("error: {e}");
             match e {
-                ClientError::Server { status: 400, body, .. } => {
+                ClientError::Server {
+                    status: 400, body, ..
+                } => {
                     if let Some(file) = body["error"]["file"].as_str() {
                         eprintln!(
                             "  at {file}{}{}",

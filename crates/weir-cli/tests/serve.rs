@@ -160,7 +160,8 @@ struct Paused(String);
 
 impl Paused {
     fn clickhouse() -> Option<Paused> {
-        let dir = std::env::var("WEIR_SERVICES_DIR").unwrap_or_else(|_| "/tmp/weir-services".into());
+        let dir =
+            std::env::var("WEIR_SERVICES_DIR").unwrap_or_else(|_| "/tmp/weir-services".into());
         let pid = std::fs::read_to_string(Path::new(&dir).join("clickhouse.pid")).ok()?;
         let pid = pid.trim().to_string();
         let ok = Command::new("kill").args(["-STOP", &pid]).status().ok()?;
@@ -292,7 +293,11 @@ impl Setup {
         std::thread::sleep(Duration::from_secs(1));
         let (rows, distinct, sum) = self.rows();
         if rows != n {
-            let (_, info) = call("GET", &format!("{}/v1/pipelines/{}", server.url, self.name), None);
+            let (_, info) = call(
+                "GET",
+                &format!("{}/v1/pipelines/{}", server.url, self.name),
+                None,
+            );
             panic!(
                 "{rows} rows in ClickHouse, expected {n} (losses or duplicates)\npipeline: {info}\nserver log:\n{}",
                 server.log_text()
@@ -306,7 +311,10 @@ impl Setup {
         if let Ok(client) = ClickHouseClient::new(ClickHouseConfig::new(&self.clickhouse)) {
             let _ = block_on(client.execute(&format!("DROP TABLE IF EXISTS {}", self.table)));
         }
-        common::redis_del(&block_on(testing::redis_url()).unwrap_or_default(), &self.stream);
+        common::redis_del(
+            &block_on(testing::redis_url()).unwrap_or_default(),
+            &self.stream,
+        );
     }
 }
 
@@ -334,8 +342,13 @@ fn ingest(url: &str, run: &str, from: u64, to: u64) -> Vec<i64> {
     let endpoint = format!("{url}/v1/ingest/analytics.pageview");
     let good = valid(&all);
     if good.len() < all.len() {
-        let (status, body, _) =
-            http("POST", &endpoint, Some(("application/x-ndjson", ndjson(&all))), None).expect("ingest");
+        let (status, body, _) = http(
+            "POST",
+            &endpoint,
+            Some(("application/x-ndjson", ndjson(&all))),
+            None,
+        )
+        .expect("ingest");
         assert_eq!(status, 400, "{body}");
         let bad = body["error"]["records"].as_array().expect("records");
         assert_eq!(bad.len(), all.len() - good.len(), "{body}");
@@ -362,7 +375,11 @@ fn ingest(url: &str, run: &str, from: u64, to: u64) -> Vec<i64> {
 fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(&format!("{name}{{")))
-        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
         .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
         .sum()
 }
@@ -405,7 +422,10 @@ fn streamhouse_over_http_with_stop_resume_restart_and_readiness() {
     let (status, body) = call(
         "POST",
         &format!("{url}/v1/pipelines"),
-        Some(("application/yaml", b"name: bad\nsource:\n  type: nope\n".to_vec())),
+        Some((
+            "application/yaml",
+            b"name: bad\nsource:\n  type: nope\n".to_vec(),
+        )),
     );
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["line"], 3, "{body}");
@@ -413,11 +433,19 @@ fn streamhouse_over_http_with_stop_resume_restart_and_readiness() {
 
     // Submitted with the remote client.
     let out = remote(&["submit", s.pipeline.to_str().expect("path")], &url);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("is running"));
     // The same name again: 409.
     let yaml = std::fs::read(&s.pipeline).expect("pipeline");
-    let (status, body) = call("POST", &format!("{url}/v1/pipelines"), Some(("application/yaml", yaml)));
+    let (status, body) = call(
+        "POST",
+        &format!("{url}/v1/pipelines"),
+        Some(("application/yaml", yaml)),
+    );
     assert_eq!(status, 409, "{body}");
 
     let mut accepted = Vec::new();
@@ -430,12 +458,20 @@ fn streamhouse_over_http_with_stop_resume_restart_and_readiness() {
     assert_eq!(status, 200);
     let text = text.as_str().unwrap_or_default().to_string();
     assert_eq!(
-        metric_sum(&text, "weir_records_in_total", &[("pipeline", &s.name), ("operator", "redis_stream")]),
+        metric_sum(
+            &text,
+            "weir_records_in_total",
+            &[("pipeline", &s.name), ("operator", "redis_stream")]
+        ),
         accepted.len() as f64,
         "{text}"
     );
     assert!(
-        metric_sum(&text, "weir_http_requests_total", &[("route", "/v1/ingest/{schema}"), ("status", "202")]) >= 4.0,
+        metric_sum(
+            &text,
+            "weir_http_requests_total",
+            &[("route", "/v1/ingest/{schema}"), ("status", "202")]
+        ) >= 4.0,
         "{text}"
     );
     wait_ready(&url, 200);
@@ -455,11 +491,19 @@ fn streamhouse_over_http_with_stop_resume_restart_and_readiness() {
 
     // Stop with the remote client; ingest while stopped; resume.
     let out = remote(&["stop", &s.name], &url);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(status_of(&url, &s.name), "stopped");
     accepted.extend(ingest(&url, &s.name, 4000, 6000));
     let out = remote(&["resume", &s.name], &url);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(status_of(&url, &s.name), "running");
     let out = remote(&["pipelines"], &url);
     assert!(String::from_utf8_lossy(&out.stdout).contains(&s.name));
@@ -476,10 +520,20 @@ fn streamhouse_over_http_with_stop_resume_restart_and_readiness() {
     assert_eq!(accepted.len(), 9_900);
 
     // Stop and delete over HTTP.
-    assert_eq!(call("POST", &format!("{url}/v1/pipelines/{}/stop", s.name), None).0, 200);
-    let (status, body) = call("DELETE", &format!("{url}/v1/pipelines/{}?purge=true", s.name), None);
+    assert_eq!(
+        call("POST", &format!("{url}/v1/pipelines/{}/stop", s.name), None).0,
+        200
+    );
+    let (status, body) = call(
+        "DELETE",
+        &format!("{url}/v1/pipelines/{}?purge=true", s.name),
+        None,
+    );
     assert_eq!(status, 200, "{body}");
-    assert_eq!(call("GET", &format!("{url}/v1/pipelines/{}", s.name), None).0, 404);
+    assert_eq!(
+        call("GET", &format!("{url}/v1/pipelines/{}", s.name), None).0,
+        404
+    );
     assert_eq!(server.terminate(), Some(0));
     s.drop_table();
 }
@@ -491,14 +545,24 @@ fn kill_9_during_ingest_loses_and_duplicates_nothing() {
     let url = server.url.clone();
     s.register_schemas(&url);
     let yaml = std::fs::read(&s.pipeline).expect("pipeline");
-    assert_eq!(call("POST", &format!("{url}/v1/pipelines"), Some(("application/yaml", yaml))).0, 201);
+    assert_eq!(
+        call(
+            "POST",
+            &format!("{url}/v1/pipelines"),
+            Some(("application/yaml", yaml))
+        )
+        .0,
+        201
+    );
 
     // A client posts batches of 500 valid records, each with its own idempotency key, while
     // the server is killed with SIGKILL.
     const BATCHES: u64 = 40;
     let bodies: Vec<(String, Vec<Record>)> = (0..BATCHES)
         .map(|b| {
-            let records: Vec<Record> = (b * 500..(b + 1) * 500).map(|i| pageview(i, false)).collect();
+            let records: Vec<Record> = (b * 500..(b + 1) * 500)
+                .map(|i| pageview(i, false))
+                .collect();
             (format!("{}-{b}", s.name), records)
         })
         .collect();
@@ -509,7 +573,12 @@ fn kill_9_during_ingest_loses_and_duplicates_nothing() {
         std::thread::spawn(move || {
             let mut answered = Vec::new();
             for (key, records) in &bodies {
-                match http("POST", &endpoint, Some(("application/x-ndjson", ndjson(records))), Some(key)) {
+                match http(
+                    "POST",
+                    &endpoint,
+                    Some(("application/x-ndjson", ndjson(records))),
+                    Some(key),
+                ) {
                     Ok((202, _, _)) => answered.push(key.clone()),
                     Ok((status, body, _)) => panic!("{status} {body}"),
                     Err(_) => break, // the server died: no answer
@@ -522,8 +591,14 @@ fn kill_9_during_ingest_loses_and_duplicates_nothing() {
     std::thread::sleep(Duration::from_millis(400));
     server.kill9();
     let answered = poster.join().expect("poster");
-    assert!(!answered.is_empty(), "no request was answered before the kill");
-    assert!(answered.len() < BATCHES as usize, "the kill landed after every request");
+    assert!(
+        !answered.is_empty(),
+        "no request was answered before the kill"
+    );
+    assert!(
+        answered.len() < BATCHES as usize,
+        "the kill landed after every request"
+    );
 
     server.spawn();
     // The client retries everything not answered, with the same keys; a replay of a request
@@ -533,20 +608,33 @@ fn kill_9_during_ingest_loses_and_duplicates_nothing() {
         if answered.contains(key) {
             continue;
         }
-        let (status, body, was_replayed) =
-            http("POST", &endpoint, Some(("application/x-ndjson", ndjson(records))), Some(key)).expect("retry");
+        let (status, body, was_replayed) = http(
+            "POST",
+            &endpoint,
+            Some(("application/x-ndjson", ndjson(records))),
+            Some(key),
+        )
+        .expect("retry");
         assert_eq!(status, 202, "{body}");
         replayed += usize::from(was_replayed);
     }
     // A retry of an answered request is answered the same and appends nothing.
     let (key, records) = &bodies[0];
-    let (status, body, was_replayed) =
-        http("POST", &endpoint, Some(("application/x-ndjson", ndjson(records))), Some(key)).expect("retry");
+    let (status, body, was_replayed) = http(
+        "POST",
+        &endpoint,
+        Some(("application/x-ndjson", ndjson(records))),
+        Some(key),
+    )
+    .expect("retry");
     assert_eq!((status, was_replayed), (202, true), "{body}");
     assert_eq!(body["accepted"], 500);
     let all: Vec<i64> = (0..(BATCHES * 500) as i64).collect();
     s.wait_rows(&server, all.len() as i64, &all);
-    eprintln!("{} answered before the kill, {replayed} retries were replays", answered.len());
+    eprintln!(
+        "{} answered before the kill, {replayed} retries were replays",
+        answered.len()
+    );
     assert_eq!(server.terminate(), Some(0));
     s.drop_table();
 }
@@ -556,7 +644,11 @@ fn bad_config_and_non_loopback_are_refused_with_exit_2() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("weir.yaml");
     std::fs::write(&config, "listen: 127.0.0.1:0\ningest:\n  strems: {}\n").expect("write");
-    let out = weir().args(["serve", "--config"]).arg(&config).output().expect("serve");
+    let out = weir()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .expect("serve");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("weir.yaml:3: ingest.strems"), "{err}");
@@ -626,7 +718,9 @@ fn the_readme_server_session_works_as_written() {
     let started = Instant::now();
     while child.try_wait().expect("wait").is_none() {
         if started.elapsed() > Duration::from_secs(120) {
-            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -637,8 +731,14 @@ fn the_readme_server_session_works_as_written() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains(r#"{"accepted":2}"#), "{stdout}");
     assert!(stdout.contains(r#""field":"ts""#), "{stdout}");
-    assert!(stdout.contains("resumed: pipeline 'pageviews' is running"), "{stdout}");
-    assert!(stdout.contains(r#"weir_records_in_total{pipeline="pageviews""#), "{stdout}");
+    assert!(
+        stdout.contains("resumed: pipeline 'pageviews' is running"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r#"weir_records_in_total{pipeline="pageviews""#),
+        "{stdout}"
+    );
     assert!(stderr.contains("weir serve: stopped"), "{stderr}");
     if let Ok(client) = ClickHouseClient::new(ClickHouseConfig::new(&clickhouse)) {
         let _ = block_on(client.execute(&format!("DROP TABLE IF EXISTS {table}")));

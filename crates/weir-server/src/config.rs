@@ -311,7 +311,9 @@ fn boolean(text: &str) -> Result<bool, String> {
     match text {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),
-        _ => Err(format!("`{text}` is not a boolean: expected `true` or `false`")),
+        _ => Err(format!(
+            "`{text}` is not a boolean: expected `true` or `false`"
+        )),
     }
 }
 
@@ -366,7 +368,8 @@ mod tests {
 
     #[test]
     fn a_bad_key_is_named_with_file_and_line() {
-        let (_dir, path) = file("listen: 127.0.0.1:9000\ningest:\n  redis_url: redis://x:1\n  strems: {}\n");
+        let (_dir, path) =
+            file("listen: 127.0.0.1:9000\ningest:\n  redis_url: redis://x:1\n  strems: {}\n");
         let flags = Flags {
             config: Some(path),
             ..Flags::default()
@@ -384,6 +387,10 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("WEIR_AUTH_ENABLED"));
         let prod = |k: &str| (k == "WEIR_PROFILE").then(|| "production".to_string());
         assert!(load(&Flags::default(), &prod).expect("load").auth_enabled);
-        assert!(!load(&Flags::default(), &|_| None).expect("load").auth_enabled);
+        assert!(
+            !load(&Flags::default(), &|_| None)
+                .expect("load")
+                .auth_enabled
+        );
     }
 }

@@ -71,7 +71,10 @@ impl Ingest {
 
     /// Forgets cached schemas (a new version was registered).
     pub fn schemas_changed(&self) {
-        self.schemas.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.schemas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     fn schema(&self, name: &str) -> Result<Arc<Schema>, ApiError> {
@@ -254,7 +257,9 @@ mod tests {
         let s = schema();
         assert_eq!(validate_body(&s, br#"{"id": 1}"#).expect("one").len(), 1);
         assert_eq!(
-            validate_body(&s, br#"[{"id": 1}, {"id": 2}]"#).expect("array").len(),
+            validate_body(&s, br#"[{"id": 1}, {"id": 2}]"#)
+                .expect("array")
+                .len(),
             2
         );
         assert_eq!(

@@ -66,10 +66,8 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         .map_err(|e| ServeError::Config(format!("schema registry: {e}")))?;
     // Register the signal handlers before anything runs, so no signal finds the default
     // action.
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut interrupt =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("listen {}: {e}", config.listen)))?;

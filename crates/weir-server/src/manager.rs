@@ -88,7 +88,10 @@ fn start_error(e: StartError) -> ApiError {
 
 impl Manager {
     /// Opens (creates) the data dir.
-    pub fn open(data_dir: &Path, metrics: weir_telemetry::Metrics) -> std::io::Result<Arc<Manager>> {
+    pub fn open(
+        data_dir: &Path,
+        metrics: weir_telemetry::Metrics,
+    ) -> std::io::Result<Arc<Manager>> {
         std::fs::create_dir_all(data_dir.join("pipelines"))?;
         std::fs::create_dir_all(data_dir.join("checkpoints"))?;
         std::fs::create_dir_all(data_dir.join("schemas"))?;
@@ -227,7 +230,9 @@ impl Manager {
         let Some(entry) = entries.get_mut(name) else {
             // Deleted meanwhile.
             started.job.cancel();
-            return Err(ApiError::not_found(format!("pipeline `{name}` was deleted")));
+            return Err(ApiError::not_found(format!(
+                "pipeline `{name}` was deleted"
+            )));
         };
         entry.metrics = Some(started.job.metrics().clone());
         // `/metrics` shows the current run's counters.
@@ -445,7 +450,9 @@ impl Manager {
             if !job.is_finished() {
                 continue;
             }
-            let Some(job) = entry.job.take() else { continue };
+            let Some(job) = entry.job.take() else {
+                continue;
+            };
             let (status, desired) = match job.wait() {
                 Ok(done) => {
                     entry.last_operators = done.operators;

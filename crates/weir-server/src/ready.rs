@@ -54,7 +54,10 @@ impl Ready {
                 "error": result.as_ref().err(),
             }));
             if let Err(e) = result {
-                reasons.push(format!("{kind} {at} (pipelines {}): {e}", pipelines.join(", ")));
+                reasons.push(format!(
+                    "{kind} {at} (pipelines {}): {e}",
+                    pipelines.join(", ")
+                ));
             }
         }
         let ok = reasons.is_empty();

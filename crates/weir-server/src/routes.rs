@@ -70,25 +70,139 @@ pub fn table() -> Vec<Route> {
         }
     }
     vec![
-        r(Method::GET, "/health", Role::Public, "200 while the process serves requests", || get(health)),
-        r(Method::GET, "/ready", Role::Public, "200 when every running pipeline's connectors answer and its checkpoints progress; else 503 with the reasons", || get(ready)),
-        r(Method::GET, "/metrics", Role::Metrics, "Prometheus (OpenMetrics) text: every pipeline's counters, HTTP requests", || get(metrics)),
-        r(Method::GET, "/openapi.json", Role::Public, "This document", || get(openapi)),
-        r(Method::POST, "/v1/pipelines", Role::Operator, "Submit a pipeline (YAML body) and start it: 201; 400 with file/line/key; 409 if the name is taken", || post(submit)),
-        r(Method::GET, "/v1/pipelines", Role::Viewer, "Every pipeline with name, status, records in/out", || get(list)),
-        r(Method::GET, "/v1/pipelines/{name}", Role::Viewer, "Status, graph, per-operator metrics, checkpoints, consumer lag, last error", || get(show)),
-        r(Method::DELETE, "/v1/pipelines/{name}", Role::Admin, "Stop and forget a pipeline; checkpoints kept unless ?purge=true", || delete(remove)),
-        r(Method::POST, "/v1/pipelines/{name}/stop", Role::Operator, "Stop with a checkpoint (not a drain); 200 when stopped", || post(stop)),
-        r(Method::POST, "/v1/pipelines/{name}/resume", Role::Operator, "Resume from the latest checkpoint", || post(resume)),
-        r(Method::GET, "/v1/pipelines/{name}/dead-letters", Role::Viewer, "The newest dead letters (?limit=N) with reason and provenance", || get(dead_letters)),
-        r(Method::POST, "/v1/schemas", Role::Admin, "Register a schema (YAML or JSON body); 409 with the evolution rule it breaks", || post(register_schema)),
-        r(Method::GET, "/v1/schemas", Role::Viewer, "Every schema", || get(list_schemas)),
-        r(Method::GET, "/v1/schemas/{name}", Role::Viewer, "One schema, all versions", || get(show_schema)),
-        r(Method::POST, "/v1/ingest/{schema}", Role::Ingest, "Validate records (JSON object, array or NDJSON) and append them durably: 202 {accepted}", || post(ingest)),
-        r(Method::POST, "/v1/tasks", Role::Operator, "Submit a task (not yet implemented: 501)", || post(not_implemented)),
-        r(Method::GET, "/v1/tasks/{id}", Role::Viewer, "A task's status (not yet implemented: 501)", || get(not_implemented)),
-        r(Method::POST, "/v1/tasks/{id}/cancel", Role::Operator, "Cancel a task (not yet implemented: 501)", || post(not_implemented)),
-        r(Method::GET, "/v1/agents", Role::Viewer, "Every agent (not yet implemented: 501)", || get(not_implemented)),
+        r(
+            Method::GET,
+            "/health",
+            Role::Public,
+            "200 while the process serves requests",
+            || get(health),
+        ),
+        r(
+            Method::GET,
+            "/ready",
+            Role::Public,
+            "200 when every running pipeline's connectors answer and its checkpoints progress; else 503 with the reasons",
+            || get(ready),
+        ),
+        r(
+            Method::GET,
+            "/metrics",
+            Role::Metrics,
+            "Prometheus (OpenMetrics) text: every pipeline's counters, HTTP requests",
+            || get(metrics),
+        ),
+        r(
+            Method::GET,
+            "/openapi.json",
+            Role::Public,
+            "This document",
+            || get(openapi),
+        ),
+        r(
+            Method::POST,
+            "/v1/pipelines",
+            Role::Operator,
+            "Submit a pipeline (YAML body) and start it: 201; 400 with file/line/key; 409 if the name is taken",
+            || post(submit),
+        ),
+        r(
+            Method::GET,
+            "/v1/pipelines",
+            Role::Viewer,
+            "Every pipeline with name, status, records in/out",
+            || get(list),
+        ),
+        r(
+            Method::GET,
+            "/v1/pipelines/{name}",
+            Role::Viewer,
+            "Status, graph, per-operator metrics, checkpoints, consumer lag, last error",
+            || get(show),
+        ),
+        r(
+            Method::DELETE,
+            "/v1/pipelines/{name}",
+            Role::Admin,
+            "Stop and forget a pipeline; checkpoints kept unless ?purge=true",
+            || delete(remove),
+        ),
+        r(
+            Method::POST,
+            "/v1/pipelines/{name}/stop",
+            Role::Operator,
+            "Stop with a checkpoint (not a drain); 200 when stopped",
+            || post(stop),
+        ),
+        r(
+            Method::POST,
+            "/v1/pipelines/{name}/resume",
+            Role::Operator,
+            "Resume from the latest checkpoint",
+            || post(resume),
+        ),
+        r(
+            Method::GET,
+            "/v1/pipelines/{name}/dead-letters",
+            Role::Viewer,
+            "The newest dead letters (?limit=N) with reason and provenance",
+            || get(dead_letters),
+        ),
+        r(
+            Method::POST,
+            "/v1/schemas",
+            Role::Admin,
+            "Register a schema (YAML or JSON body); 409 with the evolution rule it breaks",
+            || post(register_schema),
+        ),
+        r(
+            Method::GET,
+            "/v1/schemas",
+            Role::Viewer,
+            "Every schema",
+            || get(list_schemas),
+        ),
+        r(
+            Method::GET,
+            "/v1/schemas/{name}",
+            Role::Viewer,
+            "One schema, all versions",
+            || get(show_schema),
+        ),
+        r(
+            Method::POST,
+            "/v1/ingest/{schema}",
+            Role::Ingest,
+            "Validate records (JSON object, array or NDJSON) and append them durably: 202 {accepted}",
+            || post(ingest),
+        ),
+        r(
+            Method::POST,
+            "/v1/tasks",
+            Role::Operator,
+            "Submit a task (not yet implemented: 501)",
+            || post(not_implemented),
+        ),
+        r(
+            Method::GET,
+            "/v1/tasks/{id}",
+            Role::Viewer,
+            "A task's status (not yet implemented: 501)",
+            || get(not_implemented),
+        ),
+        r(
+            Method::POST,
+            "/v1/tasks/{id}/cancel",
+            Role::Operator,
+            "Cancel a task (not yet implemented: 501)",
+            || post(not_implemented),
+        ),
+        r(
+            Method::GET,
+            "/v1/agents",
+            Role::Viewer,
+            "Every agent (not yet implemented: 501)",
+            || get(not_implemented),
+        ),
     ]
 }
 
@@ -136,7 +250,10 @@ async fn authorize(
         Role::Metrics => !app.config.metrics_public,
         _ => true,
     };
-    let route = matched.as_ref().map(|m| m.as_str().to_string()).unwrap_or_default();
+    let route = matched
+        .as_ref()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
     let started = std::time::Instant::now();
     if needs_token && app.config.auth_enabled {
         // The server refuses to start with authentication enabled until it exists.
@@ -209,7 +326,10 @@ async fn ready(State(app): State<AppState>) -> Response {
 
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     (
-        [(axum::http::header::CONTENT_TYPE, weir_telemetry::CONTENT_TYPE)],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            weir_telemetry::CONTENT_TYPE,
+        )],
         app.metrics.render(),
     )
 }
@@ -342,14 +462,17 @@ async fn ingest(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let key = match headers.get("idempotency-key") {
-        Some(v) => Some(v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 200).ok_or_else(
-            || {
-                ApiError::bad_request(
-                    "invalid_idempotency_key",
-                    "Idempotency-Key must be 1 to 200 visible ASCII characters",
-                )
-            },
-        )?),
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 200)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_idempotency_key",
+                        "Idempotency-Key must be 1 to 200 visible ASCII characters",
+                    )
+                })?,
+        ),
         None => None,
     };
     let accepted = app.ingest.ingest(&schema, &body, key).await?;
@@ -392,8 +515,14 @@ mod tests {
     #[test]
     fn roles_follow_the_contract() {
         assert_eq!(role_of(&Method::GET, "/health"), Some(Role::Public));
-        assert_eq!(role_of(&Method::DELETE, "/v1/pipelines/{name}"), Some(Role::Admin));
-        assert_eq!(role_of(&Method::POST, "/v1/ingest/{schema}"), Some(Role::Ingest));
+        assert_eq!(
+            role_of(&Method::DELETE, "/v1/pipelines/{name}"),
+            Some(Role::Admin)
+        );
+        assert_eq!(
+            role_of(&Method::POST, "/v1/ingest/{schema}"),
+            Some(Role::Ingest)
+        );
         assert_eq!(role_of(&Method::POST, "/v1/schemas"), Some(Role::Admin));
         assert_eq!(role_of(&Method::GET, "/v1/schemas"), Some(Role::Viewer));
         assert_eq!(role_of(&Method::GET, "/nope"), None);
