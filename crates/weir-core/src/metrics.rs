@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+/// A resilience policy reported under a name.
+type NamedPolicy = (Arc<str>, Arc<dyn PolicyReport>);
+
 /// Live counters of one operator instance.
 pub struct Counters {
     pub(crate) records_in: AtomicU64,
@@ -24,7 +27,7 @@ pub struct Counters {
     /// The latest event-time watermark at this instance's input (`BEFORE_TIME`: none yet).
     pub(crate) watermark: AtomicI64,
     /// Resilience policies around this instance's calls (retries, breaker, rate limit, cache).
-    pub(crate) policies: Mutex<Vec<(Arc<str>, Arc<dyn PolicyReport>)>>,
+    pub(crate) policies: Mutex<Vec<NamedPolicy>>,
 }
 
 impl Default for Counters {

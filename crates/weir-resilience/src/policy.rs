@@ -634,6 +634,53 @@ where
     }
 }
 
+/// 0 closed, 1 half-open, 2 open (the order of `weir_circuit_breaker_state`).
+fn breaker_level(state: crate::breaker::BreakerState) -> u8 {
+    match state {
+        crate::breaker::BreakerState::Closed => 0,
+        crate::breaker::BreakerState::HalfOpen => 1,
+        crate::breaker::BreakerState::Open => 2,
+    }
+}
+
+/// A policy reports its counters to the metrics of the operator it runs in
+/// ([`weir_core::OperatorContext::report_policy`]); they are read when metrics are scraped.
+impl<E: 'static> weir_core::PolicyReport for Policy<E> {
+    fn policy_metrics(&self) -> weir_core::PolicyMetrics {
+        weir_core::PolicyMetrics {
+            retries: self.inner.stats.retries.load(Ordering::Relaxed),
+            breaker_state: self.circuit_breaker().map(|b| breaker_level(b.state())),
+            rate_limited: self.rate_limiter().map(RateLimiter::delayed),
+            cache_hits: None,
+            cache_misses: None,
+        }
+    }
+
+    fn shared_id(&self) -> usize {
+        Arc::as_ptr(&self.inner) as *const () as usize
+    }
+}
+
+/// The policy's counters and the cache's hits and misses.
+impl<K, V, E> weir_core::PolicyReport for Cached<K, V, E>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    E: 'static,
+{
+    fn policy_metrics(&self) -> weir_core::PolicyMetrics {
+        weir_core::PolicyMetrics {
+            cache_hits: Some(self.cache.hits()),
+            cache_misses: Some(self.cache.misses()),
+            ..self.policy.policy_metrics()
+        }
+    }
+
+    fn shared_id(&self) -> usize {
+        self.policy.shared_id()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

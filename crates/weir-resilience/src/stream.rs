@@ -134,6 +134,12 @@ pub trait AsyncMapper<T>: Send + 'static {
 
     /// The output for an input whose call succeeded.
     fn complete(&self, input: T, value: Self::Value) -> Self::Output;
+
+    /// The policy (and cache) around the calls, to report in the operator's metrics as
+    /// `(policy label, counters)`; `None` when there is nothing to report.
+    fn policy_report(&self) -> Option<(&'static str, Arc<dyn weir_core::PolicyReport>)> {
+        None
+    }
 }
 
 /// Why a record left an async operator through its failure stream: the record itself, as it
@@ -362,6 +368,10 @@ where
     fn complete(&self, _input: T, value: U) -> U {
         value
     }
+
+    fn policy_report(&self) -> Option<(&'static str, Arc<dyn weir_core::PolicyReport>)> {
+        Some(("map_async", Arc::new(self.policy.clone())))
+    }
 }
 
 /// The operator: one `block_on` per batch, at most `workers` calls in flight, every call of the
@@ -393,6 +403,13 @@ where
     T: Data,
     M: AsyncMapper<T>,
 {
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        if let Some((name, report)) = self.mapper.policy_report() {
+            ctx.report_policy(name, report);
+        }
+        Ok(())
+    }
+
     fn process(
         &mut self,
         input: &mut Vec<T>,

@@ -279,4 +279,11 @@ impl AsyncMapper<Record> for HttpEnricher {
         enrichment.apply(&mut record);
         record
     }
+
+    fn policy_report(&self) -> Option<(&'static str, Arc<dyn weir_core::PolicyReport>)> {
+        Some(match &self.inner.calls {
+            Calls::Direct(policy) => ("http", Arc::new(policy.clone())),
+            Calls::Cached(cached) => ("http", Arc::new(cached.clone())),
+        })
+    }
 }

@@ -237,6 +237,12 @@ impl Shared {
 }
 
 impl Sink<Record> for HttpSink {
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        // The policy is shared by every instance: reported once in the job's metrics.
+        ctx.report_policy("http", std::sync::Arc::new(self.shared.policy.clone()));
+        Ok(())
+    }
+
     fn write(
         &mut self,
         batch: &mut Vec<Record>,
