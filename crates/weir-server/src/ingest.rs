@@ -217,8 +217,7 @@ pub fn validate_body(schema: &Schema, body: &[u8]) -> Result<Vec<Vec<u8>>, ApiEr
 fn parse_body(body: &[u8]) -> Result<Vec<Value>, ApiError> {
     let mut values = Vec::new();
     let stream = serde_json::Deserializer::from_slice(body).into_iter::<Value>();
-    let mut count = 0usize;
-    for item in stream {
+    for (count, item) in stream.enumerate() {
         let value = item.map_err(|e| {
             ApiError::bad_request(
                 "invalid_json",
@@ -235,7 +234,6 @@ fn parse_body(body: &[u8]) -> Result<Vec<Value>, ApiError> {
             Value::Array(items) if count == 0 => values.extend(items),
             other => values.push(other),
         }
-        count += 1;
     }
     Ok(values)
 }
