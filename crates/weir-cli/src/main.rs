@@ -1,6 +1,7 @@
 //! The `weir` command line.
 
 mod bench;
+mod bench_ingest;
 mod checkpoints;
 mod run;
 mod schema;

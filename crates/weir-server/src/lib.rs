@@ -44,6 +44,27 @@ pub enum ServeError {
 /// Runs the server until SIGTERM or SIGINT: then stops every pipeline with a checkpoint,
 /// finishes the requests in flight and returns.
 pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
+    // Registered before anything runs, so that no signal finds the default action.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let shutdown = async move {
+        let signal = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        eprintln!(
+            "weir serve: {signal} received: finishing requests in flight, stopping every pipeline with a checkpoint"
+        );
+    };
+    serve_until(config, shutdown, |_| {}).await
+}
+
+/// [`serve`] until `shutdown` completes; `bound` hears the address listened on.
+pub async fn serve_until(
+    config: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    bound: impl FnOnce(std::net::SocketAddr),
+) -> Result<(), ServeError> {
     if config.auth_enabled {
         return Err(ServeError::Config(
             "auth.enabled: true: authentication is not implemented yet; set auth.enabled: false (local development only; the server then listens on loopback only)".into(),
@@ -64,10 +85,6 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     })?;
     let registry = weir_schema::Registry::open(manager.registry_dir())
         .map_err(|e| ServeError::Config(format!("schema registry: {e}")))?;
-    // Register the signal handlers before anything runs, so no signal finds the default
-    // action.
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("listen {}: {e}", config.listen)))?;
@@ -104,17 +121,10 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     };
     // The address line last: a script waiting for it knows the server is up.
     eprintln!("weir serve: listening on http://{local}");
+    bound(local);
     let router = routes::router(app);
     axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let signal = tokio::select! {
-                _ = terminate.recv() => "SIGTERM",
-                _ = interrupt.recv() => "SIGINT",
-            };
-            eprintln!(
-                "weir serve: {signal} received: finishing requests in flight, stopping every pipeline with a checkpoint"
-            );
-        })
+        .with_graceful_shutdown(shutdown)
         .await?;
     poller.abort();
     manager.shutdown().await;
