@@ -1,9 +1,11 @@
 //! The `weir` command line.
 
 mod bench;
+mod bench_ingest;
 mod checkpoints;
 mod run;
 mod schema;
+mod serve;
 mod signals;
 mod token;
 
@@ -60,6 +62,18 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Make, and revoke, the bearer tokens of `weir serve`.
     Token(token::TokenArgs),
+    /// Run the server: pipelines, schemas and ingest over HTTP (see the README).
+    Serve(serve::ServeArgs),
+    /// Submit a pipeline file to a server and start it.
+    Submit(serve::SubmitArgs),
+    /// List a server's pipelines, or show one.
+    Pipelines(serve::PipelinesArgs),
+    /// Stop a pipeline on a server (with a checkpoint).
+    Stop(serve::NameArgs),
+    /// Resume a pipeline on a server from its latest checkpoint.
+    Resume(serve::NameArgs),
+    /// Tasks on a server (not yet supported).
+    Task(serve::TaskArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +89,12 @@ fn main() -> ExitCode {
         Command::Checkpoints(args) => Ok(checkpoints::run(args)),
         Command::Bench(args) => bench::run(args),
         Command::Token(args) => Ok(token::run(args)),
+        Command::Serve(args) => Ok(serve::serve(args)),
+        Command::Submit(args) => Ok(serve::remote(serve::RemoteCommand::Submit(args))),
+        Command::Pipelines(args) => Ok(serve::remote(serve::RemoteCommand::Pipelines(args))),
+        Command::Stop(args) => Ok(serve::remote(serve::RemoteCommand::Stop(args))),
+        Command::Resume(args) => Ok(serve::remote(serve::RemoteCommand::Resume(args))),
+        Command::Task(args) => Ok(serve::task(args)),
     };
     match result {
         Ok(code) => code,

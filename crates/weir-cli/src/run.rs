@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use weir_core::{Environment, OperatorMetrics};
+use weir_core::OperatorMetrics;
 use weir_pipeline::Pipeline;
 use weir_telemetry::{Metrics, MetricsServer, Totals};
 
@@ -132,72 +132,15 @@ pub fn run(args: RunArgs) -> ExitCode {
     // Events logged while the pipeline runs (on any of its threads) carry its name.
     let span = tracing::info_span!("pipeline", pipeline = %pipeline.name());
     let _entered = span.enter();
-    let mut config = pipeline.config();
-    if let Some(p) = args.parallelism {
-        config.parallelism = p;
-    }
-    config.drain_on_stop = args.drain;
-    let resume = weir_pipeline::Resume {
-        from: args.from_checkpoint,
-        ignore_state: args.ignore_state,
+    let options = weir_pipeline::lifecycle::StartOptions {
+        parallelism: args.parallelism,
+        drain: args.drain,
+        resume: weir_pipeline::Resume {
+            from: args.from_checkpoint,
+            ignore_state: args.ignore_state,
+        },
     };
-    let mut abandon = None;
-    match pipeline.checkpoint_plan(&resume) {
-        Ok(Some(mut plan)) => {
-            for skipped in &plan.skipped {
-                eprintln!("warning: {skipped}");
-            }
-            match plan.resumed {
-                Some(id) if plan.resumed_finished => eprintln!(
-                    "{}: checkpoint {id} ended a drained run: new input is a new epoch (sources continue where it ended; windows, aggregates and event time start empty; --ignore-state starts over)",
-                    pipeline.name()
-                ),
-                Some(id) => eprintln!(
-                    "{}: resuming from checkpoint {id} in {}",
-                    pipeline.name(),
-                    plan.dir.display()
-                ),
-                None => {}
-            }
-            abandon = plan.abandon.take();
-            config.checkpointing = Some(plan.checkpointing);
-        }
-        Ok(None) => {}
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(BAD_INPUT);
-        }
-    }
-    let env = Environment::with_config(config);
-    match pipeline.build(&env) {
-        Ok(built) => built
-            .warnings()
-            .iter()
-            .for_each(|w| eprintln!("warning: {w}")),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(BAD_INPUT);
-        }
-    }
     let name = pipeline.name();
-    // Recorded only now that the run is about to start: a pipeline refused above abandons
-    // nothing.
-    if let Some(abandon) = abandon {
-        match abandon.record() {
-            Ok(ids) if !ids.is_empty() => eprintln!(
-                "{name}: checkpoints {} abandoned: no later run resumes from them",
-                ids.iter()
-                    .map(u64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            Ok(_) => {}
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(RUNTIME_FAILURE);
-            }
-        }
-    }
     // The one source of truth for the progress line, the summary and `/metrics`.
     let metrics = Metrics::new();
     let _server = match &args.metrics_listen {
@@ -213,8 +156,13 @@ pub fn run(args: RunArgs) -> ExitCode {
         },
         None => None,
     };
-    let job = match env.start() {
-        Ok(job) => job,
+    let job = match weir_pipeline::lifecycle::start(&pipeline, &options, &mut |n| eprintln!("{n}"))
+    {
+        Ok(started) => started.job,
+        Err(e @ weir_pipeline::lifecycle::StartError::Checkpoint(_)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(RUNTIME_FAILURE);
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(BAD_INPUT);

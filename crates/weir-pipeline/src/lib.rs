@@ -15,6 +15,7 @@ mod event_time;
 pub mod graph;
 mod ingest;
 mod join;
+pub mod lifecycle;
 mod locate;
 pub mod multi;
 mod outputs;

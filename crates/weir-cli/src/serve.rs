@@ -1,0 +1,241 @@
+//! `weir serve` and the remote client commands (`weir submit|pipelines|stop|resume|task`).
+
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use weir_server::client::{ClientError, RemoteEnvironment};
+use weir_server::config::{self, Flags};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The server's configuration file (YAML); layered: defaults < file < `WEIR_*` < flags.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Listen address (default 127.0.0.1:7878; `WEIR_LISTEN`).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Where pipelines, checkpoints and schemas are kept (default ./weir-data; `WEIR_DATA_DIR`).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// `development` (default) or `production` (`WEIR_PROFILE`).
+    #[arg(long)]
+    profile: Option<String>,
+}
+
+pub fn serve(args: ServeArgs) -> ExitCode {
+    let flags = Flags {
+        config: args.config,
+        listen: args.listen,
+        data_dir: args.data_dir,
+        profile: args.profile,
+    };
+    let config = match config::load(&flags, &|k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(crate::run::BAD_INPUT);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(crate::run::RUNTIME_FAILURE);
+        }
+    };
+    match runtime.block_on(weir_server::serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(weir_server::ServeError::Config(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(crate::run::BAD_INPUT)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(crate::run::RUNTIME_FAILURE)
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct Remote {
+    /// The server's URL.
+    #[arg(long, env = "WEIR_SERVER", default_value = "http://127.0.0.1:7878")]
+    server: String,
+    /// A bearer token.
+    #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Args)]
+pub struct SubmitArgs {
+    /// The pipeline file (YAML).
+    file: PathBuf,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(Args)]
+pub struct PipelinesArgs {
+    /// Show this pipeline in detail.
+    name: Option<String>,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(Args)]
+pub struct NameArgs {
+    /// The pipeline's name.
+    name: String,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(Args)]
+pub struct TaskArgs {
+    /// `submit ACTION --data JSON` or `get ID`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    rest: Vec<String>,
+}
+
+/// What a remote command does.
+pub enum RemoteCommand {
+    Submit(SubmitArgs),
+    Pipelines(PipelinesArgs),
+    Stop(NameArgs),
+    Resume(NameArgs),
+}
+
+pub fn task(_args: TaskArgs) -> ExitCode {
+    eprintln!("error: tasks are not yet supported by this server version");
+    ExitCode::from(crate::run::RUNTIME_FAILURE)
+}
+
+pub fn remote(command: RemoteCommand) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(crate::run::RUNTIME_FAILURE);
+        }
+    };
+    let result = runtime.block_on(async {
+        let connect = |r: &Remote| {
+            let server = r.server.clone();
+            let token = r.token.clone();
+            async move { RemoteEnvironment::connect(&server, token.as_deref()).await }
+        };
+        match command {
+            RemoteCommand::Submit(args) => {
+                let yaml = std::fs::read_to_string(&args.file).map_err(|e| {
+                    Failure::Input(format!(
+                        "{}: cannot read the file: {e}",
+                        args.file.display()
+                    ))
+                })?;
+                let remote = connect(&args.remote).await?;
+                let info = remote.submit(&yaml).await?;
+                println!(
+                    "submitted: pipeline '{}' is {}",
+                    info["name"].as_str().unwrap_or_default(),
+                    info["status"].as_str().unwrap_or_default()
+                );
+                Ok(())
+            }
+            RemoteCommand::Pipelines(args) => {
+                let remote = connect(&args.remote).await?;
+                match &args.name {
+                    Some(name) => {
+                        let info = remote.pipeline(name).await?;
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&info).unwrap_or_default()
+                        );
+                    }
+                    None => {
+                        let list = remote.pipelines().await?;
+                        println!("{:<32} {:<10} {:>12} {:>12}", "NAME", "STATUS", "IN", "OUT");
+                        for p in list["pipelines"].as_array().into_iter().flatten() {
+                            println!(
+                                "{:<32} {:<10} {:>12} {:>12}",
+                                p["name"].as_str().unwrap_or_default(),
+                                p["status"].as_str().unwrap_or_default(),
+                                p["records_in"],
+                                p["records_out"]
+                            );
+                        }
+                    }
+                }
+                Ok(())
+            }
+            RemoteCommand::Stop(args) => {
+                let remote = connect(&args.remote).await?;
+                let info = remote.stop(&args.name).await?;
+                println!(
+                    "stopped: pipeline '{}' is {}",
+                    args.name,
+                    info["status"].as_str().unwrap_or_default()
+                );
+                Ok(())
+            }
+            RemoteCommand::Resume(args) => {
+                let remote = connect(&args.remote).await?;
+                let info = remote.resume(&args.name).await?;
+                println!(
+                    "resumed: pipeline '{}' is {}",
+                    args.name,
+                    info["status"].as_str().unwrap_or_default()
+                );
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Input(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(crate::run::BAD_INPUT)
+        }
+        Err(Failure::Client(e)) => {
+            eprintln!("error: {e}");
+            match e {
+                ClientError::Server {
+                    status: 400, body, ..
+                } => {
+                    if let Some(file) = body["error"]["file"].as_str() {
+                        eprintln!(
+                            "  at {file}{}{}",
+                            body["error"]["line"]
+                                .as_u64()
+                                .map(|l| format!(":{l}"))
+                                .unwrap_or_default(),
+                            body["error"]["key"]
+                                .as_str()
+                                .map(|k| format!(" ({k})"))
+                                .unwrap_or_default()
+                        );
+                    }
+                    ExitCode::from(crate::run::BAD_INPUT)
+                }
+                _ => ExitCode::from(crate::run::RUNTIME_FAILURE),
+            }
+        }
+    }
+}
+
+enum Failure {
+    Input(String),
+    Client(ClientError),
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        Failure::Client(e)
+    }
+}

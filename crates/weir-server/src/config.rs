@@ -1,0 +1,396 @@
+//! The server's configuration, layered: defaults (of the profile) < file < `WEIR_*` environment
+//! < command-line flags.
+//!
+//! The file is read with `yaml_serde` straight into typed structs that refuse unknown keys, so
+//! that a bad key is reported with its file and line (the `config` crate and figment merge
+//! sources into a value tree first and lose the line).
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration error: exit 2 at start, naming the key (and file and line).
+#[derive(Debug, thiserror::Error)]
+#[error("{}{}", location(.file, .line), .message)]
+pub struct ConfigError {
+    pub file: Option<String>,
+    pub line: Option<usize>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+fn location(file: &Option<String>, line: &Option<usize>) -> String {
+    match (file, line) {
+        (Some(f), Some(l)) => format!("{f}:{l}: "),
+        (Some(f), None) => format!("{f}: "),
+        _ => String::new(),
+    }
+}
+
+impl ConfigError {
+    fn key(key: &str, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: None,
+            line: None,
+            key: Some(key.to_string()),
+            message: format!("{key}: {}", message.into()),
+        }
+    }
+}
+
+/// `development` (the default) or `production`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    Development,
+    Production,
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "development" => Ok(Profile::Development),
+            "production" => Ok(Profile::Production),
+            other => Err(format!(
+                "`{other}` is not a profile: expected `development` or `production`"
+            )),
+        }
+    }
+}
+
+/// The configuration in force.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub profile: Profile,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub auth_enabled: bool,
+    pub metrics_public: bool,
+    /// Largest request body, in bytes.
+    pub body_limit: usize,
+    /// Redis that ingest appends to.
+    pub ingest_redis_url: String,
+    /// schema name → stream key.
+    pub ingest_streams: BTreeMap<String, String>,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_ttl: Duration,
+    /// `/ready`: timeout of each check and how long an answer is reused.
+    pub ready_timeout: Duration,
+    pub ready_cache: Duration,
+}
+
+impl ServerConfig {
+    /// The defaults of a profile.
+    pub fn defaults(profile: Profile) -> Self {
+        ServerConfig {
+            profile,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            data_dir: PathBuf::from("weir-data"),
+            // Production expects authentication (the security issue's; refused until then).
+            auth_enabled: profile == Profile::Production,
+            metrics_public: false,
+            body_limit: 10 << 20,
+            ingest_redis_url: "redis://127.0.0.1:6379".into(),
+            ingest_streams: BTreeMap::new(),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            ready_timeout: Duration::from_secs(1),
+            ready_cache: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    profile: Option<Profile>,
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    auth: AuthFile,
+    #[serde(default)]
+    metrics: MetricsFile,
+    #[serde(default)]
+    limits: LimitsFile,
+    #[serde(default)]
+    ingest: IngestFile,
+    #[serde(default)]
+    ready: ReadyFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFile {
+    enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsFile {
+    public: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IngestFile {
+    redis_url: Option<String>,
+    streams: Option<BTreeMap<String, String>>,
+    idempotency_ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadyFile {
+    timeout: Option<String>,
+    cache: Option<String>,
+}
+
+/// What the command line gives (the top layer).
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    pub config: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub profile: Option<String>,
+}
+
+/// Loads the layers: defaults < `flags.config` file < `env` (`WEIR_*`) < flags.
+pub fn load(
+    flags: &Flags,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ServerConfig, ConfigError> {
+    let file = match &flags.config {
+        Some(path) => Some((path.display().to_string(), read_file(path)?)),
+        None => None,
+    };
+    let file_config = file.as_ref().map(|(_, f)| f);
+    // The profile decides the defaults, so it is resolved first, over every layer.
+    let profile = match (&flags.profile, env("WEIR_PROFILE")) {
+        (Some(p), _) => p.parse().map_err(|e| ConfigError::key("--profile", e))?,
+        (None, Some(p)) => p.parse().map_err(|e| ConfigError::key("WEIR_PROFILE", e))?,
+        (None, None) => file_config
+            .and_then(|f| f.profile)
+            .unwrap_or(Profile::Development),
+    };
+    let mut c = ServerConfig::defaults(profile);
+    if let Some((name, f)) = &file {
+        let at = |key: &str, message: String| ConfigError {
+            file: Some(name.clone()),
+            line: None,
+            key: Some(key.to_string()),
+            message: format!("{key}: {message}"),
+        };
+        if let Some(l) = &f.listen {
+            c.listen = parse_addr(l).map_err(|e| at("listen", e))?;
+        }
+        if let Some(d) = &f.data_dir {
+            c.data_dir = match Path::new(name).parent() {
+                Some(dir) if d.is_relative() => dir.join(d),
+                _ => d.clone(),
+            };
+        }
+        if let Some(v) = f.auth.enabled {
+            c.auth_enabled = v;
+        }
+        if let Some(v) = f.metrics.public {
+            c.metrics_public = v;
+        }
+        if let Some(v) = f.limits.body_bytes {
+            c.body_limit = v;
+        }
+        if let Some(v) = &f.ingest.redis_url {
+            c.ingest_redis_url = v.clone();
+        }
+        if let Some(v) = &f.ingest.streams {
+            c.ingest_streams = v.clone();
+        }
+        if let Some(v) = &f.ingest.idempotency_ttl {
+            c.idempotency_ttl = duration(v).map_err(|e| at("ingest.idempotency_ttl", e))?;
+        }
+        if let Some(v) = &f.ready.timeout {
+            c.ready_timeout = duration(v).map_err(|e| at("ready.timeout", e))?;
+        }
+        if let Some(v) = &f.ready.cache {
+            c.ready_cache = duration(v).map_err(|e| at("ready.cache", e))?;
+        }
+    }
+    // Environment.
+    if let Some(v) = env("WEIR_LISTEN") {
+        c.listen = parse_addr(&v).map_err(|e| ConfigError::key("WEIR_LISTEN", e))?;
+    }
+    if let Some(v) = env("WEIR_DATA_DIR") {
+        c.data_dir = PathBuf::from(v);
+    }
+    if let Some(v) = env("WEIR_AUTH_ENABLED") {
+        c.auth_enabled = boolean(&v).map_err(|e| ConfigError::key("WEIR_AUTH_ENABLED", e))?;
+    }
+    if let Some(v) = env("WEIR_METRICS_PUBLIC") {
+        c.metrics_public = boolean(&v).map_err(|e| ConfigError::key("WEIR_METRICS_PUBLIC", e))?;
+    }
+    if let Some(v) = env("WEIR_INGEST_REDIS_URL") {
+        c.ingest_redis_url = v;
+    }
+    // Flags.
+    if let Some(l) = &flags.listen {
+        c.listen = parse_addr(l).map_err(|e| ConfigError::key("--listen", e))?;
+    }
+    if let Some(d) = &flags.data_dir {
+        c.data_dir = d.clone();
+    }
+    if c.body_limit == 0 {
+        return Err(ConfigError::key("limits.body_bytes", "must be at least 1"));
+    }
+    for (schema, stream) in &c.ingest_streams {
+        if stream.is_empty() {
+            return Err(ConfigError::key(
+                &format!("ingest.streams.{schema}"),
+                "the stream name must not be empty",
+            ));
+        }
+    }
+    Ok(c)
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: Some(name.clone()),
+        line: None,
+        key: None,
+        message: format!("cannot read the file: {e}"),
+    })?;
+    if text.trim().is_empty() {
+        return Ok(FileConfig::default());
+    }
+    serde_yaml::from_str(&text).map_err(|e| {
+        let message = e.to_string();
+        // "ingest: unknown field `strems`, expected ..." → key `ingest.strems`.
+        let key = message.split_once("unknown field `").map(|(prefix, rest)| {
+            let field = rest.split('`').next().unwrap_or_default();
+            let path = prefix
+                .split_once(": ")
+                .map(|(p, _)| p)
+                .filter(|p| !p.contains(' '));
+            match path {
+                Some(p) if !p.is_empty() => format!("{p}.{field}"),
+                _ => field.to_string(),
+            }
+        });
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_string();
+        ConfigError {
+            file: Some(name.clone()),
+            line: e.location().map(|l| l.line()),
+            message: match &key {
+                Some(k) => format!("{k}: {message}"),
+                None => message,
+            },
+            key,
+        }
+    })
+}
+
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        format!("`{text}` is not a listen address: expected IP:PORT such as `127.0.0.1:7878`")
+    })
+}
+
+fn boolean(text: &str) -> Result<bool, String> {
+    match text {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(format!(
+            "`{text}` is not a boolean: expected `true` or `false`"
+        )),
+    }
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, unit) = t
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| t.split_at(i))
+        .unwrap_or((t, "s"));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration: expected e.g. `500ms`, `1s`, `24h`"))?;
+    match unit.trim() {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!(
+            "`{text}` is not a duration: expected e.g. `500ms`, `1s`, `24h`"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("weir.yaml");
+        std::fs::write(&path, text).expect("write");
+        (dir, path)
+    }
+
+    #[test]
+    fn layers_defaults_file_env_flags() {
+        let (_dir, path) = file("listen: 127.0.0.1:9000\ningest:\n  redis_url: redis://x:1\n");
+        let mut flags = Flags {
+            config: Some(path),
+            ..Flags::default()
+        };
+        let none = |_: &str| None;
+        let c = load(&flags, &none).expect("load");
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.ingest_redis_url, "redis://x:1");
+        assert_eq!(c.ready_timeout, Duration::from_secs(1));
+        let env = |k: &str| (k == "WEIR_LISTEN").then(|| "127.0.0.1:9001".to_string());
+        assert_eq!(load(&flags, &env).expect("load").listen.port(), 9001);
+        flags.listen = Some("127.0.0.1:9002".into());
+        assert_eq!(load(&flags, &env).expect("load").listen.port(), 9002);
+    }
+
+    #[test]
+    fn a_bad_key_is_named_with_file_and_line() {
+        let (_dir, path) =
+            file("listen: 127.0.0.1:9000\ningest:\n  redis_url: redis://x:1\n  strems: {}\n");
+        let flags = Flags {
+            config: Some(path),
+            ..Flags::default()
+        };
+        let e = load(&flags, &|_| None).expect_err("bad key");
+        assert_eq!(e.line, Some(4), "{e}");
+        assert_eq!(e.key.as_deref(), Some("ingest.strems"), "{e}");
+        assert!(e.to_string().contains("weir.yaml:4: ingest.strems"), "{e}");
+    }
+
+    #[test]
+    fn bad_env_and_profiles() {
+        let env = |k: &str| (k == "WEIR_AUTH_ENABLED").then(|| "maybe".to_string());
+        let e = load(&Flags::default(), &env).expect_err("bad env");
+        assert_eq!(e.key.as_deref(), Some("WEIR_AUTH_ENABLED"));
+        let prod = |k: &str| (k == "WEIR_PROFILE").then(|| "production".to_string());
+        assert!(load(&Flags::default(), &prod).expect("load").auth_enabled);
+        assert!(
+            !load(&Flags::default(), &|_| None)
+                .expect("load")
+                .auth_enabled
+        );
+    }
+}

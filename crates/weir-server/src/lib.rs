@@ -1,0 +1,133 @@
+//! `weir serve`: the long-running platform.
+//!
+//! Owns the HTTP server (axum on tokio) with the routes of the contract (`SERVE.md`; the
+//! OpenAPI document at `/openapi.json` is made from the same route table), the pipeline
+//! manager (any number of pipelines on the runtime of `weir run`, checkpoints and desired
+//! state in the data dir, resumed after a restart), the ingest endpoint (validated records
+//! appended atomically to Redis streams, with idempotency keys), readiness checks, the layered
+//! server configuration, and the remote client ([`client::RemoteEnvironment`]).
+
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod ingest;
+pub mod manager;
+pub mod ready;
+pub mod routes;
+
+use config::ServerConfig;
+use manager::Manager;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the handlers share.
+pub struct App {
+    pub config: ServerConfig,
+    pub manager: Arc<Manager>,
+    pub registry: weir_schema::Registry,
+    pub ingest: ingest::Ingest,
+    pub ready: ready::Ready,
+    /// The one registry of `/metrics` (every pipeline's job, HTTP requests).
+    pub metrics: weir_telemetry::Metrics,
+}
+
+/// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Refused configuration (exit 2).
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the server until SIGTERM or SIGINT: then stops every pipeline with a checkpoint,
+/// finishes the requests in flight and returns.
+pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
+    // Registered before anything runs, so that no signal finds the default action.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let shutdown = async move {
+        let signal = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        eprintln!(
+            "weir serve: {signal} received: finishing requests in flight, stopping every pipeline with a checkpoint"
+        );
+    };
+    serve_until(config, shutdown, |_| {}).await
+}
+
+/// [`serve`] until `shutdown` completes; `bound` hears the address listened on.
+pub async fn serve_until(
+    config: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    bound: impl FnOnce(std::net::SocketAddr),
+) -> Result<(), ServeError> {
+    if config.auth_enabled {
+        return Err(ServeError::Config(
+            "auth.enabled: true: authentication is not implemented yet; set auth.enabled: false (local development only; the server then listens on loopback only)".into(),
+        ));
+    }
+    if !config.listen.ip().is_loopback() {
+        return Err(ServeError::Config(format!(
+            "listen {}: with auth.enabled: false the server listens on loopback only (127.0.0.1 or ::1)",
+            config.listen
+        )));
+    }
+    let metrics = weir_telemetry::Metrics::new();
+    let manager = Manager::open(&config.data_dir, metrics.clone()).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("data dir {}: {e}", config.data_dir.display()),
+        )
+    })?;
+    let registry = weir_schema::Registry::open(manager.registry_dir())
+        .map_err(|e| ServeError::Config(format!("schema registry: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("listen {}: {e}", config.listen)))?;
+    let local = listener.local_addr()?;
+    let app = Arc::new(App {
+        ingest: ingest::Ingest::new(
+            config.ingest_redis_url.clone(),
+            config.ingest_streams.clone(),
+            config.idempotency_ttl,
+            registry.clone(),
+        ),
+        ready: ready::Ready::new(config.ready_timeout, config.ready_cache),
+        registry,
+        metrics,
+        manager: manager.clone(),
+        config,
+    });
+    eprintln!(
+        "weir serve: data dir {}; authentication disabled (auth.enabled: false): local development only, listening on loopback only",
+        manager.data_dir().display()
+    );
+    for problem in manager.restore().await {
+        eprintln!("warning: {problem}");
+    }
+    let poller = {
+        let manager = manager.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                manager.poll();
+            }
+        })
+    };
+    // The address line last: a script waiting for it knows the server is up.
+    eprintln!("weir serve: listening on http://{local}");
+    bound(local);
+    let router = routes::router(app);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    poller.abort();
+    manager.shutdown().await;
+    eprintln!("weir serve: stopped");
+    Ok(())
+}
