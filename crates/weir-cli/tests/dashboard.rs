@@ -315,7 +315,10 @@ dead_letter: {{ type: file, path: dash-dead.jsonl }}
 
 async fn pages(client: &Client, url: &str) {
     // Auth is disabled: the page opens directly, without the login form.
-    client.goto(&format!("{url}/")).await.expect("open the dashboard");
+    client
+        .goto(&format!("{url}/"))
+        .await
+        .expect("open the dashboard");
     wait_for(
         client,
         "the pipelines list",
@@ -327,7 +330,11 @@ async fn pages(client: &Client, url: &str) {
         .execute("return document.getElementById('login').hidden", vec![])
         .await
         .expect("login");
-    assert_eq!(login_hidden, json!(true), "with auth disabled the page opens directly");
+    assert_eq!(
+        login_hidden,
+        json!(true),
+        "with auth disabled the page opens directly"
+    );
     // Rates rise above zero (the In/s cell of the generator's row, from the live feed).
     wait_for(
         client,
@@ -367,7 +374,11 @@ async fn pages(client: &Client, url: &str) {
         )
         .await
         .expect("edges");
-    assert_eq!(edges.as_u64(), Some(expected.len() as u64 - 1), "a chain of edges");
+    assert_eq!(
+        edges.as_u64(),
+        Some(expected.len() as u64 - 1),
+        "a chain of edges"
+    );
     wait_for(
         client,
         "the pipeline's In/s",
@@ -477,7 +488,10 @@ async fn pages(client: &Client, url: &str) {
     )
     .await;
     let before = client
-        .execute("return document.querySelectorAll('#dead-letters tr').length", vec![])
+        .execute(
+            "return document.querySelectorAll('#dead-letters tr').length",
+            vec![],
+        )
         .await
         .expect("dead letters");
     assert_eq!(before, json!(0), "no dead letter before the bad record");
@@ -506,6 +520,21 @@ async fn pages(client: &Client, url: &str) {
     )
     .await;
     assert_eq!(letters["total"], json!(1), "{letters}");
+    // The graph shows where the error went: a dashed edge from the failing step.
+    wait_for(
+        client,
+        "the dashed error edge of steps[1].map",
+        "return [...document.querySelectorAll('#graph path.edge.dashed')].filter((p) => p.style.display !== 'none').map((p) => p.dataset.from)",
+        |v| v.as_array().is_some_and(|a| a.contains(&json!("steps[1].map"))),
+    )
+    .await;
+    client
+        .execute(
+            "document.getElementById('dead-letters').scrollIntoView(); return 0",
+            vec![],
+        )
+        .await
+        .expect("scroll");
     screenshot(client, "pipeline-dead-letters").await;
 
     // Agents and tasks: the server answers 501, the page says so.
@@ -521,11 +550,18 @@ async fn pages(client: &Client, url: &str) {
     )
     .await;
     assert!(
-        notice.as_str().unwrap_or_default().contains("not available"),
+        notice
+            .as_str()
+            .unwrap_or_default()
+            .contains("not available"),
         "{notice}"
     );
     let unlabelled = client.execute(UNLABELLED, vec![]).await.expect("labels");
-    assert_eq!(unlabelled, json!([]), "controls without a label (agents page)");
+    assert_eq!(
+        unlabelled,
+        json!([]),
+        "controls without a label (agents page)"
+    );
     screenshot(client, "agents").await;
 }
 

@@ -2,9 +2,10 @@
 // throughput chart. Built once, then only attributes and texts change.
 
 const NS = 'http://www.w3.org/2000/svg';
-const W = 180, H = 46, GAP_X = 56, GAP_Y = 18, PAD = 8;
+const W = 160, H = 46, GAP_X = 40, GAP_Y = 18, PAD = 8;
 const DEAD = 'dead_letter';
 const MERGE = 'dead_letters';
+const SIDE = 'source_errors';
 
 function el(name, attrs = {}, parent = null) {
   const e = document.createElementNS(NS, name);
@@ -41,60 +42,72 @@ function setText(node, text) {
 export function drawGraph(container, graph, title) {
   container.textContent = '';
   // The main line: the source and the steps in plan order, then the sinks in one column. The
-  // dead-letter path (the `dead_letters` merger, then the `dead_letter` sink) goes below the
-  // sinks; dashed edges lead there from every operator that has routed errors.
-  const chain = graph.filter((n) => n.kind !== 'sink' && n.name !== MERGE);
+  // dead-letter path goes right of the sinks: `source_errors` (input that could not be
+  // decoded) beside them, then the `dead_letters` merger and the `dead_letter` sink. Dashed
+  // edges lead there from every operator that has routed errors.
+  const chain = graph.filter((n) => n.kind !== 'sink' && n.name !== MERGE && n.name !== SIDE);
   const sinks = graph.filter((n) => n.kind === 'sink' && n.name !== DEAD);
+  const side = graph.filter((n) => n.kind !== 'sink' && n.name === SIDE);
   const merge = graph.filter((n) => n.kind !== 'sink' && n.name === MERGE);
   const dead = graph.filter((n) => n.kind === 'sink' && n.name === DEAD);
-  const lastCol = [...sinks, ...merge, ...(merge.length ? [] : dead)];
-  const extra = merge.length ? dead : [];
-  const rows = Math.max(1, lastCol.length);
+  const columns = chain.map((n) => [n]);
+  columns.push([...sinks, ...side, ...(merge.length ? [] : dead)]);
+  if (merge.length) columns.push(merge, dead);
+  const used = columns.filter((c) => c.length);
+  const rows = Math.max(1, ...used.map((c) => c.length));
   const height = rows * H + (rows - 1) * GAP_Y + 2 * PAD;
-  const cols = chain.length + (lastCol.length ? 1 : 0) + (extra.length ? 1 : 0);
-  const width = Math.max(1, cols) * (W + GAP_X) - GAP_X + 2 * PAD;
+  const width = Math.max(1, used.length) * (W + GAP_X) - GAP_X + 2 * PAD;
   const svg = el('svg', {
     viewBox: `0 0 ${width} ${height}`, width, height, role: 'img',
     'aria-label': title, class: 'graph',
   });
   const pos = new Map();
-  const midY = (height - H) / 2;
-  chain.forEach((n, i) => pos.set(n.name, { x: PAD + i * (W + GAP_X), y: midY }));
-  lastCol.forEach((n, j) => pos.set(n.name, {
-    x: PAD + chain.length * (W + GAP_X), y: PAD + j * (H + GAP_Y),
-  }));
-  extra.forEach((n) => pos.set(n.name, {
-    x: PAD + (chain.length + 1) * (W + GAP_X), y: pos.get(MERGE).y,
-  }));
+  used.forEach((col, i) => {
+    const top = col.length === 1 && col[0].kind !== 'sink' && i < chain.length
+      ? (height - H) / 2 : PAD;
+    col.forEach((n, j) => pos.set(n.name, { x: PAD + i * (W + GAP_X), y: top + j * (H + GAP_Y) }));
+  });
+  if (merge.length) {
+    const y = pos.get(side.length ? SIDE : (sinks.length ? sinks[sinks.length - 1].name : MERGE)).y;
+    pos.get(MERGE).y = y;
+    if (dead.length) pos.get(DEAD).y = y;
+  }
   const edges = [];
   const edgeLayer = el('g', {}, svg);
-  const addEdge = (from, to, dashed) => {
+  // when(ops): whether a dashed edge is shown (errors went that way); solid edges always are.
+  const addEdge = (from, to, when) => {
     const a = pos.get(from.name), b = pos.get(to.name);
     const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2;
     const mx = (x1 + x2) / 2;
+    const dashed = !!when;
     const path = el('path', {
       d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`,
       class: dashed ? 'edge dashed' : 'edge', stroke: dashed ? '#d6453d' : fillColour(null),
       'data-from': from.name, 'data-to': to.name,
     }, edgeLayer);
+    if (dashed) path.style.display = 'none';
     const t = el('title', {}, path);
-    t.textContent = dashed ? `${from.name} → dead letters` : `${from.name} → ${to.name}`;
-    edges.push({ from, to, dashed, path, t });
+    t.textContent = `${from.name} → ${to.name}`;
+    edges.push({ from, to, when, path, t });
   };
-  for (let i = 0; i + 1 < chain.length; i++) addEdge(chain[i], chain[i + 1], false);
+  for (let i = 0; i + 1 < chain.length; i++) addEdge(chain[i], chain[i + 1], null);
   const last = chain[chain.length - 1];
-  if (last) for (const s of sinks) addEdge(last, s, false);
+  if (last) for (const s of sinks) addEdge(last, s, null);
   const deadEntry = merge[0] || dead[0];
-  if (deadEntry) for (const n of chain) addEdge(n, deadEntry, true);
-  if (merge.length && dead.length) addEdge(merge[0], dead[0], false);
+  if (deadEntry) for (const n of chain) addEdge(n, deadEntry, (ops) => (ops.get(n.name)?.e ?? 0) > 0);
+  if (side.length && chain.length) {
+    addEdge(chain[0], side[0], (ops) => (ops.get(SIDE)?.i ?? 0) > 0);
+    if (deadEntry) addEdge(side[0], deadEntry, (ops) => (ops.get(SIDE)?.o ?? 0) > 0);
+  }
+  if (merge.length && dead.length) addEdge(merge[0], dead[0], null);
   const subs = new Map();
   for (const n of graph) {
     const p = pos.get(n.name);
-    const cls = n.name === DEAD || n.name === MERGE ? 'node dead' : `node ${n.kind}`;
+    const cls = [DEAD, MERGE, SIDE].includes(n.name) ? 'node dead' : `node ${n.kind}`;
     const g = el('g', { class: cls, transform: `translate(${p.x},${p.y})`, 'data-op': n.name }, svg);
     el('rect', { width: W, height: H, rx: 6 }, g);
     const name = el('text', { x: 10, y: 18 }, g);
-    name.textContent = short(n.name, 24);
+    name.textContent = short(n.name, 21);
     const full = el('title', {}, g);
     full.textContent = `${n.name} (${n.kind}, parallelism ${n.parallelism})`;
     const sub = el('text', { x: 10, y: 36, class: 'sub' }, g);
@@ -104,14 +117,13 @@ export function drawGraph(container, graph, title) {
   container.appendChild(svg);
   return (ops, rates) => {
     for (const e of edges) {
-      const live = ops.get(e.to.name);
-      if (e.dashed) {
-        const errors = ops.get(e.from.name)?.e ?? 0;
-        const show = errors > 0 ? '' : 'none';
+      if (e.when) {
+        const show = e.when(ops) ? '' : 'none';
         if (e.path.style.display !== show) e.path.style.display = show;
-        setText(e.t, `${e.from.name} → dead letters: ${errors} errors`);
+        setText(e.t, `${e.from.name} → ${e.to.name}: errors (${ops.get(e.from.name)?.e ?? 0} routed by ${e.from.name})`);
         continue;
       }
+      const live = ops.get(e.to.name);
       const f = live ? live.f : null;
       const colour = fillColour(f);
       if (e.path.getAttribute('stroke') !== colour) e.path.setAttribute('stroke', colour);
