@@ -54,7 +54,9 @@ export function drawGraph(container, graph, title) {
   columns.push([...sinks, ...side, ...(merge.length ? [] : dead)]);
   if (merge.length) columns.push(merge, dead);
   const used = columns.filter((c) => c.length);
-  const rows = Math.max(1, ...used.map((c) => c.length));
+  // With `source_errors` beside the sinks, the merger and its sink go one row lower, so that
+  // the error edges do not pass behind it.
+  const rows = Math.max(1, ...used.map((c) => c.length)) + (side.length && merge.length ? 1 : 0);
   const height = rows * H + (rows - 1) * GAP_Y + 2 * PAD;
   const width = Math.max(1, used.length) * (W + GAP_X) - GAP_X + 2 * PAD;
   const svg = el('svg', {
@@ -68,7 +70,8 @@ export function drawGraph(container, graph, title) {
     col.forEach((n, j) => pos.set(n.name, { x: PAD + i * (W + GAP_X), y: top + j * (H + GAP_Y) }));
   });
   if (merge.length) {
-    const y = pos.get(side.length ? SIDE : (sinks.length ? sinks[sinks.length - 1].name : MERGE)).y;
+    const y = side.length ? pos.get(SIDE).y + H + GAP_Y
+      : pos.get(sinks.length ? sinks[sinks.length - 1].name : MERGE).y;
     pos.get(MERGE).y = y;
     if (dead.length) pos.get(DEAD).y = y;
   }
