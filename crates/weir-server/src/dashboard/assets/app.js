@@ -52,6 +52,13 @@ function bytes(n) {
   return `${(n / 1024 / 1024).toFixed(1)} MiB`;
 }
 
+function duration(s) {
+  const t = Math.max(0, Math.round(s));
+  if (t < 60) return `${t} s`;
+  if (t < 3600) return `${Math.floor(t / 60)} min ${t % 60} s`;
+  return `${Math.floor(t / 3600)} h ${Math.floor((t % 3600) / 60)} min`;
+}
+
 function seconds(s) {
   if (s === null || s === undefined) return '–';
   return s < 1 ? `${Math.round(s * 1000)} ms` : `${s.toFixed(2)} s`;
@@ -421,7 +428,7 @@ function pipelineView(root, name) {
     setText(kv.ro, r ? fmtRate(r.o) : '–');
     setText(kv.lag, num(p.lag));
     setText(kv.dead, num(p.dead));
-    setText(kv.up, detail && statusNow === 'running' ? `${Math.round(detail.seconds_since_start)} s at load` : statusNow);
+    setText(kv.up, detail && statusNow === 'running' ? duration(detail.seconds_since_start + (Date.now() - loadedAt) / 1000) : '–');
     const ops = new Map(p.ops.map((o) => [o.n, o]));
     const opRates = r ? r.ops : new Map();
     if (updateGraph) updateGraph(ops, opRates);
