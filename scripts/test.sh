@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh start
+# The dashboard's browser test needs headless Chromium and chromedriver.
+bash scripts/browser.sh
 # With the services started here, a test that cannot reach one fails instead of skipping.
 export WEIR_REQUIRE_SERVICES=1
 # Property tests (proptest) draw the same cases on every run of this script, so a red run can be

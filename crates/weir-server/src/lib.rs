@@ -9,7 +9,9 @@
 
 pub mod client;
 pub mod config;
+pub mod dashboard;
 pub mod error;
+pub mod events;
 pub mod ingest;
 pub mod manager;
 pub mod ready;

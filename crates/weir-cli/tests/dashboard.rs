@@ -1,0 +1,580 @@
+//! The dashboard of `weir serve` in a real headless Chromium (Debian's `chromium` and
+//! `chromium-driver`, installed by `scripts/browser.sh`), driven over WebDriver: `weir serve`
+//! as a process, two pipelines (an endless generator and a Redis stream fed through
+//! `POST /v1/ingest/{schema}` with a dead-letter file), then the pages: every operator in the
+//! graph, rates above zero, a dead letter after a bad record is ingested, Stop and Resume from
+//! the buttons (checked through the API), the agents-and-tasks panel, labels on every control,
+//! and Tab reaching the Stop button. Screenshots go to `target/dashboard-screenshots/`.
+//!
+//! Without Chromium (or Redis) the test skips, unless `WEIR_REQUIRE_SERVICES=1` (CI, through
+//! `scripts/test.sh`), where it fails.
+
+mod common;
+use common::{redis_del, repo, weir};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use weir_connectors::{block_on, testing};
+
+/// How long any awaited state may take (generous: the machine is shared).
+const PATIENCE: Duration = Duration::from_secs(90);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A child process killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn on_path(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+/// chromedriver and the browser, or None (skip) when missing outside CI.
+fn browser() -> Option<(PathBuf, PathBuf)> {
+    let driver = on_path("chromedriver");
+    let chromium = on_path("chromium").or_else(|| on_path("chromium-browser"));
+    match (driver, chromium) {
+        (Some(d), Some(c)) => Some((d, c)),
+        _ if std::env::var("WEIR_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+            panic!("chromium and chromedriver are required: run `bash scripts/browser.sh`")
+        }
+        _ => {
+            eprintln!("skipped: chromium/chromedriver not installed (bash scripts/browser.sh)");
+            None
+        }
+    }
+}
+
+/// Starts `weir serve`; returns the process and the log file (standard error copied there).
+fn start_server(config: &Path, data: &Path, port: u16, log: &Path) -> Killed {
+    let mut child = weir()
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn weir serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut file = std::fs::File::create(log).expect("log");
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut told = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = writeln!(file, "{line}");
+            if !told && line.contains("listening on") {
+                told = true;
+                let _ = tx.send(());
+            }
+        }
+    });
+    let server = Killed(child);
+    if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        panic!(
+            "weir serve did not start: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+    server
+}
+
+async fn api(method: &str, url: &str, body: Option<(&str, String)>) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut req = client.request(method.clone(), url);
+    if let Some((content_type, b)) = body {
+        req = req.header("content-type", content_type).body(b);
+    }
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Runs `script` (a function body returning a value) in the page until `check` accepts its
+/// result; panics with `what` and the last result after [`PATIENCE`].
+async fn wait_for(
+    client: &Client,
+    what: &str,
+    script: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let started = Instant::now();
+    loop {
+        let value = client.execute(script, vec![]).await.unwrap_or(Value::Null);
+        if check(&value) {
+            return value;
+        }
+        if started.elapsed() > PATIENCE {
+            panic!("{what}: still {value} after {PATIENCE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn screenshot(client: &Client, name: &str) {
+    let png = client.screenshot().await.expect("screenshot");
+    let dir = repo().join("target/dashboard-screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
+}
+
+/// The controls of the page that have no accessible label (aria-label, aria-labelledby or a
+/// <label>), as "tag#id" strings.
+const UNLABELLED: &str = r#"
+return [...document.querySelectorAll('button, input, select, textarea')]
+  .filter((e) => e.type !== 'hidden')
+  .filter((e) => !((e.getAttribute('aria-label') || '').trim()
+    || e.getAttribute('aria-labelledby') || (e.labels && e.labels.length)))
+  .map((e) => `${e.tagName.toLowerCase()}#${e.id}`);
+"#;
+
+#[test]
+fn the_dashboard_shows_and_drives_the_pipelines_in_a_real_browser() {
+    let Some(redis) = block_on(testing::redis_url()) else {
+        return;
+    };
+    let Some((chromedriver, chromium)) = browser() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stream = testing::unique_name("dash_readings");
+    let config = dir.path().join("weir.yaml");
+    std::fs::write(
+        &config,
+        format!("ingest:\n  redis_url: {redis}\n  streams:\n    dash.reading: {stream}\n"),
+    )
+    .expect("config");
+    let port = free_port();
+    let log = dir.path().join("serve.log");
+    let server = start_server(&config, &dir.path().join("data"), port, &log);
+    let url = format!("http://127.0.0.1:{port}");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let result = runtime.block_on(scenario(&url, &redis, &stream, &chromedriver, &chromium));
+    drop(server);
+    redis_del(&redis, &stream);
+    if let Err(panic) = result {
+        eprintln!(
+            "server log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// The browser part; a panic is returned (after closing the browser) so the caller can print
+/// the server's log.
+async fn scenario(
+    url: &str,
+    redis: &str,
+    stream: &str,
+    chromedriver: &Path,
+    chromium: &Path,
+) -> Result<(), Box<dyn std::any::Any + Send>> {
+    // The pipelines: an endless generator, and a Redis stream fed through ingest whose `map`
+    // divides by a field (a 0 makes a dead letter).
+    let (status, body) = api(
+        "POST",
+        &format!("{url}/v1/schemas"),
+        Some((
+            "application/yaml",
+            "name: dash.reading\nfields:\n  - { name: id, type: int, required: true }\n  - { name: value, type: int, required: true }\n".into(),
+        )),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let generator = "name: dash_gen
+settings: { checkpoint: { interval: 500ms } }
+source:
+  type: generator
+  rate: 300
+  fields: { id: id, k: \"id % 10\" }
+steps:
+  - filter: \"k < 8\"
+  - map: { double: \"id * 2\" }
+sink: { type: discard }
+";
+    let ingest = format!(
+        "name: dash_ingest
+settings: {{ checkpoint: {{ interval: 300ms }} }}
+source: {{ type: redis_stream, url: \"{redis}\", stream: {stream}, group: dash }}
+steps:
+  - validate: dash.reading
+  - map: {{ inverse: \"100 / value\" }}
+sink: {{ type: discard }}
+dead_letter: {{ type: file, path: dash-dead.jsonl }}
+"
+    );
+    for yaml in [generator.to_string(), ingest] {
+        let (status, body) = api(
+            "POST",
+            &format!("{url}/v1/pipelines"),
+            Some(("application/yaml", yaml)),
+        )
+        .await;
+        assert_eq!(status, 201, "submit: {body}");
+    }
+    let (status, body) = api(
+        "POST",
+        &format!("{url}/v1/ingest/dash.reading"),
+        Some((
+            "application/json",
+            r#"[{"id": 1, "value": 5}, {"id": 2, "value": 4}]"#.into(),
+        )),
+    )
+    .await;
+    assert_eq!(status, 202, "ingest: {body}");
+
+    let driver_port = free_port();
+    let driver = Killed(
+        Command::new(chromedriver)
+            .arg(format!("--port={driver_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn chromedriver"),
+    );
+    let profile = tempfile::tempdir().expect("profile dir");
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chromium,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1400,1000",
+                format!("--user-data-dir={}", profile.path().display()),
+            ],
+        }),
+    );
+    let connect = async {
+        let started = Instant::now();
+        loop {
+            match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(caps.clone())
+                .connect(&format!("http://127.0.0.1:{driver_port}"))
+                .await
+            {
+                Ok(c) => return c,
+                Err(e) if started.elapsed() < Duration::from_secs(60) => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("cannot start the browser through chromedriver: {e}"),
+            }
+        }
+    };
+    let client = connect.await;
+    let outcome = {
+        let (client, url) = (client.clone(), url.to_string());
+        tokio::spawn(async move { pages(&client, &url).await })
+            .await
+            .map_err(|e| match e.try_into_panic() {
+                Ok(panic) => panic,
+                Err(e) => Box::new(e.to_string()),
+            })
+    };
+    let _ = client.close().await;
+    drop(driver);
+    outcome
+}
+
+async fn pages(client: &Client, url: &str) {
+    // Auth is disabled: the page opens directly, without the login form.
+    client
+        .goto(&format!("{url}/"))
+        .await
+        .expect("open the dashboard");
+    wait_for(
+        client,
+        "the pipelines list",
+        "return document.querySelectorAll('#pipelines tr').length",
+        |v| v.as_u64() == Some(2),
+    )
+    .await;
+    let login_hidden = client
+        .execute("return document.getElementById('login').hidden", vec![])
+        .await
+        .expect("login");
+    assert_eq!(
+        login_hidden,
+        json!(true),
+        "with auth disabled the page opens directly"
+    );
+    // Rates rise above zero (the In/s cell of the generator's row, from the live feed).
+    wait_for(
+        client,
+        "the generator's In/s in the list",
+        "const c = document.querySelector('tr[data-pipeline=\"dash_gen\"] td:nth-child(3)'); return c ? parseFloat(c.textContent) : null",
+        |v| v.as_f64().is_some_and(|x| x > 0.0),
+    )
+    .await;
+    screenshot(client, "pipelines").await;
+
+    // The generator's page: every operator of the API's graph is a node.
+    let (_, detail) = api("GET", &format!("{url}/v1/pipelines/dash_gen"), None).await;
+    let mut expected: Vec<String> = detail["graph"]
+        .as_array()
+        .expect("graph")
+        .iter()
+        .map(|n| n["name"].as_str().expect("name").to_string())
+        .collect();
+    assert!(expected.len() >= 3, "source, steps and sink: {detail}");
+    expected.sort();
+    client
+        .goto(&format!("{url}/#/p/dash_gen"))
+        .await
+        .expect("pipeline page");
+    let nodes = wait_for(
+        client,
+        "the graph's nodes",
+        "return [...document.querySelectorAll('#graph svg g.node')].map((g) => g.dataset.op).sort()",
+        |v| v.as_array().is_some_and(|a| !a.is_empty()),
+    )
+    .await;
+    assert_eq!(nodes, json!(expected), "the graph shows every operator");
+    let edges = client
+        .execute(
+            "return document.querySelectorAll('#graph svg path.edge:not(.dashed)').length",
+            vec![],
+        )
+        .await
+        .expect("edges");
+    assert_eq!(
+        edges.as_u64(),
+        Some(expected.len() as u64 - 1),
+        "a chain of edges"
+    );
+    wait_for(
+        client,
+        "the pipeline's In/s",
+        "return parseFloat(document.getElementById('kv-ri').textContent)",
+        |v| v.as_f64().is_some_and(|x| x > 0.0),
+    )
+    .await;
+    wait_for(
+        client,
+        "an operator's In/s in the operators table",
+        "return Math.max(...[...document.querySelectorAll('#operators tr td:nth-child(3)')].map((c) => parseFloat(c.textContent) || 0))",
+        |v| v.as_f64().is_some_and(|x| x > 0.0),
+    )
+    .await;
+    wait_for(
+        client,
+        "the throughput chart",
+        "return document.querySelector('#chart polyline.in').getAttribute('points').split(' ').length",
+        |v| v.as_u64().is_some_and(|n| n >= 2),
+    )
+    .await;
+    screenshot(client, "pipeline").await;
+
+    // Accessibility: every control is labelled; Tab reaches the Stop button.
+    let unlabelled = client.execute(UNLABELLED, vec![]).await.expect("labels");
+    assert_eq!(unlabelled, json!([]), "controls without a label");
+    wait_for(
+        client,
+        "the Stop button enabled",
+        "const b = document.getElementById('stop'); return b ? !b.disabled : null",
+        |v| v == &json!(true),
+    )
+    .await;
+    client
+        .execute(
+            "document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0); return 0",
+            vec![],
+        )
+        .await
+        .expect("reset focus");
+    let mut reached = false;
+    for _ in 0..40 {
+        let active = client.active_element().await.expect("active element");
+        active.send_keys("\u{e004}").await.expect("Tab"); // WebDriver's Tab key
+        let id = client
+            .execute("return document.activeElement.id", vec![])
+            .await
+            .expect("focus");
+        if id == json!("stop") {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "Tab never reached the Stop button");
+
+    // Stop with the keyboard (Enter on the focused button), Resume with a click; the API
+    // confirms each.
+    client
+        .active_element()
+        .await
+        .expect("stop focused")
+        .send_keys("\u{e007}") // Enter
+        .await
+        .expect("Enter");
+    wait_api_status(url, "dash_gen", "stopped").await;
+    wait_for(
+        client,
+        "the page's status after Stop",
+        "return document.getElementById('status').textContent",
+        |v| v == &json!("stopped"),
+    )
+    .await;
+    screenshot(client, "pipeline-stopped").await;
+    wait_for(
+        client,
+        "the Resume button enabled",
+        "return !document.getElementById('resume').disabled",
+        |v| v == &json!(true),
+    )
+    .await;
+    client
+        .find(Locator::Id("resume"))
+        .await
+        .expect("resume button")
+        .click()
+        .await
+        .expect("click Resume");
+    wait_api_status(url, "dash_gen", "running").await;
+    wait_for(
+        client,
+        "the page's status after Resume",
+        "return document.getElementById('status').textContent",
+        |v| v == &json!("running"),
+    )
+    .await;
+
+    // A dead letter appears after a bad record is ingested (value 0: division by zero).
+    client
+        .goto(&format!("{url}/#/p/dash_ingest"))
+        .await
+        .expect("ingest pipeline page");
+    wait_for(
+        client,
+        "the dead-letter note",
+        "return document.getElementById('dead-letters-note').textContent",
+        |v| v.as_str().is_some_and(|s| s.contains("dash-dead.jsonl")),
+    )
+    .await;
+    let before = client
+        .execute(
+            "return document.querySelectorAll('#dead-letters tr').length",
+            vec![],
+        )
+        .await
+        .expect("dead letters");
+    assert_eq!(before, json!(0), "no dead letter before the bad record");
+    let (status, body) = api(
+        "POST",
+        &format!("{url}/v1/ingest/dash.reading"),
+        Some(("application/json", r#"{"id": 3, "value": 0}"#.into())),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let row = wait_for(
+        client,
+        "the dead letter in the list",
+        "return [...document.querySelectorAll('#dead-letters tr')].map((r) => r.textContent)",
+        |v| v.as_array().is_some_and(|a| !a.is_empty()),
+    )
+    .await;
+    let text = row[0].as_str().unwrap_or_default().to_string();
+    assert!(text.contains("division by zero"), "the reason: {text}");
+    assert!(text.contains("map"), "the stage: {text}");
+    assert!(text.contains("\"id\":3"), "the record: {text}");
+    let (_, letters) = api(
+        "GET",
+        &format!("{url}/v1/pipelines/dash_ingest/dead-letters"),
+        None,
+    )
+    .await;
+    assert_eq!(letters["total"], json!(1), "{letters}");
+    // The graph shows where the error went: a dashed edge from the failing step.
+    wait_for(
+        client,
+        "the dashed error edge of steps[1].map",
+        "return [...document.querySelectorAll('#graph path.edge.dashed')].filter((p) => p.style.display !== 'none').map((p) => p.dataset.from)",
+        |v| v.as_array().is_some_and(|a| a.contains(&json!("steps[1].map"))),
+    )
+    .await;
+    client
+        .execute(
+            "document.getElementById('dead-letters').scrollIntoView(); return 0",
+            vec![],
+        )
+        .await
+        .expect("scroll");
+    screenshot(client, "pipeline-dead-letters").await;
+
+    // Agents and tasks: the server answers 501, the page says so.
+    client
+        .goto(&format!("{url}/#/agents"))
+        .await
+        .expect("agents page");
+    let notice = wait_for(
+        client,
+        "the agents panel",
+        "const n = document.getElementById('agents-unavailable'); return n ? n.textContent : null",
+        |v| v.is_string(),
+    )
+    .await;
+    assert!(
+        notice
+            .as_str()
+            .unwrap_or_default()
+            .contains("not available"),
+        "{notice}"
+    );
+    let unlabelled = client.execute(UNLABELLED, vec![]).await.expect("labels");
+    assert_eq!(
+        unlabelled,
+        json!([]),
+        "controls without a label (agents page)"
+    );
+    screenshot(client, "agents").await;
+}
+
+async fn wait_api_status(url: &str, name: &str, want: &str) {
+    let started = Instant::now();
+    loop {
+        let (_, detail) = api("GET", &format!("{url}/v1/pipelines/{name}"), None).await;
+        if detail["status"] == want {
+            return;
+        }
+        if started.elapsed() > PATIENCE {
+            panic!("{name}: status {} (wanted {want})", detail["status"]);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
