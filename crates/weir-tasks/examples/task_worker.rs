@@ -11,7 +11,7 @@
 //! `{"i":I,"task_id":..,"created":bool,"status_at_restart":..,"status":..,"result":..,"attempts":n}`.
 
 use futures::future::BoxFuture;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,8 +52,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let agent = AgentSpec::in_process("work", ["work"], concurrency, Arc::new(Work { delay }));
     let service = Arc::new(
-        TaskService::open_with(std::path::Path::new(dir), AgentsConfig::default(), vec![agent])
-            .await?,
+        TaskService::open_with(
+            std::path::Path::new(dir),
+            AgentsConfig::default(),
+            vec![agent],
+        )
+        .await?,
     );
     match mode.as_str() {
         "submit" => {

@@ -272,7 +272,10 @@ impl HealthProbe {
                     if r.status().is_success() {
                         Ok(())
                     } else {
-                        Err(AgentError::Failed(format!("GET {url}: HTTP {}", r.status())))
+                        Err(AgentError::Failed(format!(
+                            "GET {url}: HTTP {}",
+                            r.status()
+                        )))
                     }
                 }
                 HealthProbe::Command(argv) => {
@@ -291,7 +294,9 @@ impl HealthProbe {
                     if status.success() {
                         Ok(())
                     } else {
-                        Err(AgentError::Failed(format!("{program} exited with {status}")))
+                        Err(AgentError::Failed(format!(
+                            "{program} exited with {status}"
+                        )))
                     }
                 }
             }

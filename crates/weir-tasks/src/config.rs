@@ -318,7 +318,10 @@ impl AgentsConfig {
             match a.kind {
                 AgentKind::Http => {
                     let Some(http) = &a.http else {
-                        return Err(err("http", "kind http needs an `http: { url }` block".into()));
+                        return Err(err(
+                            "http",
+                            "kind http needs an `http: { url }` block".into(),
+                        ));
                     };
                     if a.command.is_some() {
                         return Err(err("command", "only for kind command".into()));
@@ -390,7 +393,9 @@ impl AgentsConfig {
             .iter()
             .map(|a| {
                 let agent: Arc<dyn Agent> = match (a.kind, &a.http, &a.command) {
-                    (AgentKind::Http, Some(h), _) => Arc::new(HttpAgent::new(&h.url, h.max_response)),
+                    (AgentKind::Http, Some(h), _) => {
+                        Arc::new(HttpAgent::new(&h.url, h.max_response))
+                    }
                     (_, _, Some(c)) => Arc::new(CommandAgent {
                         program: c.program.clone(),
                         args: c.args.clone(),
@@ -462,7 +467,6 @@ pub(crate) fn validate_policy(policy: &PolicyConfig) -> Result<(), (String, Stri
 /// The line of `key:` inside the entry of agent `name` (or at the top level when `name` is
 /// empty); 0 when not found.
 fn line_of(text: &str, name: &str, key: &str) -> usize {
-    let leaf = key.rsplit('.').next().unwrap_or(key);
     let lines: Vec<&str> = text.lines().collect();
     let start = if name.is_empty() {
         0
@@ -483,16 +487,24 @@ fn line_of(text: &str, name: &str, key: &str) -> usize {
             None => return 0,
         }
     };
-    for (i, l) in lines.iter().enumerate().skip(start) {
-        if i > start && !name.is_empty() && l.trim_start().starts_with("- name:") {
-            break;
-        }
-        let t = l.trim_start().trim_start_matches("- ").trim_start();
-        if t.starts_with(&format!("{leaf}:")) || t.contains(&format!(" {leaf}:")) || t.contains(&format!("{{{leaf}:")) {
-            return i + 1;
+    // Each segment of the key path is looked for from the line of the previous one.
+    let mut at = start;
+    for segment in key.split('.') {
+        let found = lines.iter().enumerate().skip(at).find(|(i, l)| {
+            if *i > start && !name.is_empty() && l.trim_start().starts_with("- name:") {
+                return false;
+            }
+            let t = l.trim_start().trim_start_matches("- ").trim_start();
+            t.starts_with(&format!("{segment}:"))
+                || t.contains(&format!(" {segment}:"))
+                || t.contains(&format!("{{{segment}:"))
+        });
+        match found {
+            Some((i, _)) => at = i,
+            None => break,
         }
     }
-    start + 1
+    at + 1
 }
 
 #[cfg(test)]
@@ -521,8 +533,16 @@ agents:
     fn errors_name_file_line_and_key() {
         let bad = GOOD.replace("concurrency: 2", "concurrency: 0");
         let e = AgentsConfig::parse(&bad, "a.yaml").unwrap_err();
-        assert_eq!((e.line, e.key.as_str()), (5, "agents[0].concurrency"), "{e}");
-        assert!(e.to_string().starts_with("a.yaml:5: agents[0].concurrency:"), "{e}");
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (5, "agents[0].concurrency"),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("a.yaml:5: agents[0].concurrency:"),
+            "{e}"
+        );
 
         let bad = GOOD.replace("concurrency: 2", "concurency: 2");
         let e = AgentsConfig::parse(&bad, "a.yaml").unwrap_err();
@@ -535,13 +555,19 @@ agents:
 
         let bad = format!("{GOOD}    policy: {{ concurrency: 3 }}\n");
         let e = AgentsConfig::parse(&bad, "a.yaml").unwrap_err();
-        assert_eq!((e.line, e.key.as_str()), (7, "agents[0].policy.concurrency"), "{e}");
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (7, "agents[0].policy.concurrency"),
+            "{e}"
+        );
 
         let bad = format!("{GOOD}    policy: {{ retries: -1 }}\n");
         let e = AgentsConfig::parse(&bad, "a.yaml").unwrap_err();
         assert_eq!(e.line, 7, "{e}");
 
-        let bad = format!("{GOOD}  - name: echo\n    kind: command\n    capabilities: [x]\n    command: {{ program: cat }}\n");
+        let bad = format!(
+            "{GOOD}  - name: echo\n    kind: command\n    capabilities: [x]\n    command: {{ program: cat }}\n"
+        );
         let e = AgentsConfig::parse(&bad, "a.yaml").unwrap_err();
         assert!(e.message.contains("twice"), "{e}");
     }

@@ -1,11 +1,11 @@
 //! [`TaskService`]: the queue, the dispatcher, supervision and retention.
 
 use crate::agent::{Agent, HealthProbe, TaskInput};
-use crate::config::{validate_policy, AgentSpec, AgentsConfig, HealthConfig};
+use crate::config::{AgentSpec, AgentsConfig, HealthConfig, validate_policy};
 use crate::error::{AgentError, TaskError};
 use crate::metrics::{Counters, TaskMetrics};
-use crate::model::{now_ms, Attempt, TaskAccepted, TaskRecord, TaskRequest, TaskStatus, TaskView};
-use crate::store::{encode, Store, Write};
+use crate::model::{Attempt, TaskAccepted, TaskRecord, TaskRequest, TaskStatus, TaskView, now_ms};
+use crate::store::{Store, Write, encode};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -268,10 +268,7 @@ impl TaskService {
                 background.push(tokio::spawn(health_loop(shared.clone(), i)));
             }
         }
-        *service
-            .background
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = background;
+        *service.background.lock().unwrap_or_else(|p| p.into_inner()) = background;
         Ok(service)
     }
 
@@ -305,7 +302,58 @@ impl TaskService {
                 .and_then(|k| st.idem.get(k))
                 .cloned()
             {
-                drop(st);
+                Err(existing)
+            } else {
+                let seq = st.next_seq;
+                st.next_seq += 1;
+                let submitted_ms = now_ms();
+                let task_id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+                let rec = TaskRecord {
+                    task_id: task_id.clone(),
+                    action: request.action,
+                    data: request.data,
+                    priority: request.priority,
+                    timeout_ms: request.timeout.map(|t| t.as_millis() as u64),
+                    pin: request.agent,
+                    idempotency_key: request.idempotency_key,
+                    status: TaskStatus::Queued,
+                    submitted_ms,
+                    seq,
+                    started_ms: None,
+                    finished_ms: None,
+                    result: None,
+                    error: None,
+                    attempts: Vec::new(),
+                    agent: None,
+                    budget: None,
+                    recovered: 0,
+                };
+                if let Some(k) = &rec.idempotency_key {
+                    st.idem.insert(k.clone(), task_id.clone());
+                }
+                // Sent under the lock: a task's writes reach the writer in the order of its
+                // transitions.
+                let wait = s
+                    .store
+                    .send_durable(vec![Write::Put(task_id.clone(), encode(&rec))]);
+                let order = s.order(&rec);
+                st.live.insert(
+                    task_id.clone(),
+                    Live {
+                        rec,
+                        order,
+                        queued: false,
+                        running_on: None,
+                        attempt_started: None,
+                        cancel: Arc::new(Notify::new()),
+                    },
+                );
+                Ok((task_id, wait))
+            }
+        };
+        let (task_id, wait) = match wait {
+            Ok(w) => w,
+            Err(existing) => {
                 // The first submit may still be waiting for its sync: wait for ours too.
                 s.store.write_durable(Vec::new()).await?;
                 let status = self
@@ -318,51 +366,7 @@ impl TaskService {
                     created: false,
                 });
             }
-            let seq = st.next_seq;
-            st.next_seq += 1;
-            let submitted_ms = now_ms();
-            let task_id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-            let rec = TaskRecord {
-                task_id: task_id.clone(),
-                action: request.action,
-                data: request.data,
-                priority: request.priority,
-                timeout_ms: request.timeout.map(|t| t.as_millis() as u64),
-                pin: request.agent,
-                idempotency_key: request.idempotency_key,
-                status: TaskStatus::Queued,
-                submitted_ms,
-                seq,
-                started_ms: None,
-                finished_ms: None,
-                result: None,
-                error: None,
-                attempts: Vec::new(),
-                agent: None,
-                budget: None,
-                recovered: 0,
-            };
-            if let Some(k) = &rec.idempotency_key {
-                st.idem.insert(k.clone(), task_id.clone());
-            }
-            // Sent under the lock: a task's writes reach the writer in the order of its
-            // transitions.
-            let wait = s.store.send_durable(vec![Write::Put(task_id.clone(), encode(&rec))]);
-            let order = s.order(&rec);
-            st.live.insert(
-                task_id.clone(),
-                Live {
-                    rec,
-                    order,
-                    queued: false,
-                    running_on: None,
-                    attempt_started: None,
-                    cancel: Arc::new(Notify::new()),
-                },
-            );
-            (task_id, wait)
         };
-        let (task_id, wait) = wait;
         let written = match wait {
             Ok(w) => w.await.map_err(|_| TaskError::ShutDown).and_then(|r| r),
             Err(e) => Err(e),
@@ -426,7 +430,10 @@ impl TaskService {
             });
         };
         if let Some(agent) = live.running_on {
-            let elapsed = live.attempt_started.map(|t| t.elapsed()).unwrap_or_default();
+            let elapsed = live
+                .attempt_started
+                .map(|t| t.elapsed())
+                .unwrap_or_default();
             live.rec.attempts.push(Attempt {
                 agent: s.agents[agent].name.clone(),
                 status: TaskStatus::Cancelled,
@@ -451,7 +458,11 @@ impl TaskService {
     }
 
     /// Waits until the task is finished or `limit` passes; returns its latest view.
-    pub async fn wait(&self, task_id: &str, limit: Duration) -> Result<Option<TaskView>, TaskError> {
+    pub async fn wait(
+        &self,
+        task_id: &str,
+        limit: Duration,
+    ) -> Result<Option<TaskView>, TaskError> {
         let deadline = Instant::now() + limit;
         loop {
             let notified = self.shared.finished_signal.notified();
@@ -540,7 +551,10 @@ impl Shared {
     /// p × aging earlier; ties by submission order.
     fn order(&self, rec: &TaskRecord) -> Order {
         let head_start = (rec.priority as i64).saturating_mul(self.aging_ms);
-        ((rec.submitted_ms as i64).saturating_sub(head_start), rec.seq)
+        (
+            (rec.submitted_ms as i64).saturating_sub(head_start),
+            rec.seq,
+        )
     }
 
     fn enqueue(&self, st: &mut State, task_id: &str) {
@@ -596,7 +610,8 @@ impl Shared {
                 if let Some(k) = &rec.idempotency_key {
                     st.idem.insert(k.clone(), rec.task_id.clone());
                 }
-                st.finished.insert((finished, rec.task_id), rec.idempotency_key);
+                st.finished
+                    .insert((finished, rec.task_id), rec.idempotency_key);
                 continue;
             }
             if rec.status == TaskStatus::Running {
@@ -634,13 +649,19 @@ impl Shared {
             if servable {
                 self.enqueue(&mut st, &id);
             } else {
-                let action = st.live.get(&id).map(|l| l.rec.action.clone()).unwrap_or_default();
+                let action = st
+                    .live
+                    .get(&id)
+                    .map(|l| l.rec.action.clone())
+                    .unwrap_or_default();
                 self.finalize(
                     &mut st,
                     &id,
                     TaskStatus::Failed,
                     None,
-                    Some(format!("no configured agent serves action {action:?} any more")),
+                    Some(format!(
+                        "no configured agent serves action {action:?} any more"
+                    )),
                 );
             }
         }
@@ -686,7 +707,8 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.clone(), Arc::new(rec));
-        self.store.write(vec![Write::Put(id.clone(), bytes)], Some(id));
+        self.store
+            .write(vec![Write::Put(id.clone(), bytes)], Some(id));
         self.finished_signal.notify_waiters();
         Some(view)
     }
@@ -708,7 +730,11 @@ impl Shared {
             .copied()
             .filter(|&i| !tried(&self.agents[i]))
             .collect();
-        let pool = if untried.is_empty() { candidates } else { untried };
+        let pool = if untried.is_empty() {
+            candidates
+        } else {
+            untried
+        };
         pool.into_iter()
             .filter(|&i| {
                 let a = &self.agents[i];
@@ -822,12 +848,7 @@ impl Shared {
 
     /// Records an attempt's outcome: success ends the task; a failure retries (another agent
     /// first) while the budget lasts, else ends it `failed` or `timed_out`.
-    fn finish_attempt(
-        self: &Arc<Self>,
-        d: Dispatch,
-        outcome: Outcome,
-        elapsed: Duration,
-    ) {
+    fn finish_attempt(self: &Arc<Self>, d: Dispatch, outcome: Outcome, elapsed: Duration) {
         let slot = &self.agents[d.agent];
         let mut st = lock(&self.state);
         slot.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -872,7 +893,13 @@ impl Shared {
                     error: None,
                     execution_time: elapsed.as_secs_f64(),
                 });
-                self.finalize(&mut st, &d.task_id, TaskStatus::Succeeded, Some(value), None);
+                self.finalize(
+                    &mut st,
+                    &d.task_id,
+                    TaskStatus::Succeeded,
+                    Some(value),
+                    None,
+                );
             }
             Err(error) => {
                 let timed_out = matches!(error, AgentError::TimedOut(_));

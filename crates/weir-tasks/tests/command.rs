@@ -17,7 +17,13 @@ fn processes_with(marker: &str) -> Vec<u32> {
         };
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         let zombie = std::fs::read_to_string(entry.path().join("stat"))
-            .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
             .unwrap_or(true);
         if cmdline.contains(marker) && !zombie {
             found.push(pid);
@@ -29,7 +35,10 @@ fn processes_with(marker: &str) -> Vec<u32> {
 async fn wait_for_processes(marker: &str, at_least: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while processes_with(marker).len() < at_least {
-        assert!(Instant::now() < deadline, "processes {marker} never started");
+        assert!(
+            Instant::now() < deadline,
+            "processes {marker} never started"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -79,12 +88,19 @@ agents:
         .unwrap()
         .unwrap();
     assert_eq!(view.status, TaskStatus::TimedOut, "{view:?}");
-    assert_eq!(view.attempts.len(), 2, "retries: 1 gives two attempts: {view:?}");
+    assert_eq!(
+        view.attempts.len(),
+        2,
+        "retries: 1 gives two attempts: {view:?}"
+    );
     for attempt in &view.attempts {
         assert_eq!(attempt.status, TaskStatus::TimedOut);
         assert!(attempt.error.as_deref().unwrap().contains("timed out"));
     }
-    assert!(view.error.as_deref().unwrap().contains("attempt 2 on slow"), "{view:?}");
+    assert!(
+        view.error.as_deref().unwrap().contains("attempt 2 on slow"),
+        "{view:?}"
+    );
     wait_for_no_processes(&format!("sleep {marker}")).await;
     service.shutdown().await;
 }
@@ -172,24 +188,48 @@ agents:
 "#;
     let dir = tempfile::tempdir().unwrap();
     let service = TaskService::open(dir.path(), config(yaml)).await.unwrap();
-    let t = service.submit(TaskRequest::new("env", json!({}))).await.unwrap();
-    let view = service.wait(&t.task_id, Duration::from_secs(30)).await.unwrap().unwrap();
+    let t = service
+        .submit(TaskRequest::new("env", json!({})))
+        .await
+        .unwrap();
+    let view = service
+        .wait(&t.task_id, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(view.status, TaskStatus::Succeeded, "{view:?}");
     let result = view.result.unwrap();
     assert_eq!(result["path"], std::env::var("PATH").unwrap());
     assert_eq!(result["home"], "", "HOME is not on the allow-list");
     assert_eq!(result["id"], t.task_id.as_str());
 
-    let t = service.submit(TaskRequest::new("big", json!({}))).await.unwrap();
-    let view = service.wait(&t.task_id, Duration::from_secs(30)).await.unwrap().unwrap();
+    let t = service
+        .submit(TaskRequest::new("big", json!({})))
+        .await
+        .unwrap();
+    let view = service
+        .wait(&t.task_id, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(view.status, TaskStatus::Failed, "{view:?}");
     assert!(view.error.unwrap().contains("more than 1000 bytes"));
 
-    let t = service.submit(TaskRequest::new("fails", json!({}))).await.unwrap();
-    let view = service.wait(&t.task_id, Duration::from_secs(30)).await.unwrap().unwrap();
+    let t = service
+        .submit(TaskRequest::new("fails", json!({})))
+        .await
+        .unwrap();
+    let view = service
+        .wait(&t.task_id, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(view.status, TaskStatus::Failed, "{view:?}");
     let error = view.error.unwrap();
-    assert!(error.contains("exit status: 3") && error.contains("broken"), "{error}");
+    assert!(
+        error.contains("exit status: 3") && error.contains("broken"),
+        "{error}"
+    );
     service.shutdown().await;
 }
 
@@ -215,7 +255,15 @@ async fn the_echo_example_returns_the_tasks_data() {
     keys.sort();
     assert_eq!(
         keys,
-        ["agent", "attempts", "error", "execution_time", "result", "status", "task_id"]
+        [
+            "agent",
+            "attempts",
+            "error",
+            "execution_time",
+            "result",
+            "status",
+            "task_id"
+        ]
     );
     let agents = service.agents();
     assert_eq!(agents[0].name, "echo");

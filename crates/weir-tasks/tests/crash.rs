@@ -65,7 +65,11 @@ fn kill_9_with_thousands_queued_loses_no_accepted_task() {
         let id = line["task_id"].as_str().unwrap();
         assert!(ids.insert(id.to_string()), "task id {id} returned twice");
         assert_eq!(line["status"], "succeeded", "{line}");
-        assert_eq!(line["result"], serde_json::json!({"echo": {"i": i}}), "{line}");
+        assert_eq!(
+            line["result"],
+            serde_json::json!({"echo": {"i": i}}),
+            "{line}"
+        );
         if let Some(first) = accepted.get(&i) {
             // Accepted before the crash: the same task, not a new one.
             assert_eq!(id, first, "key k{i} got a new task after restart");

@@ -5,8 +5,8 @@ mod common;
 use common::TestServer;
 use serde_json::json;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use weir_tasks::{AgentsConfig, TaskRequest, TaskService, TaskStatus};
 
@@ -44,7 +44,9 @@ async fn submit_all(service: &Arc<TaskService>, n: usize) -> Vec<(usize, String)
     let all: Vec<usize> = (0..n).collect();
     for chunk in all.chunks(500) {
         let submits = chunk.iter().map(|&i| {
-            service.submit(TaskRequest::new("echo", json!({ "i": i, "p": i % 3 })).priority((i % 3) as i32))
+            service.submit(
+                TaskRequest::new("echo", json!({ "i": i, "p": i % 3 })).priority((i % 3) as i32),
+            )
         });
         for (&i, accepted) in chunk.iter().zip(futures::future::join_all(submits).await) {
             ids.push((i, accepted.unwrap().task_id));
@@ -81,9 +83,12 @@ async fn ten_thousand_tasks_of_three_priorities_over_three_agents() {
     let b = TestServer::start(1).await;
     let dir = tempfile::tempdir().unwrap();
     let service = Arc::new(
-        TaskService::open(dir.path(), config(&a, &b, "{ retries: 2, backoff: { min: 10ms } }"))
-            .await
-            .unwrap(),
+        TaskService::open(
+            dir.path(),
+            config(&a, &b, "{ retries: 2, backoff: { min: 10ms } }"),
+        )
+        .await
+        .unwrap(),
     );
     let n = 10_000;
     let ids = submit_all(&service, n).await;
@@ -103,8 +108,14 @@ async fn ten_thousand_tasks_of_three_priorities_over_three_agents() {
     assert!(a.counters.max_in_flight.load(Ordering::SeqCst) <= 4);
     assert!(b.counters.max_in_flight.load(Ordering::SeqCst) <= 3);
     let max: HashMap<String, usize> = service.max_in_flight().into_iter().collect();
-    assert!(max["cat"] <= 2 && max["http-a"] <= 4 && max["http-b"] <= 3, "{max:?}");
-    assert!(a.counters.max_in_flight.load(Ordering::SeqCst) >= 2, "the test must load agents");
+    assert!(
+        max["cat"] <= 2 && max["http-a"] <= 4 && max["http-b"] <= 3,
+        "{max:?}"
+    );
+    assert!(
+        a.counters.max_in_flight.load(Ordering::SeqCst) >= 2,
+        "the test must load agents"
+    );
 
     // Higher priorities finish first on average.
     let mut sum = [0f64; 3];
@@ -167,7 +178,10 @@ async fn a_failing_http_agent_opens_its_breaker_and_its_tasks_move_elsewhere() {
     assert_eq!(a_view.health, "circuit_open", "{a_view:?}");
     // Once open, the breaker kept tasks away: http-a saw only a handful of failures.
     let failures = a.counters.failed.load(Ordering::SeqCst);
-    assert!(failures >= 3 && failures < 3 + 4 + 1, "failures on a: {failures}");
+    assert!(
+        failures >= 3 && failures < 3 + 4 + 1,
+        "failures on a: {failures}"
+    );
     let total: HashMap<TaskStatus, u64> = service.metrics().tasks_total.iter().copied().collect();
     assert_eq!(total[&TaskStatus::Failed], 0);
     service.shutdown().await;

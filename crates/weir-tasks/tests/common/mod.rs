@@ -100,7 +100,10 @@ async fn serve(mut stream: TcpStream, c: Arc<Counters>) {
             }
             let r = if c.failing.load(Ordering::SeqCst) {
                 c.failed.fetch_add(1, Ordering::SeqCst);
-                ("500 Internal Server Error", b"{\"error\":\"down\"}".to_vec())
+                (
+                    "500 Internal Server Error",
+                    b"{\"error\":\"down\"}".to_vec(),
+                )
             } else {
                 ("200 OK", body)
             };
