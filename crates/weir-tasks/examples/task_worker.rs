@@ -8,7 +8,7 @@
 //!
 //! `task_worker DIR drain N`: opens the same store with a fast agent, resubmits the same N
 //! keys, waits until every task is finished, and prints one JSON line per key:
-//! `{"i":I,"task_id":..,"created":bool,"status_at_restart":..,"status":..,"result":..,"attempts":n}`.
+//! `{"i":I,"task_id":..,"created":bool,"ran_after_restart":bool,"status":..,"result":..,"attempts":n}`.
 
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
@@ -19,6 +19,8 @@ use weir_tasks::{Agent, AgentError, AgentSpec, AgentsConfig, TaskInput, TaskRequ
 
 struct Work {
     delay: Duration,
+    /// The ids of the tasks this process ran.
+    ran: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Agent for Work {
@@ -27,6 +29,10 @@ impl Agent for Work {
             if !self.delay.is_zero() {
                 tokio::time::sleep(self.delay).await;
             }
+            self.ran
+                .lock()
+                .map_err(|_| AgentError::Failed("poisoned".into()))?
+                .insert(task.task_id.clone());
             Ok(json!({ "echo": task.data }))
         })
     }
@@ -50,7 +56,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         (Duration::ZERO, 16)
     };
-    let agent = AgentSpec::in_process("work", ["work"], concurrency, Arc::new(Work { delay }));
+    let work = Arc::new(Work {
+        delay,
+        ran: Default::default(),
+    });
+    let agent = AgentSpec::in_process("work", ["work"], concurrency, work.clone());
     let service = Arc::new(
         TaskService::open_with(
             std::path::Path::new(dir),
@@ -105,7 +115,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     "i": i,
                     "task_id": accepted.task_id,
                     "created": accepted.created,
-                    "status_at_restart": accepted.status,
+                    "ran_after_restart": work.ran.lock().map_err(|_| "poisoned")?.contains(&accepted.task_id),
                     "status": view.status,
                     "result": view.result,
                     "attempts": view.attempts.len(),
