@@ -4,10 +4,10 @@
 //! Both report the same `results` and `checksum` when they computed the same thing.
 
 mod digest;
+mod tasks;
 mod w2;
 mod w4;
 mod w5;
-mod tasks;
 mod w6;
 pub mod workloads;
 mod yaml;

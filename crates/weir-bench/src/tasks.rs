@@ -8,7 +8,7 @@
 
 use crate::{BenchError, BenchOptions, BenchReport, Digest};
 use futures::future::BoxFuture;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -157,7 +157,10 @@ pub fn tasks(o: &BenchOptions) -> Result<BenchReport, BenchError> {
         digest.add(&[runs]);
         let mut report = BenchReport::new("tasks", o, n, elapsed, runs, digest.hex());
         let extra = &mut report.extra;
-        extra.insert("tasks_per_sec".into(), (n as f64 / elapsed.as_secs_f64()).into());
+        extra.insert(
+            "tasks_per_sec".into(),
+            (n as f64 / elapsed.as_secs_f64()).into(),
+        );
         extra.insert("latency_rate".into(), rate.into());
         extra.insert("latency_tasks".into(), latency_tasks.into());
         extra.insert("p50_start_ms".into(), pct(0.50).into());

@@ -373,10 +373,10 @@ impl TaskService {
         };
         let mut st = lock(&s.state);
         if let Err(e) = written {
-            if let Some(live) = st.live.remove(&task_id) {
-                if let Some(k) = &live.rec.idempotency_key {
-                    st.idem.remove(k);
-                }
+            if let Some(live) = st.live.remove(&task_id)
+                && let Some(k) = &live.rec.idempotency_key
+            {
+                st.idem.remove(k);
             }
             return Err(e);
         }
@@ -1016,10 +1016,10 @@ async fn sweeper(shared: Arc<Shared>) {
             let Some(((_, id), key)) = st.finished.pop_first() else {
                 break;
             };
-            if let Some(key) = key {
-                if st.idem.get(&key) == Some(&id) {
-                    st.idem.remove(&key);
-                }
+            if let Some(key) = key
+                && st.idem.get(&key) == Some(&id)
+            {
+                st.idem.remove(&key);
             }
             shared
                 .store

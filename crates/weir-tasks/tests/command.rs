@@ -272,10 +272,11 @@ async fn the_echo_example_returns_the_tasks_data() {
     service.shutdown().await;
 }
 
+/// A number that differs between runs (a unique `sleep` argument to find the processes by).
 fn fastrand_u16() -> u32 {
-    (std::time::SystemTime::now()
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos()
-        % 60_000) as u32
+        % 60_000
 }
