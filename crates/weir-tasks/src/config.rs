@@ -549,6 +549,14 @@ agents:
         assert_eq!(e.line, 5, "{e}");
         assert!(e.to_string().contains("concurency"), "{e}");
 
+        let bad = GOOD.replace("concurrency: 2", "concurrency: many");
+        let e = AgentsConfig::parse(&bad, "a.yaml").unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (5, "agents[0].concurrency"),
+            "{e}"
+        );
+
         let bad = GOOD.replace("kind: command", "kind: http");
         let e = AgentsConfig::parse(&bad, "a.yaml").unwrap_err();
         assert_eq!(e.key, "agents[0].http", "{e}");

@@ -8,6 +8,36 @@
 //! agent's resilience policy (`weir-resilience`); supervision (health checks, breakers); and
 //! the counters behind the task metrics. [`TaskService`] is the API the server calls.
 //!
+//! ```
+//! use std::{sync::Arc, time::Duration};
+//! use futures::future::BoxFuture;
+//! use weir_tasks::*;
+//!
+//! struct Double;
+//! impl Agent for Double {
+//!     fn run<'a>(&'a self, task: &'a TaskInput) -> BoxFuture<'a, Result<serde_json::Value, AgentError>> {
+//!         Box::pin(async move { Ok(serde_json::json!(task.data.as_i64().unwrap_or(0) * 2)) })
+//!     }
+//! }
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let dir = tempfile::tempdir()?;
+//! let agents = AgentsConfig::parse("results_ttl: 10m\n", "inline")?;
+//! let double = AgentSpec::in_process("double", ["double"], 4, Arc::new(Double));
+//! let service = TaskService::open_with(dir.path(), agents, vec![double]).await?;
+//! let accepted = service.submit(TaskRequest::new("double", serde_json::json!(21))).await?;
+//! let view = service.wait(&accepted.task_id, Duration::from_secs(10)).await?.unwrap();
+//! assert_eq!(view.status, TaskStatus::Succeeded);
+//! assert_eq!(view.result, Some(serde_json::json!(42)));
+//! service.shutdown().await;
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
+//! For the server: `submit` errors map to HTTP as [`TaskError::Invalid`] and
+//! [`TaskError::NoAgent`] → 400, [`TaskError::ShutDown`] → 503, [`TaskError::Store`] → 500;
+//! [`CancelOutcome::NotFound`] → 404, [`CancelOutcome::AlreadyFinished`] → 409.
+//!
 //! # Semantics
 //!
 //! - **Durability.** [`TaskService::submit`] returns once the task's record is fsynced (group
