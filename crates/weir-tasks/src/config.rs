@@ -452,6 +452,12 @@ pub(crate) fn validate_policy(policy: &PolicyConfig) -> Result<(), (String, Stri
             "not supported for agents (every task runs)".into(),
         ));
     }
+    if policy.rate_limit.as_ref().is_some_and(|r| r.per_key) {
+        return Err((
+            "policy.rate_limit.per_key".into(),
+            "not supported for agents: the limit is per agent".into(),
+        ));
+    }
     if policy.overall_timeout.is_some() {
         return Err((
             "policy.overall_timeout".into(),
