@@ -75,3 +75,27 @@ impl Counters {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_counts_statuses_and_cumulative_duration_buckets() {
+        let c = Counters::default();
+        c.count(TaskStatus::Queued);
+        c.count(TaskStatus::Queued);
+        c.count(TaskStatus::Succeeded);
+        c.observe_duration(0.003);
+        c.observe_duration(0.2);
+        c.observe_duration(100.0);
+        let s = c.snapshot(1, 0);
+        assert_eq!(s.tasks_total[0], (TaskStatus::Queued, 2));
+        assert_eq!(s.tasks_total[2], (TaskStatus::Succeeded, 1));
+        assert_eq!(s.duration_count, 3);
+        let at = |bound: f64| s.duration_buckets.iter().find(|b| b.0 == bound).unwrap().1;
+        assert_eq!((at(0.001), at(0.005), at(0.25), at(60.0)), (0, 1, 2, 2));
+        assert_eq!(s.duration_buckets.last().unwrap(), &(f64::INFINITY, 3));
+        assert!((s.duration_sum - 100.203).abs() < 1e-3);
+    }
+}
