@@ -4,6 +4,7 @@
 //! Both report the same `results` and `checksum` when they computed the same thing.
 
 mod digest;
+mod tasks;
 mod w2;
 mod w4;
 mod w5;
@@ -110,7 +111,7 @@ impl BenchReport {
 /// Why a benchmark could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    #[error("unknown workload '{0}': expected one of w1, w2, w3, w4, w5, w6")]
+    #[error("unknown workload '{0}': expected one of w1, w2, w3, w4, w5, w6, tasks")]
     UnknownWorkload(String),
     #[error(transparent)]
     Job(#[from] weir_core::JobError),
@@ -149,6 +150,7 @@ pub fn run(workload: &str, options: &BenchOptions) -> Result<BenchReport, BenchE
         "w4" => w4::w4(options),
         "w5" => w5::w5(options),
         "w6" => w6::w6(options),
+        "tasks" => tasks::tasks(options),
         other => Err(BenchError::UnknownWorkload(other.to_string())),
     }
 }

@@ -1,0 +1,588 @@
+//! [`AgentsConfig`]: the `agents:` file, parsed and validated with file, line and key in every
+//! error.
+
+use crate::agent::{Agent, CommandAgent, HealthProbe, HttpAgent};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use weir_resilience::PolicyConfig;
+
+/// The agents file:
+///
+/// ```yaml
+/// results_ttl: 1h          # how long finished tasks are kept (default 1h)
+/// aging: 10s               # priority p waits as if submitted p × aging earlier (default 10s)
+/// default_timeout: 60s     # attempt limit when neither task nor policy sets one (default 60s)
+/// agents:
+///   - name: echo
+///     kind: command        # or http
+///     capabilities: [echo]
+///     concurrency: 4
+///     command: { program: cat }
+///     policy: { retries: 2, timeout: 10s, circuit_breaker: { failure_threshold: 5, reset_timeout: 5s } }
+///     health: { command: [true], interval: 5s }
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsConfig {
+    /// How long finished tasks (results and errors) are kept. Default 1h.
+    #[serde(default = "default_ttl", with = "humantime_serde_compat")]
+    pub results_ttl: Duration,
+    /// The aging step. Default 10s.
+    #[serde(default = "default_aging", with = "humantime_serde_compat")]
+    pub aging: Duration,
+    /// Attempt timeout when neither the task nor the agent's policy sets one. Default 60s.
+    #[serde(default = "default_timeout", with = "humantime_serde_compat")]
+    pub default_timeout: Duration,
+    /// The agents.
+    #[serde(default)]
+    pub agents: Vec<AgentConfig>,
+    /// The file it came from (for errors).
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        AgentsConfig {
+            results_ttl: default_ttl(),
+            aging: default_aging(),
+            default_timeout: default_timeout(),
+            agents: Vec::new(),
+            file: None,
+        }
+    }
+}
+
+fn default_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_aging() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_concurrency() -> usize {
+    1
+}
+fn default_max_output() -> usize {
+    1 << 20
+}
+fn default_max_stderr() -> usize {
+    64 << 10
+}
+
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "expected a duration such as \"5s\", found {text:?} ({e})"
+            ))
+        })
+    }
+}
+
+/// One agent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Unique name.
+    pub name: String,
+    /// `http` or `command`.
+    pub kind: AgentKind,
+    /// The actions it serves.
+    pub capabilities: Vec<String>,
+    /// Most attempts in flight on it. Default 1.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// For `kind: http`.
+    #[serde(default)]
+    pub http: Option<HttpConfig>,
+    /// For `kind: command`.
+    #[serde(default)]
+    pub command: Option<CommandConfig>,
+    /// Retries (the task's attempt budget is 1 + retries), backoff between attempts, attempt
+    /// timeout, rate limit and circuit breaker: the same block as `enrich_http`.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// Health check.
+    #[serde(default)]
+    pub health: Option<HealthConfig>,
+}
+
+/// The kind of an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentKind {
+    /// POST to a URL.
+    Http,
+    /// Run a program.
+    Command,
+}
+
+/// `http: { url, max_response }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// The URL tasks are posted to.
+    pub url: String,
+    /// Largest response body accepted. Default 1 MiB.
+    #[serde(default = "default_max_output")]
+    pub max_response: usize,
+}
+
+/// `command: { program, args, env, cwd, max_stdout, max_stderr }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandConfig {
+    /// The program (no shell).
+    pub program: PathBuf,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Variables passed through from Weir's environment (all others are cleared).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Working directory.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// Largest stdout accepted. Default 1 MiB.
+    #[serde(default = "default_max_output")]
+    pub max_stdout: usize,
+    /// Largest stderr kept for the error message. Default 64 KiB.
+    #[serde(default = "default_max_stderr")]
+    pub max_stderr: usize,
+}
+
+/// `health: { url | command, interval, timeout, unhealthy_after }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// GET this URL; a 2xx is healthy.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Run this program with these arguments (no shell); exit 0 is healthy.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Time between checks. Default 5s.
+    #[serde(default = "default_interval", with = "humantime_serde_compat")]
+    pub interval: Duration,
+    /// Limit of one check. Default 2s.
+    #[serde(default = "default_check_timeout", with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    /// Consecutive failed checks that take the agent out of routing. Default 1. One passing
+    /// check puts it back.
+    #[serde(default = "default_unhealthy_after")]
+    pub unhealthy_after: u32,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_check_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_unhealthy_after() -> u32 {
+    1
+}
+
+/// A bad agents file: where, which key, what was expected.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{file}:{line}: {key}: {message}")]
+pub struct AgentsConfigError {
+    /// The file (or `<inline>`).
+    pub file: String,
+    /// The line (1-based; 0 when unknown).
+    pub line: usize,
+    /// The key, e.g. `agents[0].concurrency`.
+    pub key: String,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+/// An agent ready for the service: its name, capabilities, concurrency, implementation,
+/// policy and health probe.
+pub struct AgentSpec {
+    pub(crate) name: String,
+    pub(crate) capabilities: HashSet<String>,
+    pub(crate) concurrency: usize,
+    pub(crate) agent: Arc<dyn Agent>,
+    pub(crate) policy: PolicyConfig,
+    pub(crate) health: Option<(HealthProbe, HealthConfig)>,
+}
+
+impl std::fmt::Debug for AgentSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentSpec")
+            .field("name", &self.name)
+            .field("capabilities", &self.capabilities)
+            .field("concurrency", &self.concurrency)
+            .finish()
+    }
+}
+
+impl AgentSpec {
+    /// An in-process agent (the [`Agent`] trait), with the default policy (3 retries, no
+    /// breaker).
+    pub fn in_process(
+        name: impl Into<String>,
+        capabilities: impl IntoIterator<Item = impl Into<String>>,
+        concurrency: usize,
+        agent: Arc<dyn Agent>,
+    ) -> Self {
+        AgentSpec {
+            name: name.into(),
+            capabilities: capabilities.into_iter().map(Into::into).collect(),
+            concurrency: concurrency.max(1),
+            agent,
+            policy: PolicyConfig::default(),
+            health: None,
+        }
+    }
+
+    /// Replaces the policy (validated when the service opens).
+    pub fn policy(mut self, policy: PolicyConfig) -> Self {
+        self.policy = policy;
+        self
+    }
+}
+
+impl AgentsConfig {
+    /// Reads and validates an agents file.
+    pub fn from_file(path: &Path) -> Result<Self, AgentsConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| AgentsConfigError {
+            file: path.display().to_string(),
+            line: 0,
+            key: "agents".into(),
+            message: format!("cannot read the agents file: {e}"),
+        })?;
+        let mut config = Self::parse(&text, &path.display().to_string())?;
+        config.file = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Parses and validates agents YAML; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Self, AgentsConfigError> {
+        let config: AgentsConfig = serde_yaml::from_str(text).map_err(|e| {
+            let line = e.location().map(|l| l.line()).unwrap_or(0);
+            let message = e.to_string();
+            // yaml_serde prefixes the path of the failing key: `agents[0].concurrency: ...`.
+            let (key, message) = match message.split_once(": ") {
+                Some((k, m)) if !k.contains(' ') => (k.to_string(), m.to_string()),
+                _ => ("agents".to_string(), message),
+            };
+            AgentsConfigError {
+                file: file.to_string(),
+                line,
+                key,
+                message,
+            }
+        })?;
+        config.validate(text, file)?;
+        Ok(config)
+    }
+
+    fn validate(&self, text: &str, file: &str) -> Result<(), AgentsConfigError> {
+        let mut names = HashSet::new();
+        for (i, a) in self.agents.iter().enumerate() {
+            let err = |key: &str, message: String| AgentsConfigError {
+                file: file.to_string(),
+                line: line_of(text, &a.name, key),
+                key: format!("agents[{i}].{key}"),
+                message,
+            };
+            if a.name.trim().is_empty() {
+                return Err(err("name", "expected a non-empty name".into()));
+            }
+            if !names.insert(a.name.clone()) {
+                return Err(err(
+                    "name",
+                    format!("agent {:?} is declared twice; names must be unique", a.name),
+                ));
+            }
+            if a.capabilities.is_empty() || a.capabilities.iter().any(|c| c.trim().is_empty()) {
+                return Err(err(
+                    "capabilities",
+                    "expected a non-empty list of action names".into(),
+                ));
+            }
+            if a.concurrency == 0 {
+                return Err(err("concurrency", "expected at least 1, found 0".into()));
+            }
+            match a.kind {
+                AgentKind::Http => {
+                    let Some(http) = &a.http else {
+                        return Err(err(
+                            "http",
+                            "kind http needs an `http: { url }` block".into(),
+                        ));
+                    };
+                    if a.command.is_some() {
+                        return Err(err("command", "only for kind command".into()));
+                    }
+                    if !(http.url.starts_with("http://") || http.url.starts_with("https://")) {
+                        return Err(err(
+                            "http.url",
+                            format!("expected an http:// or https:// URL, found {:?}", http.url),
+                        ));
+                    }
+                }
+                AgentKind::Command => {
+                    let Some(command) = &a.command else {
+                        return Err(err(
+                            "command",
+                            "kind command needs a `command: { program }` block".into(),
+                        ));
+                    };
+                    if a.http.is_some() {
+                        return Err(err("http", "only for kind http".into()));
+                    }
+                    if command.program.as_os_str().is_empty() {
+                        return Err(err("command.program", "expected a program".into()));
+                    }
+                }
+            }
+            validate_policy(&a.policy).map_err(|(key, message)| err(&key, message))?;
+            if let Some(h) = &a.health {
+                match (&h.url, &h.command) {
+                    (Some(_), Some(_)) | (None, None) => {
+                        return Err(err(
+                            "health",
+                            "expected exactly one of `url` or `command`".into(),
+                        ));
+                    }
+                    (_, Some(c)) if c.is_empty() => {
+                        return Err(err("health.command", "expected a program".into()));
+                    }
+                    _ => {}
+                }
+                if h.interval.is_zero() || h.timeout.is_zero() || h.unhealthy_after == 0 {
+                    return Err(err(
+                        "health",
+                        "interval and timeout must be longer than zero, unhealthy_after at least 1"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        for (key, d) in [
+            ("results_ttl", self.results_ttl),
+            ("default_timeout", self.default_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(AgentsConfigError {
+                    file: file.to_string(),
+                    line: line_of(text, "", key),
+                    key: key.into(),
+                    message: "expected a duration longer than zero".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The agents, built (HTTP clients, command runners, probes).
+    pub fn specs(&self) -> Vec<AgentSpec> {
+        self.agents
+            .iter()
+            .map(|a| {
+                let agent: Arc<dyn Agent> = match (a.kind, &a.http, &a.command) {
+                    (AgentKind::Http, Some(h), _) => {
+                        Arc::new(HttpAgent::new(&h.url, h.max_response))
+                    }
+                    (_, _, Some(c)) => Arc::new(CommandAgent {
+                        program: c.program.clone(),
+                        args: c.args.clone(),
+                        env: c.env.clone(),
+                        cwd: c.cwd.clone(),
+                        max_stdout: c.max_stdout,
+                        max_stderr: c.max_stderr,
+                    }),
+                    // `validate` guarantees the block of the kind.
+                    _ => Arc::new(Unconfigured),
+                };
+                let health = a.health.as_ref().map(|h| {
+                    let probe = match (&h.url, &h.command) {
+                        (Some(url), _) => HealthProbe::Http(url.clone(), reqwest::Client::new()),
+                        (_, command) => HealthProbe::Command(command.clone().unwrap_or_default()),
+                    };
+                    (probe, h.clone())
+                });
+                AgentSpec {
+                    name: a.name.clone(),
+                    capabilities: a.capabilities.iter().cloned().collect(),
+                    concurrency: a.concurrency,
+                    agent,
+                    policy: a.policy.clone(),
+                    health,
+                }
+            })
+            .collect()
+    }
+}
+
+struct Unconfigured;
+impl Agent for Unconfigured {
+    fn run<'a>(
+        &'a self,
+        _task: &'a crate::TaskInput,
+    ) -> futures::future::BoxFuture<'a, Result<serde_json::Value, crate::AgentError>> {
+        Box::pin(async { Err(crate::AgentError::Failed("agent has no kind block".into())) })
+    }
+}
+
+/// Checks a policy for agents: everything `PolicyConfig::validate` checks, and the keys that
+/// have no meaning for an agent are refused rather than ignored.
+pub(crate) fn validate_policy(policy: &PolicyConfig) -> Result<(), (String, String)> {
+    if policy.concurrency.is_some() {
+        return Err((
+            "policy.concurrency".into(),
+            "not used for agents: set the agent's `concurrency`".into(),
+        ));
+    }
+    if policy.cache.is_some() {
+        return Err((
+            "policy.cache".into(),
+            "not supported for agents (every task runs)".into(),
+        ));
+    }
+    if policy.rate_limit.as_ref().is_some_and(|r| r.per_key) {
+        return Err((
+            "policy.rate_limit.per_key".into(),
+            "not supported for agents: the limit is per agent".into(),
+        ));
+    }
+    if policy.overall_timeout.is_some() {
+        return Err((
+            "policy.overall_timeout".into(),
+            "not supported for agents: `timeout` limits each attempt".into(),
+        ));
+    }
+    policy.validate().map_err(|e| {
+        let text = e.to_string();
+        ("policy".to_string(), text)
+    })
+}
+
+/// The line of `key:` inside the entry of agent `name` (or at the top level when `name` is
+/// empty); 0 when not found.
+fn line_of(text: &str, name: &str, key: &str) -> usize {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = if name.is_empty() {
+        0
+    } else {
+        match lines.iter().position(|l| {
+            let t = l.trim_start().trim_start_matches("- ").trim_start();
+            t.strip_prefix("name:")
+                .map(|v| v.trim().trim_matches(|c| c == '"' || c == '\'') == name)
+                .unwrap_or(false)
+        }) {
+            Some(p) => {
+                // The entry starts at the nearest `- ` line at or before the name.
+                (0..=p)
+                    .rev()
+                    .find(|&i| lines[i].trim_start().starts_with("- "))
+                    .unwrap_or(p)
+            }
+            None => return 0,
+        }
+    };
+    // Each segment of the key path is looked for from the line of the previous one.
+    let mut at = start;
+    for segment in key.split('.') {
+        let found = lines.iter().enumerate().skip(at).find(|(i, l)| {
+            if *i > start && !name.is_empty() && l.trim_start().starts_with("- name:") {
+                return false;
+            }
+            let t = l.trim_start().trim_start_matches("- ").trim_start();
+            t.starts_with(&format!("{segment}:"))
+                || t.contains(&format!(" {segment}:"))
+                || t.contains(&format!("{{{segment}:"))
+        });
+        match found {
+            Some((i, _)) => at = i,
+            None => break,
+        }
+    }
+    at + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+agents:
+  - name: echo
+    kind: command
+    capabilities: [echo]
+    concurrency: 2
+    command: { program: cat }
+";
+
+    #[test]
+    fn parses_a_command_agent_with_defaults() {
+        let c = AgentsConfig::parse(GOOD, "a.yaml").unwrap();
+        assert_eq!(c.agents.len(), 1);
+        assert_eq!(c.agents[0].concurrency, 2);
+        assert_eq!(c.results_ttl, Duration::from_secs(3600));
+        assert_eq!(c.agents[0].command.as_ref().unwrap().max_stdout, 1 << 20);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let bad = GOOD.replace("concurrency: 2", "concurrency: 0");
+        let e = AgentsConfig::parse(&bad, "a.yaml").unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (5, "agents[0].concurrency"),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("a.yaml:5: agents[0].concurrency:"),
+            "{e}"
+        );
+
+        let bad = GOOD.replace("concurrency: 2", "concurency: 2");
+        let e = AgentsConfig::parse(&bad, "a.yaml").unwrap_err();
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.to_string().contains("concurency"), "{e}");
+
+        let bad = GOOD.replace("concurrency: 2", "concurrency: many");
+        let e = AgentsConfig::parse(&bad, "a.yaml").unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (5, "agents[0].concurrency"),
+            "{e}"
+        );
+
+        let bad = GOOD.replace("kind: command", "kind: http");
+        let e = AgentsConfig::parse(&bad, "a.yaml").unwrap_err();
+        assert_eq!(e.key, "agents[0].http", "{e}");
+
+        let bad = format!("{GOOD}    policy: {{ concurrency: 3 }}\n");
+        let e = AgentsConfig::parse(&bad, "a.yaml").unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (7, "agents[0].policy.concurrency"),
+            "{e}"
+        );
+
+        let bad = format!("{GOOD}    policy: {{ retries: -1 }}\n");
+        let e = AgentsConfig::parse(&bad, "a.yaml").unwrap_err();
+        assert_eq!(e.line, 7, "{e}");
+
+        let bad = format!(
+            "{GOOD}  - name: echo\n    kind: command\n    capabilities: [x]\n    command: {{ program: cat }}\n"
+        );
+        let e = AgentsConfig::parse(&bad, "a.yaml").unwrap_err();
+        assert!(e.message.contains("twice"), "{e}");
+    }
+}
