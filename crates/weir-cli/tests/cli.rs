@@ -36,7 +36,9 @@ fn with_pipeline(yaml: &str, command: &str) -> (Output, tempfile::TempDir) {
 }
 
 /// Examples that need external services; they are run by the connector tests.
-const NEEDS_SERVICES: &[&str] = &["streamhouse.yaml"];
+/// `agents.yaml` is not a pipeline but the agents file of `weir serve --agents`: it runs in
+/// `weir-tasks`' tests and in `tests/tasks.rs` (tasks over HTTP).
+const NEEDS_SERVICES: &[&str] = &["streamhouse.yaml", "agents.yaml"];
 
 #[test]
 fn every_example_runs() {
