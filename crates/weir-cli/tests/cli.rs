@@ -36,12 +36,11 @@ fn with_pipeline(yaml: &str, command: &str) -> (Output, tempfile::TempDir) {
 }
 
 /// Examples that need external services; they are run by the connector tests.
-/// `agents.yaml` is not a pipeline but the agents file of `weir serve --agents`: it runs in
-/// `weir-tasks`' tests and in `tests/tasks.rs` (tasks over HTTP).
-const NEEDS_SERVICES: &[&str] = &["streamhouse.yaml", "agents.yaml"];
+const NEEDS_SERVICES: &[&str] = &["streamhouse.yaml"];
 
 /// Examples that are not pipelines, with the test that runs each: `agents.yaml` declares the
-/// agents of `weir serve --agents` (crates/weir-tasks/tests/command.rs runs its `echo`).
+/// agents of `weir serve --agents` (crates/weir-tasks/tests/command.rs runs its `echo`, and
+/// tests/tasks.rs runs it behind `weir serve` over HTTP and `weir task`).
 const NOT_PIPELINES: &[&str] = &["agents.yaml"];
 
 #[test]
