@@ -238,9 +238,8 @@ pub fn remote(command: RemoteCommand) -> ExitCode {
                     idempotency_key,
                     remote,
                 } => {
-                    let data: serde_json::Value = serde_json::from_str(&data).map_err(|e| {
-                        Failure::Input(format!("--data: expected JSON: {e}"))
-                    })?;
+                    let data: serde_json::Value = serde_json::from_str(&data)
+                        .map_err(|e| Failure::Input(format!("--data: expected JSON: {e}")))?;
                     let mut task = serde_json::json!({ "action": action, "data": data });
                     if let Some(p) = priority {
                         task["priority"] = p.into();
@@ -266,12 +265,18 @@ pub fn remote(command: RemoteCommand) -> ExitCode {
                 }
                 TaskCommand::Get { id, remote } => {
                     let view = connect(&remote).await?.task(&id).await?;
-                    println!("{}", serde_json::to_string_pretty(&view).unwrap_or_default());
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&view).unwrap_or_default()
+                    );
                     Ok(())
                 }
                 TaskCommand::Cancel { id, remote } => {
                     let view = connect(&remote).await?.cancel_task(&id).await?;
-                    println!("{}", serde_json::to_string_pretty(&view).unwrap_or_default());
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&view).unwrap_or_default()
+                    );
                     Ok(())
                 }
                 TaskCommand::Agents { remote } => {

@@ -193,7 +193,7 @@ fn json_logs_carry_level_message_time_request_id_pipeline_and_operator() {
     ]);
     let url = server.url.clone();
     // A pipeline that runs until stopped, checkpointing: its events come from task threads.
-    let yaml = "name: logged\nsource:\n  type: generator\n  rate: 2000\n  fields:\n    id: id\nsteps:\n  - filter: \"id < 0\"\ncheckpoint: { interval: 100ms }\nsink:\n  type: stdout\n";
+    let yaml = "name: logged\nsource:\n  type: generator\n  rate: 2000\n  fields:\n    id: id\nsteps:\n  - filter: \"id < 0\"\nsettings:\n  checkpoint: { interval: 100ms }\nsink:\n  type: stdout\n";
     let (status, body, id) = http(
         "POST",
         &format!("{url}/v1/pipelines"),
@@ -217,7 +217,12 @@ fn json_logs_carry_level_message_time_request_id_pipeline_and_operator() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (status, body, _) = http("POST", &format!("{url}/v1/pipelines/logged/stop"), None, None);
+    let (status, body, _) = http(
+        "POST",
+        &format!("{url}/v1/pipelines/logged/stop"),
+        None,
+        None,
+    );
     assert_eq!(status, 200, "{body}");
     assert_eq!(server.terminate(), Some(0), "{}", server.log());
 
@@ -257,9 +262,9 @@ fn json_logs_carry_level_message_time_request_id_pipeline_and_operator() {
     assert_eq!(checkpoint["level"], "info");
     // The server's own messages are events too.
     assert!(
-        events
-            .iter()
-            .any(|e| e["message"].as_str().is_some_and(|m| m.starts_with("listening on"))),
+        events.iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("listening on"))),
         "{lines:?}"
     );
 }
@@ -281,7 +286,10 @@ fn tasks_over_http_and_the_cli_with_the_example_agents() {
     let (status, body, _) = http(
         "POST",
         &format!("{url}/v1/tasks"),
-        Some(("application/json", r#"{"action":"echo","data":{"x":1}}"#.into())),
+        Some((
+            "application/json",
+            r#"{"action":"echo","data":{"x":1}}"#.into(),
+        )),
         None,
     );
     assert_eq!(status, 202, "{body}");
@@ -307,7 +315,18 @@ fn tasks_over_http_and_the_cli_with_the_example_agents() {
     // Idempotency key through the CLI: the same task comes back.
     let keyed = |k: &str| {
         let out = task_cli(
-            &["submit", "echo", "--data", "2", "--priority", "-1", "--timeout", "5s", "--idempotency-key", k],
+            &[
+                "submit",
+                "echo",
+                "--data",
+                "2",
+                "--priority",
+                "-1",
+                "--timeout",
+                "5s",
+                "--idempotency-key",
+                k,
+            ],
             &url,
         );
         assert!(out.status.success(), "{}", text(&out.stderr));
@@ -331,7 +350,10 @@ fn tasks_over_http_and_the_cli_with_the_example_agents() {
     let (status, body, _) = http(
         "POST",
         &format!("{url}/v1/tasks"),
-        Some(("application/json", r#"{"action":"nobody-does-this","data":1}"#.into())),
+        Some((
+            "application/json",
+            r#"{"action":"nobody-does-this","data":1}"#.into(),
+        )),
         None,
     );
     assert_eq!(status, 400, "{body}");
@@ -345,7 +367,11 @@ fn tasks_over_http_and_the_cli_with_the_example_agents() {
     assert_eq!(status, 400, "{body}");
     let out = task_cli(&["submit", "echo", "--data", "{x"], &url);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("--data"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--data"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = task_cli(&["get", "nope"], &url);
     assert!(!out.status.success());
 
@@ -388,7 +414,10 @@ fn kill_9_with_tasks_queued_then_restart_finishes_every_accepted_task() {
         let (status, body, _) = http(
             "POST",
             &format!("{url}/v1/tasks"),
-            Some(("application/json", format!(r#"{{"action":"slow","data":{i}}}"#))),
+            Some((
+                "application/json",
+                format!(r#"{{"action":"slow","data":{i}}}"#),
+            )),
             None,
         );
         assert_eq!(status, 202, "{body}");

@@ -133,8 +133,7 @@ pub async fn serve_until(
     // The address line last: a script waiting for it knows the server is up.
     tracing::info!(address = %local, "listening on http://{local}");
     bound(local);
-    let router =
-        routes::router(app).layer(axum::middleware::from_fn(logs::request_context));
+    let router = routes::router(app).layer(axum::middleware::from_fn(logs::request_context));
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -35,9 +35,7 @@ fn new_id() -> String {
 /// The incoming id if it is usable (printable ASCII, at most [`MAX_ID_LEN`] bytes).
 fn incoming(request: &Request) -> Option<String> {
     let v = request.headers().get(&REQUEST_ID)?.to_str().ok()?.trim();
-    let ok = !v.is_empty()
-        && v.len() <= MAX_ID_LEN
-        && v.bytes().all(|b| b.is_ascii_graphic());
+    let ok = !v.is_empty() && v.len() <= MAX_ID_LEN && v.bytes().all(|b| b.is_ascii_graphic());
     ok.then(|| v.to_string())
 }
 

@@ -35,7 +35,11 @@ pub async fn open(
     metrics.register_tasks(Arc::new(move || {
         let m = source.metrics();
         weir_telemetry::TaskCounts {
-            total: m.tasks_total.iter().map(|(s, n)| (s.as_str(), *n)).collect(),
+            total: m
+                .tasks_total
+                .iter()
+                .map(|(s, n)| (s.as_str(), *n))
+                .collect(),
             queued: m.queued,
             duration_buckets: m.duration_buckets.clone(),
             duration_sum: m.duration_sum,
