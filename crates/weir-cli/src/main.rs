@@ -36,11 +36,14 @@ fn parse_log_format(s: &str) -> Result<weir_telemetry::logs::LogFormat, String> 
 }
 
 /// Sets up logging; the run's own progress and summary stay plain text on standard error.
+/// `weir serve` logs at `info` in both formats: its events are its human output.
 fn init_logs(
     format: weir_telemetry::logs::LogFormat,
+    serving: bool,
 ) -> Result<(), weir_telemetry::TelemetryError> {
     use weir_telemetry::logs::LogFormat;
     let default = match format {
+        _ if serving => "info",
         // The run's own events (started, finished, failed) are the human output already.
         LogFormat::Text => "warn,weir::run=off",
         LogFormat::Json => "info",
@@ -72,13 +75,14 @@ enum Command {
     Stop(serve::NameArgs),
     /// Resume a pipeline on a server from its latest checkpoint.
     Resume(serve::NameArgs),
-    /// Tasks on a server (not yet supported).
+    /// Tasks on a server: submit, get, cancel; its agents.
     Task(serve::TaskArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = init_logs(cli.log_format) {
+    let serving = matches!(cli.command, Command::Serve(_));
+    if let Err(e) = init_logs(cli.log_format, serving) {
         eprintln!("error: {e}");
         return ExitCode::from(run::BAD_INPUT);
     }
@@ -94,7 +98,7 @@ fn main() -> ExitCode {
         Command::Pipelines(args) => Ok(serve::remote(serve::RemoteCommand::Pipelines(args))),
         Command::Stop(args) => Ok(serve::remote(serve::RemoteCommand::Stop(args))),
         Command::Resume(args) => Ok(serve::remote(serve::RemoteCommand::Resume(args))),
-        Command::Task(args) => Ok(serve::task(args)),
+        Command::Task(args) => Ok(serve::remote(serve::RemoteCommand::Task(args))),
     };
     match result {
         Ok(code) => code,

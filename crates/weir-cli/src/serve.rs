@@ -20,6 +20,9 @@ pub struct ServeArgs {
     /// `development` (default) or `production` (`WEIR_PROFILE`).
     #[arg(long)]
     profile: Option<String>,
+    /// The agents of the task queue (YAML, see docs/tasks.md; `WEIR_AGENTS`, `agents:`).
+    #[arg(long, value_name = "FILE")]
+    agents: Option<PathBuf>,
 }
 
 pub fn serve(args: ServeArgs) -> ExitCode {
@@ -28,6 +31,7 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         listen: args.listen,
         data_dir: args.data_dir,
         profile: args.profile,
+        agents: args.agents,
     };
     let config = match config::load(&flags, &|k| std::env::var(k).ok()) {
         Ok(c) => c,
@@ -96,9 +100,53 @@ pub struct NameArgs {
 
 #[derive(Args)]
 pub struct TaskArgs {
-    /// `submit ACTION --data JSON` or `get ID`.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+    #[command(subcommand)]
+    command: TaskCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum TaskCommand {
+    /// Submit a task; prints its id once it is durably queued.
+    Submit {
+        /// The action (routed to an agent with this capability).
+        action: String,
+        /// The task's input, JSON.
+        #[arg(long, value_name = "JSON", default_value = "null")]
+        data: String,
+        /// Higher runs first (default 0).
+        #[arg(long, value_name = "N", allow_hyphen_values = true)]
+        priority: Option<i32>,
+        /// Limit of each attempt, e.g. `30s`, `250ms`.
+        #[arg(long, value_name = "DURATION")]
+        timeout: Option<String>,
+        /// Run only on this agent.
+        #[arg(long, value_name = "NAME")]
+        agent: Option<String>,
+        /// A resubmit with the same key returns the existing task.
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show a task (JSON): status, result, error, attempts.
+    Get {
+        /// The task's id.
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Cancel a queued or running task.
+    Cancel {
+        /// The task's id.
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List the server's agents (JSON).
+    Agents {
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 /// What a remote command does.
@@ -107,11 +155,7 @@ pub enum RemoteCommand {
     Pipelines(PipelinesArgs),
     Stop(NameArgs),
     Resume(NameArgs),
-}
-
-pub fn task(_args: TaskArgs) -> ExitCode {
-    eprintln!("error: tasks are not yet supported by this server version");
-    ExitCode::from(crate::run::RUNTIME_FAILURE)
+    Task(TaskArgs),
 }
 
 pub fn remote(command: RemoteCommand) -> ExitCode {
@@ -184,6 +228,66 @@ pub fn remote(command: RemoteCommand) -> ExitCode {
                 );
                 Ok(())
             }
+            RemoteCommand::Task(args) => match args.command {
+                TaskCommand::Submit {
+                    action,
+                    data,
+                    priority,
+                    timeout,
+                    agent,
+                    idempotency_key,
+                    remote,
+                } => {
+                    let data: serde_json::Value = serde_json::from_str(&data)
+                        .map_err(|e| Failure::Input(format!("--data: expected JSON: {e}")))?;
+                    let mut task = serde_json::json!({ "action": action, "data": data });
+                    if let Some(p) = priority {
+                        task["priority"] = p.into();
+                    }
+                    if let Some(t) = timeout {
+                        task["timeout"] = t.into();
+                    }
+                    if let Some(a) = agent {
+                        task["agent"] = a.into();
+                    }
+                    if let Some(k) = idempotency_key {
+                        task["idempotency_key"] = k.into();
+                    }
+                    let remote = connect(&remote).await?;
+                    let accepted = remote.submit_task(&task).await?;
+                    let id = accepted["task_id"].as_str().unwrap_or_default();
+                    println!("{id}");
+                    eprintln!(
+                        "task {id}: {}",
+                        accepted["status"].as_str().unwrap_or_default()
+                    );
+                    Ok(())
+                }
+                TaskCommand::Get { id, remote } => {
+                    let view = connect(&remote).await?.task(&id).await?;
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&view).unwrap_or_default()
+                    );
+                    Ok(())
+                }
+                TaskCommand::Cancel { id, remote } => {
+                    let view = connect(&remote).await?.cancel_task(&id).await?;
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&view).unwrap_or_default()
+                    );
+                    Ok(())
+                }
+                TaskCommand::Agents { remote } => {
+                    let agents = connect(&remote).await?.agents().await?;
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&agents).unwrap_or_default()
+                    );
+                    Ok(())
+                }
+            },
             RemoteCommand::Resume(args) => {
                 let remote = connect(&args.remote).await?;
                 let info = remote.resume(&args.name).await?;

@@ -39,7 +39,8 @@ fn with_pipeline(yaml: &str, command: &str) -> (Output, tempfile::TempDir) {
 const NEEDS_SERVICES: &[&str] = &["streamhouse.yaml"];
 
 /// Examples that are not pipelines, with the test that runs each: `agents.yaml` declares the
-/// agents of `weir serve --agents` (crates/weir-tasks/tests/command.rs runs its `echo`).
+/// agents of `weir serve --agents` (crates/weir-tasks/tests/command.rs runs its `echo`, and
+/// tests/tasks.rs runs it behind `weir serve` over HTTP and `weir task`).
 const NOT_PIPELINES: &[&str] = &["agents.yaml"];
 
 #[test]

@@ -1,4 +1,4 @@
-//! The remote client: submits pipelines to a `weir serve` and follows them.
+//! The remote client: submits pipelines and tasks to a `weir serve` and follows them.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), weir_server::client::ClientError> {
@@ -132,6 +132,38 @@ impl RemoteEnvironment {
             None,
         )
         .await
+    }
+
+    /// Submits a task (`{action, data, priority?, timeout?, agent?, idempotency_key?}`);
+    /// answers `{task_id, status}` once it is durably queued.
+    pub async fn submit_task(&self, task: &Value) -> Result<Value, ClientError> {
+        self.call(
+            reqwest::Method::POST,
+            "/v1/tasks",
+            Some(("application/json", task.to_string())),
+        )
+        .await
+    }
+
+    /// A task: `{task_id, status, result, error, execution_time, attempts, agent}`.
+    pub async fn task(&self, id: &str) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::GET, &format!("/v1/tasks/{id}"), None)
+            .await
+    }
+
+    /// Cancels a queued or running task.
+    pub async fn cancel_task(&self, id: &str) -> Result<Value, ClientError> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/tasks/{id}/cancel"),
+            None,
+        )
+        .await
+    }
+
+    /// Every agent.
+    pub async fn agents(&self) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::GET, "/v1/agents", None).await
     }
 
     /// Follows a pipeline's status until it is one of `wanted`.

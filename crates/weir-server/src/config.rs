@@ -80,6 +80,9 @@ pub struct ServerConfig {
     /// `/ready`: timeout of each check and how long an answer is reused.
     pub ready_timeout: Duration,
     pub ready_cache: Duration,
+    /// The agents file of the task service (`agents:`, `WEIR_AGENTS`, `--agents`); without
+    /// one the service has no agents and refuses every task (400).
+    pub agents: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -98,6 +101,7 @@ impl ServerConfig {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             ready_timeout: Duration::from_secs(1),
             ready_cache: Duration::from_secs(1),
+            agents: None,
         }
     }
 }
@@ -118,6 +122,7 @@ struct FileConfig {
     ingest: IngestFile,
     #[serde(default)]
     ready: ReadyFile,
+    agents: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -160,6 +165,7 @@ pub struct Flags {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub profile: Option<String>,
+    pub agents: Option<PathBuf>,
 }
 
 /// Loads the layers: defaults < `flags.config` file < `env` (`WEIR_*`) < flags.
@@ -196,6 +202,12 @@ pub fn load(
                 Some(dir) if d.is_relative() => dir.join(d),
                 _ => d.clone(),
             };
+        }
+        if let Some(a) = &f.agents {
+            c.agents = Some(match Path::new(name).parent() {
+                Some(dir) if a.is_relative() => dir.join(a),
+                _ => a.clone(),
+            });
         }
         if let Some(v) = f.auth.enabled {
             c.auth_enabled = v;
@@ -235,6 +247,9 @@ pub fn load(
     if let Some(v) = env("WEIR_METRICS_PUBLIC") {
         c.metrics_public = boolean(&v).map_err(|e| ConfigError::key("WEIR_METRICS_PUBLIC", e))?;
     }
+    if let Some(v) = env("WEIR_AGENTS") {
+        c.agents = Some(PathBuf::from(v));
+    }
     if let Some(v) = env("WEIR_INGEST_REDIS_URL") {
         c.ingest_redis_url = v;
     }
@@ -244,6 +259,9 @@ pub fn load(
     }
     if let Some(d) = &flags.data_dir {
         c.data_dir = d.clone();
+    }
+    if let Some(a) = &flags.agents {
+        c.agents = Some(a.clone());
     }
     if c.body_limit == 0 {
         return Err(ConfigError::key("limits.body_bytes", "must be at least 1"));

@@ -4,7 +4,8 @@
 //! OpenAPI document at `/openapi.json` is made from the same route table), the pipeline
 //! manager (any number of pipelines on the runtime of `weir run`, checkpoints and desired
 //! state in the data dir, resumed after a restart), the ingest endpoint (validated records
-//! appended atomically to Redis streams, with idempotency keys), readiness checks, the layered
+//! appended atomically to Redis streams, with idempotency keys), the task routes over
+//! `weir-tasks`, request ids in the logs, readiness checks, the layered
 //! server configuration, and the remote client ([`client::RemoteEnvironment`]).
 
 pub mod client;
@@ -13,9 +14,11 @@ pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod ingest;
+pub mod logs;
 pub mod manager;
 pub mod ready;
 pub mod routes;
+pub mod tasks;
 
 use config::ServerConfig;
 use manager::Manager;
@@ -31,6 +34,8 @@ pub struct App {
     pub ready: ready::Ready,
     /// The one registry of `/metrics` (every pipeline's job, HTTP requests).
     pub metrics: weir_telemetry::Metrics,
+    /// The task queue (`/v1/tasks`, `/v1/agents`).
+    pub tasks: Arc<weir_tasks::TaskService>,
 }
 
 /// Why the server could not start or run.
@@ -54,8 +59,9 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             _ = terminate.recv() => "SIGTERM",
             _ = interrupt.recv() => "SIGINT",
         };
-        eprintln!(
-            "weir serve: {signal} received: finishing requests in flight, stopping every pipeline with a checkpoint"
+        tracing::info!(
+            signal,
+            "received {signal}: finishing requests in flight, stopping every pipeline with a checkpoint"
         );
     };
     serve_until(config, shutdown, |_| {}).await
@@ -87,6 +93,7 @@ pub async fn serve_until(
     })?;
     let registry = weir_schema::Registry::open(manager.registry_dir())
         .map_err(|e| ServeError::Config(format!("schema registry: {e}")))?;
+    let tasks = tasks::open(&config.data_dir, config.agents.as_deref(), &metrics).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("listen {}: {e}", config.listen)))?;
@@ -101,15 +108,17 @@ pub async fn serve_until(
         ready: ready::Ready::new(config.ready_timeout, config.ready_cache),
         registry,
         metrics,
+        tasks: tasks.clone(),
         manager: manager.clone(),
         config,
     });
-    eprintln!(
-        "weir serve: data dir {}; authentication disabled (auth.enabled: false): local development only, listening on loopback only",
+    tracing::info!(
+        data_dir = %manager.data_dir().display(),
+        "data dir {}; authentication disabled (auth.enabled: false): local development only, listening on loopback only",
         manager.data_dir().display()
     );
     for problem in manager.restore().await {
-        eprintln!("warning: {problem}");
+        tracing::warn!("{problem}");
     }
     let poller = {
         let manager = manager.clone();
@@ -122,14 +131,16 @@ pub async fn serve_until(
         })
     };
     // The address line last: a script waiting for it knows the server is up.
-    eprintln!("weir serve: listening on http://{local}");
+    tracing::info!(address = %local, "listening on http://{local}");
     bound(local);
-    let router = routes::router(app);
+    let router = routes::router(app).layer(axum::middleware::from_fn(logs::request_context));
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await?;
     poller.abort();
+    // Running tasks stay `running` on disk and run again at the next start (at-least-once).
+    tasks.shutdown().await;
     manager.shutdown().await;
-    eprintln!("weir serve: stopped");
+    tracing::info!("stopped");
     Ok(())
 }

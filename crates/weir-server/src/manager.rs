@@ -211,7 +211,11 @@ impl Manager {
         let interval = pipeline
             .checkpoint_interval()
             .map_err(|e| ApiError::pipeline(&e))?;
+        // The job's task threads enter spans under this one: their events carry `pipeline`
+        // (and the `request_id` of the request that started it), and `operator`.
+        let span = tracing::info_span!("pipeline", pipeline = %name);
         let started = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
             let mut notices = Vec::new();
             let started = lifecycle::start(&pipeline, &StartOptions::default(), &mut |n| {
                 notices.push(n.to_string())
@@ -223,7 +227,6 @@ impl Manager {
         let (started, notices) = started;
         for n in &notices {
             tracing::info!(pipeline = %name, "{n}");
-            eprintln!("{n}");
         }
         let started = started.map_err(start_error)?;
         let mut entries = self.lock();
@@ -247,7 +250,7 @@ impl Manager {
         entry.checkpoints_completed = 0;
         entry.checkpoint_progress = Instant::now();
         entry.notices = notices;
-        eprintln!("{name}: running");
+        tracing::info!(pipeline = %name, "running");
         Ok(())
     }
 
@@ -290,7 +293,7 @@ impl Manager {
             };
             self.lock().insert(name.clone(), entry);
             if desired == "running" {
-                eprintln!("{name}: resuming after the server's restart");
+                tracing::info!(pipeline = %name, "resuming after the server's restart");
                 if let Err(e) = self.start(&name, &text).await {
                     let message = e.message.clone();
                     if let Some(entry) = self.lock().get_mut(&name) {
@@ -352,7 +355,7 @@ impl Manager {
                 }
             }
         }
-        eprintln!("{name}: stopped");
+        tracing::info!(pipeline = %name, "stopped");
         Ok(())
     }
 
@@ -427,7 +430,7 @@ impl Manager {
             let me = self.clone();
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = me.halt(&name).await {
-                    eprintln!("{name}: {}", e.message);
+                    tracing::warn!(pipeline = %name, "{}", e.message);
                 }
             }));
         }
@@ -460,14 +463,14 @@ impl Manager {
                 }
                 Err(e) => {
                     entry.last_error = Some(e.to_string());
-                    eprintln!("{name}: failed: {e}");
+                    tracing::error!(pipeline = %name, error = %e, "failed: {e}");
                     (Status::Failed, Status::Failed)
                 }
             };
             entry.status = status;
             let body = json!({ "desired": desired.as_str() }).to_string();
             if let Err(e) = write_atomic(&self.state_path(name), body.as_bytes()) {
-                eprintln!("{name}: cannot save the state: {e}");
+                tracing::error!(pipeline = %name, "cannot save the state: {e}");
             }
         }
     }

@@ -179,29 +179,29 @@ pub fn table() -> Vec<Route> {
             Method::POST,
             "/v1/tasks",
             Role::Operator,
-            "Submit a task (not yet implemented: 501)",
-            || post(not_implemented),
+            "Submit a task {action, data, priority?, timeout?, agent?, idempotency_key?}: 202 {task_id, status} once durably queued; 400 bad input or no agent; 503 shutting down",
+            || post(crate::tasks::submit),
         ),
         r(
             Method::GET,
             "/v1/tasks/{id}",
             Role::Viewer,
-            "A task's status (not yet implemented: 501)",
-            || get(not_implemented),
+            "A task: {task_id, status, result, error, execution_time, attempts, agent}; 404 unknown",
+            || get(crate::tasks::get),
         ),
         r(
             Method::POST,
             "/v1/tasks/{id}/cancel",
             Role::Operator,
-            "Cancel a task (not yet implemented: 501)",
-            || post(not_implemented),
+            "Cancel a queued or running task: 200 with the task; 404 unknown; 409 already finished",
+            || post(crate::tasks::cancel),
         ),
         r(
             Method::GET,
             "/v1/agents",
             Role::Viewer,
-            "Every agent (not yet implemented: 501)",
-            || get(not_implemented),
+            "Every agent: {agents: [{name, capabilities, health, in_flight, concurrency, ...}]}",
+            || get(crate::tasks::agents),
         ),
         r(
             Method::GET,
@@ -516,14 +516,6 @@ async fn ingest(
         );
     }
     Ok(response)
-}
-
-async fn not_implemented() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "not_implemented",
-        "agents and tasks are not implemented yet",
-    )
 }
 
 #[cfg(test)]

@@ -35,6 +35,24 @@ const HTTP_BUCKETS: [f64; 12] = [
 
 type Labels = Vec<(&'static str, String)>;
 type Jobs = Arc<RwLock<BTreeMap<String, JobMetrics>>>;
+type TaskSource = Arc<RwLock<Option<Arc<dyn Fn() -> TaskCounts + Send + Sync>>>>;
+
+/// The task queue's numbers, read at scrape time from the source given to
+/// [`Metrics::register_tasks`]: `weir_tasks_total{status}`, `weir_task_duration_seconds`,
+/// `weir_tasks_queued`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskCounts {
+    /// Tasks that entered each status (`queued`: accepted, `running`: started, the rest:
+    /// finished that way).
+    pub total: Vec<(&'static str, u64)>,
+    /// Tasks waiting now.
+    pub queued: u64,
+    /// Cumulative counts of finished tasks' execution time by bucket upper bound (seconds),
+    /// the last bound `+Inf`.
+    pub duration_buckets: Vec<(f64, u64)>,
+    pub duration_sum: f64,
+    pub duration_count: u64,
+}
 
 /// The metrics of a process: every registered job, and the server's HTTP requests.
 ///
@@ -47,6 +65,7 @@ pub struct Metrics {
 struct Inner {
     registry: Registry,
     jobs: Jobs,
+    tasks: TaskSource,
     http_requests: Family<Labels, Counter>,
     http_duration: Family<Labels, Histogram, fn() -> Histogram>,
 }
@@ -87,10 +106,15 @@ impl Metrics {
             http_duration.clone(),
         );
         registry.register_collector(Box::new(JobsCollector { jobs: jobs.clone() }));
+        let tasks: TaskSource = Arc::default();
+        registry.register_collector(Box::new(TasksCollector {
+            source: tasks.clone(),
+        }));
         Metrics {
             inner: Arc::new(Inner {
                 registry,
                 jobs,
+                tasks,
                 http_requests,
                 http_duration,
             }),
@@ -101,6 +125,11 @@ impl Metrics {
     /// that name).
     pub fn register_job(&self, pipeline: &str, job: JobMetrics) {
         self.jobs_mut().insert(pipeline.to_string(), job);
+    }
+
+    /// Exposes the task metrics: `source` is called at each scrape.
+    pub fn register_tasks(&self, source: Arc<dyn Fn() -> TaskCounts + Send + Sync>) {
+        *self.inner.tasks.write().unwrap_or_else(|p| p.into_inner()) = Some(source);
     }
 
     /// Stops exposing the job of `pipeline` (no-op if there is none).
@@ -540,6 +569,75 @@ impl Collector for JobsCollector {
             Counter,
             per_policy(&views, |m| m.cache_misses.map(Value::Count)),
         )?;
+        Ok(())
+    }
+}
+
+/// Encodes the task metrics when a source is registered.
+struct TasksCollector {
+    source: TaskSource,
+}
+
+impl fmt::Debug for TasksCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TasksCollector").finish_non_exhaustive()
+    }
+}
+
+impl Collector for TasksCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let source = self
+            .source
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(source) = source else {
+            return Ok(());
+        };
+        let counts = source();
+        let mut metric = encoder.encode_descriptor(
+            "weir_tasks",
+            "Tasks that entered each status (queued: accepted; running: started; the rest: finished so)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (status, n) in &counts.total {
+            metric
+                .encode_family(&vec![("status", status.to_string())])?
+                .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+        }
+        encoder
+            .encode_descriptor(
+                "weir_tasks_queued",
+                "Tasks waiting to run now",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&(counts.queued as i64))?;
+        // The encoder takes per-bucket counts and accumulates them itself.
+        let mut previous = 0;
+        let buckets: Vec<(f64, u64)> = counts
+            .duration_buckets
+            .iter()
+            .map(|&(bound, cumulative)| {
+                let n = cumulative.saturating_sub(previous);
+                previous = cumulative;
+                (bound, n)
+            })
+            .collect();
+        encoder
+            .encode_descriptor(
+                "weir_task_duration_seconds",
+                "Execution time of finished tasks",
+                None,
+                MetricType::Histogram,
+            )?
+            .encode_histogram::<NoLabelSet>(
+                counts.duration_sum,
+                counts.duration_count,
+                &buckets,
+                None,
+            )?;
         Ok(())
     }
 }
