@@ -41,8 +41,9 @@ fn init_logs(
 ) -> Result<(), weir_telemetry::TelemetryError> {
     use weir_telemetry::logs::LogFormat;
     let default = match format {
-        // The run's own events (started, finished, failed) are the human output already.
-        LogFormat::Text => "warn,weir::run=off",
+        // The run's own events (started, finished, failed) are the human output already;
+        // the server's audit log is always shown.
+        LogFormat::Text => "warn,weir::run=off,weir::audit=info",
         LogFormat::Json => "info",
     };
     weir_telemetry::logs::init(format, default)
