@@ -38,13 +38,20 @@ fn with_pipeline(yaml: &str, command: &str) -> (Output, tempfile::TempDir) {
 /// Examples that need external services; they are run by the connector tests.
 const NEEDS_SERVICES: &[&str] = &["streamhouse.yaml"];
 
+/// Examples that are not pipelines, with the test that runs each: `agents.yaml` declares the
+/// agents of `weir serve --agents` (crates/weir-tasks/tests/command.rs runs its `echo`).
+const NOT_PIPELINES: &[&str] = &["agents.yaml"];
+
 #[test]
 fn every_example_runs() {
     let mut ran = 0;
     for entry in std::fs::read_dir(repo().join("examples")).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        if path.extension().is_none_or(|e| e != "yaml") || NEEDS_SERVICES.contains(&name.as_str()) {
+        if path.extension().is_none_or(|e| e != "yaml")
+            || NEEDS_SERVICES.contains(&name.as_str())
+            || NOT_PIPELINES.contains(&name.as_str())
+        {
             continue;
         }
         let rel = format!("examples/{name}");

@@ -8,8 +8,8 @@
 mod aggregate;
 mod build;
 mod checkpoints;
-pub mod duration;
 mod connect;
+pub mod duration;
 mod enrich;
 mod event_time;
 pub mod graph;

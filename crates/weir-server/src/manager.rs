@@ -627,27 +627,36 @@ impl Manager {
 fn connector_targets(p: &Pipeline) -> Vec<Target> {
     use weir_pipeline::spec::{SinkKind, SourceKind};
     let mut out = Vec::new();
-    let s = &p.spec.source;
-    match s.kind {
-        SourceKind::RedisStream => {
-            if let Some(url) = &s.url {
-                out.push(Target::Redis(url.clone()));
+    for (_, s) in p.source_specs() {
+        match s.kind {
+            SourceKind::RedisStream => {
+                if let Some(url) = &s.url {
+                    out.push(Target::Redis(url.clone()));
+                }
             }
-        }
-        SourceKind::File => {
-            if let Some(path) = &s.path {
-                let path = if path.is_relative() {
-                    Path::new(p.file())
-                        .parent()
-                        .map(|d| d.join(path))
-                        .unwrap_or_else(|| path.clone())
-                } else {
-                    path.clone()
-                };
-                out.push(Target::File(path));
+            SourceKind::File => {
+                if let Some(path) = &s.path {
+                    let path = if path.is_relative() {
+                        Path::new(p.file())
+                            .parent()
+                            .map(|d| d.join(path))
+                            .unwrap_or_else(|| path.clone())
+                    } else {
+                        path.clone()
+                    };
+                    // A glob names files that may not exist yet: its directory must.
+                    let globbed = path
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().contains(['*', '?']));
+                    let path = match path.parent() {
+                        Some(dir) if globbed => dir.to_path_buf(),
+                        _ => path,
+                    };
+                    out.push(Target::File(path));
+                }
             }
+            _ => {}
         }
-        _ => {}
     }
     let sinks = p.spec.sink.iter().chain(p.spec.sinks.iter().flatten());
     for sink in sinks.chain(p.spec.dead_letter.iter()) {

@@ -203,10 +203,34 @@ pub fn table() -> Vec<Route> {
             "Every agent (not yet implemented: 501)",
             || get(not_implemented),
         ),
-        r(Method::GET, "/", Role::Public, "The dashboard (HTML); its API calls carry the token", crate::dashboard::index),
-        r(Method::GET, "/dashboard/{*path}", Role::Public, "The dashboard's assets", crate::dashboard::assets),
-        r(Method::GET, "/v1/whoami", Role::Viewer, "The caller's {name, role} (anonymous admin with auth disabled)", crate::dashboard::whoami),
-        r(Method::GET, "/v1/events", Role::Viewer, "Server-Sent Events: a snapshot of every pipeline's status and counters about once a second", crate::events::route),
+        r(
+            Method::GET,
+            "/",
+            Role::Public,
+            "The dashboard (HTML); its API calls carry the token",
+            crate::dashboard::index,
+        ),
+        r(
+            Method::GET,
+            "/dashboard/{*path}",
+            Role::Public,
+            "The dashboard's assets",
+            crate::dashboard::assets,
+        ),
+        r(
+            Method::GET,
+            "/v1/whoami",
+            Role::Viewer,
+            "The caller's {name, role} (anonymous admin with auth disabled)",
+            crate::dashboard::whoami,
+        ),
+        r(
+            Method::GET,
+            "/v1/events",
+            Role::Viewer,
+            "Server-Sent Events: a snapshot of every pipeline's status and counters about once a second",
+            crate::events::route,
+        ),
     ]
 }
 
