@@ -41,7 +41,6 @@ enum TokenCommand {
     },
 }
 
-
 const USAGE: u8 = 2;
 
 pub fn run(args: TokenArgs) -> ExitCode {

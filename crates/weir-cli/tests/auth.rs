@@ -33,13 +33,18 @@ fn keygen(path: &Path) {
 /// `weir token create`: (token, token id).
 fn create(key: &Path, role: &str, name: &str) -> (String, String) {
     let out = weir()
-        .args(["token", "create", "--role", role, "--ttl", "1h", "--name", name])
+        .args([
+            "token", "create", "--role", role, "--ttl", "1h", "--name", name,
+        ])
         .arg("--key-file")
         .arg(key)
         .output()
         .expect("run weir token create");
     assert!(out.status.success(), "{out:?}");
-    let token = String::from_utf8(out.stdout).expect("utf8").trim().to_string();
+    let token = String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string();
     // "token ID for `NAME` with role ..."
     let err = String::from_utf8_lossy(&out.stderr);
     let id = err
@@ -186,11 +191,10 @@ fn every_route_of_the_table_checks_its_token_and_role() {
     let other = dir.path().join("other.key");
     keygen(&key);
     keygen(&other);
-    let tokens: std::collections::HashMap<&str, String> =
-        ["admin", "operator", "viewer", "ingest"]
-            .into_iter()
-            .map(|r| (r, create(&key, r, &format!("matrix-{r}")).0))
-            .collect();
+    let tokens: std::collections::HashMap<&str, String> = ["admin", "operator", "viewer", "ingest"]
+        .into_iter()
+        .map(|r| (r, create(&key, r, &format!("matrix-{r}")).0))
+        .collect();
     // Expired: made by the library an hour and a minute ago, valid for an hour.
     let ring = weir_auth::KeyRing::load(&key, &[]).expect("key");
     let now = SystemTime::now()
@@ -218,7 +222,11 @@ fn every_route_of_the_table_checks_its_token_and_role() {
     let port = server.port;
 
     let table = routes::table();
-    assert!(table.len() >= 15, "the router's table has {} routes", table.len());
+    assert!(
+        table.len() >= 15,
+        "the router's table has {} routes",
+        table.len()
+    );
     let mut checked = 0;
     for route in &table {
         let method = route.method.as_str();
@@ -260,7 +268,10 @@ fn every_route_of_the_table_checks_its_token_and_role() {
     assert!(checked >= 10, "only {checked} protected routes");
     for open in ["/health", "/ready", "/openapi.json"] {
         let (status, _) = request(port, "GET", open, None);
-        assert!(status == 200 || (open == "/ready" && status == 503), "{open}: {status}");
+        assert!(
+            status == 200 || (open == "/ready" && status == 503),
+            "{open}: {status}"
+        );
     }
     // The table and the served OpenAPI document agree.
     let (_, doc) = request(port, "GET", "/openapi.json", None);
@@ -377,14 +388,20 @@ fn a_missing_or_too_open_key_refuses_the_start() {
     let out = run();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("auth.key_file") && err.contains("absent.key"), "{err}");
+    assert!(
+        err.contains("auth.key_file") && err.contains("absent.key"),
+        "{err}"
+    );
     keygen(&key);
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let out = run();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("absent.key") && err.contains("chmod 600"), "{err}");
+    assert!(
+        err.contains("absent.key") && err.contains("chmod 600"),
+        "{err}"
+    );
     // The production profile implies authentication: without a key it does not start.
     let out = weir()
         .args(["serve", "--profile", "production", "--listen"])

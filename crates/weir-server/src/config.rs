@@ -416,7 +416,10 @@ mod tests {
         assert_eq!(c.auth_key_file, Some(dir.path().join("keys/new.key")));
         assert_eq!(
             c.auth_previous_key_files,
-            vec![dir.path().join("keys/old.key"), PathBuf::from("/abs/older.key")]
+            vec![
+                dir.path().join("keys/old.key"),
+                PathBuf::from("/abs/older.key")
+            ]
         );
         // The key itself is not a setting: a `key:` is refused as an unknown key.
         let (_d2, bad) = file("auth:\n  key: c2VjcmV0\n");

@@ -109,7 +109,11 @@ pub async fn serve_until(
         eprintln!(
             "weir serve: data dir {}; authentication enabled: every route but /health, /ready, /openapi.json{} needs a bearer token",
             manager.data_dir().display(),
-            if app.config.metrics_public { ", /metrics" } else { "" }
+            if app.config.metrics_public {
+                ", /metrics"
+            } else {
+                ""
+            }
         );
     } else {
         eprintln!(

@@ -328,11 +328,8 @@ async fn authorize(
                         axum::http::HeaderValue::from_static("Bearer"),
                     );
                 }
-                app.metrics.http_request(
-                    &route,
-                    status.as_u16(),
-                    started.elapsed().as_secs_f64(),
-                );
+                app.metrics
+                    .http_request(&route, status.as_u16(), started.elapsed().as_secs_f64());
                 return response;
             }
         }

@@ -60,8 +60,7 @@ pub fn assets() -> MethodRouter<Arc<App>> {
 /// role `admin`.
 pub fn whoami() -> MethodRouter<Arc<App>> {
     get(
-        |State(app): State<Arc<App>>,
-         identity: Option<axum::Extension<weir_auth::Identity>>| async move {
+        |State(app): State<Arc<App>>, identity: Option<axum::Extension<weir_auth::Identity>>| async move {
             match identity {
                 Some(axum::Extension(who)) => axum::Json(json!({
                     "name": who.name,
