@@ -23,6 +23,12 @@ impl Revocations {
         }
     }
 
+    /// The list a server keeps under its data directory, `DATA/auth/revoked`: the one place
+    /// both `weir token revoke` and `weir serve` name it.
+    pub fn in_data_dir(data_dir: &Path) -> Revocations {
+        Revocations::open(data_dir.join("auth").join("revoked"))
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -44,8 +44,9 @@ fn init_logs(
     use weir_telemetry::logs::LogFormat;
     let default = match format {
         _ if serving => "info",
-        // The run's own events (started, finished, failed) are the human output already.
-        LogFormat::Text => "warn,weir::run=off",
+        // The run's own events (started, finished, failed) are the human output already;
+        // the server's audit log is always shown.
+        LogFormat::Text => "warn,weir::run=off,weir::audit=info",
         LogFormat::Json => "info",
     };
     weir_telemetry::logs::init(format, default)

@@ -41,11 +41,6 @@ enum TokenCommand {
     },
 }
 
-/// Where a server keeps its revoked token ids, under its data directory.
-pub fn revocations(data_dir: &std::path::Path) -> Revocations {
-    Revocations::open(data_dir.join("auth").join("revoked"))
-}
-
 const USAGE: u8 = 2;
 
 pub fn run(args: TokenArgs) -> ExitCode {
@@ -101,7 +96,7 @@ pub fn run(args: TokenArgs) -> ExitCode {
             }
         }
         TokenCommand::Revoke { id, data_dir } => {
-            let list = revocations(&data_dir);
+            let list = Revocations::in_data_dir(&data_dir);
             match list.revoke(&id) {
                 Ok(()) => {
                     eprintln!("token {id} revoked (in {})", list.path().display());

@@ -68,6 +68,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub auth_enabled: bool,
+    /// The token signing key (`auth.key_file`, `WEIR_AUTH_KEY_FILE`): a path, never the key.
+    pub auth_key_file: Option<PathBuf>,
+    /// Older keys whose tokens still verify (`auth.previous_key_files`: rotation).
+    pub auth_previous_key_files: Vec<PathBuf>,
     pub metrics_public: bool,
     /// Largest request body, in bytes.
     pub body_limit: usize,
@@ -92,8 +96,10 @@ impl ServerConfig {
             profile,
             listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
             data_dir: PathBuf::from("weir-data"),
-            // Production expects authentication (the security issue's; refused until then).
+            // Production implies authentication.
             auth_enabled: profile == Profile::Production,
+            auth_key_file: None,
+            auth_previous_key_files: Vec::new(),
             metrics_public: false,
             body_limit: 10 << 20,
             ingest_redis_url: "redis://127.0.0.1:6379".into(),
@@ -129,6 +135,8 @@ struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct AuthFile {
     enabled: Option<bool>,
+    key_file: Option<PathBuf>,
+    previous_key_files: Option<Vec<PathBuf>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -212,6 +220,17 @@ pub fn load(
         if let Some(v) = f.auth.enabled {
             c.auth_enabled = v;
         }
+        // Key files relative to the config file, like `data_dir`.
+        let relative = |p: &PathBuf| match Path::new(name).parent() {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p.clone(),
+        };
+        if let Some(k) = &f.auth.key_file {
+            c.auth_key_file = Some(relative(k));
+        }
+        if let Some(v) = &f.auth.previous_key_files {
+            c.auth_previous_key_files = v.iter().map(relative).collect();
+        }
         if let Some(v) = f.metrics.public {
             c.metrics_public = v;
         }
@@ -243,6 +262,9 @@ pub fn load(
     }
     if let Some(v) = env("WEIR_AUTH_ENABLED") {
         c.auth_enabled = boolean(&v).map_err(|e| ConfigError::key("WEIR_AUTH_ENABLED", e))?;
+    }
+    if let Some(v) = env("WEIR_AUTH_KEY_FILE").filter(|v| !v.is_empty()) {
+        c.auth_key_file = Some(PathBuf::from(v));
     }
     if let Some(v) = env("WEIR_METRICS_PUBLIC") {
         c.metrics_public = boolean(&v).map_err(|e| ConfigError::key("WEIR_METRICS_PUBLIC", e))?;
@@ -399,12 +421,49 @@ mod tests {
     }
 
     #[test]
+    fn auth_key_files_are_paths_relative_to_the_config_file() {
+        let (dir, path) = file(
+            "auth:\n  enabled: true\n  key_file: keys/new.key\n  previous_key_files: [keys/old.key, /abs/older.key]\n",
+        );
+        let flags = Flags {
+            config: Some(path),
+            ..Flags::default()
+        };
+        let c = load(&flags, &|_| None).expect("load");
+        assert!(c.auth_enabled);
+        assert_eq!(c.auth_key_file, Some(dir.path().join("keys/new.key")));
+        assert_eq!(
+            c.auth_previous_key_files,
+            vec![
+                dir.path().join("keys/old.key"),
+                PathBuf::from("/abs/older.key")
+            ]
+        );
+        // The key itself is not a setting: a `key:` is refused as an unknown key.
+        let (_d2, bad) = file("auth:\n  key: c2VjcmV0\n");
+        let e = load(
+            &Flags {
+                config: Some(bad),
+                ..Flags::default()
+            },
+            &|_| None,
+        )
+        .expect_err("key text refused");
+        assert_eq!(e.key.as_deref(), Some("auth.key"), "{e}");
+    }
+
+    #[test]
     fn bad_env_and_profiles() {
         let env = |k: &str| (k == "WEIR_AUTH_ENABLED").then(|| "maybe".to_string());
         let e = load(&Flags::default(), &env).expect_err("bad env");
         assert_eq!(e.key.as_deref(), Some("WEIR_AUTH_ENABLED"));
         let prod = |k: &str| (k == "WEIR_PROFILE").then(|| "production".to_string());
         assert!(load(&Flags::default(), &prod).expect("load").auth_enabled);
+        let key = |k: &str| (k == "WEIR_AUTH_KEY_FILE").then(|| "/keys/weir.key".to_string());
+        assert_eq!(
+            load(&Flags::default(), &key).expect("load").auth_key_file,
+            Some(PathBuf::from("/keys/weir.key"))
+        );
         assert!(
             !load(&Flags::default(), &|_| None)
                 .expect("load")

@@ -8,6 +8,7 @@
 //! `weir-tasks`, request ids in the logs, readiness checks, the layered
 //! server configuration, and the remote client ([`client::RemoteEnvironment`]).
 
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod dashboard;
@@ -36,6 +37,8 @@ pub struct App {
     pub metrics: weir_telemetry::Metrics,
     /// The task queue (`/v1/tasks`, `/v1/agents`).
     pub tasks: Arc<weir_tasks::TaskService>,
+    /// The keys and revocation list; `None` with `auth.enabled: false`.
+    pub auth: Option<auth::Auth>,
 }
 
 /// Why the server could not start or run.
@@ -73,12 +76,9 @@ pub async fn serve_until(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     bound: impl FnOnce(std::net::SocketAddr),
 ) -> Result<(), ServeError> {
-    if config.auth_enabled {
-        return Err(ServeError::Config(
-            "auth.enabled: true: authentication is not implemented yet; set auth.enabled: false (local development only; the server then listens on loopback only)".into(),
-        ));
-    }
-    if !config.listen.ip().is_loopback() {
+    // The keys are checked before anything else: a bad key refuses the start (exit 2).
+    let auth = auth::Auth::load(&config).map_err(ServeError::Config)?;
+    if auth.is_none() && !config.listen.ip().is_loopback() {
         return Err(ServeError::Config(format!(
             "listen {}: with auth.enabled: false the server listens on loopback only (127.0.0.1 or ::1)",
             config.listen
@@ -110,13 +110,27 @@ pub async fn serve_until(
         metrics,
         tasks: tasks.clone(),
         manager: manager.clone(),
+        auth,
         config,
     });
-    tracing::info!(
-        data_dir = %manager.data_dir().display(),
-        "data dir {}; authentication disabled (auth.enabled: false): local development only, listening on loopback only",
-        manager.data_dir().display()
-    );
+    if app.auth.is_some() {
+        tracing::info!(
+            data_dir = %manager.data_dir().display(),
+            "data dir {}; authentication enabled: every route but /health, /ready, /openapi.json{} needs a bearer token",
+            manager.data_dir().display(),
+            if app.config.metrics_public {
+                ", /metrics"
+            } else {
+                ""
+            }
+        );
+    } else {
+        tracing::info!(
+            data_dir = %manager.data_dir().display(),
+            "data dir {}; authentication disabled (auth.enabled: false): local development only, listening on loopback only",
+            manager.data_dir().display()
+        );
+    }
     for problem in manager.restore().await {
         tracing::warn!("{problem}");
     }

@@ -258,13 +258,15 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The role check of every route. Authentication is the security issue's: with
-/// `auth.enabled: false`, the only mode so far, every request passes (and the server listens
-/// on loopback only).
+/// The role check of every route: with `auth.enabled: true` a route that needs a role
+/// ([`crate::auth::needed`]) needs a valid bearer token (else 401) whose role covers it (else
+/// 403); the [`weir_auth::Identity`] goes on in the request's extensions. Mutating requests,
+/// refused or not, are written to the audit log. With `auth.enabled: false` every request
+/// passes (and the server listens on loopback only).
 async fn authorize(
     State(app): State<AppState>,
     matched: Option<MatchedPath>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let role = matched
@@ -273,31 +275,72 @@ async fn authorize(
     let Some(role) = role else {
         return ApiError::not_found("no such route").into_response();
     };
-    let needs_token = match role {
-        Role::Public => false,
-        Role::Metrics => !app.config.metrics_public,
-        _ => true,
-    };
     let route = matched
         .as_ref()
         .map(|m| m.as_str().to_string())
         .unwrap_or_default();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let audited = crate::auth::mutating(&method);
     let started = std::time::Instant::now();
-    if needs_token && app.config.auth_enabled {
-        // The server refuses to start with authentication enabled until it exists.
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            format!("this route needs the role `{}`", role.as_str()),
-        )
-        .into_response();
+    let mut identity = None;
+    if let (Some(auth), Some(need)) = (
+        app.auth.as_ref(),
+        crate::auth::needed(role, app.config.metrics_public),
+    ) {
+        // A token that verifies but lacks the role still says who tried (for the audit log).
+        let checked = match auth.authenticate(request.headers()) {
+            Ok(who) => match who.require(need) {
+                Ok(()) => Ok(who),
+                Err(e) => Err((Some(who), e)),
+            },
+            Err(e) => Err((None, e)),
+        };
+        match checked {
+            Ok(who) => {
+                request.extensions_mut().insert(who.clone());
+                identity = Some(who);
+            }
+            Err((who, e)) => {
+                let status =
+                    StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let code = match status {
+                    StatusCode::UNAUTHORIZED => "unauthorized",
+                    StatusCode::FORBIDDEN => "forbidden",
+                    _ => "internal",
+                };
+                // The message names what is wrong, never the token.
+                let message = e.to_string();
+                if audited {
+                    crate::auth::audit(
+                        who.as_ref(),
+                        &method,
+                        &route,
+                        &path,
+                        status.as_u16(),
+                        Some(&message),
+                    );
+                }
+                let mut response = ApiError::new(status, code, message).into_response();
+                if status == StatusCode::UNAUTHORIZED {
+                    response.headers_mut().insert(
+                        axum::http::header::WWW_AUTHENTICATE,
+                        axum::http::HeaderValue::from_static("Bearer"),
+                    );
+                }
+                app.metrics
+                    .http_request(&route, status.as_u16(), started.elapsed().as_secs_f64());
+                return response;
+            }
+        }
     }
     let response = next.run(request).await;
-    app.metrics.http_request(
-        &route,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
+    let status = response.status().as_u16();
+    if audited {
+        crate::auth::audit(identity.as_ref(), &method, &route, &path, status, None);
+    }
+    app.metrics
+        .http_request(&route, status, started.elapsed().as_secs_f64());
     response
 }
 

@@ -55,22 +55,33 @@ pub fn assets() -> MethodRouter<Arc<App>> {
     get(|Path(path): Path<String>| async move { asset(&path) })
 }
 
-/// `GET /v1/whoami`: `{name, role, auth}` of the caller's token. With `auth.enabled: false`
-/// (the only mode so far: the server refuses to start with authentication enabled) everyone is
-/// `anonymous` with the role `admin`.
+/// `GET /v1/whoami`: `{name, role, auth}` of the caller's token (the identity the `authorize`
+/// middleware put in the request). With `auth.enabled: false` everyone is `anonymous` with the
+/// role `admin`.
 pub fn whoami() -> MethodRouter<Arc<App>> {
-    get(|State(app): State<Arc<App>>| async move {
-        if app.config.auth_enabled {
-            // Unreachable today (serve refuses to start); say so rather than guess a role.
-            return crate::error::ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "not_implemented",
-                "authentication is not implemented yet",
-            )
-            .into_response();
-        }
-        axum::Json(json!({"name": "anonymous", "role": "admin", "auth": false})).into_response()
-    })
+    get(
+        |State(app): State<Arc<App>>, identity: Option<axum::Extension<weir_auth::Identity>>| async move {
+            match identity {
+                Some(axum::Extension(who)) => axum::Json(json!({
+                    "name": who.name,
+                    "role": who.role.as_str(),
+                    "auth": true,
+                }))
+                .into_response(),
+                None if app.auth.is_none() => {
+                    axum::Json(json!({"name": "anonymous", "role": "admin", "auth": false}))
+                        .into_response()
+                }
+                // The middleware lets no request through here without an identity.
+                None => crate::error::ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "no bearer token",
+                )
+                .into_response(),
+            }
+        },
+    )
 }
 
 fn asset(path: &str) -> Response {
