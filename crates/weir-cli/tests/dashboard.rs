@@ -72,6 +72,11 @@ fn start_server(config: &Path, data: &Path, port: u16, log: &Path) -> Killed {
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
         .arg(data)
+        .arg("--agents")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/agents.yaml"
+        ))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -537,25 +542,19 @@ async fn pages(client: &Client, url: &str) {
         .expect("scroll");
     screenshot(client, "pipeline-dead-letters").await;
 
-    // Agents and tasks: the server answers 501, the page says so.
+    // Agents and tasks: the server runs the example's `echo` agent; the page lists it.
     client
         .goto(&format!("{url}/#/agents"))
         .await
         .expect("agents page");
-    let notice = wait_for(
+    let row = wait_for(
         client,
-        "the agents panel",
-        "const n = document.getElementById('agents-unavailable'); return n ? n.textContent : null",
+        "the echo agent's row",
+        "const n = document.querySelector('[data-agent=\"echo\"]'); return n ? n.textContent : null",
         |v| v.is_string(),
     )
     .await;
-    assert!(
-        notice
-            .as_str()
-            .unwrap_or_default()
-            .contains("not available"),
-        "{notice}"
-    );
+    assert!(row.as_str().unwrap_or_default().contains("echo"), "{row}");
     let unlabelled = client.execute(UNLABELLED, vec![]).await.expect("labels");
     assert_eq!(
         unlabelled,

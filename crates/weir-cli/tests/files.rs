@@ -260,7 +260,8 @@ fn a_glob_source_reads_every_file_once_and_a_resumed_run_reads_only_what_is_new(
 #[test]
 fn a_glob_source_killed_at_random_and_restarted_loses_and_doubles_nothing() {
     const FILES: u64 = 5;
-    const PER_FILE: u64 = 20_000;
+    // Large enough that a run outlasts the first kills on a quiet machine.
+    const PER_FILE: u64 = 200_000;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(
@@ -272,7 +273,12 @@ fn a_glob_source_killed_at_random_and_restarted_loses_and_doubles_nothing() {
     write_logs(d, FILES, PER_FILE);
     let mut resumed = 0;
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    for _ in 0..8 {
+    // At least 8 kills, and on until one killed run had resumed from a checkpoint (a loaded
+    // machine may need more tries to get past the first checkpoint), at most 40.
+    for attempt in 0..40 {
+        if attempt >= 8 && resumed > 0 {
+            break;
+        }
         seed = seed
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
@@ -283,7 +289,9 @@ fn a_glob_source_killed_at_random_and_restarted_loses_and_doubles_nothing() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(40 + (seed >> 33) % 250));
+        std::thread::sleep(Duration::from_millis(
+            40 + attempt * 25 + (seed >> 33) % 250,
+        ));
         if child.try_wait().unwrap().is_some() {
             break;
         }
