@@ -106,6 +106,8 @@ fn start_server(config: &Path, data: &Path, port: u16, log: &Path) -> Killed {
 }
 
 async fn api(method: &str, url: &str, body: Option<(&str, String)>) -> (u16, Value) {
+    // reqwest is built without a crypto provider: ring, as in weir.
+    weir_connectors::tls::install_provider();
     let client = reqwest::Client::new();
     let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
     let mut req = client.request(method.clone(), url);

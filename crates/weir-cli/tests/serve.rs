@@ -21,6 +21,8 @@ fn http(
     key: Option<&str>,
 ) -> Result<(u16, serde_json::Value, bool), String> {
     block_on(async {
+        // reqwest is built without a crypto provider: ring, as in weir.
+        weir_connectors::tls::install_provider();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()

@@ -36,6 +36,8 @@ fn http(
         .build()
         .expect("runtime");
     runtime.block_on(async {
+        // reqwest is built without a crypto provider: ring, as in weir.
+        weir_connectors::tls::install_provider();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()

@@ -13,7 +13,11 @@
 //! - ClickHouse: [`ExactlyOnceInserter`] inserts each checkpoint batch as one atomic block
 //!   tagged with a deterministic batch id, and skips present batches on recovery.
 //!
-//! The integration tests run against real servers started by `scripts/services.sh`.
+//! TLS ([`tls`]): `rediss://` and `https://` URLs with rustls (ring), verified against the
+//! system's roots or the CA file of a `ca_file` option; verification is never turned off.
+//!
+//! The integration tests run against real servers started by `scripts/services.sh` (and, for
+//! TLS, against a Redis and a ClickHouse the tests start with certificates they make).
 
 mod clickhouse;
 mod error;
@@ -24,6 +28,7 @@ mod producer;
 mod redis_streams;
 #[doc(hidden)]
 pub mod testing;
+pub mod tls;
 
 pub use clickhouse::check as check_clickhouse;
 pub use clickhouse::{
@@ -35,6 +40,7 @@ pub use error::{ConnectorError, Fault};
 pub use io_runtime::block_on;
 pub use producer::{BackgroundProducer, Event, Producer, ProducerConfig, ProducerError};
 pub use redis_streams::check as check_redis;
+pub use redis_streams::check_with_ca as check_redis_with_ca;
 pub use redis_streams::{
     ConsumerLag, FieldEncoding, GroupStart, IdempotentWrite, InvalidEntry, ReconnectBudget,
     RedisStreamReader, RedisStreamReaderConfig, RedisStreamSink, RedisStreamSource,

@@ -78,7 +78,10 @@ impl Pipeline {
             }
             SourceKind::RedisStream => {
                 let (config, _) = crate::ingest::redis_source(self, key, source)?;
-                block_on(weir_connectors::check_redis(&config.reader.url))?;
+                block_on(weir_connectors::check_redis_with_ca(
+                    &config.reader.url,
+                    config.reader.ca_file.as_deref(),
+                ))?;
                 Ok(true)
             }
         }
@@ -101,7 +104,11 @@ impl Pipeline {
                 Ok(true)
             }
             SinkKind::RedisStream => {
-                block_on(weir_connectors::check_redis(&need(&sink.url, "url")?))?;
+                let ca_file = sink.ca_file.as_ref().map(|f| resolve(self, f));
+                block_on(weir_connectors::check_redis_with_ca(
+                    &need(&sink.url, "url")?,
+                    ca_file.as_deref(),
+                ))?;
                 Ok(true)
             }
             SinkKind::Clickhouse => {

@@ -130,6 +130,7 @@ pub(crate) fn redis_source(
     let consumer = spec.consumer.clone().unwrap_or_else(|| "weir".to_string());
     let mut reader = RedisStreamReaderConfig::new(url, stream.clone(), group.clone(), consumer);
     reader.block = Duration::from_millis(100);
+    reader.ca_file = spec.ca_file.as_ref().map(|f| crate::build::resolve(p, f));
     if let Some(n) = spec.read_count {
         if n == 0 {
             return Err(p.error_at(&format!("{at}.read_count"), "must be at least 1"));
@@ -170,6 +171,7 @@ pub(crate) fn clickhouse_sink(
         .ok_or_else(|| p.error_at(key, "a clickhouse sink needs `table`"))?;
     let mut client = ClickHouseConfig::new(url);
     client.user = spec.user.clone();
+    client.ca_file = spec.ca_file.as_ref().map(|f| crate::build::resolve(p, f));
     if let Some(var) = &spec.password_env {
         let at = format!("{key}.password_env");
         if !weir_schema::env::is_variable_name(var) {

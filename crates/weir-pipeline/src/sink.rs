@@ -42,6 +42,7 @@ impl SinkSpec {
                     need(&sink.stream, "stream")?,
                 );
                 config.max_len = sink.max_len;
+                config.ca_file = sink.ca_file.as_ref().map(|f| resolve(p, f));
                 // Explicit, growing ids need a single writer per stream.
                 stream
                     .sink(name, move || {

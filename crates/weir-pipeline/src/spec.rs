@@ -177,6 +177,9 @@ pub struct SourceSpec {
     /// redis_stream, followed file: stop (not drain) after this long without new input
     /// (default: never).
     pub stop_after_idle: Option<String>,
+    /// redis_stream with a `rediss://` URL: trust only the CA certificates of this PEM file
+    /// (relative to the pipeline file; by default the system's roots).
+    pub ca_file: Option<PathBuf>,
     /// Any type: each record's event time and this source's watermarks (what the time-based
     /// steps downstream — joins, union — use). Not an option of one type: not in `given`.
     pub event_time: Option<crate::graph::EventTimeSpec>,
@@ -211,7 +214,7 @@ impl SourceSpec {
     pub fn given(&self) -> Vec<&'static str> {
         set_options!(self;
             path, follow, format, infer_types, count, rate, fields, url, stream, group, consumer,
-            read_count, claim_idle, stop_after_idle)
+            read_count, claim_idle, stop_after_idle, ca_file)
     }
 
     /// The options each type accepts.
@@ -228,6 +231,7 @@ impl SourceSpec {
                 "read_count",
                 "claim_idle",
                 "stop_after_idle",
+                "ca_file",
             ],
         }
     }
@@ -460,6 +464,10 @@ pub struct SinkSpec {
     pub headers: Option<IndexMap<String, String>>,
     /// http: retries, backoff, timeouts, rate limit, circuit breaker of each request.
     pub policy: Option<PolicyConfig>,
+    /// clickhouse, http (`https://`), redis_stream (`rediss://`): trust only the CA
+    /// certificates of this PEM file (relative to the pipeline file; by default the system's
+    /// roots).
+    pub ca_file: Option<PathBuf>,
     /// Any type: the source or named step whose records this sink writes (default: the last
     /// step's output). Not an option of one type: not in `given`.
     pub input: Option<String>,
@@ -499,14 +507,14 @@ impl SinkSpec {
     pub fn given(&self) -> Vec<&'static str> {
         set_options!(self;
             path, url, table, schema, create_table, batch_rows, flush_interval, retries, user,
-            password_env, stream, max_len, format, headers, policy)
+            password_env, stream, max_len, format, headers, policy, ca_file)
     }
 
     pub fn accepted(&self) -> &'static [&'static str] {
         match self.kind {
             SinkKind::File => &["path"],
             SinkKind::Stdout | SinkKind::Discard => &[],
-            SinkKind::RedisStream => &["url", "stream", "max_len"],
+            SinkKind::RedisStream => &["url", "stream", "max_len", "ca_file"],
             SinkKind::Clickhouse => &[
                 "url",
                 "table",
@@ -517,6 +525,7 @@ impl SinkSpec {
                 "retries",
                 "user",
                 "password_env",
+                "ca_file",
             ],
             SinkKind::Http => &[
                 "url",
@@ -525,6 +534,7 @@ impl SinkSpec {
                 "flush_interval",
                 "headers",
                 "policy",
+                "ca_file",
             ],
         }
     }

@@ -6,7 +6,8 @@
 //! state in the data dir, resumed after a restart), the ingest endpoint (validated records
 //! appended atomically to Redis streams, with idempotency keys), the task routes over
 //! `weir-tasks`, request ids in the logs, readiness checks, the layered
-//! server configuration, and the remote client ([`client::RemoteEnvironment`]).
+//! server configuration, HTTPS ([`tls`]: rustls, the certificate reloaded on SIGHUP), and the
+//! remote client ([`client::RemoteEnvironment`], `https://` with a CA file).
 
 pub mod auth;
 pub mod client;
@@ -20,6 +21,7 @@ pub mod manager;
 pub mod ready;
 pub mod routes;
 pub mod tasks;
+pub mod tls;
 
 use config::ServerConfig;
 use manager::Manager;
@@ -76,8 +78,15 @@ pub async fn serve_until(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     bound: impl FnOnce(std::net::SocketAddr),
 ) -> Result<(), ServeError> {
+    // Before any HTTP client is built (reqwest has no crypto provider of its own).
+    weir_connectors::tls::install_provider();
     // The keys are checked before anything else: a bad key refuses the start (exit 2).
     let auth = auth::Auth::load(&config).map_err(ServeError::Config)?;
+    // So are the certificate and key: a file that cannot be used refuses the start (exit 2).
+    let tls = match &config.tls {
+        Some(files) => Some((files.clone(), tls::load(files).map_err(ServeError::Config)?)),
+        None => None,
+    };
     if auth.is_none() && !config.listen.ip().is_loopback() {
         return Err(ServeError::Config(format!(
             "listen {}: with auth.enabled: false the server listens on loopback only (127.0.0.1 or ::1)",
@@ -98,6 +107,15 @@ pub async fn serve_until(
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("listen {}: {e}", config.listen)))?;
     let local = listener.local_addr()?;
+    let listener = match tls {
+        Some((files, server_config)) => Err(tls::TlsListener::new(
+            listener,
+            files,
+            server_config,
+        )?),
+        None => Ok(listener),
+    };
+    let scheme = if listener.is_ok() { "http" } else { "https" };
     let app = Arc::new(App {
         ingest: ingest::Ingest::new(
             config.ingest_redis_url.clone(),
@@ -145,12 +163,22 @@ pub async fn serve_until(
         })
     };
     // The address line last: a script waiting for it knows the server is up.
-    tracing::info!(address = %local, "listening on http://{local}");
+    tracing::info!(address = %local, "listening on {scheme}://{local}");
     bound(local);
     let router = routes::router(app).layer(axum::middleware::from_fn(logs::request_context));
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    // `Ok`: plain HTTP; `Err`: HTTPS.
+    match listener {
+        Ok(plain) => {
+            axum::serve(plain, router)
+                .with_graceful_shutdown(shutdown)
+                .await?
+        }
+        Err(tls) => {
+            axum::serve(tls, router)
+                .with_graceful_shutdown(shutdown)
+                .await?
+        }
+    }
     poller.abort();
     // Running tasks stay `running` on disk and run again at the next start (at-least-once).
     tasks.shutdown().await;
