@@ -120,13 +120,11 @@ pub fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> 
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(tls.to_string());
         }
-        // An `io::Error` hides the error it wraps from `source()`.
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
-        {
-            return Some(tls.to_string());
-        }
-        next = e.source();
+        // An `io::Error` hides the error it wraps from `source()` (and may wrap another).
+        next = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     // Errors that carry the TLS failure only as text (the Redis client flattens it).
     let text = error.to_string();
@@ -166,6 +164,8 @@ mod tests {
     fn tls_failures_are_recognised_through_io_errors() {
         let inner = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
         let io = std::io::Error::new(std::io::ErrorKind::InvalidData, inner);
+        // As hyper-util reports it: an io::Error around the one of the handshake.
+        let io = std::io::Error::other(io);
         let found = tls_failure(&io).expect("a TLS failure");
         assert!(found.contains("UnknownIssuer"), "{found}");
         let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");

@@ -358,7 +358,7 @@ fn clickhouse_and_http_calls_over_https_with_the_ca_file_and_refused_with_a_wron
             .await
             .expect_err("a wrong CA is refused");
         let text = e.to_string();
-        assert!(matches!(e, ConnectorError::Tls { .. }), "{text}");
+        assert!(matches!(e, ConnectorError::Tls { .. }), "{text} {e:?}");
         assert!(text.contains("ClickHouse") && text.contains(&url), "{text}");
         assert!(!e.is_retryable(), "{text}");
         // No CA file: the system's roots do not know the test CA.
