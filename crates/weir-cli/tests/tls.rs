@@ -72,7 +72,8 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let text = server.stderr();
-            if let Some(at) = text.find("listening on ") {
+            // The address line (not "listening on loopback only" of the auth notice).
+            if let Some(at) = text.find("listening on http") {
                 let rest = &text[at + "listening on ".len()..];
                 server.url = rest
                     .split(|c: char| c.is_whitespace() || c == '"')

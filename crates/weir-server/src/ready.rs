@@ -23,7 +23,11 @@ impl Ready {
             timeout,
             cache_for,
             cached: Mutex::new(None),
-            http: reqwest::Client::new(),
+            http: {
+                // reqwest is built without a crypto provider of its own.
+                weir_connectors::tls::install_provider();
+                reqwest::Client::new()
+            },
         }
     }
 
