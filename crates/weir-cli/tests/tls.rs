@@ -262,7 +262,11 @@ fn serve_speaks_https_only_and_reloads_the_certificate_on_sighup() {
     std::fs::copy(&first.key, &key).expect("copy");
     server.hangup();
     server.wait_for_log("TLS reload failed", 2);
-    assert!(server.stderr().contains("does not go with"), "{}", server.stderr());
+    assert!(
+        server.stderr().contains("does not go with"),
+        "{}",
+        server.stderr()
+    );
     assert_eq!(health(&url, &second.ca), Ok(200));
     drop(server);
 
@@ -282,7 +286,10 @@ fn serve_speaks_https_only_and_reloads_the_certificate_on_sighup() {
         .expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("tls.key_file") && err.contains("nowhere.key"), "{err}");
+    assert!(
+        err.contains("tls.key_file") && err.contains("nowhere.key"),
+        "{err}"
+    );
     std::fs::write(&cert, "not a certificate\n").expect("write");
     let out = weir()
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -295,7 +302,10 @@ fn serve_speaks_https_only_and_reloads_the_certificate_on_sighup() {
         .expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("tls.cert_file") && err.contains("server.pem"), "{err}");
+    assert!(
+        err.contains("tls.cert_file") && err.contains("server.pem"),
+        "{err}"
+    );
 }
 
 /// A Redis speaking TLS only on a free port, with `pki`'s certificate; `None` (skip) without
@@ -330,7 +340,14 @@ fn redis_tls(dir: &Path, pki: &Pki) -> Option<(Child, u16)> {
         .arg(&pki.key)
         .arg("--tls-ca-cert-file")
         .arg(&pki.ca)
-        .args(["--tls-auth-clients", "no", "--save", "", "--appendonly", "no"])
+        .args([
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .arg("--dir")
         .arg(&data)
         .stdout(log.try_clone().expect("log"))
@@ -440,7 +457,10 @@ fn a_pipeline_writes_and_reads_rediss_streams_with_its_ca_file() {
         .expect("validate");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("TLS with Redis") && err.contains(&url), "{err}");
+    assert!(
+        err.contains("TLS with Redis") && err.contains(&url),
+        "{err}"
+    );
     let out = weir().arg("run").arg(&wrong).output().expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");

@@ -36,7 +36,9 @@ pub enum ConnectorError {
 
     /// The TLS handshake failed: the server's certificate is not trusted (not signed by the
     /// `ca_file`'s CA, or by a system root without one), not for this host, or expired.
-    #[error("TLS with {connector} at {url} failed: {reason} (check `ca_file` and the server's certificate)")]
+    #[error(
+        "TLS with {connector} at {url} failed: {reason} (check `ca_file` and the server's certificate)"
+    )]
     Tls {
         connector: &'static str,
         url: String,

@@ -121,7 +121,10 @@ pub fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> 
             return Some(tls.to_string());
         }
         // An `io::Error` hides the error it wraps from `source()` (and may wrap another).
-        next = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
             Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
             None => e.source(),
         };
@@ -136,10 +139,7 @@ pub fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> 
         "InvalidCertificate",
         "CorruptMessage",
     ];
-    MARKERS
-        .iter()
-        .any(|m| text.contains(m))
-        .then_some(text)
+    MARKERS.iter().any(|m| text.contains(m)).then_some(text)
 }
 
 #[cfg(test)]

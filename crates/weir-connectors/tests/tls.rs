@@ -38,9 +38,8 @@ fn pki(dir: &Path, name: &str) -> Pki {
     let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().expect("server key");
-    let mut params =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .expect("server params");
+    let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .expect("server params");
     params
         .distinguished_name
         .push(DnType::CommonName, "localhost");
@@ -440,6 +439,8 @@ fn clickhouse_and_http_calls_over_https_with_the_ca_file_and_refused_with_a_wron
     let mut wrong = HttpSink::new(wrong).expect("sink");
     let mut batch = vec![Record::from_pairs([("i", Value::Int(0))])];
     let _ = wrong.write(&mut batch, &mut ctx);
-    let e = wrong.close(&mut ctx).expect_err("a wrong CA fails the sink");
+    let e = wrong
+        .close(&mut ctx)
+        .expect_err("a wrong CA fails the sink");
     assert!(e.to_string().contains("TLS"), "{e}");
 }

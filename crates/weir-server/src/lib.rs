@@ -108,11 +108,7 @@ pub async fn serve_until(
         .map_err(|e| std::io::Error::new(e.kind(), format!("listen {}: {e}", config.listen)))?;
     let local = listener.local_addr()?;
     let listener = match tls {
-        Some((files, server_config)) => Err(tls::TlsListener::new(
-            listener,
-            files,
-            server_config,
-        )?),
+        Some((files, server_config)) => Err(tls::TlsListener::new(listener, files, server_config)?),
         None => Ok(listener),
     };
     let scheme = if listener.is_ok() { "http" } else { "https" };

@@ -33,14 +33,24 @@ pub fn load(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, String> {
     weir_connectors::tls::install_provider();
     let cert_file = &files.cert_file;
     let key_file = &files.key_file;
-    let at = |key: &str, path: &Path, message: String| {
-        format!("{key} {}: {message}", path.display())
-    };
-    let pem = std::fs::read(cert_file)
-        .map_err(|e| at("tls.cert_file", cert_file, format!("cannot read the file: {e}")))?;
+    let at =
+        |key: &str, path: &Path, message: String| format!("{key} {}: {message}", path.display());
+    let pem = std::fs::read(cert_file).map_err(|e| {
+        at(
+            "tls.cert_file",
+            cert_file,
+            format!("cannot read the file: {e}"),
+        )
+    })?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| at("tls.cert_file", cert_file, format!("not a PEM certificate file: {e}")))?;
+        .map_err(|e| {
+            at(
+                "tls.cert_file",
+                cert_file,
+                format!("not a PEM certificate file: {e}"),
+            )
+        })?;
     if certs.is_empty() {
         return Err(at(
             "tls.cert_file",
@@ -48,8 +58,13 @@ pub fn load(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, String> {
             "no certificate in the file: expected PEM `-----BEGIN CERTIFICATE-----` blocks".into(),
         ));
     }
-    let pem = std::fs::read(key_file)
-        .map_err(|e| at("tls.key_file", key_file, format!("cannot read the file: {e}")))?;
+    let pem = std::fs::read(key_file).map_err(|e| {
+        at(
+            "tls.key_file",
+            key_file,
+            format!("cannot read the file: {e}"),
+        )
+    })?;
     let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
         at(
             "tls.key_file",

@@ -59,7 +59,12 @@ fn build_client(
             reason: "expected a duration longer than zero".into(),
         });
     }
-    if ca_file.is_some() && !url.trim_start().to_ascii_lowercase().starts_with("https://") {
+    if ca_file.is_some()
+        && !url
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("https://")
+    {
         return Err(HttpError::Config {
             key: "ca_file",
             reason: format!(

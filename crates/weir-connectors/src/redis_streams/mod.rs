@@ -48,10 +48,11 @@ pub(crate) fn client(url: &str, ca_file: Option<&Path>) -> Result<redis::Client,
             match ca_file {
                 None => Ok(client),
                 Some(path) => {
-                    let ca = crate::tls::CaFile::read(path).map_err(|e| ConnectorError::Config {
-                        key: "ca_file",
-                        reason: e.to_string(),
-                    })?;
+                    let ca =
+                        crate::tls::CaFile::read(path).map_err(|e| ConnectorError::Config {
+                            key: "ca_file",
+                            reason: e.to_string(),
+                        })?;
                     redis::Client::build_with_tls(
                         url,
                         redis::TlsCertificates {

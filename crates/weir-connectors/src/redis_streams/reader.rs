@@ -201,12 +201,18 @@ impl RedisStreamReader {
     /// Connects and creates the group (and the stream) if missing.
     pub async fn connect(config: RedisStreamReaderConfig) -> Result<Self, ConnectorError> {
         config.validate()?;
-        let commands = connect(&config.url, config.ca_file.as_deref(), config.command_timeout).await?;
+        let commands = connect(
+            &config.url,
+            config.ca_file.as_deref(),
+            config.command_timeout,
+        )
+        .await?;
         let blocking = connect(
             &config.url,
             config.ca_file.as_deref(),
             config.block + config.command_timeout,
-        ).await?;
+        )
+        .await?;
         let reader = RedisStreamReader {
             decoder: EntryDecoder::new(config.encoding.clone()),
             acker: StreamAcker {

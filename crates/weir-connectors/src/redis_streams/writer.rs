@@ -120,7 +120,12 @@ impl RedisStreamWriter {
                 reason: "must be at least 1 (leave it unset to keep every entry)".into(),
             });
         }
-        let conn = connect(&config.url, config.ca_file.as_deref(), config.command_timeout).await?;
+        let conn = connect(
+            &config.url,
+            config.ca_file.as_deref(),
+            config.command_timeout,
+        )
+        .await?;
         Ok(RedisStreamWriter {
             config,
             conn,
