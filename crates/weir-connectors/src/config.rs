@@ -162,8 +162,7 @@ pub trait Typed<'de>: Sized {
 /// Options every connector of a role takes, read by the caller (e.g. a source's `event_time`).
 pub trait Common<'de>: Default {
     const KEYS: &'static [&'static str];
-    fn read<A: MapAccess<'de>>(&mut self, key: &'static str, map: &mut A)
-    -> Result<(), A::Error>;
+    fn read<A: MapAccess<'de>>(&mut self, key: &'static str, map: &mut A) -> Result<(), A::Error>;
 }
 
 /// No common options.
@@ -256,13 +255,17 @@ impl<K: Kinds> Visitor<'_> for KindSeed<K> {
         write!(f, "a {} type: one of {}", K::ROLE, names::<K>())
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<K, E> {
-        K::ALL.iter().copied().find(|k| k.name() == v).ok_or_else(|| {
-            E::custom(format_args!(
-                "unknown {} type `{v}`; the types are: {}",
-                K::ROLE,
-                names::<K>()
-            ))
-        })
+        K::ALL
+            .iter()
+            .copied()
+            .find(|k| k.name() == v)
+            .ok_or_else(|| {
+                E::custom(format_args!(
+                    "unknown {} type `{v}`; the types are: {}",
+                    K::ROLE,
+                    names::<K>()
+                ))
+            })
     }
 }
 

@@ -28,20 +28,20 @@ mod error;
 pub mod file;
 pub mod generator;
 pub mod http;
-pub mod stdin;
-pub mod stdout;
-pub mod unique;
 mod io_runtime;
 mod producer;
 mod redis_streams;
+pub mod stdin;
+pub mod stdout;
 #[doc(hidden)]
 pub mod testing;
+pub mod unique;
 
 pub use clickhouse::check as check_clickhouse;
 pub use clickhouse::{
-    BATCH_COLUMN, ClickHouseSinkOptions, BatchBuilder, BatchId, ClickHouseClient, ClickHouseConfig, ClickHouseSink,
-    ClickHouseSinkConfig, CommitMode, CommitReport, DEFAULT_MAX_BLOCK_ROWS, ExactlyOnceInserter,
-    InsertBatch, ServerVersion,
+    BATCH_COLUMN, BatchBuilder, BatchId, ClickHouseClient, ClickHouseConfig, ClickHouseSink,
+    ClickHouseSinkConfig, ClickHouseSinkOptions, CommitMode, CommitReport, DEFAULT_MAX_BLOCK_ROWS,
+    ExactlyOnceInserter, InsertBatch, ServerVersion,
 };
 pub use config::{SinkConfig, SinkKind, SourceConfig, SourceKind};
 pub use error::{ConnectorError, Fault};
@@ -51,7 +51,6 @@ pub use redis_streams::check as check_redis;
 pub use redis_streams::{
     ConsumerLag, FieldEncoding, GroupStart, IdempotentWrite, InvalidEntry, ReconnectBudget,
     RedisStreamReader, RedisStreamReaderConfig, RedisStreamSink, RedisStreamSinkOptions,
-    RedisStreamSource, RedisStreamSourceOptions,
-    RedisStreamSourceConfig, RedisStreamWriter, RedisStreamWriterConfig, StreamAcker, StreamBatch,
-    StreamEntry, StreamId,
+    RedisStreamSource, RedisStreamSourceConfig, RedisStreamSourceOptions, RedisStreamWriter,
+    RedisStreamWriterConfig, StreamAcker, StreamBatch, StreamEntry, StreamId,
 };

@@ -22,9 +22,7 @@ where
 }
 
 /// Like [`keys`], for an optional map.
-pub fn optional_keys<'de, D, V>(
-    deserializer: D,
-) -> Result<Option<IndexMap<String, V>>, D::Error>
+pub fn optional_keys<'de, D, V>(deserializer: D) -> Result<Option<IndexMap<String, V>>, D::Error>
 where
     D: Deserializer<'de>,
     V: Deserialize<'de>,

@@ -7,9 +7,7 @@ use crate::steps::{AggregateOp, Routed, StepOp, Transform, bad_input, key_of};
 use crate::{Pipeline, PipelineError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use weir_core::{
-    Environment, Operator, OperatorContext, OperatorError, Stream,
-};
+use weir_core::{Environment, Operator, OperatorContext, OperatorError, Stream};
 use weir_expr::{Expr, FieldTypes, Projection};
 use weir_state::MemoryStore;
 use weir_types::{Record, Shape};

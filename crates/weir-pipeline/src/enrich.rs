@@ -147,4 +147,3 @@ impl Sink<Record> for FailJob {
         }
     }
 }
-

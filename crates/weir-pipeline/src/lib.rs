@@ -31,9 +31,9 @@ pub use locate::locate;
 pub use outputs::Output;
 
 use spec::PipelineSpec;
-pub(crate) use weir_connectors::unique;
 use std::fmt;
 use std::path::{Path, PathBuf};
+pub(crate) use weir_connectors::unique;
 use weir_core::{Config, Environment};
 
 /// A configuration error: the file, the line when known, the key path and what is wrong.
@@ -332,7 +332,8 @@ fn duplicate_key(message: &str) -> Option<&str> {
 /// `count` and the message kept whole; for "option `count`: message" (an option read before
 /// the connector's `type`), `count` and the message.
 fn option_of(message: &str) -> Option<(&str, &str)> {
-    let is_name = |o: &str| !o.is_empty() && o.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let is_name =
+        |o: &str| !o.is_empty() && o.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if let Some(rest) = message.strip_prefix("option `") {
         let (option, after) = rest.split_once('`')?;
         return after

@@ -10,8 +10,8 @@ use weir_core::BufferPolicy;
 pub use crate::enrich::EnrichHttpSpec;
 pub use crate::join::JoinStep;
 pub use crate::window::{LatePolicy, WindowKind, WindowStep};
-pub use weir_connectors::http::{BodyFormat, Method};
 pub use weir_connectors::config::{SinkConfig, SinkKind, SourceConfig, SourceKind};
+pub use weir_connectors::http::{BodyFormat, Method};
 pub use weir_resilience::PolicyConfig;
 
 /// A whole pipeline file.

@@ -58,7 +58,10 @@ sink:
     let e = parse_err(&yaml.replace("batch_rows: many", "flush_interval: 5"));
     assert_eq!(e.line, Some(7), "{e}");
     assert_eq!(e.key.as_deref(), Some("sink.flush_interval"), "{e}");
-    assert!(e.message.contains("found the number 5 (give a unit)"), "{e}");
+    assert!(
+        e.message.contains("found the number 5 (give a unit)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -84,7 +87,11 @@ sink: { type: stdout }
     );
     assert_eq!(e.line, Some(3), "{e}");
     assert_eq!(e.key.as_deref(), Some("sources.a.path"), "{e}");
-    assert!(e.message.contains("its options are: format, infer_types, event_time"), "{e}");
+    assert!(
+        e.message
+            .contains("its options are: format, infer_types, event_time"),
+        "{e}"
+    );
     let e = parse_err("name: t\nsource: { type: stdin }\nsink:\n  type: discard\n  path: x\n");
     assert_eq!(e.line, Some(5), "{e}");
     assert_eq!(e.key.as_deref(), Some("sink.path"), "{e}");
@@ -124,7 +131,11 @@ fn options_before_the_type_are_read_once_the_type_is_known() {
 fn a_missing_type_a_bad_type_and_a_missing_option_are_named() {
     let e = parse_err("name: t\nsource:\n  path: in.jsonl\nsink: { type: stdout }\n");
     assert_eq!(e.key.as_deref(), Some("source"), "{e}");
-    assert!(e.message.starts_with("a source needs a `type`: one of file, stdin, generator, redis_stream"), "{e}");
+    assert!(
+        e.message
+            .starts_with("a source needs a `type`: one of file, stdin, generator, redis_stream"),
+        "{e}"
+    );
     let e = parse_err("name: t\nsource: { type: stdin }\nsink:\n  type: kafka\n");
     assert_eq!(e.line, Some(4), "{e}");
     assert_eq!(
@@ -144,7 +155,10 @@ fn a_missing_type_a_bad_type_and_a_missing_option_are_named() {
     let e = parse_err(
         "name: t\nsource: { type: stdin }\nsink:\n  type: stdout\n  input: source\n  input: source\n",
     );
-    assert!(e.message.contains("duplicate key `input`: lines 5 and 6"), "{e}");
+    assert!(
+        e.message.contains("duplicate key `input`: lines 5 and 6"),
+        "{e}"
+    );
 }
 
 /// The table rows of a `## ` section of docs/pipeline-format.md, by their first cell.

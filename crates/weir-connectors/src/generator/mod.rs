@@ -66,11 +66,7 @@ impl crate::config::SourceConnector for GeneratorOptions {
             None => "generator (endless)".to_string(),
         };
         Ok(BuiltSource {
-            output: SourceOutput::Records(
-                generated
-                    .try_map(|r| r)
-                    .name(&format!("{at}.fields")),
-            ),
+            output: SourceOutput::Records(generated.try_map(|r| r).name(&format!("{at}.fields"))),
             label,
         })
     }

@@ -1,7 +1,7 @@
 //! The YAML options of the Redis Streams source and sink, their build and their checks.
 
-use super::{RedisStreamReaderConfig, RedisStreamSink, RedisStreamSource, RedisStreamSourceConfig};
 use super::RedisStreamWriterConfig;
+use super::{RedisStreamReaderConfig, RedisStreamSink, RedisStreamSource, RedisStreamSourceConfig};
 use crate::config::{BuiltSource, CheckFailure, ConfigError, Context, SourceOutput};
 use crate::duration::Duration;
 use serde::Deserialize;

@@ -16,7 +16,12 @@ pub struct StdoutOptions {}
 pub struct DiscardOptions {}
 
 impl crate::config::SinkConnector for StdoutOptions {
-    fn build(&self, _: &dyn Context, name: &str, stream: &Stream<Record>) -> Result<(), ConfigError> {
+    fn build(
+        &self,
+        _: &dyn Context,
+        name: &str,
+        stream: &Stream<Record>,
+    ) -> Result<(), ConfigError> {
         stream.write_json_lines("-").name(name);
         Ok(())
     }
@@ -31,7 +36,12 @@ impl crate::config::SinkConnector for StdoutOptions {
 }
 
 impl crate::config::SinkConnector for DiscardOptions {
-    fn build(&self, _: &dyn Context, name: &str, stream: &Stream<Record>) -> Result<(), ConfigError> {
+    fn build(
+        &self,
+        _: &dyn Context,
+        name: &str,
+        stream: &Stream<Record>,
+    ) -> Result<(), ConfigError> {
         stream.for_each(drop).name(name);
         Ok(())
     }
