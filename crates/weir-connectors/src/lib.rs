@@ -13,31 +13,44 @@
 //! - ClickHouse: [`ExactlyOnceInserter`] inserts each checkpoint batch as one atomic block
 //!   tagged with a deterministic batch id, and skips present batches on recovery.
 //!
+//! It also owns every connector's YAML configuration, one folder per connector (`file`,
+//! `stdin`, `generator`, `stdout` (with `discard`), `redis_streams`, `clickhouse`, `http`):
+//! the typed options struct, its build onto the runtime and its connectivity `check()`;
+//! [`config`] lists them ([`SourceConfig`], [`SinkConfig`]) and reads them from YAML with
+//! errors that keep their line. The format's one [`duration`] type lives here too.
+//!
 //! The integration tests run against real servers started by `scripts/services.sh`.
 
 mod clickhouse;
+pub mod config;
+pub mod duration;
 mod error;
 pub mod file;
+pub mod generator;
 pub mod http;
 mod io_runtime;
 mod producer;
 mod redis_streams;
+pub mod stdin;
+pub mod stdout;
 #[doc(hidden)]
 pub mod testing;
+pub mod unique;
 
 pub use clickhouse::check as check_clickhouse;
 pub use clickhouse::{
     BATCH_COLUMN, BatchBuilder, BatchId, ClickHouseClient, ClickHouseConfig, ClickHouseSink,
-    ClickHouseSinkConfig, CommitMode, CommitReport, DEFAULT_MAX_BLOCK_ROWS, ExactlyOnceInserter,
-    InsertBatch, ServerVersion,
+    ClickHouseSinkConfig, ClickHouseSinkOptions, CommitMode, CommitReport, DEFAULT_MAX_BLOCK_ROWS,
+    ExactlyOnceInserter, InsertBatch, ServerVersion,
 };
+pub use config::{SinkConfig, SinkKind, SourceConfig, SourceKind};
 pub use error::{ConnectorError, Fault};
 pub use io_runtime::block_on;
 pub use producer::{BackgroundProducer, Event, Producer, ProducerConfig, ProducerError};
 pub use redis_streams::check as check_redis;
 pub use redis_streams::{
     ConsumerLag, FieldEncoding, GroupStart, IdempotentWrite, InvalidEntry, ReconnectBudget,
-    RedisStreamReader, RedisStreamReaderConfig, RedisStreamSink, RedisStreamSource,
-    RedisStreamSourceConfig, RedisStreamWriter, RedisStreamWriterConfig, StreamAcker, StreamBatch,
-    StreamEntry, StreamId,
+    RedisStreamReader, RedisStreamReaderConfig, RedisStreamSink, RedisStreamSinkOptions,
+    RedisStreamSource, RedisStreamSourceConfig, RedisStreamSourceOptions, RedisStreamWriter,
+    RedisStreamWriterConfig, StreamAcker, StreamBatch, StreamEntry, StreamId,
 };

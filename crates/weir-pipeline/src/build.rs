@@ -2,14 +2,12 @@
 
 use crate::aggregate::{Acc, Aggregation};
 use crate::source::SourceOutput;
-use crate::spec::{SourceKind, SourceSpec, StepSpec};
+use crate::spec::{SourceSpec, StepSpec};
 use crate::steps::{AggregateOp, Routed, StepOp, Transform, bad_input, key_of};
 use crate::{Pipeline, PipelineError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use weir_core::{
-    Environment, FileSelection, Format, Operator, OperatorContext, OperatorError, Stream,
-};
+use weir_core::{Environment, Operator, OperatorContext, OperatorError, Stream};
 use weir_expr::{Expr, FieldTypes, Projection};
 use weir_state::MemoryStore;
 use weir_types::{Record, Shape};
@@ -119,40 +117,6 @@ impl Planner<'_> {
             SourceOutput::Records(records) => records,
         };
         Ok((records, label))
-    }
-}
-
-/// Refuses options that do not belong to the chosen type, naming the key's line.
-pub(crate) fn check_options(
-    p: &Pipeline,
-    at: &str,
-    kind: &str,
-    given: &[&str],
-    accepted: &[&str],
-) -> Result<(), PipelineError> {
-    for option in given {
-        if !accepted.contains(option) {
-            let hint = if accepted.is_empty() {
-                "it takes no options".to_string()
-            } else {
-                format!("its options are: {}", accepted.join(", "))
-            };
-            return Err(p.error_at(
-                &format!("{at}.{option}"),
-                format!(
-                    "`{option}` is not an option of a {kind} {}; {hint}",
-                    at.split('[').next().unwrap_or(at)
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-pub(crate) fn format_name(format: Format) -> &'static str {
-    match format {
-        Format::JsonLines => "json_lines",
-        Format::Csv => "csv",
     }
 }
 
@@ -278,7 +242,6 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
     }
 
     for (name, sink, node) in &graph.sinks {
-        check_options(p, name, sink.kind.name(), &sink.given(), sink.accepted())?;
         sink.build(p, name, &nodes[*node].stream)?;
     }
     if let Some(dlq) = &spec.dead_letter {
@@ -286,13 +249,6 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
             Some((first, rest)) => first.union(rest).name("dead_letters"),
             None => env.from_iter(std::iter::empty::<Record>()),
         };
-        check_options(
-            p,
-            "dead_letter",
-            dlq.kind.name(),
-            &dlq.given(),
-            dlq.accepted(),
-        )?;
         dlq.build(p, "dead_letter", &dead)?;
     }
     let described = crate::graph::describe(p, &graph, &source_labels);
@@ -549,25 +505,10 @@ fn parallelism_warnings(p: &Pipeline, parallelism: usize) -> Vec<String> {
     // A stdin source, a followed single file and a CSV file are read by one instance; a
     // directory or glob spreads its files, and a JSON-lines file is split by byte ranges.
     let sources = p.source_specs();
-    let single_reader = sources.iter().all(|(_, source)| match source.kind {
-        SourceKind::Stdin => true,
-        SourceKind::File => {
-            let path = source.path.as_deref().map(|path| resolve(p, path));
-            let many = path
-                .as_deref()
-                .and_then(|path| FileSelection::from_path(path, true).ok())
-                .is_some_and(|s| s.is_many());
-            let csv = source.format.map_or_else(
-                || {
-                    path.as_deref()
-                        .is_some_and(|path| Format::from_path(path) == Format::Csv)
-                },
-                |f| f == Format::Csv,
-            );
-            !many && (source.follow == Some(true) || csv)
-        }
-        _ => false,
-    });
+    let ctx = crate::source::PipelineContext(p);
+    let single_reader = sources
+        .iter()
+        .all(|(_, source)| source.config.connector().single_reader(&ctx));
     let repartitions = spec.steps.iter().any(|s| {
         matches!(
             s.step,
@@ -587,7 +528,7 @@ fn parallelism_warnings(p: &Pipeline, parallelism: usize) -> Vec<String> {
     vec![format!(
         "parallelism {parallelism} (settings.parallelism or --parallelism) does not apply to pipeline '{}': a {} source is read by one instance and no step repartitions the records (key_by, aggregate, rolling_aggregate, window, join), so every step runs at parallelism 1",
         p.name(),
-        sources.first().map_or("file", |(_, s)| s.kind.name())
+        sources.first().map_or("file", |(_, s)| s.kind().name())
     )]
 }
 

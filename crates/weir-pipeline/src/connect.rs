@@ -2,11 +2,10 @@
 //! writable, Redis answering `PING`, ClickHouse answering `SELECT 1`, an HTTP endpoint
 //! accepting a connection), run after the pipeline validated.
 
-use crate::build::resolve;
-use crate::spec::{SinkKind, SinkSpec, SourceKind, SourceSpec};
+use crate::spec::{SinkSpec, SourceSpec};
 use crate::{Pipeline, PipelineError};
-use weir_connectors::{ConnectorError, block_on};
-use weir_core::FileSelection;
+use weir_connectors::ConnectorError;
+use weir_connectors::config::CheckFailure;
 
 /// Why a connector's check failed.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +35,7 @@ impl Pipeline {
             .source_specs()
             .into_iter()
             .map(|(key, source)| ConnectionCheck {
-                connector: source.kind.name(),
+                connector: source.kind().name(),
                 result: self.check_source(&key, source),
                 key,
             })
@@ -55,7 +54,7 @@ impl Pipeline {
             let result = self.check_sink(&key, sink);
             checks.push(ConnectionCheck {
                 key,
-                connector: sink.kind.name(),
+                connector: sink.kind().name(),
                 result,
             });
         }
@@ -63,56 +62,26 @@ impl Pipeline {
     }
 
     fn check_source(&self, key: &str, source: &SourceSpec) -> Result<bool, CheckError> {
-        match source.kind {
-            SourceKind::Stdin | SourceKind::Generator => Ok(false),
-            SourceKind::File => {
-                let path = source
-                    .path
-                    .as_ref()
-                    .ok_or_else(|| self.error_at(key, "a file source needs a `path`"))?;
-                let follow = source.follow.unwrap_or(false);
-                let selection = FileSelection::from_path(&resolve(self, path), follow)
-                    .map_err(|e| self.error_at(&format!("{key}.path"), e.to_string()))?;
-                weir_connectors::file::check_readable(&selection, follow)?;
-                Ok(true)
-            }
-            SourceKind::RedisStream => {
-                let (config, _) = crate::ingest::redis_source(self, key, source)?;
-                block_on(weir_connectors::check_redis(&config.reader.url))?;
-                Ok(true)
-            }
-        }
+        let ctx = crate::source::PipelineContext(self);
+        source
+            .config
+            .connector()
+            .check(&ctx)
+            .map_err(|e| self.check_error(key, e))
     }
 
     fn check_sink(&self, key: &str, sink: &SinkSpec) -> Result<bool, CheckError> {
-        let need = |value: &Option<String>, option: &str| {
-            value.clone().ok_or_else(|| {
-                self.error_at(key, format!("a {} sink needs `{option}`", sink.kind.name()))
-            })
-        };
-        match sink.kind {
-            SinkKind::Stdout | SinkKind::Discard => Ok(false),
-            SinkKind::File => {
-                let path = sink
-                    .path
-                    .as_ref()
-                    .ok_or_else(|| self.error_at(key, "a file sink needs a `path`"))?;
-                weir_connectors::file::check_writable(&resolve(self, path))?;
-                Ok(true)
-            }
-            SinkKind::RedisStream => {
-                block_on(weir_connectors::check_redis(&need(&sink.url, "url")?))?;
-                Ok(true)
-            }
-            SinkKind::Clickhouse => {
-                let config = crate::ingest::clickhouse_sink(self, key, sink)?;
-                block_on(weir_connectors::check_clickhouse(config.client))?;
-                Ok(true)
-            }
-            SinkKind::Http => {
-                weir_connectors::http::check(&need(&sink.url, "url")?)?;
-                Ok(true)
-            }
+        let ctx = crate::source::PipelineContext(self);
+        sink.config
+            .connector()
+            .check(&ctx)
+            .map_err(|e| self.check_error(key, e))
+    }
+
+    fn check_error(&self, key: &str, failure: CheckFailure) -> CheckError {
+        match failure {
+            CheckFailure::Config(e) => CheckError::Config(self.connector_error(key, e)),
+            CheckFailure::Connector(e) => CheckError::Connector(e),
         }
     }
 }

@@ -564,17 +564,14 @@ impl Manager {
         let Some(dead) = &pipeline.spec.dead_letter else {
             return Ok(json!({ "dead_letters": [], "destination": Value::Null }));
         };
-        let Some(path) = dead
-            .path
-            .as_ref()
-            .filter(|_| dead.kind == weir_pipeline::spec::SinkKind::File)
-        else {
+        let weir_pipeline::spec::SinkConfig::File(file) = &dead.config else {
             return Err(ApiError::new(
                 axum::http::StatusCode::NOT_IMPLEMENTED,
                 "not_supported",
                 "dead letters can be listed for a `file` dead-letter output only",
             ));
         };
+        let path = &file.path;
         let path = if path.is_relative() {
             self.data_dir.join("pipelines").join(path)
         } else {
@@ -628,18 +625,17 @@ impl Manager {
 }
 
 fn connector_targets(p: &Pipeline) -> Vec<Target> {
-    use weir_pipeline::spec::{SinkKind, SourceKind};
+    use weir_pipeline::spec::{SinkConfig, SourceConfig};
     let mut out = Vec::new();
     for (_, s) in p.source_specs() {
-        match s.kind {
-            SourceKind::RedisStream => {
-                if let Some(url) = &s.url {
-                    out.push(Target::Redis(url.clone()));
-                }
+        match &s.config {
+            SourceConfig::RedisStream(redis) => {
+                out.push(Target::Redis(redis.url.clone()));
             }
-            SourceKind::File => {
-                if let Some(path) = &s.path {
-                    let path = if path.is_relative() {
+            SourceConfig::File(file) => {
+                {
+                    let path = &file.path;
+                    let path: std::path::PathBuf = if path.is_relative() {
                         Path::new(p.file())
                             .parent()
                             .map(|d| d.join(path))
@@ -663,9 +659,9 @@ fn connector_targets(p: &Pipeline) -> Vec<Target> {
     }
     let sinks = p.spec.sink.iter().chain(p.spec.sinks.iter().flatten());
     for sink in sinks.chain(p.spec.dead_letter.iter()) {
-        match (sink.kind, &sink.url) {
-            (SinkKind::Clickhouse, Some(url)) => out.push(Target::ClickHouse(url.clone())),
-            (SinkKind::RedisStream, Some(url)) => out.push(Target::Redis(url.clone())),
+        match &sink.config {
+            SinkConfig::Clickhouse(c) => out.push(Target::ClickHouse(c.url.clone())),
+            SinkConfig::RedisStream(r) => out.push(Target::Redis(r.url.clone())),
             _ => {}
         }
     }
