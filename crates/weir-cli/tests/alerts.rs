@@ -161,7 +161,12 @@ fn start(dir: &Path, config: &str) -> Server {
 }
 
 /// Waits (up to two minutes) until `done` holds for the receiver's calls.
-fn wait_for(receiver: &Receiver, server: &Server, what: &str, done: impl Fn(&[(u16, Value)]) -> bool) {
+fn wait_for(
+    receiver: &Receiver,
+    server: &Server,
+    what: &str,
+    done: impl Fn(&[(u16, Value)]) -> bool,
+) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while !done(&receiver.calls()) {
         assert!(
@@ -206,7 +211,9 @@ alerts:
         port,
         "POST",
         "/v1/schemas",
-        Some("name: alerts.event\nfields:\n  - { name: id, type: int, required: true }\n  - { name: ms, type: int, required: true }\n"),
+        Some(
+            "name: alerts.event\nfields:\n  - { name: id, type: int, required: true }\n  - { name: ms, type: int, required: true }\n",
+        ),
     );
     assert!(status == 201 || status == 200, "{status} {body}");
     // 200 records at 50 a second, every one invalid (`ms` is text): four seconds of dead letters.
@@ -244,7 +251,10 @@ dead_letter:
     assert_eq!(calls[0].1["status"], "firing", "{calls:?}");
     let fired = &calls[1].1;
     assert_eq!(fired["rule"], "dead-letters", "{fired}");
-    assert_eq!(fired["expr"], "weir_dead_letters_total rate[2s] > 5/s for 1s");
+    assert_eq!(
+        fired["expr"],
+        "weir_dead_letters_total rate[2s] > 5/s for 1s"
+    );
     assert!(fired["value"].as_f64().is_some_and(|v| v > 5.0), "{fired}");
     assert_eq!(fired["threshold"], 5.0);
     let (_, view) = call(port, "GET", "/v1/alerts", None);
@@ -279,7 +289,10 @@ dead_letter:
         "{calls:?}"
     );
     // Every dead letter was written.
-    let lines = std::fs::read_to_string(&dead).unwrap_or_default().lines().count();
+    let lines = std::fs::read_to_string(&dead)
+        .unwrap_or_default()
+        .lines()
+        .count();
     assert_eq!(lines, 200);
 }
 

@@ -388,7 +388,13 @@ fn slow_clients_are_dropped_and_the_others_are_served() {
     for _ in 0..4 {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         let body = vec![b'x'; 60];
-        let whole = request("POST", "/v1/schemas", Some(&admin), "application/yaml", &body);
+        let whole = request(
+            "POST",
+            "/v1/schemas",
+            Some(&admin),
+            "application/yaml",
+            &body,
+        );
         stream
             .write_all(&whole[..whole.len() - body.len()])
             .expect("send the head");
@@ -418,8 +424,16 @@ fn slow_clients_are_dropped_and_the_others_are_served() {
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
-    let r = request("POST", "/v1/schemas", Some(&admin), "application/yaml", b"0123456789");
-    stream.write_all(&r[..r.len() - 5]).expect("send all but 5 bytes");
+    let r = request(
+        "POST",
+        "/v1/schemas",
+        Some(&admin),
+        "application/yaml",
+        b"0123456789",
+    );
+    stream
+        .write_all(&r[..r.len() - 5])
+        .expect("send all but 5 bytes");
     let a = read_answer(&mut stream).expect("an answer");
     assert_eq!(a.status, 408, "{a:?}");
     assert!(a.body.contains("limits.body_timeout"), "{a:?}");
@@ -602,7 +616,13 @@ fn fuzzing_every_route_of_the_openapi_document_finds_no_5xx_and_no_growth() {
         .map(|r| create(&key, r, &format!("fuzz-{r}")))
         .collect();
     let schema = "name: fuzz.event\nfields:\n  - { name: id, type: int, required: true }\n  - { name: note, type: string }\n";
-    let a = answer(port, "POST", "/v1/schemas", Some(&tokens[0]), schema.as_bytes());
+    let a = answer(
+        port,
+        "POST",
+        "/v1/schemas",
+        Some(&tokens[0]),
+        schema.as_bytes(),
+    );
     assert!(a.status == 201 || a.status == 200, "{a:?}");
 
     // The routes, from the served document.
@@ -739,8 +759,11 @@ fn server_alive(port: u16) -> bool {
     if N.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 50 != 0 {
         return true;
     }
-    send(port, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .is_some_and(|a| a.status == 200)
+    send(
+        port,
+        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .is_some_and(|a| a.status == 200)
 }
 
 fn tail(log: &str) -> String {
@@ -781,7 +804,10 @@ fn planted_secrets_appear_in_no_output() {
     let dir = tempfile::tempdir().expect("tempdir");
     let key = dir.path().join("weir.key");
     keygen(&key);
-    let key_text = std::fs::read_to_string(&key).expect("key").trim().to_string();
+    let key_text = std::fs::read_to_string(&key)
+        .expect("key")
+        .trim()
+        .to_string();
     let password = format!("planted-{}", testing::unique_name("pw"));
     let admin = create(&key, "admin", "secrets-admin");
     // A ClickHouse sink with the password from the environment: ClickHouse refuses it (the
@@ -865,7 +891,10 @@ sink:
             assert!(Instant::now() < deadline, "never failed: {a:?}");
             std::thread::sleep(Duration::from_millis(200));
         };
-        outputs.push((format!("{format}: GET /v1/pipelines/secrets-leak"), shown.body.into_bytes()));
+        outputs.push((
+            format!("{format}: GET /v1/pipelines/secrets-leak"),
+            shown.body.into_bytes(),
+        ));
         for path in [
             "/v1/pipelines",
             "/metrics",
@@ -877,11 +906,23 @@ sink:
             outputs.push((format!("{format}: GET {path}"), a.body.into_bytes()));
         }
         // A refused token's answer and a bad submit's error.
-        let a = answer(port, "GET", "/v1/pipelines", Some(&format!("{admin}x")), b"");
+        let a = answer(
+            port,
+            "GET",
+            "/v1/pipelines",
+            Some(&format!("{admin}x")),
+            b"",
+        );
         outputs.push((format!("{format}: a bad token's 401"), a.body.into_bytes()));
         drop(server);
-        outputs.push((format!("{format}: server stderr"), std::fs::read(&log).expect("log")));
-        outputs.push((format!("{format}: server stdout"), std::fs::read(&out).expect("out")));
+        outputs.push((
+            format!("{format}: server stderr"),
+            std::fs::read(&log).expect("log"),
+        ));
+        outputs.push((
+            format!("{format}: server stdout"),
+            std::fs::read(&out).expect("out"),
+        ));
         for file in files(&run_dir.join("data")) {
             outputs.push((
                 format!("data dir file {}", file.display()),

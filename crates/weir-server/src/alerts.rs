@@ -68,8 +68,9 @@ impl AlertsConfig {
     /// `alerts.rules[0].expr`.
     pub fn from_file(file: &AlertsFile) -> Result<Self, (String, String)> {
         let evaluate_every = match &file.evaluate_every {
-            Some(t) => crate::config::duration(t)
-                .map_err(|e| ("alerts.evaluate_every".to_string(), e))?,
+            Some(t) => {
+                crate::config::duration(t).map_err(|e| ("alerts.evaluate_every".to_string(), e))?
+            }
             None => Duration::from_secs(10),
         };
         if evaluate_every.is_zero() {
@@ -79,16 +80,15 @@ impl AlertsConfig {
             ));
         }
         let url = file.webhook.url.trim();
-        let parsed = reqwest::Url::parse(url).map_err(|e| {
-            (
-                "alerts.webhook.url".to_string(),
-                format!("not a URL: {e}"),
-            )
-        })?;
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| ("alerts.webhook.url".to_string(), format!("not a URL: {e}")))?;
         if parsed.scheme() != "http" && parsed.scheme() != "https" {
             return Err((
                 "alerts.webhook.url".into(),
-                format!("expected an http:// or https:// URL, got `{}:`", parsed.scheme()),
+                format!(
+                    "expected an http:// or https:// URL, got `{}:`",
+                    parsed.scheme()
+                ),
             ));
         }
         if parsed.password().is_some() {
@@ -116,7 +116,10 @@ impl AlertsConfig {
         let mut rules: Vec<Rule> = Vec::with_capacity(file.rules.len());
         for (i, r) in file.rules.iter().enumerate() {
             if r.name.trim().is_empty() {
-                return Err((format!("alerts.rules[{i}].name"), "must not be empty".into()));
+                return Err((
+                    format!("alerts.rules[{i}].name"),
+                    "must not be empty".into(),
+                ));
             }
             if rules.iter().any(|other| other.name == r.name) {
                 return Err((
@@ -208,7 +211,9 @@ impl Expr {
         let mut rest = &t[name_end..];
         let mut labels = Vec::new();
         if let Some(inner) = rest.strip_prefix('{') {
-            let close = inner.find('}').ok_or_else(|| bad("no `}` after the labels"))?;
+            let close = inner
+                .find('}')
+                .ok_or_else(|| bad("no `}` after the labels"))?;
             labels = parse_labels(&inner[..close]).ok_or_else(|| bad("bad labels"))?;
             rest = &inner[close + 1..];
         }
@@ -495,10 +500,9 @@ impl Alerts {
                                 .header("content-type", "application/json")
                                 .body(body.clone());
                             async move {
-                                let response = request
-                                    .send()
-                                    .await
-                                    .map_err(|e| WebhookError::Transport(e.without_url().to_string()))?;
+                                let response = request.send().await.map_err(|e| {
+                                    WebhookError::Transport(e.without_url().to_string())
+                                })?;
                                 let s = response.status().as_u16();
                                 if (200..300).contains(&s) {
                                     Ok(())
@@ -509,7 +513,9 @@ impl Alerts {
                         })
                         .await;
                     let delivery = match &outcome {
-                        Ok(()) => json!({"status": status, "outcome": "delivered", "at": rfc3339(SystemTime::now())}),
+                        Ok(()) => {
+                            json!({"status": status, "outcome": "delivered", "at": rfc3339(SystemTime::now())})
+                        }
                         Err(e) => {
                             tracing::warn!(
                                 rule = n.body["rule"].as_str().unwrap_or_default(),
@@ -839,7 +845,10 @@ mod tests {
         assert!(a.evaluate(&text(100, 6), now, SystemTime::now()).is_empty());
         assert_eq!(a.evaluate(&text(100, 7), now, SystemTime::now()).len(), 1);
         let none = alerts("weir_missing_total sum > 0 for 0s");
-        assert!(none.evaluate(&text(1, 1), now, SystemTime::now()).is_empty());
+        assert!(
+            none.evaluate(&text(1, 1), now, SystemTime::now())
+                .is_empty()
+        );
         assert_eq!(none.view()["rules"][0]["value"], Value::Null);
     }
 }

@@ -269,9 +269,8 @@ pub fn load(
             c.limits.body_timeout = duration(v).map_err(|e| at("limits.body_timeout", e))?;
         }
         if let Some(a) = &f.alerts {
-            c.alerts = Some(
-                crate::alerts::AlertsConfig::from_file(a).map_err(|(key, e)| at(&key, e))?,
-            );
+            c.alerts =
+                Some(crate::alerts::AlertsConfig::from_file(a).map_err(|(key, e)| at(&key, e))?);
         }
         if let Some(v) = &f.ingest.redis_url {
             c.ingest_redis_url = v.clone();
@@ -337,7 +336,9 @@ pub fn load(
     if !(rps.is_finite() && rps >= 0.0) {
         return Err(ConfigError::key(
             "limits.requests_per_second",
-            format!("expected a positive number of requests per second per token (0: no limit), got {rps}"),
+            format!(
+                "expected a positive number of requests per second per token (0: no limit), got {rps}"
+            ),
         ));
     }
     for (key, value) in [
@@ -534,7 +535,10 @@ mod tests {
         assert_eq!(c.limits.body_timeout, Duration::from_millis(500));
         for (text, key) in [
             ("limits:\n  ingest_records: 0\n", "limits.ingest_records"),
-            ("limits:\n  requests_per_second: -1\n", "limits.requests_per_second"),
+            (
+                "limits:\n  requests_per_second: -1\n",
+                "limits.requests_per_second",
+            ),
             ("limits:\n  header_timeout: soon\n", "limits.header_timeout"),
             ("limits:\n  body_timeout: 0s\n", "limits.body_timeout"),
             ("limits:\n  records: 5\n", "limits.records"),
@@ -554,10 +558,9 @@ mod tests {
 
     #[test]
     fn the_readme_alerts_block_loads() {
-        let readme = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"),
-        )
-        .expect("README");
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+                .expect("README");
         let block = readme
             .split("```yaml\nalerts:")
             .nth(1)

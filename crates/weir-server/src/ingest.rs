@@ -314,7 +314,12 @@ mod tests {
     #[test]
     fn object_array_and_ndjson() {
         let s = schema();
-        assert_eq!(validate_body(&s, br#"{"id": 1}"#, BodyLimits::default()).expect("one").len(), 1);
+        assert_eq!(
+            validate_body(&s, br#"{"id": 1}"#, BodyLimits::default())
+                .expect("one")
+                .len(),
+            1
+        );
         assert_eq!(
             validate_body(&s, br#"[{"id": 1}, {"id": 2}]"#, BodyLimits::default())
                 .expect("array")
@@ -322,9 +327,13 @@ mod tests {
             2
         );
         assert_eq!(
-            validate_body(&s, b"{\"id\": 1}\n{\"id\": 2}\n{\"id\": 3}\n", BodyLimits::default())
-                .expect("ndjson")
-                .len(),
+            validate_body(
+                &s,
+                b"{\"id\": 1}\n{\"id\": 2}\n{\"id\": 3}\n",
+                BodyLimits::default()
+            )
+            .expect("ndjson")
+            .len(),
             3
         );
     }
@@ -332,8 +341,12 @@ mod tests {
     #[test]
     fn every_bad_record_is_named_with_its_field() {
         let s = schema();
-        let e = validate_body(&s, b"{\"id\": 1}\n{\"page\": \"x\"}\n{\"id\": \"no\"}\n", BodyLimits::default())
-            .expect_err("invalid");
+        let e = validate_body(
+            &s,
+            b"{\"id\": 1}\n{\"page\": \"x\"}\n{\"id\": \"no\"}\n",
+            BodyLimits::default(),
+        )
+        .expect_err("invalid");
         assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
         let body = e.body();
         let records = body["error"]["records"].as_array().expect("records");
@@ -356,7 +369,10 @@ mod tests {
         assert_eq!(e.status, axum::http::StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(e.code, "too_many_records");
         assert!(e.message.contains("limits.ingest_records"), "{}", e.message);
-        let long = format!("[{{\"id\": 1}}, {{\"id\": 2, \"page\": \"{}\"}}]", "x".repeat(40));
+        let long = format!(
+            "[{{\"id\": 1}}, {{\"id\": 2, \"page\": \"{}\"}}]",
+            "x".repeat(40)
+        );
         let e = validate_body(&s, long.as_bytes(), limits).expect_err("a long record");
         assert_eq!(e.code, "record_too_large");
         assert_eq!(e.body()["error"]["index"], 1);
@@ -371,7 +387,12 @@ mod tests {
 
     #[test]
     fn broken_json_names_the_record() {
-        let e = validate_body(&schema(), b"{\"id\": 1}\n{\"id\": \n", BodyLimits::default()).expect_err("json");
+        let e = validate_body(
+            &schema(),
+            b"{\"id\": 1}\n{\"id\": \n",
+            BodyLimits::default(),
+        )
+        .expect_err("json");
         assert_eq!(e.code, "invalid_json");
         assert_eq!(e.body()["error"]["index"], 1);
     }

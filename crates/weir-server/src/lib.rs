@@ -90,7 +90,8 @@ pub async fn serve_until(
             config.listen
         )));
     }
-    let request_limiter = limits::RequestLimiter::new(&config.limits).map_err(ServeError::Config)?;
+    let request_limiter =
+        limits::RequestLimiter::new(&config.limits).map_err(ServeError::Config)?;
     let metrics = weir_telemetry::Metrics::new();
     let manager = Manager::open(&config.data_dir, metrics.clone()).map_err(|e| {
         std::io::Error::new(
