@@ -830,10 +830,13 @@ sink:
     );
     let pipeline = dir.path().join("secrets.yaml");
     std::fs::write(&pipeline, &pipeline_text).expect("pipeline");
-    let secrets: [(&str, &str); 3] = [
+    // The ingest Redis with a password, from the environment, unreachable: ingest fails.
+    let redis_password = format!("redispw-{}", testing::unique_name("pw"));
+    let secrets: [(&str, &str); 4] = [
         ("the ClickHouse password", &password),
         ("the auth key", &key_text),
         ("a token", &admin),
+        ("the ingest Redis password", &redis_password),
     ];
     let mut outputs: Vec<(String, Vec<u8>)> = Vec::new();
 
@@ -845,7 +848,7 @@ sink:
         std::fs::write(
             &config,
             format!(
-                "listen: 127.0.0.1:{port}\ndata_dir: data\nauth:\n  enabled: true\n  key_file: {}\nalerts:\n  evaluate_every: 200ms\n  webhook:\n    url: http://127.0.0.1:9/hook\n    policy: {{ retries: 0 }}\n  rules:\n    - name: failures\n      expr: \"weir_errors_total sum >= 0 for 0s\"\n",
+                "listen: 127.0.0.1:{port}\ndata_dir: data\nauth:\n  enabled: true\n  key_file: {}\ningest:\n  streams:\n    secrets.event: secrets_events\nalerts:\n  evaluate_every: 200ms\n  webhook:\n    url: http://127.0.0.1:9/hook\n    policy: {{ retries: 0 }}\n  rules:\n    - name: failures\n      expr: \"weir_errors_total sum >= 0 for 0s\"\n",
                 key.display()
             ),
         )
@@ -859,6 +862,10 @@ sink:
             .env("WEIR_LOG", level)
             .env("WEIR_LOG_FORMAT", format)
             .env("WEIR_TEST_SECRET_PASSWORD", &password)
+            .env(
+                "WEIR_INGEST_REDIS_URL",
+                format!("redis://:{redis_password}@127.0.0.1:1"),
+            )
             .stdout(std::fs::File::create(&out).expect("out"))
             .stderr(std::fs::File::create(&log).expect("log"))
             .spawn()
@@ -905,7 +912,26 @@ sink:
             let a = answer(port, "GET", path, Some(&admin), b"");
             outputs.push((format!("{format}: GET {path}"), a.body.into_bytes()));
         }
-        // A refused token's answer and a bad submit's error.
+        // Ingest into the unreachable Redis: 503, naming the Redis without its password.
+        let a = answer(
+            port,
+            "POST",
+            "/v1/schemas",
+            Some(&admin),
+            b"name: secrets.event\nfields:\n  - { name: id, type: int, required: true }\n",
+        );
+        assert!(a.status == 201 || a.status == 200, "{a:?}");
+        let a = answer(
+            port,
+            "POST",
+            "/v1/ingest/secrets.event",
+            Some(&admin),
+            b"{\"id\": 1}",
+        );
+        assert_eq!(a.status, 503, "{a:?}");
+        assert!(a.body.contains("127.0.0.1:1"), "{a:?}");
+        outputs.push((format!("{format}: the failed ingest"), a.body.into_bytes()));
+        // A refused token's answer.
         let a = answer(
             port,
             "GET",

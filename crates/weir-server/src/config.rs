@@ -273,6 +273,13 @@ pub fn load(
                 Some(crate::alerts::AlertsConfig::from_file(a).map_err(|(key, e)| at(&key, e))?);
         }
         if let Some(v) = &f.ingest.redis_url {
+            // Secrets never in the configuration text: a password goes in the environment.
+            if crate::ready::redact(v) != *v {
+                return Err(at(
+                    "ingest.redis_url",
+                    "a user name or password in the config file is refused: set the whole URL in WEIR_INGEST_REDIS_URL (the environment) instead".into(),
+                ));
+            }
             c.ingest_redis_url = v.clone();
         }
         if let Some(v) = &f.ingest.streams {
@@ -554,6 +561,24 @@ mod tests {
             .expect_err(text);
             assert_eq!(e.key.as_deref(), Some(key), "{e}");
         }
+    }
+
+    #[test]
+    fn a_password_in_the_redis_url_of_the_file_is_refused_not_shown() {
+        let (_dir, path) = file("ingest:\n  redis_url: redis://:hunter2@127.0.0.1:6390\n");
+        let flags = Flags {
+            config: Some(path),
+            ..Flags::default()
+        };
+        let e = load(&flags, &|_| None).expect_err("password in the file");
+        assert_eq!(e.key.as_deref(), Some("ingest.redis_url"), "{e}");
+        assert!(e.to_string().contains("WEIR_INGEST_REDIS_URL"), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        // From the environment it is taken.
+        let env = |k: &str| {
+            (k == "WEIR_INGEST_REDIS_URL").then(|| "redis://:hunter2@127.0.0.1:6390".to_string())
+        };
+        assert!(load(&Flags::default(), &env).is_ok());
     }
 
     #[test]

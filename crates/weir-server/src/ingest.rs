@@ -122,7 +122,10 @@ impl Ingest {
         self.conn
             .get_or_try_init(|| async {
                 let client = redis::Client::open(self.url.as_str()).map_err(|e| {
-                    ApiError::internal(format!("ingest.redis_url `{}`: {e}", self.url))
+                    ApiError::internal(format!(
+                        "ingest.redis_url `{}`: {e}",
+                        crate::ready::redact(&self.url)
+                    ))
                 })?;
                 let config = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(Duration::from_secs(5)))
@@ -132,7 +135,10 @@ impl Ingest {
                     .map_err(|e| {
                         ApiError::unavailable(
                             "redis_unavailable",
-                            format!("cannot connect to {}: {e}", self.url),
+                            format!(
+                                "cannot connect to {}: {e}",
+                                crate::ready::redact(&self.url)
+                            ),
                         )
                     })
             })
