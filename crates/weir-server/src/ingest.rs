@@ -135,10 +135,7 @@ impl Ingest {
                     .map_err(|e| {
                         ApiError::unavailable(
                             "redis_unavailable",
-                            format!(
-                                "cannot connect to {}: {e}",
-                                crate::ready::redact(&self.url)
-                            ),
+                            format!("cannot connect to {}: {e}", crate::ready::redact(&self.url)),
                         )
                     })
             })
