@@ -8,6 +8,7 @@
 //! `weir-tasks`, request ids in the logs, readiness checks, the layered
 //! server configuration, and the remote client ([`client::RemoteEnvironment`]).
 
+pub mod alerts;
 pub mod auth;
 pub mod client;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod ingest;
+pub mod limits;
 pub mod logs;
 pub mod manager;
 pub mod ready;
@@ -39,6 +41,10 @@ pub struct App {
     pub tasks: Arc<weir_tasks::TaskService>,
     /// The keys and revocation list; `None` with `auth.enabled: false`.
     pub auth: Option<auth::Auth>,
+    /// The per-token request budget (`limits.requests_per_second`).
+    pub request_limiter: limits::RequestLimiter,
+    /// The alert rules and their states (`alerts:`, `GET /v1/alerts`).
+    pub alerts: Arc<alerts::Alerts>,
 }
 
 /// Why the server could not start or run.
@@ -84,6 +90,8 @@ pub async fn serve_until(
             config.listen
         )));
     }
+    let request_limiter =
+        limits::RequestLimiter::new(&config.limits).map_err(ServeError::Config)?;
     let metrics = weir_telemetry::Metrics::new();
     let manager = Manager::open(&config.data_dir, metrics.clone()).map_err(|e| {
         std::io::Error::new(
@@ -98,19 +106,26 @@ pub async fn serve_until(
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("listen {}: {e}", config.listen)))?;
     let local = listener.local_addr()?;
+    let (alerts, alert_tasks) = match config.alerts.clone() {
+        Some(rules) => alerts::Alerts::start(rules, metrics.clone()).map_err(ServeError::Config)?,
+        None => (alerts::Alerts::none(), Vec::new()),
+    };
     let app = Arc::new(App {
         ingest: ingest::Ingest::new(
             config.ingest_redis_url.clone(),
             config.ingest_streams.clone(),
             config.idempotency_ttl,
             registry.clone(),
-        ),
+        )
+        .with_limits(config.limits.ingest_records, config.limits.record_bytes),
         ready: ready::Ready::new(config.ready_timeout, config.ready_cache),
         registry,
         metrics,
         tasks: tasks.clone(),
         manager: manager.clone(),
         auth,
+        request_limiter,
+        alerts,
         config,
     });
     if app.auth.is_some() {
@@ -147,11 +162,13 @@ pub async fn serve_until(
     // The address line last: a script waiting for it knows the server is up.
     tracing::info!(address = %local, "listening on http://{local}");
     bound(local);
+    let header_timeout = app.config.limits.header_timeout;
     let router = routes::router(app).layer(axum::middleware::from_fn(logs::request_context));
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    limits::serve(listener, router, shutdown, header_timeout).await?;
     poller.abort();
+    for task in alert_tasks {
+        task.abort();
+    }
     // Running tasks stay `running` on disk and run again at the next start (at-least-once).
     tasks.shutdown().await;
     manager.shutdown().await;

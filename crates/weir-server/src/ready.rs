@@ -127,7 +127,7 @@ fn describe(target: &Target) -> (&'static str, String) {
 }
 
 /// A URL without its user name and password.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}{}", &url[..scheme + 3], &url[at + 1..])

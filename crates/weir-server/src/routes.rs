@@ -226,6 +226,13 @@ pub fn table() -> Vec<Route> {
         ),
         r(
             Method::GET,
+            "/v1/alerts",
+            Role::Viewer,
+            "Every alert rule (alerts: in the server config) with its state (inactive, pending, firing), value, threshold and last notification",
+            crate::alerts::route,
+        ),
+        r(
+            Method::GET,
             "/v1/events",
             Role::Viewer,
             "Server-Sent Events: a snapshot of every pipeline's status and counters about once a second",
@@ -249,7 +256,17 @@ pub fn router(state: AppState) -> Router {
         router = router.route(route.path, (route.handler)());
     }
     let body_limit = state.config.body_limit;
+    // Outermost first: the role check, then the token's request budget, then the body read
+    // within its size and time limits (a refused request's body is never read).
     router
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::limits::read_body,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::limits::rate_limit,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authorize,
