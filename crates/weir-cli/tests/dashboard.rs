@@ -453,7 +453,10 @@ async fn pages(client: &Client, url: &str) {
         .iter()
         .map(|c| c["id"].as_u64().expect("id"))
         .collect();
-    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {history}");
+    assert!(
+        ids.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {history}"
+    );
     assert_eq!(history["keep"], json!(3), "{history}");
     for c in history["checkpoints"].as_array().expect("checkpoints") {
         if c["outcome"] == "completed" {
@@ -495,7 +498,10 @@ async fn pages(client: &Client, url: &str) {
         .iter()
         .map(|r| r[0].as_u64().expect("id"))
         .collect();
-    assert!(shown.windows(2).all(|w| w[0] > w[1]), "newest first: {rows}");
+    assert!(
+        shown.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {rows}"
+    );
     let (_, now) = api(
         "GET",
         &format!("{url}/v1/pipelines/dash_gen/checkpoints"),
@@ -507,7 +513,10 @@ async fn pages(client: &Client, url: &str) {
     for row in rows.as_array().expect("rows") {
         let id = row[0].as_u64().expect("id");
         // Retention may have removed one since the page read the list.
-        assert!(on_disk.contains(&id) || id < oldest || row[1] != "completed", "{row} not in {now}");
+        assert!(
+            on_disk.contains(&id) || id < oldest || row[1] != "completed",
+            "{row} not in {now}"
+        );
         if row[1] == "completed" {
             let text = row[2].as_str().unwrap_or_default();
             assert!(
@@ -761,7 +770,11 @@ async fn load_times(client: &Client, url: &str) {
     // Warm, every asset comes from the browser's cache (versioned, immutable URLs).
     for run in &runs[1..] {
         for asset in run["assets"].as_array().expect("assets") {
-            assert_eq!(asset["transfer"], json!(0), "fetched again on a warm load: {run}");
+            assert_eq!(
+                asset["transfer"],
+                json!(0),
+                "fetched again on a warm load: {run}"
+            );
         }
     }
     let report = json!({ "cold": runs[0], "warm": runs[1..] });
@@ -778,7 +791,9 @@ async fn load_times(client: &Client, url: &str) {
 /// `weir token create --role ROLE`: the token (standard output).
 fn token(key: &Path, role: &str, name: &str) -> String {
     let out = weir()
-        .args(["token", "create", "--role", role, "--ttl", "1h", "--name", name])
+        .args([
+            "token", "create", "--role", role, "--ttl", "1h", "--name", name,
+        ])
         .arg("--key-file")
         .arg(key)
         .output()
@@ -867,7 +882,10 @@ async fn sign_in(client: &Client, token: &str) {
         |v| v == &json!(true),
     )
     .await;
-    let field = client.find(Locator::Id("token")).await.expect("token field");
+    let field = client
+        .find(Locator::Id("token"))
+        .await
+        .expect("token field");
     field.clear().await.expect("clear");
     field.send_keys(token).await.expect("type the token");
     client
@@ -908,7 +926,11 @@ async fn roles(client: &Client, url: &str, viewer: &str, operator: &str) {
         )
         .await
         .expect("buttons");
-    assert_eq!(buttons, json!([false, false, 0]), "a viewer sees no Stop or Resume");
+    assert_eq!(
+        buttons,
+        json!([false, false, 0]),
+        "a viewer sees no Stop or Resume"
+    );
     // The viewer's token cannot stop it through the API either (from the page itself).
     let refused = client
         .execute(

@@ -130,7 +130,7 @@ fn entries_trickling_into_a_redis_stream_each_reach_the_file_sink_before_the_nex
         "name: redis_trickle\nsettings: {{ batch_timeout: 5ms }}\nsource: {{ type: redis_stream, url: \"{redis}\", stream: {stream}, group: trickle, stop_after_idle: 3s }}\nsink: {{ type: file, path: out.jsonl }}\n"
     );
     std::fs::write(dir.path().join("p.yaml"), yaml).unwrap();
-    let mut child = weir()
+    let child = weir()
         .args(["run", "p.yaml", "--progress", "never"])
         .current_dir(dir.path())
         .stdout(Stdio::null())

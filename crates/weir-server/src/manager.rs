@@ -565,12 +565,7 @@ impl Manager {
                 .as_ref()
                 .and_then(|m| m.checkpoints())
                 .map(|c| c.failed);
-            (
-                e.text.clone(),
-                e.job.is_some(),
-                e.resumed_from,
-                failed,
-            )
+            (e.text.clone(), e.job.is_some(), e.resumed_from, failed)
         };
         let pipeline = self
             .prepare(&text, &self.yaml_path(name))

@@ -131,9 +131,10 @@ fn built() -> &'static Built {
     BUILT.get_or_init(|| {
         let version = format!(
             "{:016x}",
-            ASSETS
-                .iter()
-                .fold(FNV_OFFSET, |h, (name, _, bytes)| fnv64(fnv64(h, name.as_bytes()), bytes))
+            ASSETS.iter().fold(FNV_OFFSET, |h, (name, _, bytes)| fnv64(
+                fnv64(h, name.as_bytes()),
+                bytes
+            ))
         );
         let assets = ASSETS
             .iter()
@@ -262,7 +263,10 @@ mod tests {
         let etag = plain.headers()[header::ETAG].clone();
         let html = String::from_utf8(body(plain).await).expect("html");
         // Every asset URL of the page carries the version (so it can be cached for long).
-        assert!(html.contains(&format!("/dashboard/{version}/app.js")), "{html}");
+        assert!(
+            html.contains(&format!("/dashboard/{version}/app.js")),
+            "{html}"
+        );
         assert!(!html.contains("\"/dashboard/app.js"), "{html}");
 
         let zipped = serve(
@@ -293,7 +297,11 @@ mod tests {
         assert_eq!(stale.status(), StatusCode::OK);
 
         // A versioned asset is cached for a year; the app is much smaller gzipped.
-        let app = serve("app.js", &headers(&[(header::ACCEPT_ENCODING, "gzip")]), true);
+        let app = serve(
+            "app.js",
+            &headers(&[(header::ACCEPT_ENCODING, "gzip")]),
+            true,
+        );
         assert_eq!(
             app.headers()[header::CACHE_CONTROL],
             "public, max-age=31536000, immutable"
