@@ -628,7 +628,7 @@ impl Manager {
                 }),
             ));
         }
-        rows.sort_by(|a, b| b.0.cmp(&a.0));
+        rows.sort_by_key(|row| std::cmp::Reverse(row.0));
         let total = rows.len();
         let list: Vec<Value> = rows.into_iter().take(limit).map(|(_, v)| v).collect();
         Ok(json!({
