@@ -548,6 +548,99 @@ impl Manager {
         }
     }
 
+    /// The checkpoint history of a pipeline from its checkpoint directory, newest first, at
+    /// most `limit`: each retained checkpoint's id, start time, duration, sizes and outcome
+    /// (`completed`; `in_progress` for the newest while the job writes it; `incomplete` or
+    /// `corrupt` with the reason it cannot be restored; `abandoned` by a later
+    /// `--ignore-state` run). Read from each checkpoint's `_metadata` (its checksum checked;
+    /// blobs only by size). Retention (`settings.checkpoint.keep`) bounds how far back it goes.
+    pub fn checkpoints(&self, name: &str, limit: usize) -> Result<Value, ApiError> {
+        let (text, running, resumed_from, failed) = {
+            let entries = self.lock();
+            let e = entries
+                .get(name)
+                .ok_or_else(|| ApiError::not_found(format!("no pipeline named `{name}`")))?;
+            let failed = e
+                .metrics
+                .as_ref()
+                .and_then(|m| m.checkpoints())
+                .map(|c| c.failed);
+            (e.text.clone(), e.job.is_some(), e.resumed_from, failed)
+        };
+        let pipeline = self
+            .prepare(&text, &self.yaml_path(name))
+            .map_err(|e| ApiError::pipeline(&e))?;
+        let store = pipeline
+            .checkpoint_store()
+            .map_err(|e| ApiError::pipeline(&e))?
+            .ok_or_else(|| ApiError::internal("the server always keeps checkpoints"))?;
+        let listing = store
+            .list()
+            .map_err(|e| ApiError::internal(format!("{}: {e}", store.dir().display())))?;
+        let newest_id = listing
+            .checkpoints
+            .iter()
+            .map(|c| c.id())
+            .chain(listing.skipped.iter().map(|s| s.id))
+            .chain(listing.abandoned.iter().copied())
+            .max();
+        let mut rows: Vec<(u64, Value)> = Vec::new();
+        for c in &listing.checkpoints {
+            let i = c.info();
+            rows.push((
+                i.id,
+                json!({
+                    "id": i.id,
+                    "outcome": "completed",
+                    "started_at": i.started_at,
+                    "started_at_ms": i.started_at_ms,
+                    "duration_ms": i.duration_ms,
+                    "bytes_written": i.bytes_written,
+                    "total_bytes": i.total_bytes,
+                    "incremental": i.incremental,
+                    "resumed_from": resumed_from == Some(i.id),
+                }),
+            ));
+        }
+        for s in &listing.skipped {
+            let outcome = match s.reason {
+                // The job writes `_metadata` last: the newest one of a running job is being
+                // written now.
+                weir_checkpoint::SkipReason::NoMetadata if running && newest_id == Some(s.id) => {
+                    "in_progress"
+                }
+                weir_checkpoint::SkipReason::NoMetadata => "incomplete",
+                _ => "corrupt",
+            };
+            let mut row = json!({"id": s.id, "outcome": outcome});
+            if outcome != "in_progress" {
+                row["reason"] = json!(s.reason.to_string());
+            }
+            rows.push((s.id, row));
+        }
+        for &id in &listing.abandoned {
+            rows.push((
+                id,
+                json!({
+                    "id": id,
+                    "outcome": "abandoned",
+                    "reason": "a later run started without this state (--ignore-state or --from-checkpoint); it is never resumed from",
+                }),
+            ));
+        }
+        rows.sort_by_key(|row| std::cmp::Reverse(row.0));
+        let total = rows.len();
+        let list: Vec<Value> = rows.into_iter().take(limit).map(|(_, v)| v).collect();
+        Ok(json!({
+            "name": name,
+            "dir": store.dir().display().to_string(),
+            "keep": store.keep(),
+            "total": total,
+            "failed_this_run": failed,
+            "checkpoints": list,
+        }))
+    }
+
     /// The text of a pipeline as submitted.
     pub fn text(&self, name: &str) -> Option<String> {
         self.lock().get(name).map(|e| e.text.clone())

@@ -148,6 +148,13 @@ pub fn table() -> Vec<Route> {
             || get(dead_letters),
         ),
         r(
+            Method::GET,
+            "/v1/pipelines/{name}/checkpoints",
+            Role::Viewer,
+            "The retained checkpoints (?limit=N, default 20), newest first: {id, outcome, started_at, duration_ms, bytes_written, total_bytes, incremental, reason}",
+            || get(checkpoints),
+        ),
+        r(
             Method::POST,
             "/v1/schemas",
             Role::Admin,
@@ -478,6 +485,20 @@ async fn dead_letters(
 ) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(100).min(10_000);
     Ok(axum::Json(app.manager.dead_letters(&name, limit)?).into_response())
+}
+
+async fn checkpoints(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<LimitQuery>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(20).min(1_000);
+    let manager = app.manager.clone();
+    // Reads every retained checkpoint's metadata: off the async workers.
+    let history = tokio::task::spawn_blocking(move || manager.checkpoints(&name, limit))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(axum::Json(history).into_response())
 }
 
 async fn register_schema(State(app): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
