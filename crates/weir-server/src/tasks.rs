@@ -4,13 +4,16 @@
 use crate::App;
 use crate::error::ApiError;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::path::Path as FsPath;
 use std::sync::Arc;
-use weir_tasks::{AgentsConfig, CancelOutcome, TaskError, TaskRequest, TaskService};
+use std::collections::HashMap;
+use weir_tasks::{
+    AgentsConfig, CancelOutcome, MAX_LIST, TaskError, TaskFilter, TaskRequest, TaskService,
+};
 
 type AppState = Arc<App>;
 
@@ -96,6 +99,48 @@ pub async fn submit(State(app): State<AppState>, body: Bytes) -> Result<Response
         axum::Json(json!({"task_id": accepted.task_id, "status": accepted.status})),
     )
         .into_response())
+}
+
+/// `GET /v1/tasks?status=&action=&limit=`: `{tasks: [...]}`, queued and running first, then
+/// the most recently finished. An unknown parameter or a bad value is a 400 naming it.
+pub async fn list(
+    State(app): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let bad = |key: &str, message: String| {
+        ApiError::bad_request("invalid_query", format!("{key}: {message}")).with("key", key)
+    };
+    let mut filter = TaskFilter::default();
+    for (key, value) in &query {
+        match key.as_str() {
+            "status" if !value.is_empty() => {
+                filter.status = Some(value.parse().map_err(|e| bad("status", e))?);
+            }
+            "action" if !value.is_empty() => filter.action = Some(value.clone()),
+            "limit" => {
+                let n: usize = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIST).contains(n))
+                    .ok_or_else(|| {
+                        bad(
+                            "limit",
+                            format!("expected a number from 1 to {MAX_LIST}, found {value:?}"),
+                        )
+                    })?;
+                filter.limit = Some(n);
+            }
+            "status" | "action" => {}
+            other => {
+                return Err(bad(
+                    other,
+                    "unknown parameter; expected status, action or limit".into(),
+                ));
+            }
+        }
+    }
+    let tasks = app.tasks.list(&filter).map_err(task_error)?;
+    Ok(axum::Json(json!({ "tasks": tasks })).into_response())
 }
 
 /// `GET /v1/tasks/{id}`.

@@ -90,5 +90,7 @@ pub use config::{
 };
 pub use error::{AgentError, TaskError};
 pub use metrics::{DURATION_BUCKETS, TaskMetrics};
-pub use model::{Attempt, TaskAccepted, TaskRequest, TaskStatus, TaskView};
+pub use model::{
+    Attempt, MAX_LIST, TaskAccepted, TaskFilter, TaskRequest, TaskStatus, TaskSummary, TaskView,
+};
 pub use service::{AgentView, CancelOutcome, TaskService};
