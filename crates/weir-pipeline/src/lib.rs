@@ -23,6 +23,8 @@ mod sink;
 mod source;
 pub mod spec;
 mod steps;
+mod task_step;
+pub mod agent;
 mod unique;
 mod window;
 

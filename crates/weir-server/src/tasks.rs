@@ -24,16 +24,20 @@ pub async fn open(
     agents: Option<&FsPath>,
     metrics: &weir_telemetry::Metrics,
 ) -> Result<Arc<TaskService>, crate::ServeError> {
-    let config = match agents {
+    let mut config = match agents {
         Some(path) => AgentsConfig::from_file(path)
             .map_err(|e| crate::ServeError::Config(format!("agents: {e}")))?,
         None => AgentsConfig::default(),
     };
+    // `kind: pipeline` agents run on the pipeline runtime, in this process.
+    config.pipelines = Some(weir_pipeline::agent::builder());
     let dir = data_dir.join("tasks");
     let service = TaskService::open(&dir, config)
         .await
         .map_err(|e| crate::ServeError::Config(format!("task service: {e}")))?;
     let service = Arc::new(service);
+    // Pipelines in this process (`task:` steps without `server`) send their tasks here.
+    service.register_local();
     let source = service.clone();
     metrics.register_tasks(Arc::new(move || {
         let m = source.metrics();

@@ -191,7 +191,10 @@ impl TaskService {
         config: AgentsConfig,
         extra: Vec<AgentSpec>,
     ) -> Result<TaskService, TaskError> {
-        let mut specs = config.specs();
+        let mut specs = config.specs().map_err(|e| TaskError::Invalid {
+            field: "agents",
+            message: e.to_string(),
+        })?;
         specs.extend(extra);
         let mut agents = Vec::with_capacity(specs.len());
         let mut names = HashSet::new();
