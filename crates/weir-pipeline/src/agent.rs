@@ -37,7 +37,16 @@ pub fn builder() -> PipelineBuilder {
     PipelineBuilder(Arc::new(|source: &PipelineAgentSource| {
         PipelineAgent::start(source)
             .map(|agent| Arc::new(agent) as Arc<dyn Agent>)
-            .map_err(|e| e.to_string())
+            .map_err(|e| {
+                if source.inline {
+                    // The agents file and `agents[i].pipeline` are named by the caller.
+                    let line = e.line.map(|l| format!("line {l} of the block: ")).unwrap_or_default();
+                    let key = e.key.map(|k| format!("{k}: ")).unwrap_or_default();
+                    format!("{line}{key}{}", e.message)
+                } else {
+                    e.to_string()
+                }
+            })
     }))
 }
 
@@ -64,7 +73,7 @@ impl std::fmt::Debug for PipelineAgent {
 impl PipelineAgent {
     /// Parses and checks the agent's pipeline and starts it.
     pub fn start(source: &PipelineAgentSource) -> Result<PipelineAgent, PipelineError> {
-        let pipeline = Pipeline::parse(&source.text, &source.file)?;
+        let pipeline = Pipeline::parse_named(&source.text, &source.file, &source.agent)?;
         let spec = &pipeline.spec;
         for (given, key, why) in [
             (spec.source.is_some(), "source", "the agent's tasks are its source"),

@@ -708,8 +708,6 @@ pub(crate) fn plan_agent(
                 "a pipeline agent's steps are one list: no `name` or `input`",
             ));
         }
-        let touches_task =
-            |names: &mut dyn Iterator<Item = &String>| names.any(|n| n == task_field);
         match &entry.step {
             StepSpec::Filter(source) => {
                 let expr = Arc::new(
@@ -737,15 +735,15 @@ pub(crate) fn plan_agent(
                     format!("`{task_field}` carries the task through the pipeline: it cannot be set"),
                 ));
             }
-            StepSpec::Drop(names) if touches_task(&mut names.iter()) => {
+            StepSpec::Drop(names) if names_contain(names.iter(), task_field) => {
                 return Err(p.error_at(
                     &stage,
                     format!("`{task_field}` carries the task through the pipeline: it cannot be dropped"),
                 ));
             }
             StepSpec::Rename(rename)
-                if touches_task(&mut rename.fields.keys())
-                    || touches_task(&mut rename.fields.values()) =>
+                if names_contain(rename.fields.keys(), task_field)
+                    || names_contain(rename.fields.values(), task_field) =>
             {
                 return Err(p.error_at(
                     &stage,
@@ -779,4 +777,8 @@ pub(crate) fn plan_agent(
         dropped,
         dead: planner.dead,
     })
+}
+
+fn names_contain<'a>(mut names: impl Iterator<Item = &'a String>, field: &str) -> bool {
+    names.any(|n| n == field)
 }

@@ -95,11 +95,26 @@ impl Pipeline {
         Self::parse_with_env(text, file, &weir_schema::env::process_env)
     }
 
+    /// [`Pipeline::parse`] for a pipeline whose `name` defaults to `name` (not to the file's
+    /// stem): a pipeline agent's, named after its agent.
+    pub fn parse_named(text: &str, file: &str, name: &str) -> Result<Self, PipelineError> {
+        Self::parse_inner(text, file, &weir_schema::env::process_env, Some(name))
+    }
+
     /// [`Pipeline::parse`] with variables looked up by `lookup`.
     pub fn parse_with_env(
         text: &str,
         file: &str,
         lookup: weir_schema::env::Lookup<'_>,
+    ) -> Result<Self, PipelineError> {
+        Self::parse_inner(text, file, lookup, None)
+    }
+
+    fn parse_inner(
+        text: &str,
+        file: &str,
+        lookup: weir_schema::env::Lookup<'_>,
+        default_name: Option<&str>,
     ) -> Result<Self, PipelineError> {
         // A byte order mark is an editor's artefact, not content.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -138,6 +153,10 @@ impl Pipeline {
                 None => error(line, key, message),
             }
         })?;
+        let mut spec = spec;
+        if spec.name.is_none() {
+            spec.name = default_name.map(str::to_string);
+        }
         let pipeline = Pipeline {
             spec,
             file: file.to_string(),

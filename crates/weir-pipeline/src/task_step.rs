@@ -52,12 +52,13 @@ pub struct TaskStepSpec {
 }
 
 /// Sends one record's task and waits for its result.
+#[derive(Clone)]
 struct TaskCaller {
     /// Resolved at the first call when the plan had none (the service of this process may
     /// register after the pipeline is planned, e.g. for a pipeline agent).
     endpoint: OnceLock<TaskEndpoint>,
     action: String,
-    data: Option<Projection>,
+    data: Option<Arc<Projection>>,
     into: Arc<str>,
     priority: i32,
     timeout: Option<std::time::Duration>,
@@ -165,10 +166,10 @@ pub(crate) fn plan(
                 .iter()
                 .map(|(n, s)| (n.as_str(), s.as_str()))
                 .collect();
-            Some(
+            Some(Arc::new(
                 Projection::compile(&pairs, fields)
                     .map_err(|e| p.error_at(&format!("{stage}.data"), e.to_string()))?,
-            )
+            ))
         }
     };
     let endpoint = OnceLock::new();

@@ -60,6 +60,9 @@ pub struct PipelineAgentSource {
     pub file: String,
     /// The directory relative paths in the pipeline are resolved against.
     pub dir: Option<PathBuf>,
+    /// Whether the pipeline is inline in the agents file (errors then name the agents file and
+    /// `agents[i].pipeline`, and count lines within the block).
+    pub inline: bool,
 }
 
 /// Builds a `kind: pipeline` agent; the error names the file, line and key.
@@ -562,6 +565,7 @@ impl AgentsConfig {
                 text,
                 file: path.display().to_string(),
                 dir: path.parent().map(Path::to_path_buf),
+                inline: false,
             });
         }
         let text = serde_yaml::to_string(block)
@@ -571,6 +575,7 @@ impl AgentsConfig {
             text,
             file: format!("{file}: agents[{i}].pipeline"),
             dir: dir.map(Path::to_path_buf),
+            inline: true,
         })
     }
 }
