@@ -308,7 +308,10 @@ pub fn remote(command: RemoteCommand) -> ExitCode {
                         .tasks(status.as_deref(), action.as_deref(), limit)
                         .await?;
                     if json {
-                        println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&list).unwrap_or_default()
+                        );
                         return Ok(());
                     }
                     println!(

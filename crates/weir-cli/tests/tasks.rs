@@ -473,7 +473,10 @@ fn pipeline_agents_the_task_step_and_the_task_list() {
         let (status, body, _) = http(
             "POST",
             &format!("{url}/v1/tasks"),
-            Some(("application/json", format!(r#"{{"action":"score","data":{{"x":{x}}}}}"#))),
+            Some((
+                "application/json",
+                format!(r#"{{"action":"score","data":{{"x":{x}}}}}"#),
+            )),
             None,
         );
         assert_eq!(status, 202, "{body}");
@@ -510,7 +513,11 @@ fn pipeline_agents_the_task_step_and_the_task_list() {
     for (i, row) in rows.iter().enumerate() {
         let n = i as i64;
         assert_eq!(row["n"], n, "{row}");
-        assert_eq!(row["echoed"], serde_json::json!({"n": n, "sq": n * n}), "{row}");
+        assert_eq!(
+            row["echoed"],
+            serde_json::json!({"n": n, "sq": n * n}),
+            "{row}"
+        );
     }
 
     // The list: by status and action, over HTTP and with `weir task list`.
@@ -530,7 +537,11 @@ fn pipeline_agents_the_task_step_and_the_task_list() {
         "{list}"
     );
     let (_, limited, _) = http("GET", &format!("{url}/v1/tasks?limit=3"), None, None);
-    assert_eq!(limited["tasks"].as_array().map(Vec::len), Some(3), "{limited}");
+    assert_eq!(
+        limited["tasks"].as_array().map(Vec::len),
+        Some(3),
+        "{limited}"
+    );
     let (status, body, _) = http("GET", &format!("{url}/v1/tasks?status=done"), None, None);
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["key"], "status", "{body}");

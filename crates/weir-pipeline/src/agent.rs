@@ -40,7 +40,10 @@ pub fn builder() -> PipelineBuilder {
             .map_err(|e| {
                 if source.inline {
                     // The agents file and `agents[i].pipeline` are named by the caller.
-                    let line = e.line.map(|l| format!("line {l} of the block: ")).unwrap_or_default();
+                    let line = e
+                        .line
+                        .map(|l| format!("line {l} of the block: "))
+                        .unwrap_or_default();
                     let key = e.key.map(|k| format!("{k}: ")).unwrap_or_default();
                     format!("{line}{key}{}", e.message)
                 } else {
@@ -76,10 +79,26 @@ impl PipelineAgent {
         let pipeline = Pipeline::parse_named(&source.text, &source.file, &source.agent)?;
         let spec = &pipeline.spec;
         for (given, key, why) in [
-            (spec.source.is_some(), "source", "the agent's tasks are its source"),
-            (spec.sources.is_some(), "sources", "the agent's tasks are its source"),
-            (spec.sink.is_some(), "sink", "the tasks' results are its output"),
-            (spec.sinks.is_some(), "sinks", "the tasks' results are its output"),
+            (
+                spec.source.is_some(),
+                "source",
+                "the agent's tasks are its source",
+            ),
+            (
+                spec.sources.is_some(),
+                "sources",
+                "the agent's tasks are its source",
+            ),
+            (
+                spec.sink.is_some(),
+                "sink",
+                "the tasks' results are its output",
+            ),
+            (
+                spec.sinks.is_some(),
+                "sinks",
+                "the tasks' results are its output",
+            ),
             (
                 spec.dead_letter.is_some(),
                 "dead_letter",
@@ -92,10 +111,9 @@ impl PipelineAgent {
             ),
         ] {
             if given {
-                return Err(pipeline.error_at(
-                    key,
-                    format!("not available in a pipeline agent: {why}"),
-                ));
+                return Err(
+                    pipeline.error_at(key, format!("not available in a pipeline agent: {why}"))
+                );
             }
         }
         let mut config = pipeline.config();
@@ -110,11 +128,10 @@ impl PipelineAgent {
         let plan = plan_agent(&pipeline, &env, tasks, TASK_FIELD)?;
         let pending: Pending = Arc::default();
         let results = pending.clone();
-        plan.results
-            .sink("results", move || Complete {
-                pending: results.clone(),
-                dropped: false,
-            });
+        plan.results.sink("results", move || Complete {
+            pending: results.clone(),
+            dropped: false,
+        });
         let mut side = plan.dropped;
         side.extend(plan.dead);
         if let Some((first, rest)) = side.split_first() {
@@ -142,7 +159,16 @@ impl PipelineAgent {
         })
     }
 
-    fn send(&self, task: &TaskInput) -> Result<(i64, tokio::sync::oneshot::Receiver<Result<Json, AgentError>>), AgentError> {
+    fn send(
+        &self,
+        task: &TaskInput,
+    ) -> Result<
+        (
+            i64,
+            tokio::sync::oneshot::Receiver<Result<Json, AgentError>>,
+        ),
+        AgentError,
+    > {
         let Json::Object(map) = &task.data else {
             return Err(AgentError::Failed(format!(
                 "a pipeline agent takes an object as data (its fields are the record's), found {}",
@@ -180,7 +206,10 @@ impl PipelineAgent {
     fn failure(&self) -> Option<String> {
         let mut job = lock(&self.job);
         if job.as_ref().is_some_and(RunningJob::is_finished) {
-            return job.take().and_then(|j| j.wait().err()).map(|e| e.to_string());
+            return job
+                .take()
+                .and_then(|j| j.wait().err())
+                .map(|e| e.to_string());
         }
         None
     }
@@ -311,7 +340,11 @@ impl Sink<Record> for Complete {
                     };
                     (
                         id,
-                        Err(AgentError::Failed(format!("{}: {}", text("stage"), text("error")))),
+                        Err(AgentError::Failed(format!(
+                            "{}: {}",
+                            text("stage"),
+                            text("error")
+                        ))),
                     )
                 }
             };

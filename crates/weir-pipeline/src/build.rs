@@ -520,8 +520,14 @@ impl<'p> Planner<'p> {
                 fields = crate::enrich::fields_after(enrich, fields);
             }
             StepSpec::Task(task) => {
-                let (done, dead) =
-                    crate::task_step::plan(p, &stage, task, &stream, &fields, planner.route_errors)?;
+                let (done, dead) = crate::task_step::plan(
+                    p,
+                    &stage,
+                    task,
+                    &stream,
+                    &fields,
+                    planner.route_errors,
+                )?;
                 planner.dead.extend(dead);
                 stream = done;
                 fields = crate::task_step::fields_after(task, fields);
@@ -732,13 +738,17 @@ pub(crate) fn plan_agent(
             StepSpec::Map(exprs) if exprs.contains_key(task_field) => {
                 return Err(p.error_at(
                     &format!("{stage}.{task_field}"),
-                    format!("`{task_field}` carries the task through the pipeline: it cannot be set"),
+                    format!(
+                        "`{task_field}` carries the task through the pipeline: it cannot be set"
+                    ),
                 ));
             }
             StepSpec::Drop(names) if names_contain(names.iter(), task_field) => {
                 return Err(p.error_at(
                     &stage,
-                    format!("`{task_field}` carries the task through the pipeline: it cannot be dropped"),
+                    format!(
+                        "`{task_field}` carries the task through the pipeline: it cannot be dropped"
+                    ),
                 ));
             }
             StepSpec::Rename(rename)
@@ -747,7 +757,9 @@ pub(crate) fn plan_agent(
             {
                 return Err(p.error_at(
                     &stage,
-                    format!("`{task_field}` carries the task through the pipeline: it cannot be renamed"),
+                    format!(
+                        "`{task_field}` carries the task through the pipeline: it cannot be renamed"
+                    ),
                 ));
             }
             StepSpec::Map(_)

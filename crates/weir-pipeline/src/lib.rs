@@ -5,6 +5,7 @@
 //! type-checked before anything runs), and its planning onto the runtime of `weir-core` over
 //! dynamic [`weir_types::Record`]s.
 
+pub mod agent;
 mod aggregate;
 mod build;
 mod checkpoints;
@@ -24,7 +25,6 @@ mod source;
 pub mod spec;
 mod steps;
 mod task_step;
-pub mod agent;
 mod unique;
 mod window;
 

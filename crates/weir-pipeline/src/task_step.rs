@@ -166,10 +166,9 @@ pub(crate) fn plan(
                 .iter()
                 .map(|(n, s)| (n.as_str(), s.as_str()))
                 .collect();
-            Some(Arc::new(
-                Projection::compile(&pairs, fields)
-                    .map_err(|e| p.error_at(&format!("{stage}.data"), e.to_string()))?,
-            ))
+            Some(Arc::new(Projection::compile(&pairs, fields).map_err(
+                |e| p.error_at(&format!("{stage}.data"), e.to_string()),
+            )?))
         }
     };
     let endpoint = OnceLock::new();

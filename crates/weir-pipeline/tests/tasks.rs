@@ -117,7 +117,8 @@ async fn a_bad_pipeline_agent_is_refused_with_its_file_and_key() {
     );
     let e = open(SCORER.replace("- drop: [x]", "- drop: [_task]")).await;
     assert!(e.contains("cannot be dropped"), "{e}");
-    let e = open(SCORER.replace("      steps:", "      sink: { type: stdout }\n      steps:")).await;
+    let e =
+        open(SCORER.replace("      steps:", "      sink: { type: stdout }\n      steps:")).await;
     assert!(e.contains("sink") && e.contains("not available"), "{e}");
     let e = open(SCORER.replace("x * 2", "x * ")).await;
     assert!(e.contains("steps[1].map"), "{e}");

@@ -8,9 +8,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use std::collections::HashMap;
 use std::path::Path as FsPath;
 use std::sync::Arc;
-use std::collections::HashMap;
 use weir_tasks::{
     AgentsConfig, CancelOutcome, MAX_LIST, TaskError, TaskFilter, TaskRequest, TaskService,
 };

@@ -732,6 +732,25 @@ agents:
         let e = AgentsConfig::parse(&bad, "a.yaml").unwrap_err();
         assert_eq!(e.line, 7, "{e}");
 
+        let bad = GOOD.replace("kind: command", "kind: pipeline");
+        let e = AgentsConfig::parse(&bad, "a.yaml").unwrap_err();
+        assert_eq!(e.key, "agents[0].pipeline", "{e}");
+        let bad = GOOD.replace("kind: command", "kind: pipeline").replace(
+            "command: { program: cat }",
+            "pipeline: { file: p.yaml, steps: [] }",
+        );
+        let e = AgentsConfig::parse(&bad, "a.yaml").unwrap_err();
+        assert_eq!(e.key, "agents[0].pipeline.file", "{e}");
+        let inline = GOOD
+            .replace("kind: command", "kind: pipeline")
+            .replace("command: { program: cat }", "pipeline: { steps: [] }");
+        let c = AgentsConfig::parse(&inline, "a.yaml").unwrap();
+        let e = c.specs().unwrap_err();
+        assert!(
+            e.key == "agents[0].pipeline" && e.message.contains("weir serve"),
+            "{e}"
+        );
+
         let bad = format!(
             "{GOOD}  - name: echo\n    kind: command\n    capabilities: [x]\n    command: {{ program: cat }}\n"
         );

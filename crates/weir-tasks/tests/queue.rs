@@ -348,7 +348,10 @@ async fn the_list_filters_by_status_and_action_live_tasks_first() {
             .submit(TaskRequest::new("act", json!(i)))
             .await
             .unwrap();
-        service.wait(&t.task_id, Duration::from_secs(30)).await.unwrap();
+        service
+            .wait(&t.task_id, Duration::from_secs(30))
+            .await
+            .unwrap();
         finished.push(t.task_id);
         // Finish times a millisecond apart at least (the list orders by them).
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -361,8 +364,14 @@ async fn the_list_filters_by_status_and_action_live_tasks_first() {
     while service.status(&gate.task_id).unwrap() != Some(TaskStatus::Running) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let q1 = service.submit(TaskRequest::new("act", json!("q1"))).await.unwrap();
-    let q2 = service.submit(TaskRequest::new("act", json!("q2"))).await.unwrap();
+    let q1 = service
+        .submit(TaskRequest::new("act", json!("q1")))
+        .await
+        .unwrap();
+    let q2 = service
+        .submit(TaskRequest::new("act", json!("q2")))
+        .await
+        .unwrap();
 
     let ids = |filter: TaskFilter| -> Vec<String> {
         service
@@ -395,7 +404,12 @@ async fn the_list_filters_by_status_and_action_live_tasks_first() {
     assert!(ids(other).is_empty());
     let summary = &service.list(&TaskFilter::default()).unwrap()[3];
     assert_eq!(
-        (summary.action.as_str(), summary.status, summary.attempts, summary.agent.as_deref()),
+        (
+            summary.action.as_str(),
+            summary.status,
+            summary.attempts,
+            summary.agent.as_deref()
+        ),
         ("act", TaskStatus::Succeeded, 1, Some("rec"))
     );
     assert!("done".parse::<TaskStatus>().is_err());
