@@ -430,7 +430,7 @@ impl TaskService {
             };
             (live, finished)
         };
-        live.sort_by(|a, b| b.0.cmp(&a.0));
+        live.sort_by_key(|t| std::cmp::Reverse(t.0));
         let mut out: Vec<TaskSummary> = live.into_iter().take(limit).map(|(_, t)| t).collect();
         for id in finished {
             if out.len() >= limit {
