@@ -35,13 +35,15 @@ fn with_pipeline(yaml: &str, command: &str) -> (Output, tempfile::TempDir) {
     (out, dir)
 }
 
-/// Examples that need external services; they are run by the connector tests.
-const NEEDS_SERVICES: &[&str] = &["streamhouse.yaml"];
+/// Examples that need external services; they are run by the connector tests
+/// (`task-step.yaml` needs a `weir serve`: tests/tasks.rs runs it against one).
+const NEEDS_SERVICES: &[&str] = &["streamhouse.yaml", "task-step.yaml"];
 
 /// Examples that are not pipelines, with the test that runs each: `agents.yaml` declares the
 /// agents of `weir serve --agents` (crates/weir-tasks/tests/command.rs runs its `echo`, and
-/// tests/tasks.rs runs it behind `weir serve` over HTTP and `weir task`).
-const NOT_PIPELINES: &[&str] = &["agents.yaml"];
+/// tests/tasks.rs runs it behind `weir serve` over HTTP and `weir task`);
+/// `pipeline-agents.yaml` too (tests/tasks.rs serves its pipeline agent and its `echo`).
+const NOT_PIPELINES: &[&str] = &["agents.yaml", "pipeline-agents.yaml"];
 
 #[test]
 fn every_example_runs() {

@@ -475,6 +475,19 @@ impl<'p> Planner<'p> {
                 stream = enriched;
                 fields = crate::enrich::fields_after(enrich, fields);
             }
+            StepSpec::Task(task) => {
+                let (done, dead) = crate::task_step::plan(
+                    p,
+                    &stage,
+                    task,
+                    &stream,
+                    &fields,
+                    planner.route_errors,
+                )?;
+                planner.dead.extend(dead);
+                stream = done;
+                fields = crate::task_step::fields_after(task, fields);
+            }
             StepSpec::Mask(reference) => {
                 let schema = crate::ingest::schema(p, &stage, reference)?;
                 stream = stream
@@ -582,4 +595,143 @@ fn fields_after(step: &StepSpec, fields: FieldTypes) -> FieldTypes {
         }
         _ => fields,
     }
+}
+
+/// A pipeline agent's plan ([`plan_agent`]): its results, the records a `filter` dropped, and
+/// the dead letters of the records a step failed on.
+pub(crate) struct AgentPlan {
+    pub(crate) results: Stream<Record>,
+    pub(crate) dropped: Vec<Stream<Record>>,
+    pub(crate) dead: Vec<Stream<Record>>,
+}
+
+/// The steps a pipeline agent may have: each turns a task's record into at most one record.
+const AGENT_STEPS: &str = "filter, map, drop, rename, join, enrich_http and task";
+
+/// Plans the steps of a pipeline agent's pipeline (a list: no `name`, no `input`) on `input`,
+/// the agent's tasks as records carrying `task_field`. A `filter` keeps its dropped records
+/// apart (their tasks end with a `null` result) instead of discarding them; step failures are
+/// dead letters (their tasks fail with the error).
+pub(crate) fn plan_agent(
+    p: &Pipeline,
+    env: &Environment,
+    input: Stream<Record>,
+    task_field: &str,
+) -> Result<AgentPlan, PipelineError> {
+    let spec = &p.spec;
+    if let Some(0) = spec.settings.parallelism {
+        return Err(p.error_at("settings.parallelism", "must be at least 1"));
+    }
+    let mut planner = Planner {
+        pipeline: p,
+        route_errors: true,
+        dead: Vec::new(),
+    };
+    let mut fields: FieldTypes = if spec.fields.is_empty() {
+        FieldTypes::dynamic()
+    } else {
+        spec.fields
+            .iter()
+            .map(|(name, t)| (name.as_str(), t.kind()))
+            .collect()
+    };
+    if !fields.is_dynamic() {
+        fields.insert(task_field, Some(weir_types::ValueKind::Int));
+    }
+    let mut node = Node {
+        stream: input,
+        fields,
+        key: None,
+        time: None,
+        label: "tasks".into(),
+    };
+    let mut dropped = Vec::new();
+    for (i, entry) in spec.steps.iter().enumerate() {
+        let kind = entry.step.kind();
+        let stage = format!("steps[{i}].{kind}");
+        if entry.name.is_some() || entry.input.is_some() {
+            return Err(p.error_at(
+                &format!("steps[{i}]"),
+                "a pipeline agent's steps are one list: no `name` or `input`",
+            ));
+        }
+        match &entry.step {
+            StepSpec::Filter(source) => {
+                let expr = Arc::new(
+                    Expr::compile_filter(source, &node.fields)
+                        .map_err(|e| p.error_at(&stage, e.to_string()))?,
+                );
+                let stage_name: Arc<str> = stage.as_str().into();
+                // Ok: kept; Err with the task field: dropped; Err without: a dead letter.
+                let routed = node
+                    .stream
+                    .map(move |r: Record| match expr.eval_bool(&r) {
+                        Ok(true) => Ok(r),
+                        Ok(false) => Err(r),
+                        Err(e) => Err(crate::steps::dead_letter(&stage_name, e, &r, 0)),
+                    })
+                    .name(&stage);
+                let (kept, out) = routed.split_result();
+                dropped.push(out);
+                node.stream = kept;
+                continue;
+            }
+            StepSpec::Map(exprs) if exprs.contains_key(task_field) => {
+                return Err(p.error_at(
+                    &format!("{stage}.{task_field}"),
+                    format!(
+                        "`{task_field}` carries the task through the pipeline: it cannot be set"
+                    ),
+                ));
+            }
+            StepSpec::Drop(names) if names_contain(names.iter(), task_field) => {
+                return Err(p.error_at(
+                    &stage,
+                    format!(
+                        "`{task_field}` carries the task through the pipeline: it cannot be dropped"
+                    ),
+                ));
+            }
+            StepSpec::Rename(rename)
+                if names_contain(rename.fields.keys(), task_field)
+                    || names_contain(rename.fields.values(), task_field) =>
+            {
+                return Err(p.error_at(
+                    &stage,
+                    format!(
+                        "`{task_field}` carries the task through the pipeline: it cannot be renamed"
+                    ),
+                ));
+            }
+            StepSpec::Map(_)
+            | StepSpec::Drop(_)
+            | StepSpec::Rename(_)
+            | StepSpec::Join(_)
+            | StepSpec::EnrichHttp(_)
+            | StepSpec::Task(_) => {}
+            other => {
+                return Err(p.error_at(
+                    &stage,
+                    format!(
+                        "`{}` is not available in a pipeline agent, whose steps turn each task into at most one result: use {AGENT_STEPS}",
+                        other.kind()
+                    ),
+                ));
+            }
+        }
+        let next = planner.step(env, i, &entry.step, &node, false)?;
+        node = Node {
+            label: format!("steps[{i}]"),
+            ..next
+        };
+    }
+    Ok(AgentPlan {
+        results: node.stream,
+        dropped,
+        dead: planner.dead,
+    })
+}
+
+fn names_contain<'a>(mut names: impl Iterator<Item = &'a String>, field: &str) -> bool {
+    names.any(|n| n == field)
 }

@@ -124,7 +124,7 @@ pub(crate) fn fields_after(spec: &EnrichHttpSpec, mut fields: FieldTypes) -> Fie
 }
 
 /// Fails the job with the first dead letter it sees (no dead-letter output configured).
-struct FailJob;
+pub(crate) struct FailJob;
 
 impl Sink<Record> for FailJob {
     fn write(

@@ -5,6 +5,7 @@
 //! type-checked before anything runs), and its planning onto the runtime of `weir-core` over
 //! dynamic [`weir_types::Record`]s.
 
+pub mod agent;
 mod aggregate;
 mod build;
 mod checkpoints;
@@ -22,6 +23,7 @@ mod outputs;
 mod source;
 pub mod spec;
 mod steps;
+mod task_step;
 mod window;
 
 pub use build::Built;
@@ -92,11 +94,26 @@ impl Pipeline {
         Self::parse_with_env(text, file, &weir_schema::env::process_env)
     }
 
+    /// [`Pipeline::parse`] for a pipeline whose `name` defaults to `name` (not to the file's
+    /// stem): a pipeline agent's, named after its agent.
+    pub fn parse_named(text: &str, file: &str, name: &str) -> Result<Self, PipelineError> {
+        Self::parse_inner(text, file, &weir_schema::env::process_env, Some(name))
+    }
+
     /// [`Pipeline::parse`] with variables looked up by `lookup`.
     pub fn parse_with_env(
         text: &str,
         file: &str,
         lookup: weir_schema::env::Lookup<'_>,
+    ) -> Result<Self, PipelineError> {
+        Self::parse_inner(text, file, lookup, None)
+    }
+
+    fn parse_inner(
+        text: &str,
+        file: &str,
+        lookup: weir_schema::env::Lookup<'_>,
+        default_name: Option<&str>,
     ) -> Result<Self, PipelineError> {
         // A byte order mark is an editor's artefact, not content.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -145,6 +162,10 @@ impl Pipeline {
                 None => error(line, key, message),
             }
         })?;
+        let mut spec = spec;
+        if spec.name.is_none() {
+            spec.name = default_name.map(str::to_string);
+        }
         let pipeline = Pipeline {
             spec,
             file: file.to_string(),

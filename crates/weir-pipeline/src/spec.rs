@@ -205,6 +205,9 @@ pub enum StepSpec {
     /// Calls an HTTP service per record (under a resilience `policy`) and merges its JSON
     /// answer into the record; records whose call fails go to the dead-letter output.
     EnrichHttp(Box<EnrichHttpSpec>),
+    /// Submits a task per record to Weir's task service and puts its result in a field
+    /// (`into`); records whose task fails go to the dead-letter output.
+    Task(Box<crate::task_step::TaskStepSpec>),
     /// Merges several streams with the same fields: `union: [eu_orders, us_orders]`.
     Union(Vec<String>),
     /// Pairs the records of two streams whose keys match and whose event times fall into the
@@ -236,7 +239,7 @@ pub struct StepEntry {
 }
 
 /// The names of the step kinds, for errors.
-pub const STEP_KINDS: &str = "filter, map, select, drop, rename, key_by, aggregate, rolling_aggregate, limit, window, join, validate, mask, enrich_http, union, window_join, interval_join, lookup_join";
+pub const STEP_KINDS: &str = "filter, map, select, drop, rename, key_by, aggregate, rolling_aggregate, limit, window, join, validate, mask, enrich_http, task, union, window_join, interval_join, lookup_join";
 
 impl<'de> Deserialize<'de> for StepEntry {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -336,6 +339,7 @@ impl StepSpec {
             StepSpec::Validate(_) => "validate",
             StepSpec::Mask(_) => "mask",
             StepSpec::EnrichHttp(_) => "enrich_http",
+            StepSpec::Task(_) => "task",
             StepSpec::Union(_) => "union",
             StepSpec::WindowJoin(_) => "window_join",
             StepSpec::IntervalJoin(_) => "interval_join",

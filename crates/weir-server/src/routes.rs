@@ -191,6 +191,13 @@ pub fn table() -> Vec<Route> {
         ),
         r(
             Method::GET,
+            "/v1/tasks",
+            Role::Viewer,
+            "Tasks, queued and running first, then the most recently finished: {tasks: [{task_id, action, status, priority, agent, attempts, submitted_at, finished_at, error}]}; ?status=&action=&limit= (default and most 1000); 400 on a bad parameter",
+            || get(crate::tasks::list),
+        ),
+        r(
+            Method::GET,
             "/v1/tasks/{id}",
             Role::Viewer,
             "A task: {task_id, status, result, error, execution_time, attempts, agent}; 404 unknown",

@@ -514,6 +514,14 @@ function agentsView(root) {
     h('div', { class: 'card' }, h('h2', {}, 'Tasks'), tasksBox, form, taskOut));
   let closed = false;
   let tasks = [];
+  const statuses = ['', 'queued', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled'];
+  const statusFilter = h('select', { id: 'task-status' }, ...statuses.map((s) => h('option', { value: s }, s || 'any')));
+  const actionFilter = h('input', { id: 'task-action', autocomplete: 'off' });
+  const taskFilters = h('form', { class: 'filters', onsubmit: (e) => { e.preventDefault(); loadTasks().catch(() => {}); } },
+    h('label', { for: 'task-status' }, 'Status'), statusFilter,
+    h('label', { for: 'task-action' }, 'Action'), actionFilter,
+    h('button', { type: 'submit', 'aria-label': 'Filter the tasks' }, 'Filter'));
+  statusFilter.addEventListener('change', () => loadTasks().catch(() => {}));
 
   function unavailable(box, what, r) {
     box.textContent = '';
@@ -527,15 +535,24 @@ function agentsView(root) {
       if (closed) return;
       if (a.status !== 200) unavailable(agentsBox, 'Agents and tasks', a);
       else renderAgents(Array.isArray(a.data) ? a.data : a.data.agents || []);
-      const t = await guarded(call('GET', '/v1/tasks'));
-      if (closed) return;
-      if (t.status !== 200) unavailable(tasksBox, 'The task list', t);
-      else {
-        tasks = Array.isArray(t.data) ? t.data : t.data.tasks || [];
-        renderTasks();
-      }
+      await loadTasks();
     } catch (e) {
       if (!(e instanceof Unauthorized)) setText(agentsBox, `Cannot load agents: ${e.message}`);
+    }
+  }
+
+  // The filters go to the route (GET /v1/tasks?status=&action=): the server filters.
+  async function loadTasks() {
+    const query = new URLSearchParams();
+    if (statusFilter.value) query.set('status', statusFilter.value);
+    if (actionFilter.value.trim()) query.set('action', actionFilter.value.trim());
+    query.set('limit', '200');
+    const t = await guarded(call('GET', `/v1/tasks?${query}`));
+    if (closed) return;
+    if (t.status !== 200) unavailable(tasksBox, 'The task list', t);
+    else {
+      tasks = Array.isArray(t.data) ? t.data : t.data.tasks || [];
+      renderTasks();
     }
   }
 
@@ -560,25 +577,14 @@ function agentsView(root) {
 
   function renderTasks() {
     tasksBox.textContent = '';
-    const statuses = ['', 'queued', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled'];
-    const select = h('select', { id: 'task-status' }, ...statuses.map((s) => h('option', { value: s }, s || 'any')));
-    const action = h('input', { id: 'task-action', autocomplete: 'off' });
     const body = h('tbody');
-    const draw = () => {
-      body.textContent = '';
-      for (const t of tasks) {
-        if (select.value && t.status !== select.value) continue;
-        if (action.value && !String(t.action ?? '').includes(action.value)) continue;
-        body.append(h('tr', {}, h('td', {}, h('a', { href: '#/agents', onclick: (e) => { e.preventDefault(); showTask(t.task_id); } }, t.task_id)),
-          h('td', {}, t.action ?? '–'), h('td', {}, t.status ?? '–'), h('td', {}, t.agent ?? '–')));
-      }
-    };
-    select.addEventListener('change', draw);
-    action.addEventListener('input', draw);
-    tasksBox.append(h('div', { class: 'filters' }, h('label', { for: 'task-status' }, 'Status'), select,
-      h('label', { for: 'task-action' }, 'Action'), action),
-      h('table', { 'aria-label': 'Tasks' }, h('thead', {}, h('tr', {}, h('th', {}, 'Task'), h('th', {}, 'Action'), h('th', {}, 'Status'), h('th', {}, 'Agent'))), body));
-    draw();
+    for (const t of tasks) {
+      body.append(h('tr', { 'data-task': t.task_id }, h('td', {}, h('a', { href: '#/agents', onclick: (e) => { e.preventDefault(); showTask(t.task_id); } }, t.task_id)),
+        h('td', {}, t.action ?? '–'), h('td', {}, t.status ?? '–'), h('td', {}, t.agent ?? '–'), h('td', { class: 'num' }, String(t.attempts ?? '–'))));
+    }
+    if (!taskFilters.isConnected) tasksBox.before(taskFilters);
+    tasksBox.append(tasks.length ? h('table', { 'aria-label': 'Tasks' }, h('thead', {}, h('tr', {}, h('th', {}, 'Task'), h('th', {}, 'Action'), h('th', {}, 'Status'), h('th', {}, 'Agent'), h('th', { class: 'num' }, 'Attempts'))), body)
+      : h('p', { class: 'muted', id: 'tasks-empty' }, 'No tasks match.'));
   }
 
   async function showTask(id) {
