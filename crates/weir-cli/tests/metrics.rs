@@ -583,7 +583,10 @@ fn end_to_end_latency_of_a_file_to_stdout_run_is_a_histogram_of_the_sink() {
     );
     // Plausible: every batch took some time, and none longer than the whole run.
     assert!(total > 0.0, "{body}");
-    assert!(total <= count * wall, "sum {total} over {count} batches in {wall}s: {body}");
+    assert!(
+        total <= count * wall,
+        "sum {total} over {count} batches in {wall}s: {body}"
+    );
     assert_eq!(
         sum(
             &samples,

@@ -488,7 +488,10 @@ fn streamhouse_over_http_with_stop_resume_restart_and_readiness() {
         let reasons = body["reasons"].to_string();
         assert!(reasons.contains("clickhouse"), "{body}");
         // The connectors' own checks, per key of the pipeline file.
-        assert!(reasons.contains(&format!("pipeline `{}`: sink (clickhouse)", s.name)), "{body}");
+        assert!(
+            reasons.contains(&format!("pipeline `{}`: sink (clickhouse)", s.name)),
+            "{body}"
+        );
     }
     wait_ready(&url, 200);
 
@@ -620,8 +623,7 @@ fn kill_9_during_ingest_loses_and_duplicates_nothing() {
         use std::io::{Read, Write};
         let (key, records) = &bodies[BEFORE_KILL];
         let body = ndjson(records);
-        let mut stream =
-            std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
         write!(
             stream,
             "POST /v1/ingest/analytics.pageview HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\

@@ -271,8 +271,10 @@ impl<T: Send, S: Sink<T>> Pusher<T> for SinkNode<T, S> {
         let sink = &mut self.sink;
         guarded(&mut self.ctx, |ctx| sink.snapshot(barrier.checkpoint, ctx))?;
         if self.pending != BEFORE_TIME {
-            self.precommitted
-                .push((barrier.checkpoint, std::mem::replace(&mut self.pending, BEFORE_TIME)));
+            self.precommitted.push((
+                barrier.checkpoint,
+                std::mem::replace(&mut self.pending, BEFORE_TIME),
+            ));
         }
         Ok(())
     }

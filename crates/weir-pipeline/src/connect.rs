@@ -5,8 +5,8 @@
 use crate::build::resolve;
 use crate::spec::{SinkKind, SinkSpec, SourceKind, SourceSpec};
 use crate::{Pipeline, PipelineError};
-use weir_connectors::{ConnectorError, block_on};
 use std::collections::BTreeMap;
+use weir_connectors::{ConnectorError, block_on};
 use weir_core::FileSelection;
 
 /// Why a connector's check failed.

@@ -115,14 +115,20 @@ impl Carried {
             }
         }
         if let Some(before) = &self.checkpoints {
-            let now = view.checkpoints.get_or_insert_with(CheckpointMetrics::default);
+            let now = view
+                .checkpoints
+                .get_or_insert_with(CheckpointMetrics::default);
             now.completed += before.completed;
             now.failed += before.failed;
             now.duration_sum += before.duration_sum;
             if now.duration_buckets.is_empty() {
                 now.duration_buckets = before.duration_buckets.clone();
             } else {
-                for (n, b) in now.duration_buckets.iter_mut().zip(&before.duration_buckets) {
+                for (n, b) in now
+                    .duration_buckets
+                    .iter_mut()
+                    .zip(&before.duration_buckets)
+                {
                     n.1 += b.1;
                 }
             }
@@ -485,7 +491,9 @@ fn view_of(pipeline: &str, r: &Registered) -> JobView {
 impl JobsCollector {
     fn views(&self) -> Vec<JobView> {
         let jobs = self.jobs.read().unwrap_or_else(|p| p.into_inner());
-        jobs.iter().map(|(pipeline, r)| view_of(pipeline, r)).collect()
+        jobs.iter()
+            .map(|(pipeline, r)| view_of(pipeline, r))
+            .collect()
     }
 }
 
@@ -649,7 +657,9 @@ impl Collector for JobsCollector {
             views.iter().flat_map(|job| {
                 job.operators.iter().flat_map(move |op| {
                     op.instances.iter().filter_map(move |i| {
-                        i.end_to_end.as_ref().map(|l| (instance_labels(job, op, i), l))
+                        i.end_to_end
+                            .as_ref()
+                            .map(|l| (instance_labels(job, op, i), l))
                     })
                 })
             })

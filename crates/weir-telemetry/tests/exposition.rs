@@ -291,7 +291,11 @@ fn run_rebalanced(metrics: &Metrics, pipeline: &str, records: u64) -> f64 {
         parallelism: 2,
         ..weir_core::Config::default()
     });
-    let _out = env.from_iter(0..records).rebalance().map(|x| x + 1).collect();
+    let _out = env
+        .from_iter(0..records)
+        .rebalance()
+        .map(|x| x + 1)
+        .collect();
     let job = env.start().unwrap();
     let connectors = job
         .metrics()
@@ -322,12 +326,19 @@ fn end_to_end_latency_crosses_channels_and_a_resumed_pipeline_counts_on() {
     let metrics = Metrics::new();
     let first = run_rebalanced(&metrics, "again", 10_000);
     let text = metrics.render();
-    let sink = [("pipeline", "again"), ("kind", "sink"), ("connector", "memory")];
+    let sink = [
+        ("pipeline", "again"),
+        ("kind", "sink"),
+        ("connector", "memory"),
+    ];
     // The sinks run behind a channel: the ingest time crossed it with the batches.
     let count = sum_of(&text, "weir_end_to_end_latency_seconds_count", &sink);
     let total = sum_of(&text, "weir_end_to_end_latency_seconds_sum", &sink);
     assert!(count >= 1.0, "{text}");
-    assert!(total <= count * first, "{total} over {count} in {first}s\n{text}");
+    assert!(
+        total <= count * first,
+        "{total} over {count} in {first}s\n{text}"
+    );
     assert_eq!(
         sum_of(
             &text,
@@ -339,7 +350,9 @@ fn end_to_end_latency_crosses_channels_and_a_resumed_pipeline_counts_on() {
     );
     // Sources and operators have no latency histogram and no connector here.
     assert!(
-        !text.contains("weir_end_to_end_latency_seconds_count{pipeline=\"again\",operator=\"from_iter\""),
+        !text.contains(
+            "weir_end_to_end_latency_seconds_count{pipeline=\"again\",operator=\"from_iter\""
+        ),
         "{text}"
     );
 
@@ -347,8 +360,16 @@ fn end_to_end_latency_crosses_channels_and_a_resumed_pipeline_counts_on() {
     run_rebalanced(&metrics, "again", 5_000);
     let text = metrics.render();
     let source = [("pipeline", "again"), ("kind", "source")];
-    assert_eq!(sum_of(&text, "weir_records_in_total", &source), 15_000.0, "{text}");
-    assert_eq!(sum_of(&text, "weir_records_out_total", &sink), 15_000.0, "{text}");
+    assert_eq!(
+        sum_of(&text, "weir_records_in_total", &source),
+        15_000.0,
+        "{text}"
+    );
+    assert_eq!(
+        sum_of(&text, "weir_records_out_total", &sink),
+        15_000.0,
+        "{text}"
+    );
     assert!(
         sum_of(&text, "weir_end_to_end_latency_seconds_count", &sink) > count,
         "{text}"
@@ -357,5 +378,9 @@ fn end_to_end_latency_crosses_channels_and_a_resumed_pipeline_counts_on() {
     metrics.unregister_job("again");
     run_rebalanced(&metrics, "again", 1_000);
     let text = metrics.render();
-    assert_eq!(sum_of(&text, "weir_records_in_total", &source), 1_000.0, "{text}");
+    assert_eq!(
+        sum_of(&text, "weir_records_in_total", &source),
+        1_000.0,
+        "{text}"
+    );
 }
