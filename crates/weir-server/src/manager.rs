@@ -63,14 +63,6 @@ struct Entry {
     notices: Vec<String>,
 }
 
-/// A connector of a running pipeline, for `/ready`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Target {
-    Redis(String),
-    ClickHouse(String),
-    File(PathBuf),
-}
-
 /// The pipelines of one server.
 pub struct Manager {
     data_dir: PathBuf,
@@ -220,11 +212,15 @@ impl Manager {
             let started = lifecycle::start(&pipeline, &StartOptions::default(), &mut |n| {
                 notices.push(n.to_string())
             });
-            (started, notices)
+            let connectors = match &started {
+                Ok(s) => pipeline.connectors_of(s.job.metrics()),
+                Err(_) => BTreeMap::new(),
+            };
+            (started, notices, connectors)
         })
         .await
         .map_err(|e| ApiError::internal(format!("the start task failed: {e}")))?;
-        let (started, notices) = started;
+        let (started, notices, connectors) = started;
         for n in &notices {
             tracing::info!(pipeline = %name, "{n}");
         }
@@ -238,9 +234,10 @@ impl Manager {
             )));
         };
         entry.metrics = Some(started.job.metrics().clone());
-        // `/metrics` shows the current run's counters.
+        // `/metrics` shows the counters of the current run, added to those of the earlier
+        // runs of this pipeline in this process (stopped and resumed).
         self.metrics
-            .register_job(name, started.job.metrics().clone());
+            .register_job_with_connectors(name, started.job.metrics().clone(), connectors);
         entry.job = Some(started.job);
         entry.status = Status::Running;
         entry.last_error = None;
@@ -689,8 +686,9 @@ impl Manager {
         }))
     }
 
-    /// The connectors of every running pipeline and their checkpoint health, for `/ready`.
-    pub fn readiness_inputs(&self) -> (Vec<(String, Target)>, Vec<String>) {
+    /// Every running pipeline (as it runs, to check its connectors) and the problems of
+    /// their checkpoints, for `/ready`.
+    pub fn readiness_inputs(&self) -> (Vec<(String, Pipeline)>, Vec<String>) {
         let entries = self.lock();
         let mut targets = Vec::new();
         let mut problems = Vec::new();
@@ -698,8 +696,9 @@ impl Manager {
             if e.status != Status::Running {
                 continue;
             }
-            if let Ok(p) = self.prepare(&e.text, &self.yaml_path(name)) {
-                targets.extend(connector_targets(&p).into_iter().map(|t| (name.clone(), t)));
+            match self.prepare(&e.text, &self.yaml_path(name)) {
+                Ok(p) => targets.push((name.clone(), p)),
+                Err(e) => problems.push(format!("pipeline `{name}`: {e}")),
             }
             if let Some(interval) = e.checkpoint_interval {
                 let allowed = (interval * 5).max(Duration::from_secs(5));
@@ -715,50 +714,6 @@ impl Manager {
         }
         (targets, problems)
     }
-}
-
-fn connector_targets(p: &Pipeline) -> Vec<Target> {
-    use weir_pipeline::spec::{SinkConfig, SourceConfig};
-    let mut out = Vec::new();
-    for (_, s) in p.source_specs() {
-        match &s.config {
-            SourceConfig::RedisStream(redis) => {
-                out.push(Target::Redis(redis.url.clone()));
-            }
-            SourceConfig::File(file) => {
-                {
-                    let path = &file.path;
-                    let path: std::path::PathBuf = if path.is_relative() {
-                        Path::new(p.file())
-                            .parent()
-                            .map(|d| d.join(path))
-                            .unwrap_or_else(|| path.clone())
-                    } else {
-                        path.clone()
-                    };
-                    // A glob names files that may not exist yet: its directory must.
-                    let globbed = path
-                        .file_name()
-                        .is_some_and(|n| n.to_string_lossy().contains(['*', '?']));
-                    let path = match path.parent() {
-                        Some(dir) if globbed => dir.to_path_buf(),
-                        _ => path,
-                    };
-                    out.push(Target::File(path));
-                }
-            }
-            _ => {}
-        }
-    }
-    let sinks = p.spec.sink.iter().chain(p.spec.sinks.iter().flatten());
-    for sink in sinks.chain(p.spec.dead_letter.iter()) {
-        match &sink.config {
-            SinkConfig::Clickhouse(c) => out.push(Target::ClickHouse(c.url.clone())),
-            SinkConfig::RedisStream(r) => out.push(Target::Redis(r.url.clone())),
-            _ => {}
-        }
-    }
-    out
 }
 
 impl Entry {
