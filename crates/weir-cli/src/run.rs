@@ -168,7 +168,11 @@ pub fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(BAD_INPUT);
         }
     };
-    metrics.register_job(&name, job.metrics().clone());
+    metrics.register_job_with_connectors(
+        &name,
+        job.metrics().clone(),
+        pipeline.connectors_of(job.metrics()),
+    );
     tracing::info!(target: "weir::run", file = %args.file.display(), "pipeline started");
     let signals = match crate::signals::StopSignals::install() {
         Ok(s) => s,

@@ -155,6 +155,23 @@ enum TaskCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// List tasks: queued and running first, then the most recently finished.
+    List {
+        /// Only tasks in this status (queued, running, succeeded, failed, timed_out, cancelled).
+        #[arg(long, value_name = "STATUS")]
+        status: Option<String>,
+        /// Only tasks of this action.
+        #[arg(long, value_name = "ACTION")]
+        action: Option<String>,
+        /// At most this many (default and most 1000).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Print the server's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// List the server's agents (JSON).
     Agents {
         #[command(flatten)]
@@ -294,6 +311,40 @@ pub fn remote(command: RemoteCommand) -> ExitCode {
                         "{}",
                         serde_json::to_string_pretty(&view).unwrap_or_default()
                     );
+                    Ok(())
+                }
+                TaskCommand::List {
+                    status,
+                    action,
+                    limit,
+                    json,
+                    remote,
+                } => {
+                    let list = connect(&remote)
+                        .await?
+                        .tasks(status.as_deref(), action.as_deref(), limit)
+                        .await?;
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&list).unwrap_or_default()
+                        );
+                        return Ok(());
+                    }
+                    println!(
+                        "{:<32} {:<10} {:<20} {:<16} {:>8}",
+                        "TASK", "STATUS", "ACTION", "AGENT", "ATTEMPTS"
+                    );
+                    for t in list["tasks"].as_array().into_iter().flatten() {
+                        println!(
+                            "{:<32} {:<10} {:<20} {:<16} {:>8}",
+                            t["task_id"].as_str().unwrap_or_default(),
+                            t["status"].as_str().unwrap_or_default(),
+                            t["action"].as_str().unwrap_or_default(),
+                            t["agent"].as_str().unwrap_or("-"),
+                            t["attempts"]
+                        );
+                    }
                     Ok(())
                 }
                 TaskCommand::Agents { remote } => {

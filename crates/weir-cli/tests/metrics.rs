@@ -493,3 +493,183 @@ fn json_logs_carry_level_message_time_and_the_pipeline_context() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(json_logs(&err).is_empty(), "{err}");
 }
+
+/// Scrapes until `done` holds (a deadline only so that a broken build fails instead of
+/// hanging); the samples and the body.
+fn scrape_until(port: u16, what: &str, done: impl Fn(&[Sample]) -> bool) -> (Vec<Sample>, String) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Ok((200, _, body)) = get(port, "/metrics") {
+            let samples = parse(&body);
+            if done(&samples) {
+                return (samples, body);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never saw {what}; last scrape:\n{:?}",
+            get(port, "/metrics")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn append_lines(path: &Path, from: u64, to: u64) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    let mut text = String::new();
+    for n in from..to {
+        text.push_str(&format!("{{\"n\":{n},\"k\":\"key{}\"}}\n", n % 1000));
+    }
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+#[test]
+fn end_to_end_latency_of_a_file_to_stdout_run_is_a_histogram_of_the_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    append_lines(&input, 0, 500);
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "name: e2e\nsource: { type: file, path: in.jsonl, follow: true }\nsink: { type: stdout }\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let started = Instant::now();
+    let mut child = weir()
+        .args(["run", "p.yaml", "--progress", "never"])
+        .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sink = [("pipeline", "e2e"), ("operator", "sink")];
+    let written = |s: &[Sample]| sum(s, "weir_records_out_total", &sink) as u64;
+    let observed = |s: &[Sample]| sum(s, "weir_end_to_end_latency_seconds_count", &sink);
+    let (first, _) = scrape_until(port, "500 records delivered", |s| {
+        written(s) == 500 && observed(s) >= 1.0
+    });
+    // More input later: more deliveries observed.
+    append_lines(&input, 500, 1000);
+    let (samples, body) = scrape_until(port, "1000 records delivered", |s| {
+        written(s) == 1000 && observed(s) > observed(&first)
+    });
+    let wall = started.elapsed().as_secs_f64();
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // The sink's series, labelled with its connector; the source's too.
+    let latency = [
+        ("pipeline", "e2e"),
+        ("operator", "sink"),
+        ("kind", "sink"),
+        ("connector", "stdout"),
+    ];
+    let count = sum(&samples, "weir_end_to_end_latency_seconds_count", &latency);
+    let total = sum(&samples, "weir_end_to_end_latency_seconds_sum", &latency);
+    assert!(count >= 2.0, "{body}");
+    assert_eq!(
+        sum(
+            &samples,
+            "weir_end_to_end_latency_seconds_bucket",
+            &[("operator", "sink"), ("le", "+Inf")]
+        ),
+        count,
+        "{body}"
+    );
+    // Plausible: every batch took some time, and none longer than the whole run.
+    assert!(total > 0.0, "{body}");
+    assert!(
+        total <= count * wall,
+        "sum {total} over {count} batches in {wall}s: {body}"
+    );
+    assert_eq!(
+        sum(
+            &samples,
+            "weir_records_in_total",
+            &[("kind", "source"), ("connector", "file")]
+        ),
+        1000.0,
+        "{body}"
+    );
+    // Only sinks have the histogram.
+    assert!(
+        samples
+            .iter()
+            .filter(|s| s.name.starts_with("weir_end_to_end_latency_seconds"))
+            .all(|s| s.labels.get("kind").map(String::as_str) == Some("sink")),
+        "{body}"
+    );
+}
+
+#[test]
+fn state_size_of_a_keyed_aggregate_is_reported_at_checkpoints_in_memory_and_on_disk() {
+    for backend in ["memory", "disk"] {
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!("sized_{backend}");
+        std::fs::write(
+            dir.path().join("p.yaml"),
+            format!(
+                "name: {name}\n\
+                 fields: {{ n: int, k: string }}\n\
+                 settings: {{ batch_timeout: 5ms, checkpoint: {{ interval: 100ms }}, state: {{ backend: {backend} }} }}\n\
+                 source: {{ type: stdin }}\n\
+                 steps:\n  - key_by: k\n  - aggregate: {{ count: count(), total: sum(n) }}\n\
+                 sink: {{ type: file, path: out.jsonl }}\n"
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let mut child = weir()
+            .args(["run", "p.yaml", "--progress", "never"])
+            .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
+            .current_dir(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let feed = |stdin: &mut std::process::ChildStdin, from: u64, to: u64, keys: u64| {
+            let mut text = String::new();
+            for n in from..to {
+                text.push_str(&format!("{{\"n\":{n},\"k\":\"key-{:06}\"}}\n", n % keys));
+            }
+            stdin.write_all(text.as_bytes()).unwrap();
+            stdin.flush().unwrap();
+        };
+        let p = ("pipeline", name.as_str());
+        let read = |s: &[Sample]| sum(s, "weir_records_in_total", &[p, ("kind", "source")]);
+        let size = |s: &[Sample]| sum(s, "weir_state_size_bytes", &[p]);
+        let completed =
+            |s: &[Sample]| sum(s, "weir_checkpoints_total", &[p, ("outcome", "completed")]);
+        // 100 keys.
+        feed(&mut stdin, 0, 2000, 100);
+        let (first, body) = scrape_until(port, "state size after 100 keys", |s| {
+            read(s) == 2000.0 && size(s) > 0.0
+        });
+        let small = size(&first);
+        let seen = completed(&first);
+        // Only the keyed aggregate holds keyed state.
+        for s in first.iter().filter(|s| s.name == "weir_state_size_bytes") {
+            assert!(s.labels["operator"].contains("aggregate"), "{body}");
+            assert!(s.labels.contains_key("instance"), "{body}");
+        }
+        // 5,000 keys: the state grows, and so does its reported size (at a later checkpoint).
+        feed(&mut stdin, 2000, 12_000, 5000);
+        let (_, body) = scrape_until(port, "state size after 5000 keys", |s| {
+            read(s) == 12_000.0 && completed(s) >= seen + 2.0 && size(s) > small
+        });
+        assert!(
+            size(&parse(&body)) > small,
+            "{backend}: {small} then {body}"
+        );
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+}

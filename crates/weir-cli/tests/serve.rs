@@ -21,9 +21,7 @@ fn http(
     key: Option<&str>,
 ) -> Result<(u16, serde_json::Value, bool), String> {
     block_on(async {
-        // reqwest is built without a crypto provider: ring, as in weir.
-        weir_connectors::tls::install_provider();
-        let client = reqwest::Client::builder()
+        let client = weir_connectors::http_client()
             .timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| e.to_string())?;
@@ -414,6 +412,7 @@ fn remote(args: &[&str], url: &str) -> std::process::Output {
 
 #[test]
 fn streamhouse_over_http_with_stop_resume_restart_and_readiness() {
+    let test_started = Instant::now();
     let Some(s) = setup("serve") else { return };
     let mut server = Server::start(&s.config(), &s.data(), free_port());
     let url = server.url.clone();
@@ -488,6 +487,11 @@ fn streamhouse_over_http_with_stop_resume_restart_and_readiness() {
         assert_eq!(status, 503, "{body}");
         let reasons = body["reasons"].to_string();
         assert!(reasons.contains("clickhouse"), "{body}");
+        // The connectors' own checks, per key of the pipeline file.
+        assert!(
+            reasons.contains(&format!("pipeline `{}`: sink (clickhouse)", s.name)),
+            "{body}"
+        );
     }
     wait_ready(&url, 200);
 
@@ -511,6 +515,35 @@ fn streamhouse_over_http_with_stop_resume_restart_and_readiness() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(&s.name));
     accepted.extend(ingest(&url, &s.name, 6000, 8000));
     s.wait_rows(&server, accepted.len() as i64, &accepted);
+    // The counters went on across the stop and the resume: the source read everything
+    // ingested, before, during and after the stop.
+    let (_, text) = call("GET", &format!("{url}/metrics"), None);
+    let text = text.as_str().unwrap_or_default().to_string();
+    let source = [
+        ("pipeline", s.name.as_str()),
+        ("operator", "redis_stream"),
+        ("connector", "redis_stream"),
+    ];
+    assert_eq!(
+        metric_sum(&text, "weir_records_in_total", &source),
+        accepted.len() as f64,
+        "{text}"
+    );
+    // End-to-end latency, from the ingest (the stream entry's time) to the ClickHouse commit:
+    // observed per committed batch, each no longer than the test has run.
+    let sink = [
+        ("pipeline", s.name.as_str()),
+        ("operator", "sink"),
+        ("connector", "clickhouse"),
+    ];
+    let count = metric_sum(&text, "weir_end_to_end_latency_seconds_count", &sink);
+    let total = metric_sum(&text, "weir_end_to_end_latency_seconds_sum", &sink);
+    assert!(count >= 2.0, "{text}");
+    assert!(total > 0.0, "{text}");
+    assert!(
+        total <= count * test_started.elapsed().as_secs_f64(),
+        "{total} s over {count} batches: {text}"
+    );
 
     // SIGTERM: exit 0; the next start resumes the pipeline.
     accepted.extend(ingest(&url, &s.name, 8000, 9000));
@@ -557,50 +590,60 @@ fn kill_9_during_ingest_loses_and_duplicates_nothing() {
         201
     );
 
-    // A client posts batches of 500 valid records, each with its own idempotency key, while
-    // the server is killed with SIGKILL.
-    const BATCHES: u64 = 40;
+    // A client posts large batches of valid records, each with its own idempotency key. The
+    // first ones are answered; the next one is sent in full and the server is killed with
+    // SIGKILL right after, while it reads, validates or appends that body (it takes the
+    // server far longer to handle 8,000 records than it takes the test to kill it), so that
+    // the kill lands inside a request that gets no answer.
+    const BATCHES: u64 = 6;
+    const PER_BATCH: u64 = 8_000;
+    const BEFORE_KILL: usize = 3;
     let bodies: Vec<(String, Vec<Record>)> = (0..BATCHES)
         .map(|b| {
-            let records: Vec<Record> = (b * 500..(b + 1) * 500)
+            let records: Vec<Record> = (b * PER_BATCH..(b + 1) * PER_BATCH)
                 .map(|i| pageview(i, false))
                 .collect();
             (format!("{}-{b}", s.name), records)
         })
         .collect();
     let endpoint = format!("{url}/v1/ingest/analytics.pageview");
-    let poster = {
-        let bodies = bodies.clone();
-        let endpoint = endpoint.clone();
-        std::thread::spawn(move || {
-            let mut answered = Vec::new();
-            for (key, records) in &bodies {
-                match http(
-                    "POST",
-                    &endpoint,
-                    Some(("application/x-ndjson", ndjson(records))),
-                    Some(key),
-                ) {
-                    Ok((202, _, _)) => answered.push(key.clone()),
-                    Ok((status, body, _)) => panic!("{status} {body}"),
-                    Err(_) => break, // the server died: no answer
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            answered
-        })
-    };
-    std::thread::sleep(Duration::from_millis(400));
-    server.kill9();
-    let answered = poster.join().expect("poster");
-    assert!(
-        !answered.is_empty(),
-        "no request was answered before the kill"
-    );
-    assert!(
-        answered.len() < BATCHES as usize,
-        "the kill landed after every request"
-    );
+    let mut answered = Vec::new();
+    for (key, records) in &bodies[..BEFORE_KILL] {
+        let (status, body, _) = http(
+            "POST",
+            &endpoint,
+            Some(("application/x-ndjson", ndjson(records))),
+            Some(key),
+        )
+        .expect("ingest");
+        assert_eq!(status, 202, "{body}");
+        answered.push(key.clone());
+    }
+    {
+        use std::io::{Read, Write};
+        let (key, records) = &bodies[BEFORE_KILL];
+        let body = ndjson(records);
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+        write!(
+            stream,
+            "POST /v1/ingest/analytics.pageview HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\
+             Content-Type: application/x-ndjson\r\nIdempotency-Key: {key}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            server.port,
+            body.len()
+        )
+        .expect("request head");
+        stream.write_all(&body).expect("request body");
+        stream.flush().expect("flush");
+        server.kill9();
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        let response = String::from_utf8_lossy(&response);
+        assert!(
+            !response.starts_with("HTTP/1.1 202"),
+            "the request was answered before the kill: {response}"
+        );
+    }
 
     server.spawn();
     // The client retries everything not answered, with the same keys; a replay of a request
@@ -620,18 +663,20 @@ fn kill_9_during_ingest_loses_and_duplicates_nothing() {
         assert_eq!(status, 202, "{body}");
         replayed += usize::from(was_replayed);
     }
-    // A retry of an answered request is answered the same and appends nothing.
-    let (key, records) = &bodies[0];
-    let (status, body, was_replayed) = http(
-        "POST",
-        &endpoint,
-        Some(("application/x-ndjson", ndjson(records))),
-        Some(key),
-    )
-    .expect("retry");
-    assert_eq!((status, was_replayed), (202, true), "{body}");
-    assert_eq!(body["accepted"], 500);
-    let all: Vec<i64> = (0..(BATCHES * 500) as i64).collect();
+    // Retrying again (a request answered before the kill, the one the kill interrupted) is
+    // answered the same and appends nothing.
+    for (key, records) in [&bodies[0], &bodies[BEFORE_KILL]] {
+        let (status, body, was_replayed) = http(
+            "POST",
+            &endpoint,
+            Some(("application/x-ndjson", ndjson(records))),
+            Some(key),
+        )
+        .expect("retry");
+        assert_eq!((status, was_replayed), (202, true), "{key}: {body}");
+        assert_eq!(body["accepted"], PER_BATCH);
+    }
+    let all: Vec<i64> = (0..(BATCHES * PER_BATCH) as i64).collect();
     s.wait_rows(&server, all.len() as i64, &all);
     eprintln!(
         "{} answered before the kill, {replayed} retries were replays",

@@ -36,9 +36,7 @@ fn http(
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        // reqwest is built without a crypto provider: ring, as in weir.
-        weir_connectors::tls::install_provider();
-        let client = reqwest::Client::builder()
+        let client = weir_connectors::http_client()
             .timeout(Duration::from_secs(60))
             .build()
             .expect("client");
@@ -450,4 +448,122 @@ fn kill_9_with_tasks_queued_then_restart_finishes_every_accepted_task() {
     }
     assert_eq!(results.len(), N);
     assert_eq!(server.terminate(), Some(0), "{}", server.log());
+}
+
+/// Issue 15's pipeline items end to end: `weir serve --agents examples/pipeline-agents.yaml`
+/// serves a `kind: pipeline` agent (a filter and a map over each task's data); `weir run
+/// examples/task-step.yaml` sends a task per record to that server (`task:` with `server:`)
+/// and writes each record with its task's result; `GET /v1/tasks` and `weir task list` list
+/// the tasks by status and action.
+#[test]
+fn pipeline_agents_the_task_step_and_the_task_list() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = Server::start(&[
+        "--agents",
+        "examples/pipeline-agents.yaml",
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+    ]);
+    let url = server.url.clone();
+
+    // The pipeline agent: every result is its steps' output; a dropped record's is null.
+    let mut ids = Vec::new();
+    for x in [-3i64, 0, 4, 250] {
+        let (status, body, _) = http(
+            "POST",
+            &format!("{url}/v1/tasks"),
+            Some((
+                "application/json",
+                format!(r#"{{"action":"score","data":{{"x":{x}}}}}"#),
+            )),
+            None,
+        );
+        assert_eq!(status, 202, "{body}");
+        ids.push((x, body["task_id"].as_str().expect("task_id").to_string()));
+    }
+    for (x, id) in &ids {
+        let view = wait_terminal(&url, id);
+        assert_eq!(view["status"], "succeeded", "{view}");
+        assert_eq!(view["agent"], "scorer", "{view}");
+        let expected = if *x < 0 {
+            serde_json::Value::Null
+        } else {
+            serde_json::json!({"x": x, "score": x * 2, "big": *x > 100})
+        };
+        assert_eq!(view["result"], expected, "x = {x}: {view}");
+    }
+
+    // The task step: a task per record, its result in `echoed`.
+    let out_file = repo().join("target/examples/task-step.jsonl");
+    let _ = std::fs::remove_file(&out_file);
+    let out = weir()
+        .current_dir(repo())
+        .args(["run", "examples/task-step.yaml", "--progress", "never"])
+        .env("WEIR_SERVER", &url)
+        .output()
+        .expect("weir run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&out_file)
+        .expect("output")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(rows.len(), 20);
+    for (i, row) in rows.iter().enumerate() {
+        let n = i as i64;
+        assert_eq!(row["n"], n, "{row}");
+        assert_eq!(
+            row["echoed"],
+            serde_json::json!({"n": n, "sq": n * n}),
+            "{row}"
+        );
+    }
+
+    // The list: by status and action, over HTTP and with `weir task list`.
+    let (status, list, _) = http(
+        "GET",
+        &format!("{url}/v1/tasks?status=succeeded&action=echo"),
+        None,
+        None,
+    );
+    assert_eq!(status, 200, "{list}");
+    let tasks = list["tasks"].as_array().expect("tasks");
+    assert_eq!(tasks.len(), 20, "{list}");
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t["action"] == "echo" && t["status"] == "succeeded" && t["agent"] == "echo"),
+        "{list}"
+    );
+    let (_, limited, _) = http("GET", &format!("{url}/v1/tasks?limit=3"), None, None);
+    assert_eq!(
+        limited["tasks"].as_array().map(Vec::len),
+        Some(3),
+        "{limited}"
+    );
+    let (status, body, _) = http("GET", &format!("{url}/v1/tasks?status=done"), None, None);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["key"], "status", "{body}");
+    let (status, body, _) = http("GET", &format!("{url}/v1/tasks?colour=red"), None, None);
+    assert_eq!(status, 400, "{body}");
+
+    let out = task_cli(&["list", "--action", "score", "--json"], &url);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let mut listed_ids: Vec<&str> = listed["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|t| t["task_id"].as_str().unwrap_or_default())
+        .collect();
+    let mut expected: Vec<&str> = ids.iter().map(|(_, id)| id.as_str()).collect();
+    listed_ids.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(listed_ids, expected);
+    let out = task_cli(&["list", "--status", "succeeded"], &url);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(table.starts_with("TASK"), "{table}");
+    assert_eq!(table.lines().count(), 1 + 24, "{table}");
 }

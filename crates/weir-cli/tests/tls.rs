@@ -131,9 +131,8 @@ impl Drop for Server {
 fn health(url: &str, ca: &Path) -> Result<u16, String> {
     let pem = std::fs::read(ca).map_err(|e| e.to_string())?;
     weir_connectors::block_on(async {
-        weir_connectors::tls::install_provider();
         let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string())?;
-        let client = reqwest::Client::builder()
+        let client = weir_connectors::http_client()
             .tls_certs_only(roots)
             .timeout(Duration::from_secs(30))
             .build()

@@ -34,8 +34,7 @@ pub async fn redis_url() -> Option<String> {
 pub async fn clickhouse_url() -> Option<String> {
     let url = env_or("WEIR_TEST_CLICKHOUSE_URL", DEFAULT_CLICKHOUSE_URL);
     let reachable = async {
-        crate::tls::install_provider();
-        let client = reqwest::Client::builder()
+        let client = crate::http_client()
             .timeout(Duration::from_secs(3))
             .build()
             .ok()?;

@@ -104,8 +104,7 @@ impl CaFile {
 /// A `reqwest` client builder for connectors: the provider installed, and with `ca_file`,
 /// only that file's certificates trusted.
 pub fn client_builder(ca_file: Option<&Path>) -> Result<reqwest::ClientBuilder, CaFileError> {
-    install_provider();
-    let builder = reqwest::Client::builder();
+    let builder = crate::http_client();
     match ca_file {
         Some(path) => CaFile::read(path)?.trust_only(builder),
         None => Ok(builder),

@@ -7,7 +7,9 @@
 
 use crate::channel::{Closed, Sender};
 use crate::error::{ErrorKind, JobError, OperatorError, panic_message};
-use crate::message::{BEFORE_TIME, Barrier, CheckpointId, Ending, Message, Timestamp};
+use crate::message::{
+    BEFORE_TIME, Barrier, CheckpointId, Ending, Message, Timestamp, batch_ingest,
+};
 use crate::metrics::Counters;
 use crate::operator::{Emitted, Operator, OperatorContext, Sink};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -184,10 +186,41 @@ impl<In: Send, Out: Send, O: Operator<In, Out>> Pusher<In> for OpNode<In, Out, O
 }
 
 /// A sink at the end of a chain.
+///
+/// It also measures end-to-end latency: the oldest ingest time of the records written since
+/// the last delivery is kept, and observed when they count as delivered. Without checkpoints,
+/// that is when the sink is told to make its output visible (a tick, a quiet input, the end);
+/// with checkpoints, when the checkpoint covering them completes (their output is final then:
+/// exactly-once sinks make it visible, and a restart does not replay it).
 pub(crate) struct SinkNode<T, S> {
     pub(crate) sink: S,
     pub(crate) ctx: OperatorContext,
     pub(crate) _t: std::marker::PhantomData<fn(T)>,
+    /// The oldest ingest time of the records written since the last delivery.
+    pub(crate) pending: Timestamp,
+    /// With checkpoints: the oldest ingest time of the records each pre-committed
+    /// checkpoint covers, oldest checkpoint first.
+    pub(crate) precommitted: Vec<(CheckpointId, Timestamp)>,
+}
+
+impl<T, S> SinkNode<T, S> {
+    pub(crate) fn new(sink: S, ctx: OperatorContext) -> Self {
+        SinkNode {
+            sink,
+            ctx,
+            _t: std::marker::PhantomData,
+            pending: BEFORE_TIME,
+            precommitted: Vec::new(),
+        }
+    }
+
+    /// Without checkpoints: what was written so far counts as delivered.
+    fn delivered(&mut self) {
+        if self.pending != BEFORE_TIME && !self.ctx.checkpointing() {
+            self.ctx.counters.latency.observe(self.pending);
+            self.pending = BEFORE_TIME;
+        }
+    }
 }
 
 impl<T: Send, S: Sink<T>> Pusher<T> for SinkNode<T, S> {
@@ -209,6 +242,10 @@ impl<T: Send, S: Sink<T>> Pusher<T> for SinkNode<T, S> {
             started.elapsed().as_nanos() as u64,
         );
         self.ctx.position += n;
+        let ingest = batch_ingest();
+        if ingest != BEFORE_TIME && (self.pending == BEFORE_TIME || ingest < self.pending) {
+            self.pending = ingest;
+        }
         Ok(())
     }
 
@@ -224,29 +261,51 @@ impl<T: Send, S: Sink<T>> Pusher<T> for SinkNode<T, S> {
 
     fn tick(&mut self) -> Result<(), JobError> {
         let sink = &mut self.sink;
-        guarded(&mut self.ctx, |ctx| sink.on_tick(ctx))
+        guarded(&mut self.ctx, |ctx| sink.on_tick(ctx))?;
+        self.delivered();
+        Ok(())
     }
 
     fn barrier(&mut self, barrier: Barrier) -> Result<(), JobError> {
         self.ctx.checkpoint = barrier.checkpoint;
         let sink = &mut self.sink;
-        guarded(&mut self.ctx, |ctx| sink.snapshot(barrier.checkpoint, ctx))
+        guarded(&mut self.ctx, |ctx| sink.snapshot(barrier.checkpoint, ctx))?;
+        if self.pending != BEFORE_TIME {
+            self.precommitted.push((
+                barrier.checkpoint,
+                std::mem::replace(&mut self.pending, BEFORE_TIME),
+            ));
+        }
+        Ok(())
     }
 
     fn commit(&mut self, checkpoint: CheckpointId) -> Result<(), JobError> {
         self.ctx.checkpoint = checkpoint;
         let sink = &mut self.sink;
-        guarded(&mut self.ctx, |ctx| sink.commit(checkpoint, ctx))
+        guarded(&mut self.ctx, |ctx| sink.commit(checkpoint, ctx))?;
+        let covered = self
+            .precommitted
+            .iter()
+            .take_while(|(id, _)| *id <= checkpoint)
+            .count();
+        for (_, ingest) in self.precommitted.drain(..covered) {
+            self.ctx.counters.latency.observe(ingest);
+        }
+        Ok(())
     }
 
     fn flush(&mut self) -> Result<(), JobError> {
         let sink = &mut self.sink;
-        guarded(&mut self.ctx, |ctx| sink.flush(ctx))
+        guarded(&mut self.ctx, |ctx| sink.flush(ctx))?;
+        self.delivered();
+        Ok(())
     }
 
     fn end(&mut self, _: Ending) -> Result<(), JobError> {
         let sink = &mut self.sink;
-        guarded(&mut self.ctx, |ctx| sink.close(ctx))
+        guarded(&mut self.ctx, |ctx| sink.close(ctx))?;
+        self.delivered();
+        Ok(())
     }
 }
 
@@ -447,6 +506,7 @@ impl<T: Send, P: Partitioner<T>> Pusher<T> for Exchange<T, P> {
 
     fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError> {
         let n = self.targets.len();
+        let ingest = batch_ingest();
         let target = match self.mode {
             ExchangeMode::Forward(i) => i,
             ExchangeMode::RoundRobin => {
@@ -462,7 +522,7 @@ impl<T: Send, P: Partitioner<T>> Pusher<T> for Exchange<T, P> {
                     if !self.buffers[t].is_empty() {
                         let cap = self.buffers[t].len();
                         let full = std::mem::replace(&mut self.buffers[t], Vec::with_capacity(cap));
-                        self.send(t, Message::Data(full))?;
+                        self.send(t, Message::Data(full, ingest))?;
                     }
                 }
                 return Ok(());
@@ -470,7 +530,7 @@ impl<T: Send, P: Partitioner<T>> Pusher<T> for Exchange<T, P> {
         };
         let cap = batch.len();
         let full = std::mem::replace(batch, Vec::with_capacity(cap));
-        self.send(target, Message::Data(full))
+        self.send(target, Message::Data(full, ingest))
     }
 
     fn watermark(&mut self, w: Timestamp) -> Result<(), JobError> {

@@ -145,11 +145,11 @@ impl<T> Sender<T> {
             return Err(Closed);
         }
         let msg = match msg {
-            Message::Data(batch) => {
+            Message::Data(batch, ingest) => {
                 let (guard, admitted) = self.admit(st, batch);
                 st = guard;
                 match admitted? {
-                    Some(batch) => Message::Data(batch),
+                    Some(batch) => Message::Data(batch, ingest),
                     None => return Ok(()),
                 }
             }
@@ -206,7 +206,7 @@ impl<T> Sender<T> {
                 let mut excess = (st.records + batch.len()).saturating_sub(cap);
                 let mut i = 0;
                 while excess > 0 && i < st.queue.len() {
-                    if let Message::Data(old) = &mut st.queue[i].1 {
+                    if let Message::Data(old, _) = &mut st.queue[i].1 {
                         let n = excess.min(old.len());
                         old.drain(..n);
                         let now_empty = old.is_empty();

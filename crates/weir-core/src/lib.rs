@@ -56,8 +56,8 @@ pub use message::{
     Timestamp,
 };
 pub use metrics::{
-    CHECKPOINT_BUCKETS, CheckpointMetrics, InstanceMetrics, JobMetrics, OperatorHandle,
-    OperatorMetrics, PolicyMetrics, PolicyReport,
+    CHECKPOINT_BUCKETS, CheckpointMetrics, InstanceMetrics, JobMetrics, LATENCY_BUCKETS,
+    LatencyMetrics, OperatorHandle, OperatorMetrics, PolicyMetrics, PolicyReport,
 };
 pub use operator::{Operator, OperatorContext, Sink, Source, SourceStatus};
 pub use ops::Failure;

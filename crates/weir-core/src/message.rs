@@ -22,7 +22,9 @@ pub struct Barrier {
 /// What travels on an edge between two tasks.
 #[derive(Debug)]
 pub enum Message<T> {
-    Data(Vec<T>),
+    /// A batch, and when its oldest record entered the pipeline (wall clock, milliseconds
+    /// since the epoch; see [`batch_ingest`]): what end-to-end latency is measured from.
+    Data(Vec<T>, Timestamp),
     Watermark(Timestamp),
     /// The sender has no data for now: leave it out of the minimum watermark until it sends
     /// again, so one quiet partition does not stall event time.
@@ -59,10 +61,39 @@ impl<T> Message<T> {
     /// Records carried (control messages carry none).
     pub fn len(&self) -> usize {
         match self {
-            Message::Data(batch) => batch.len(),
+            Message::Data(batch, _) => batch.len(),
             _ => 0,
         }
     }
+}
+
+thread_local! {
+    /// The ingest time of the batch this thread is pushing through its chain.
+    static BATCH_INGEST: std::cell::Cell<Timestamp> = const { std::cell::Cell::new(BEFORE_TIME) };
+}
+
+/// Sets the ingest time of the batch this thread pushes next: when its oldest record arrived
+/// at the source. A task sets it once per batch (a source task from its source, an inbox task
+/// from the message), so operators fused in the chain need not carry it; an exchange puts it
+/// on the message it sends, and sinks read it to measure end-to-end latency.
+#[inline]
+pub(crate) fn set_batch_ingest(ingest: Timestamp) {
+    BATCH_INGEST.with(|c| c.set(ingest));
+}
+
+/// The ingest time of the batch this thread is pushing (`BEFORE_TIME`: unknown).
+#[inline]
+pub(crate) fn batch_ingest() -> Timestamp {
+    BATCH_INGEST.with(|c| c.get())
+}
+
+/// The wall clock in milliseconds since the epoch (ingest times; not the job's clock, which a
+/// test may drive by hand).
+#[inline]
+pub(crate) fn wall_ms() -> Timestamp {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Timestamp)
 }
 
 /// Processing time, as milliseconds since the Unix epoch. Injectable so that processing-time

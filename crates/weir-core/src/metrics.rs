@@ -28,6 +28,8 @@ pub struct Counters {
     pub(crate) watermark: AtomicI64,
     /// Resilience policies around this instance's calls (retries, breaker, rate limit, cache).
     pub(crate) policies: Mutex<Vec<NamedPolicy>>,
+    /// A sink's end-to-end latency: one observation per delivered batch (never per record).
+    pub(crate) latency: LatencyCounters,
 }
 
 impl Default for Counters {
@@ -42,6 +44,7 @@ impl Default for Counters {
             input: OnceLock::new(),
             watermark: AtomicI64::new(BEFORE_TIME),
             policies: Mutex::default(),
+            latency: LatencyCounters::default(),
         }
     }
 }
@@ -124,6 +127,7 @@ impl OperatorHandle {
                     input_channel: c.input.get().map(|ch| ch.level()),
                     watermark: (watermark != BEFORE_TIME && watermark != END_OF_TIME)
                         .then_some(watermark),
+                    end_to_end: (self.kind == "sink").then(|| c.latency.read()),
                 }
             })
             .collect()
@@ -220,6 +224,82 @@ pub struct InstanceMetrics {
     /// The event-time watermark at the instance's input; `None` before the first one (and
     /// after the end of event time).
     pub watermark: Option<Timestamp>,
+    /// End-to-end latency of what a sink instance delivered (`None` for other operators).
+    pub end_to_end: Option<LatencyMetrics>,
+}
+
+/// Upper bounds (seconds) of the end-to-end latency histogram's buckets.
+pub const LATENCY_BUCKETS: [f64; 15] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// A sink instance's end-to-end latency histogram: the time from a batch's arrival at the
+/// source (its oldest record's ingest time) to its delivery by the sink. Observed once per
+/// delivered batch, by the sink's task.
+#[derive(Debug, Default)]
+pub(crate) struct LatencyCounters {
+    /// Observations per bucket (not cumulative; the last is +Inf).
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl LatencyCounters {
+    /// Records one delivery of records that entered the pipeline at `ingest_ms` (wall clock,
+    /// milliseconds since the epoch), delivered now.
+    pub(crate) fn observe(&self, ingest_ms: Timestamp) {
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        let micros = now_us.saturating_sub(ingest_ms.saturating_mul(1000)).max(0) as u64;
+        let secs = micros as f64 / 1e6;
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(micros, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn read(&self) -> LatencyMetrics {
+        LatencyMetrics {
+            buckets: self
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+            sum_us: self.sum_us.load(Ordering::Relaxed),
+            count: self.count.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A sink instance's end-to-end latency so far: observations per bucket of
+/// [`LATENCY_BUCKETS`] then +Inf (not cumulative), their sum and count.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LatencyMetrics {
+    pub buckets: Vec<u64>,
+    /// Sum of the observed latencies, in microseconds.
+    pub sum_us: u64,
+    pub count: u64,
+}
+
+impl LatencyMetrics {
+    /// `(upper bound in seconds, observations in the bucket)`, the last bound infinity.
+    pub fn bounded_buckets(&self) -> Vec<(f64, u64)> {
+        LATENCY_BUCKETS
+            .iter()
+            .chain(std::iter::once(&f64::INFINITY))
+            .zip(&self.buckets)
+            .map(|(&bound, &n)| (bound, n))
+            .collect()
+    }
+
+    /// The sum of the observed latencies, in seconds.
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_us as f64 / 1e6
+    }
 }
 
 /// What a resilience policy around an operator's calls has counted so far. `None`: the

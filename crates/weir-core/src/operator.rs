@@ -37,6 +37,13 @@ pub struct OperatorContext {
     /// Whether this instance restores its state from the checkpoint the job resumes from
     /// (operators do not when that checkpoint ended a drained run: a new epoch).
     pub(crate) restores: bool,
+    /// A source's batch: when its oldest record entered the outside system, if the source
+    /// says (`BEFORE_TIME`: the poll's own time is used).
+    pub(crate) ingest: Timestamp,
+    /// Per keyed state: its size in bytes when last saved, the average size of an entry in
+    /// its latest full snapshot, and the checkpoint it was last saved in (see
+    /// `state::save_keyed`).
+    pub(crate) state_sizes: std::collections::HashMap<String, (u64, f64, CheckpointId)>,
 }
 
 /// Watermark or idleness an operator emitted during a call.
@@ -72,6 +79,8 @@ impl OperatorContext {
             state: weir_state::StoreFactory::default(),
             batch_timeout: std::time::Duration::from_millis(5),
             restores: true,
+            ingest: BEFORE_TIME,
+            state_sizes: std::collections::HashMap::new(),
         }
     }
 
@@ -287,6 +296,18 @@ impl OperatorContext {
     /// Whether the job has been asked to stop.
     pub fn stop_requested(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+
+    /// In a source's `poll`: the records of this batch entered the outside system at
+    /// `ingest_ms` or later (wall clock, milliseconds since the epoch; e.g. the oldest Redis
+    /// stream entry id's time). End-to-end latency is measured from it; without it, from the
+    /// poll. Call once per batch, not per record.
+    pub fn set_ingest_time(&mut self, ingest_ms: Timestamp) {
+        self.ingest = if self.ingest == BEFORE_TIME {
+            ingest_ms
+        } else {
+            self.ingest.min(ingest_ms)
+        };
     }
 
     /// Reports a level (e.g. `consumer_lag`), shown in progress output and metrics.

@@ -40,6 +40,7 @@ pub fn save_keyed<K: StateKey, V: StateValue, S: KeyedStore<K, V>>(
         ctx.save_state_files(name, &placed.checksums, placed.new_bytes)?;
         // A later snapshot blob (none is expected) would have to be a full one.
         ctx.chains.insert(name.to_string(), 0);
+        report_size(ctx, name, store.size_on_disk().unwrap_or(0), 0.0);
         return Ok(());
     }
     let chain = ctx.chains.get(name).copied().unwrap_or(0);
@@ -49,9 +50,22 @@ pub fn save_keyed<K: StateKey, V: StateValue, S: KeyedStore<K, V>>(
         (SnapshotKind::Incremental, StatePart::Delta)
     };
     let mut bytes = Vec::new();
-    store.snapshot(kind, &mut bytes).map_err(|e| {
+    let stats = store.snapshot(kind, &mut bytes).map_err(|e| {
         OperatorError::new(ErrorKind::Io, format!("snapshotting state '{name}': {e}"))
     })?;
+    // The state's size: what the backend reports, or else the full snapshot's size (between
+    // full snapshots: the entries held times the average size of the entries last written).
+    let average = if stats.entries > 0 {
+        stats.bytes as f64 / stats.entries as f64
+    } else {
+        ctx.state_sizes.get(name).map_or(0.0, |s| s.1)
+    };
+    let size = match (store.size_on_disk(), part) {
+        (Some(size), _) => size,
+        (None, StatePart::Full) => stats.bytes,
+        (None, _) => (average * store.len() as f64) as u64,
+    };
+    report_size(ctx, name, size, average);
     ctx.save_state(name, part, bytes)?;
     let next = if part == StatePart::Full {
         1
@@ -60,6 +74,27 @@ pub fn save_keyed<K: StateKey, V: StateValue, S: KeyedStore<K, V>>(
     };
     ctx.chains.insert(name.to_string(), next);
     Ok(())
+}
+
+/// Records the size of state `name` saved in the checkpoint being taken, and reports the
+/// total of the states the operator instance saved in it as the `state_size_bytes` gauge
+/// (once per saved state and checkpoint, not per record). States not saved in a checkpoint
+/// (a window pane that closed) no longer count.
+fn report_size(ctx: &mut OperatorContext, name: &str, size: u64, average: f64) {
+    let checkpoint = ctx.checkpoint;
+    if ctx.state_sizes.values().any(|s| s.2 != checkpoint) {
+        // The first state saved in this checkpoint: forget states not saved in the previous.
+        ctx.state_sizes.retain(|_, s| s.2 + 1 >= checkpoint);
+    }
+    ctx.state_sizes
+        .insert(name.to_string(), (size, average, checkpoint));
+    let total: u64 = ctx
+        .state_sizes
+        .values()
+        .filter(|s| s.2 == checkpoint)
+        .map(|s| s.0)
+        .sum();
+    ctx.set_gauge("state_size_bytes", total.min(i64::MAX as u64) as i64);
 }
 
 /// Loads what [`save_keyed`] stored under `name` into `store` (nothing on a fresh start).

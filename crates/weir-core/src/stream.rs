@@ -436,11 +436,7 @@ impl<T: Data> Stream<T> {
     /// Ends the stream in a custom [`Sink`]; `make` builds one per parallel instance.
     pub fn sink<S: Sink<T>>(&self, name: &str, make: impl Fn() -> S + 'static) -> SinkHandle {
         let build = Build::Pusher(Box::new(move |ctx, _ports| {
-            let node: BoxPusher<T> = Box::new(SinkNode {
-                sink: make(),
-                ctx,
-                _t: PhantomData,
-            });
+            let node: BoxPusher<T> = Box::new(SinkNode::new(make(), ctx));
             Box::new(node)
         }));
         let node = self.attach(

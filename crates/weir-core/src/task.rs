@@ -7,7 +7,10 @@ use crate::chain::{BoxPusher, guarded};
 use crate::channel::{Received, Receiver};
 use crate::checkpoint::CheckpointShared;
 use crate::error::JobError;
-use crate::message::{BEFORE_TIME, Barrier, CheckpointId, END_OF_TIME, Ending, Message, Timestamp};
+use crate::message::{
+    BEFORE_TIME, Barrier, CheckpointId, END_OF_TIME, Ending, Message, Timestamp, set_batch_ingest,
+    wall_ms,
+};
 use crate::metrics::Counters;
 use crate::operator::{OperatorContext, Source, SourceStatus};
 use std::collections::VecDeque;
@@ -98,6 +101,10 @@ impl<T: Send, S: Source<T>> Task for SourceTask<T, S> {
                 }
             }
             let started = Instant::now();
+            // When this poll's records arrive, unless the source knows better (e.g. a Redis
+            // stream entry's id): the batch's ingest time.
+            let polled_at = wall_ms();
+            this.ctx.ingest = BEFORE_TIME;
             let source = &mut this.source;
             let status = guarded(&mut this.ctx, |ctx| {
                 source.poll(&mut batch, job.batch_size, ctx)
@@ -106,6 +113,11 @@ impl<T: Send, S: Source<T>> Task for SourceTask<T, S> {
             Counters::add(&counters.busy_ns, started.elapsed().as_nanos() as u64);
             let full = batch.len() >= job.batch_size;
             if !batch.is_empty() {
+                set_batch_ingest(if this.ctx.ingest == BEFORE_TIME {
+                    polled_at
+                } else {
+                    this.ctx.ingest
+                });
                 Counters::add(&counters.records_out, batch.len() as u64);
                 this.ctx.position += batch.len() as u64;
                 this.chain.push(&mut batch)?;
@@ -269,14 +281,15 @@ impl<T: Send> Task for InboxTask<T> {
                             held[i].push_back(msg);
                             continue;
                         }
-                        if state.idle[i] && matches!(msg, Message::Data(_) | Message::Watermark(_))
+                        if state.idle[i] && matches!(msg, Message::Data(..) | Message::Watermark(_))
                         {
                             state.idle[i] = false;
                             state.all_idle = false;
                         }
                         match msg {
-                            Message::Data(mut batch) => {
+                            Message::Data(mut batch, ingest) => {
                                 pushed = true;
+                                set_batch_ingest(ingest);
                                 self.chain.push(&mut batch)?
                             }
                             Message::Watermark(w) => {

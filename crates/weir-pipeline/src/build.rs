@@ -2,14 +2,12 @@
 
 use crate::aggregate::{Acc, Aggregation};
 use crate::source::SourceOutput;
-use crate::spec::{SourceKind, SourceSpec, StepSpec};
+use crate::spec::{SourceSpec, StepSpec};
 use crate::steps::{AggregateOp, Routed, StepOp, Transform, bad_input, key_of};
 use crate::{Pipeline, PipelineError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use weir_core::{
-    Environment, FileSelection, Format, Operator, OperatorContext, OperatorError, Stream,
-};
+use weir_core::{Environment, Operator, OperatorContext, OperatorError, Stream};
 use weir_expr::{Expr, FieldTypes, Projection};
 use weir_state::MemoryStore;
 use weir_types::{Record, Shape};
@@ -119,40 +117,6 @@ impl Planner<'_> {
             SourceOutput::Records(records) => records,
         };
         Ok((records, label))
-    }
-}
-
-/// Refuses options that do not belong to the chosen type, naming the key's line.
-pub(crate) fn check_options(
-    p: &Pipeline,
-    at: &str,
-    kind: &str,
-    given: &[&str],
-    accepted: &[&str],
-) -> Result<(), PipelineError> {
-    for option in given {
-        if !accepted.contains(option) {
-            let hint = if accepted.is_empty() {
-                "it takes no options".to_string()
-            } else {
-                format!("its options are: {}", accepted.join(", "))
-            };
-            return Err(p.error_at(
-                &format!("{at}.{option}"),
-                format!(
-                    "`{option}` is not an option of a {kind} {}; {hint}",
-                    at.split('[').next().unwrap_or(at)
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-pub(crate) fn format_name(format: Format) -> &'static str {
-    match format {
-        Format::JsonLines => "json_lines",
-        Format::Csv => "csv",
     }
 }
 
@@ -278,7 +242,6 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
     }
 
     for (name, sink, node) in &graph.sinks {
-        check_options(p, name, sink.kind.name(), &sink.given(), sink.accepted())?;
         sink.build(p, name, &nodes[*node].stream)?;
     }
     if let Some(dlq) = &spec.dead_letter {
@@ -286,13 +249,6 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
             Some((first, rest)) => first.union(rest).name("dead_letters"),
             None => env.from_iter(std::iter::empty::<Record>()),
         };
-        check_options(
-            p,
-            "dead_letter",
-            dlq.kind.name(),
-            &dlq.given(),
-            dlq.accepted(),
-        )?;
         dlq.build(p, "dead_letter", &dead)?;
     }
     let described = crate::graph::describe(p, &graph, &source_labels);
@@ -519,6 +475,19 @@ impl<'p> Planner<'p> {
                 stream = enriched;
                 fields = crate::enrich::fields_after(enrich, fields);
             }
+            StepSpec::Task(task) => {
+                let (done, dead) = crate::task_step::plan(
+                    p,
+                    &stage,
+                    task,
+                    &stream,
+                    &fields,
+                    planner.route_errors,
+                )?;
+                planner.dead.extend(dead);
+                stream = done;
+                fields = crate::task_step::fields_after(task, fields);
+            }
             StepSpec::Mask(reference) => {
                 let schema = crate::ingest::schema(p, &stage, reference)?;
                 stream = stream
@@ -549,25 +518,10 @@ fn parallelism_warnings(p: &Pipeline, parallelism: usize) -> Vec<String> {
     // A stdin source, a followed single file and a CSV file are read by one instance; a
     // directory or glob spreads its files, and a JSON-lines file is split by byte ranges.
     let sources = p.source_specs();
-    let single_reader = sources.iter().all(|(_, source)| match source.kind {
-        SourceKind::Stdin => true,
-        SourceKind::File => {
-            let path = source.path.as_deref().map(|path| resolve(p, path));
-            let many = path
-                .as_deref()
-                .and_then(|path| FileSelection::from_path(path, true).ok())
-                .is_some_and(|s| s.is_many());
-            let csv = source.format.map_or_else(
-                || {
-                    path.as_deref()
-                        .is_some_and(|path| Format::from_path(path) == Format::Csv)
-                },
-                |f| f == Format::Csv,
-            );
-            !many && (source.follow == Some(true) || csv)
-        }
-        _ => false,
-    });
+    let ctx = crate::source::PipelineContext(p);
+    let single_reader = sources
+        .iter()
+        .all(|(_, source)| source.config.connector().single_reader(&ctx));
     let repartitions = spec.steps.iter().any(|s| {
         matches!(
             s.step,
@@ -587,7 +541,7 @@ fn parallelism_warnings(p: &Pipeline, parallelism: usize) -> Vec<String> {
     vec![format!(
         "parallelism {parallelism} (settings.parallelism or --parallelism) does not apply to pipeline '{}': a {} source is read by one instance and no step repartitions the records (key_by, aggregate, rolling_aggregate, window, join), so every step runs at parallelism 1",
         p.name(),
-        sources.first().map_or("file", |(_, s)| s.kind.name())
+        sources.first().map_or("file", |(_, s)| s.kind().name())
     )]
 }
 
@@ -641,4 +595,143 @@ fn fields_after(step: &StepSpec, fields: FieldTypes) -> FieldTypes {
         }
         _ => fields,
     }
+}
+
+/// A pipeline agent's plan ([`plan_agent`]): its results, the records a `filter` dropped, and
+/// the dead letters of the records a step failed on.
+pub(crate) struct AgentPlan {
+    pub(crate) results: Stream<Record>,
+    pub(crate) dropped: Vec<Stream<Record>>,
+    pub(crate) dead: Vec<Stream<Record>>,
+}
+
+/// The steps a pipeline agent may have: each turns a task's record into at most one record.
+const AGENT_STEPS: &str = "filter, map, drop, rename, join, enrich_http and task";
+
+/// Plans the steps of a pipeline agent's pipeline (a list: no `name`, no `input`) on `input`,
+/// the agent's tasks as records carrying `task_field`. A `filter` keeps its dropped records
+/// apart (their tasks end with a `null` result) instead of discarding them; step failures are
+/// dead letters (their tasks fail with the error).
+pub(crate) fn plan_agent(
+    p: &Pipeline,
+    env: &Environment,
+    input: Stream<Record>,
+    task_field: &str,
+) -> Result<AgentPlan, PipelineError> {
+    let spec = &p.spec;
+    if let Some(0) = spec.settings.parallelism {
+        return Err(p.error_at("settings.parallelism", "must be at least 1"));
+    }
+    let mut planner = Planner {
+        pipeline: p,
+        route_errors: true,
+        dead: Vec::new(),
+    };
+    let mut fields: FieldTypes = if spec.fields.is_empty() {
+        FieldTypes::dynamic()
+    } else {
+        spec.fields
+            .iter()
+            .map(|(name, t)| (name.as_str(), t.kind()))
+            .collect()
+    };
+    if !fields.is_dynamic() {
+        fields.insert(task_field, Some(weir_types::ValueKind::Int));
+    }
+    let mut node = Node {
+        stream: input,
+        fields,
+        key: None,
+        time: None,
+        label: "tasks".into(),
+    };
+    let mut dropped = Vec::new();
+    for (i, entry) in spec.steps.iter().enumerate() {
+        let kind = entry.step.kind();
+        let stage = format!("steps[{i}].{kind}");
+        if entry.name.is_some() || entry.input.is_some() {
+            return Err(p.error_at(
+                &format!("steps[{i}]"),
+                "a pipeline agent's steps are one list: no `name` or `input`",
+            ));
+        }
+        match &entry.step {
+            StepSpec::Filter(source) => {
+                let expr = Arc::new(
+                    Expr::compile_filter(source, &node.fields)
+                        .map_err(|e| p.error_at(&stage, e.to_string()))?,
+                );
+                let stage_name: Arc<str> = stage.as_str().into();
+                // Ok: kept; Err with the task field: dropped; Err without: a dead letter.
+                let routed = node
+                    .stream
+                    .map(move |r: Record| match expr.eval_bool(&r) {
+                        Ok(true) => Ok(r),
+                        Ok(false) => Err(r),
+                        Err(e) => Err(crate::steps::dead_letter(&stage_name, e, &r, 0)),
+                    })
+                    .name(&stage);
+                let (kept, out) = routed.split_result();
+                dropped.push(out);
+                node.stream = kept;
+                continue;
+            }
+            StepSpec::Map(exprs) if exprs.contains_key(task_field) => {
+                return Err(p.error_at(
+                    &format!("{stage}.{task_field}"),
+                    format!(
+                        "`{task_field}` carries the task through the pipeline: it cannot be set"
+                    ),
+                ));
+            }
+            StepSpec::Drop(names) if names_contain(names.iter(), task_field) => {
+                return Err(p.error_at(
+                    &stage,
+                    format!(
+                        "`{task_field}` carries the task through the pipeline: it cannot be dropped"
+                    ),
+                ));
+            }
+            StepSpec::Rename(rename)
+                if names_contain(rename.fields.keys(), task_field)
+                    || names_contain(rename.fields.values(), task_field) =>
+            {
+                return Err(p.error_at(
+                    &stage,
+                    format!(
+                        "`{task_field}` carries the task through the pipeline: it cannot be renamed"
+                    ),
+                ));
+            }
+            StepSpec::Map(_)
+            | StepSpec::Drop(_)
+            | StepSpec::Rename(_)
+            | StepSpec::Join(_)
+            | StepSpec::EnrichHttp(_)
+            | StepSpec::Task(_) => {}
+            other => {
+                return Err(p.error_at(
+                    &stage,
+                    format!(
+                        "`{}` is not available in a pipeline agent, whose steps turn each task into at most one result: use {AGENT_STEPS}",
+                        other.kind()
+                    ),
+                ));
+            }
+        }
+        let next = planner.step(env, i, &entry.step, &node, false)?;
+        node = Node {
+            label: format!("steps[{i}]"),
+            ..next
+        };
+    }
+    Ok(AgentPlan {
+        results: node.stream,
+        dropped,
+        dead: planner.dead,
+    })
+}
+
+fn names_contain<'a>(mut names: impl Iterator<Item = &'a String>, field: &str) -> bool {
+    names.any(|n| n == field)
 }

@@ -1,14 +1,12 @@
-//! The `enrich_http` step and the `http` (webhook) sink: their YAML options and their planning
-//! onto `weir-connectors`' HTTP client and `weir-resilience`'s async stream operator.
+//! The `enrich_http` step: its YAML options and its planning onto `weir-connectors`' HTTP
+//! client and `weir-resilience`'s async stream operator (the `http` sink is a connector, in
+//! weir-connectors).
 
-use crate::spec::SinkSpec;
 use crate::steps::dead_letter;
 use crate::{Pipeline, PipelineError};
 use indexmap::IndexMap;
 use serde::Deserialize;
-use weir_connectors::http::{
-    HttpEnrichConfig, HttpEnricher, HttpError, HttpSink, HttpSinkConfig, Method,
-};
+use weir_connectors::http::{HttpEnrichConfig, HttpEnricher, HttpError, Method};
 use weir_core::{ErrorKind, OperatorContext, OperatorError, Sink, Stream};
 use weir_expr::FieldTypes;
 use weir_resilience::stream::{AsyncOptions, AsyncStreamExt};
@@ -46,19 +44,12 @@ pub struct EnrichHttpSpec {
 
 /// A policy error at its key, e.g. `steps[1].enrich_http.policy.rate_limit.per_second`.
 fn policy_error(p: &Pipeline, at: &str, error: ConfigError) -> PipelineError {
-    let key = match &error {
-        ConfigError::Invalid { key, .. } => format!("{at}.policy.{key}"),
-        _ => format!("{at}.policy"),
-    };
-    p.error_at(&key, error.to_string())
+    p.connector_error(at, weir_connectors::http::policy_error(error))
 }
 
 /// An HTTP configuration error at its key.
 fn http_error(p: &Pipeline, at: &str, error: HttpError) -> PipelineError {
-    match error {
-        HttpError::Config { key, reason } => p.error_at(&format!("{at}.{key}"), reason),
-        other => p.error_at(at, other.to_string()),
-    }
+    p.connector_error(at, weir_connectors::http::http_error(error))
 }
 
 fn headers(map: Option<&IndexMap<String, String>>) -> Vec<(String, String)> {
@@ -137,7 +128,7 @@ pub(crate) fn fields_after(spec: &EnrichHttpSpec, mut fields: FieldTypes) -> Fie
 }
 
 /// Fails the job with the first dead letter it sees (no dead-letter output configured).
-struct FailJob;
+pub(crate) struct FailJob;
 
 impl Sink<Record> for FailJob {
     fn write(
@@ -159,39 +150,4 @@ impl Sink<Record> for FailJob {
             }
         }
     }
-}
-
-/// The webhook sink of an `http` sink spec.
-pub(crate) fn http_sink(
-    p: &Pipeline,
-    key: &str,
-    spec: &SinkSpec,
-) -> Result<HttpSink, PipelineError> {
-    let url = spec
-        .url
-        .clone()
-        .ok_or_else(|| p.error_at(key, "an http sink needs `url`"))?;
-    let mut config = HttpSinkConfig::new(url);
-    if let Some(format) = spec.format {
-        config.format = format;
-    }
-    if let Some(rows) = spec.batch_rows {
-        config.batch_rows = rows;
-    }
-    if let Some(d) = &spec.flush_interval {
-        config.flush_interval = crate::ingest::duration(p, &format!("{key}.flush_interval"), d)?;
-    }
-    config.headers = headers(spec.headers.as_ref());
-    config.ca_file = spec.ca_file.as_ref().map(|f| crate::build::resolve(p, f));
-    if let Some(policy) = &spec.policy {
-        policy.validate().map_err(|e| policy_error(p, key, e))?;
-        if policy.cache.is_some() {
-            return Err(p.error_at(
-                &format!("{key}.policy.cache"),
-                "a sink delivers every batch; `cache` applies to `enrich_http` only",
-            ));
-        }
-        config.policy = policy.clone();
-    }
-    HttpSink::new(config).map_err(|e| http_error(p, key, e))
 }

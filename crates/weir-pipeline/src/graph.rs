@@ -527,14 +527,14 @@ pub(crate) fn describe(p: &Pipeline, graph: &Graph<'_>, source_labels: &[String]
     for (key, sink, node) in &graph.sinks {
         out.push_str(&format!(
             "  sink {key} ({}) <- {}\n",
-            sink.kind.name(),
+            sink.kind().name(),
             graph.label(p, *node)
         ));
     }
     if let Some(dlq) = &p.spec.dead_letter {
         out.push_str(&format!(
             "  dead_letter ({}) <- failures and late events of every step\n",
-            dlq.kind.name()
+            dlq.kind().name()
         ));
     }
     out

@@ -5,11 +5,12 @@
 //! type-checked before anything runs), and its planning onto the runtime of `weir-core` over
 //! dynamic [`weir_types::Record`]s.
 
+pub mod agent;
 mod aggregate;
 mod build;
 mod checkpoints;
 mod connect;
-pub mod duration;
+pub use weir_connectors::duration;
 mod enrich;
 mod event_time;
 pub mod graph;
@@ -19,11 +20,10 @@ pub mod lifecycle;
 mod locate;
 pub mod multi;
 mod outputs;
-mod sink;
 mod source;
 pub mod spec;
 mod steps;
-mod unique;
+mod task_step;
 mod window;
 
 pub use build::Built;
@@ -35,6 +35,7 @@ pub use outputs::Output;
 use spec::PipelineSpec;
 use std::fmt;
 use std::path::{Path, PathBuf};
+pub(crate) use weir_connectors::unique;
 use weir_core::{Config, Environment};
 
 /// A configuration error: the file, the line when known, the key path and what is wrong.
@@ -93,11 +94,26 @@ impl Pipeline {
         Self::parse_with_env(text, file, &weir_schema::env::process_env)
     }
 
+    /// [`Pipeline::parse`] for a pipeline whose `name` defaults to `name` (not to the file's
+    /// stem): a pipeline agent's, named after its agent.
+    pub fn parse_named(text: &str, file: &str, name: &str) -> Result<Self, PipelineError> {
+        Self::parse_inner(text, file, &weir_schema::env::process_env, Some(name))
+    }
+
     /// [`Pipeline::parse`] with variables looked up by `lookup`.
     pub fn parse_with_env(
         text: &str,
         file: &str,
         lookup: weir_schema::env::Lookup<'_>,
+    ) -> Result<Self, PipelineError> {
+        Self::parse_inner(text, file, lookup, None)
+    }
+
+    fn parse_inner(
+        text: &str,
+        file: &str,
+        lookup: weir_schema::env::Lookup<'_>,
+        default_name: Option<&str>,
     ) -> Result<Self, PipelineError> {
         // A byte order mark is an editor's artefact, not content.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -119,10 +135,20 @@ impl Pipeline {
         )
         .map_err(|e| {
             let (key, message) = split_yaml_message(&e.to_string());
-            let line = e
+            let mut line = e
                 .location()
                 .map(|l| l.line())
                 .or_else(|| key.as_deref().and_then(|k| locate(text, k)));
+            // A connector's option (unknown to its type, or read before its `type`): the
+            // error is at the connector's map; name the option.
+            let (key, message) = match (key, option_of(&message)) {
+                (Some(at), Some((option, rest))) => {
+                    let key = format!("{at}.{option}");
+                    line = locate(text, &key).or(line);
+                    (Some(key), rest.to_string())
+                }
+                (key, _) => (key, message),
+            };
             match duplicate_key(&message) {
                 // The error is at the map; name the lines of both entries.
                 Some(dup) => match unique::key_lines(text, line.unwrap_or(1), dup)[..] {
@@ -136,6 +162,10 @@ impl Pipeline {
                 None => error(line, key, message),
             }
         })?;
+        let mut spec = spec;
+        if spec.name.is_none() {
+            spec.name = default_name.map(str::to_string);
+        }
         let pipeline = Pipeline {
             spec,
             file: file.to_string(),
@@ -317,6 +347,23 @@ fn duplicate_key(message: &str) -> Option<&str> {
         .strip_prefix(unique::DUPLICATE_KEY)
         .and_then(|rest| rest.split_once('`'))
         .map(|(key, _)| key)
+}
+
+/// The option a connector's error names at its start: for "`count` is not an option of ...",
+/// `count` and the message kept whole; for "option `count`: message" (an option read before
+/// the connector's `type`), `count` and the message.
+fn option_of(message: &str) -> Option<(&str, &str)> {
+    let is_name =
+        |o: &str| !o.is_empty() && o.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if let Some(rest) = message.strip_prefix("option `") {
+        let (option, after) = rest.split_once('`')?;
+        return after
+            .strip_prefix(": ")
+            .filter(|_| is_name(option))
+            .map(|rest| (option, rest));
+    }
+    let (option, after) = message.strip_prefix('`')?.split_once('`')?;
+    (is_name(option) && after.starts_with(" is not an option of ")).then_some((option, message))
 }
 
 /// `256 KiB`, `64MB`, `1 GiB`, `1000`: a byte count.

@@ -1,7 +1,7 @@
 //! Where a pipeline writes: each sink's and the dead-letter output's destination (for the run's
 //! summary), and the check that no two outputs, or an output and the input, are the same file.
 
-use crate::spec::{SinkKind, SinkSpec, SourceKind};
+use crate::spec::{SinkKind, SinkSpec, SourceConfig};
 use crate::{Pipeline, PipelineError};
 use std::path::{Component, Path, PathBuf};
 
@@ -24,7 +24,7 @@ impl Pipeline {
             .into_iter()
             .map(|(key, spec)| Output {
                 destination: destination(self, spec),
-                kind: spec.kind,
+                kind: spec.kind(),
                 key,
             })
             .collect()
@@ -46,44 +46,14 @@ impl Pipeline {
 }
 
 fn destination(p: &Pipeline, spec: &SinkSpec) -> String {
-    let url = spec
-        .url
-        .as_deref()
-        .map(without_credentials)
-        .unwrap_or_default();
-    let or_unset = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unset)".into());
-    match spec.kind {
-        SinkKind::Stdout => "standard output".into(),
-        SinkKind::Discard => "discarded".into(),
-        SinkKind::File => match output_file(p, spec) {
-            Some(path) => path.display().to_string(),
-            None if spec.path.as_deref() == Some(Path::new("-")) => "standard output".into(),
-            None => "(no path)".into(),
-        },
-        SinkKind::Clickhouse => format!("ClickHouse table {} at {url}", or_unset(&spec.table)),
-        SinkKind::RedisStream => format!("Redis stream {} at {url}", or_unset(&spec.stream)),
-        SinkKind::Http => format!("POST {url}"),
-    }
+    spec.config
+        .connector()
+        .destination(&crate::source::PipelineContext(p))
 }
 
-/// `scheme://user:password@host/...` without `user:password@`.
-fn without_credentials(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
-        None => url.to_string(),
-    }
-}
-
-/// The file a file sink writes (`None` for standard output or a missing path).
+/// The file a file sink writes (`None` for standard output and the other sinks).
 fn output_file(p: &Pipeline, spec: &SinkSpec) -> Option<PathBuf> {
-    let path = spec.path.as_ref()?;
-    if path == Path::new("-") {
-        return None;
-    }
+    let path = spec.config.connector().output_file()?;
     Some(crate::build::resolve(p, path))
 }
 
@@ -93,17 +63,14 @@ fn output_file(p: &Pipeline, spec: &SinkSpec) -> Option<PathBuf> {
 pub(crate) fn check_outputs_do_not_clash(p: &Pipeline) -> Result<(), PipelineError> {
     let mut files: Vec<(String, PathBuf)> = Vec::new();
     for (key, source) in p.source_specs() {
-        if source.kind == SourceKind::File
-            && let Some(path) = &source.path
-            && path != Path::new("-")
+        if let SourceConfig::File(file) = &source.config
+            && file.path != Path::new("-")
         {
+            let path = &file.path;
             files.push((key, canonical(&crate::build::resolve(p, path))));
         }
     }
     for (key, spec) in p.output_specs() {
-        if spec.kind != SinkKind::File {
-            continue;
-        }
         let Some(path) = output_file(p, spec) else {
             continue;
         };
@@ -180,13 +147,15 @@ mod tests {
 
     #[test]
     fn credentials_never_appear_in_destinations() {
+        let yaml = "name: t\nsource: { type: stdin }\nsinks:\n  - { type: redis_stream, url: \"redis://:secret@127.0.0.1:6390/0\", stream: s }\n  - { type: clickhouse, url: \"http://127.0.0.1:8124\", table: t }\n";
+        let p = crate::Pipeline::parse(yaml, "p.yaml").unwrap();
+        let destinations: Vec<String> = p.outputs().into_iter().map(|o| o.destination).collect();
         assert_eq!(
-            without_credentials("redis://:secret@127.0.0.1:6390/0"),
-            "redis://127.0.0.1:6390/0"
-        );
-        assert_eq!(
-            without_credentials("http://127.0.0.1:8124"),
-            "http://127.0.0.1:8124"
+            destinations,
+            [
+                "Redis stream s at redis://127.0.0.1:6390/0",
+                "ClickHouse table t at http://127.0.0.1:8124"
+            ]
         );
     }
 

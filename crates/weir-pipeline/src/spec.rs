@@ -2,27 +2,17 @@
 
 use indexmap::IndexMap;
 use serde::Deserialize;
+use serde::de::MapAccess;
 use std::path::PathBuf;
-use weir_core::{BufferPolicy, Format};
+use weir_connectors::config::{Common, deserialize_tagged};
+use weir_core::BufferPolicy;
 
 pub use crate::enrich::EnrichHttpSpec;
 pub use crate::join::JoinStep;
 pub use crate::window::{LatePolicy, WindowKind, WindowStep};
+pub use weir_connectors::config::{SinkConfig, SinkKind, SourceConfig, SourceKind};
 pub use weir_connectors::http::{BodyFormat, Method};
 pub use weir_resilience::PolicyConfig;
-
-/// The names of a spec's options that are set: `Option` fields named like their YAML keys.
-macro_rules! set_options {
-    ($spec:expr; $($field:ident),* $(,)?) => {{
-        let mut given = Vec::new();
-        $(
-            if $spec.$field.is_some() {
-                given.push(stringify!($field));
-            }
-        )*
-        given
-    }};
-}
 
 /// A whole pipeline file.
 #[derive(Debug, Deserialize)]
@@ -135,105 +125,49 @@ impl FieldType {
     }
 }
 
-/// Where records come from. One flat set of options with a `type`; which options apply to
-/// which type is checked after parsing (so that every error keeps its line).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Where records come from: a connector `type` and that connector's typed options (each
+/// connector's folder in weir-connectors owns them), and `event_time`, which any source takes.
+#[derive(Debug)]
 pub struct SourceSpec {
-    #[serde(rename = "type")]
-    pub kind: SourceKind,
-    /// file: the path (relative to the pipeline file): a file, a directory (every file in
-    /// it) or a glob whose file name has `*` or `?` (`logs/*.jsonl`).
-    pub path: Option<PathBuf>,
-    /// file: keep reading as the file grows, across rotation and truncation (as `tail -F`);
-    /// for a directory or glob, also read files added while running. The run then ends only
-    /// by a stop (a signal, `stop_after_idle`, `limit`).
-    pub follow: Option<bool>,
-    /// file, stdin: `json_lines` or `csv`; a file's default follows its extension (`.csv` is
-    /// CSV, anything else JSON lines), stdin's is `json_lines`.
-    pub format: Option<Format>,
-    /// file, stdin, CSV only: guess the types of undeclared columns (default true); false
-    /// keeps every undeclared cell as its text.
-    pub infer_types: Option<bool>,
-    /// generator: records to make; endless when absent.
-    pub count: Option<u64>,
-    /// generator: records per second; as fast as possible when absent.
-    pub rate: Option<f64>,
-    /// generator: each field is an expression over `id` (0, 1, 2, ...).
-    #[serde(default, deserialize_with = "crate::unique::optional_keys")]
-    pub fields: Option<IndexMap<String, String>>,
-    /// redis_stream: `redis://host:port[/db]`.
-    pub url: Option<String>,
-    /// redis_stream: the stream key.
-    pub stream: Option<String>,
-    /// redis_stream: the consumer group (created if missing).
-    pub group: Option<String>,
-    /// redis_stream: this reader's consumer name (default `weir`; suffixed with the instance).
-    pub consumer: Option<String>,
-    /// redis_stream: entries per read (default 500).
-    pub read_count: Option<usize>,
-    /// redis_stream: take over entries pending this long on a dead consumer (default 60s).
-    pub claim_idle: Option<String>,
-    /// redis_stream, followed file: stop (not drain) after this long without new input
-    /// (default: never).
-    pub stop_after_idle: Option<String>,
-    /// redis_stream with a `rediss://` URL: trust only the CA certificates of this PEM file
-    /// (relative to the pipeline file; by default the system's roots).
-    pub ca_file: Option<PathBuf>,
-    /// Any type: each record's event time and this source's watermarks (what the time-based
-    /// steps downstream — joins, union — use). Not an option of one type: not in `given`.
+    pub config: SourceConfig,
+    /// Each record's event time and this source's watermarks (what the time-based steps
+    /// downstream — joins, union — use).
     pub event_time: Option<crate::graph::EventTimeSpec>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SourceKind {
-    /// A file of JSON lines or CSV.
-    File,
-    /// Standard input.
-    Stdin,
-    /// Deterministic records made from a counter.
-    Generator,
-    /// A Redis stream, through a consumer group.
-    RedisStream,
-}
-
-impl SourceKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            SourceKind::File => "file",
-            SourceKind::Stdin => "stdin",
-            SourceKind::Generator => "generator",
-            SourceKind::RedisStream => "redis_stream",
-        }
-    }
-}
-
 impl SourceSpec {
-    /// The options set in the file, by name.
-    pub fn given(&self) -> Vec<&'static str> {
-        set_options!(self;
-            path, follow, format, infer_types, count, rate, fields, url, stream, group, consumer,
-            read_count, claim_idle, stop_after_idle, ca_file)
+    pub fn kind(&self) -> SourceKind {
+        self.config.kind()
     }
+}
 
-    /// The options each type accepts.
-    pub fn accepted(&self) -> &'static [&'static str] {
-        match self.kind {
-            SourceKind::File => &["path", "follow", "format", "infer_types", "stop_after_idle"],
-            SourceKind::Stdin => &["format", "infer_types"],
-            SourceKind::Generator => &["count", "rate", "fields"],
-            SourceKind::RedisStream => &[
-                "url",
-                "stream",
-                "group",
-                "consumer",
-                "read_count",
-                "claim_idle",
-                "stop_after_idle",
-                "ca_file",
-            ],
+/// The options every source takes.
+#[derive(Default)]
+struct SourceCommon {
+    event_time: Option<crate::graph::EventTimeSpec>,
+}
+
+impl<'de> Common<'de> for SourceCommon {
+    const KEYS: &'static [&'static str] = &["event_time"];
+    fn read<A: MapAccess<'de>>(&mut self, _: &'static str, map: &mut A) -> Result<(), A::Error> {
+        if self.event_time.is_some() {
+            return Err(serde::de::Error::custom(format_args!(
+                "{}event_time` (a key may appear once)",
+                weir_connectors::unique::DUPLICATE_KEY
+            )));
         }
+        self.event_time = Some(map.next_value()?);
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for SourceSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (config, common): (SourceConfig, SourceCommon) = deserialize_tagged(d)?;
+        Ok(SourceSpec {
+            config,
+            event_time: common.event_time,
+        })
     }
 }
 
@@ -271,6 +205,9 @@ pub enum StepSpec {
     /// Calls an HTTP service per record (under a resilience `policy`) and merges its JSON
     /// answer into the record; records whose call fails go to the dead-letter output.
     EnrichHttp(Box<EnrichHttpSpec>),
+    /// Submits a task per record to Weir's task service and puts its result in a field
+    /// (`into`); records whose task fails go to the dead-letter output.
+    Task(Box<crate::task_step::TaskStepSpec>),
     /// Merges several streams with the same fields: `union: [eu_orders, us_orders]`.
     Union(Vec<String>),
     /// Pairs the records of two streams whose keys match and whose event times fall into the
@@ -302,7 +239,7 @@ pub struct StepEntry {
 }
 
 /// The names of the step kinds, for errors.
-pub const STEP_KINDS: &str = "filter, map, select, drop, rename, key_by, aggregate, rolling_aggregate, limit, window, join, validate, mask, enrich_http, union, window_join, interval_join, lookup_join";
+pub const STEP_KINDS: &str = "filter, map, select, drop, rename, key_by, aggregate, rolling_aggregate, limit, window, join, validate, mask, enrich_http, task, union, window_join, interval_join, lookup_join";
 
 impl<'de> Deserialize<'de> for StepEntry {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -402,6 +339,7 @@ impl StepSpec {
             StepSpec::Validate(_) => "validate",
             StepSpec::Mask(_) => "mask",
             StepSpec::EnrichHttp(_) => "enrich_http",
+            StepSpec::Task(_) => "task",
             StepSpec::Union(_) => "union",
             StepSpec::WindowJoin(_) => "window_join",
             StepSpec::IntervalJoin(_) => "interval_join",
@@ -427,115 +365,48 @@ impl KeyFields {
     }
 }
 
-/// Where records go.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Where records go: a connector `type` and that connector's typed options, and `input`,
+/// which any sink takes.
+#[derive(Debug)]
 pub struct SinkSpec {
-    #[serde(rename = "type")]
-    pub kind: SinkKind,
-    /// file: the path (relative to the pipeline file).
-    pub path: Option<PathBuf>,
-    /// clickhouse: the HTTP interface, e.g. `http://127.0.0.1:8123`.
-    pub url: Option<String>,
-    /// clickhouse: the table (`name` or `db.name`).
-    pub table: Option<String>,
-    /// clickhouse: a registered schema: rows rendered by it, table created from it.
-    pub schema: Option<String>,
-    /// clickhouse: create the table from the schema if missing (default true).
-    pub create_table: Option<bool>,
-    /// clickhouse: most rows per insert (default 50000).
-    pub batch_rows: Option<usize>,
-    /// clickhouse: without checkpoints, insert at least this often (default 1s).
-    pub flush_interval: Option<String>,
-    /// clickhouse: retries of a failed insert (default 5).
-    pub retries: Option<u32>,
-    /// clickhouse: user name.
-    pub user: Option<String>,
-    /// clickhouse: the environment variable holding the password (never the password itself).
-    pub password_env: Option<String>,
-    /// redis_stream: the stream key.
-    pub stream: Option<String>,
-    /// redis_stream: trim the stream to about this many entries (`MAXLEN ~`).
-    pub max_len: Option<usize>,
-    /// http: `json_array` (default) or `json_lines`.
-    pub format: Option<BodyFormat>,
-    /// http: extra request headers.
-    #[serde(default, deserialize_with = "crate::unique::optional_keys")]
-    pub headers: Option<IndexMap<String, String>>,
-    /// http: retries, backoff, timeouts, rate limit, circuit breaker of each request.
-    pub policy: Option<PolicyConfig>,
-    /// clickhouse, http (`https://`), redis_stream (`rediss://`): trust only the CA
-    /// certificates of this PEM file (relative to the pipeline file; by default the system's
-    /// roots).
-    pub ca_file: Option<PathBuf>,
-    /// Any type: the source or named step whose records this sink writes (default: the last
-    /// step's output). Not an option of one type: not in `given`.
+    pub config: SinkConfig,
+    /// The source or named step whose records this sink writes (default: the last step's
+    /// output).
     pub input: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SinkKind {
-    /// Records as JSON lines on standard output.
-    Stdout,
-    /// Records as JSON lines in a file.
-    File,
-    /// Counts and discards (for measuring).
-    Discard,
-    /// Batched inserts into ClickHouse, exactly once with checkpoints.
-    Clickhouse,
-    /// Appends to a Redis stream, exactly once with checkpoints.
-    RedisStream,
-    /// Batches of records POSTed to a webhook, at least once.
-    Http,
-}
-
-impl SinkKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            SinkKind::Stdout => "stdout",
-            SinkKind::File => "file",
-            SinkKind::Discard => "discard",
-            SinkKind::Clickhouse => "clickhouse",
-            SinkKind::RedisStream => "redis_stream",
-            SinkKind::Http => "http",
-        }
-    }
-}
-
 impl SinkSpec {
-    pub fn given(&self) -> Vec<&'static str> {
-        set_options!(self;
-            path, url, table, schema, create_table, batch_rows, flush_interval, retries, user,
-            password_env, stream, max_len, format, headers, policy, ca_file)
+    pub fn kind(&self) -> SinkKind {
+        self.config.kind()
     }
+}
 
-    pub fn accepted(&self) -> &'static [&'static str] {
-        match self.kind {
-            SinkKind::File => &["path"],
-            SinkKind::Stdout | SinkKind::Discard => &[],
-            SinkKind::RedisStream => &["url", "stream", "max_len", "ca_file"],
-            SinkKind::Clickhouse => &[
-                "url",
-                "table",
-                "schema",
-                "create_table",
-                "batch_rows",
-                "flush_interval",
-                "retries",
-                "user",
-                "password_env",
-                "ca_file",
-            ],
-            SinkKind::Http => &[
-                "url",
-                "format",
-                "batch_rows",
-                "flush_interval",
-                "headers",
-                "policy",
-                "ca_file",
-            ],
+/// The options every sink takes.
+#[derive(Default)]
+struct SinkCommon {
+    input: Option<String>,
+}
+
+impl<'de> Common<'de> for SinkCommon {
+    const KEYS: &'static [&'static str] = &["input"];
+    fn read<A: MapAccess<'de>>(&mut self, _: &'static str, map: &mut A) -> Result<(), A::Error> {
+        if self.input.is_some() {
+            return Err(serde::de::Error::custom(format_args!(
+                "{}input` (a key may appear once)",
+                weir_connectors::unique::DUPLICATE_KEY
+            )));
         }
+        self.input = Some(map.next_value()?);
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for SinkSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (config, common): (SinkConfig, SinkCommon) = deserialize_tagged(d)?;
+        Ok(SinkSpec {
+            config,
+            input: common.input,
+        })
     }
 }

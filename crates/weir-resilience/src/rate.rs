@@ -173,6 +173,42 @@ impl RateLimiter {
         self.wait(slot, now).await;
     }
 
+    /// Takes a slot of `key`'s schedule (the shared one if the limiter is not per key) now, if
+    /// one is free, without waiting: up to `burst` calls may run ahead of the steady rate (the
+    /// generic cell rate algorithm). Otherwise nothing is reserved and the answer is how long
+    /// until a call would be let through, e.g. for a `Retry-After` header.
+    pub fn try_acquire_key<K: Hash + ?Sized>(&self, key: &K, burst: u32) -> Result<(), Duration> {
+        let now = Instant::now();
+        let period = self.shared.period;
+        // How far ahead of now the schedule may run.
+        let allowance = period.saturating_mul(burst.max(1) - 1);
+        let take = |next: &mut Instant| {
+            let due = (*next).max(now);
+            let limit = now + allowance;
+            if due > limit {
+                return Err(due - limit);
+            }
+            *next = due + period;
+            Ok(())
+        };
+        let taken = if self.shared.per_key {
+            let hash = self.shared.hasher.hash_one(key);
+            let mut slots = lock(&self.shared.keyed);
+            if slots.next.len() >= slots.prune_at.max(PRUNE_MIN) {
+                slots.next.retain(|_, next| *next > now);
+                slots.prune_at = slots.next.len() * 2;
+            }
+            take(slots.next.entry(hash).or_insert(now))
+        } else {
+            let mut next = lock(&self.shared.next);
+            take(next.get_or_insert(now))
+        };
+        if taken.is_ok() {
+            self.shared.acquired.fetch_add(1, Ordering::Relaxed);
+        }
+        taken
+    }
+
     pub(crate) fn hash_key<K: Hash + ?Sized>(&self, key: &K) -> u64 {
         self.shared.hasher.hash_one(key)
     }
@@ -230,6 +266,24 @@ mod tests {
         limiter.acquire().await;
         limiter.acquire().await;
         assert_eq!(start.elapsed(), Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn try_acquire_lets_a_burst_through_then_says_how_long_to_wait() {
+        let limiter = RateLimiter::per_second(10).per_key();
+        for _ in 0..3 {
+            assert_eq!(limiter.try_acquire_key("a", 3), Ok(()));
+        }
+        // The fourth is 100 ms early; another key has its own schedule.
+        assert_eq!(
+            limiter.try_acquire_key("a", 3),
+            Err(Duration::from_millis(100))
+        );
+        assert_eq!(limiter.try_acquire_key("b", 3), Ok(()));
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(limiter.try_acquire_key("a", 3), Ok(()));
+        assert!(limiter.try_acquire_key("a", 3).is_err());
+        assert_eq!(limiter.acquired(), 5);
     }
 
     #[test]

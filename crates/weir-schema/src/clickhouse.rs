@@ -414,8 +414,9 @@ fn column_type(field: &Field, features: &ClickHouseFeatures) -> String {
     }
 }
 
-/// `db.table` as `` `db`.`table` ``.
-fn quote_table(table: &str) -> String {
+/// `db.table` as `` `db`.`table` `` (the one copy of ClickHouse's quoting: the DDL here and
+/// the ClickHouse connector's queries use it).
+pub fn quote_table(table: &str) -> String {
     table
         .split('.')
         .map(quote_identifier)
@@ -423,11 +424,13 @@ fn quote_table(table: &str) -> String {
         .join(".")
 }
 
-fn quote_identifier(name: &str) -> String {
+/// An identifier in backticks, `` ` `` and `\` escaped.
+pub fn quote_identifier(name: &str) -> String {
     format!("`{}`", name.replace('\\', "\\\\").replace('`', "\\`"))
 }
 
-fn quote_string(text: &str) -> String {
+/// A single-quoted SQL string literal.
+pub fn quote_string(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('\'');
     for c in text.chars() {
@@ -469,6 +472,7 @@ mod tests {
         assert_eq!(quote_string("it's a \\ test\n"), "'it\\'s a \\\\ test\\n'");
         assert_eq!(quote_identifier("db"), "`db`");
         assert_eq!(quote_identifier("we`ird"), "`we\\`ird`");
+        assert_eq!(quote_table("db.t"), "`db`.`t`");
     }
 
     #[test]

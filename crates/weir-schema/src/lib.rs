@@ -51,7 +51,9 @@ mod registry;
 mod schema;
 mod validate;
 
-pub use clickhouse::{BATCH_COLUMN, ClickHouseFeatures};
+pub use clickhouse::{
+    BATCH_COLUMN, ClickHouseFeatures, quote_identifier, quote_string, quote_table,
+};
 pub use def::{Compatibility, FieldDef, FieldType, SchemaDef, Sensitivity, UnknownFields};
 pub use error::{DefinitionIssue, Error, ErrorClass, Incompatibility, SchemaError};
 pub use registry::{CheckReport, Registered, Registry, SchemaList, SchemaSummary, VersionSpec};

@@ -174,6 +174,30 @@ impl RemoteEnvironment {
             .await
     }
 
+    /// Tasks: `{tasks: [...]}`, filtered by status and action, at most `limit`.
+    pub async fn tasks(
+        &self,
+        status: Option<&str>,
+        action: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Value, ClientError> {
+        let mut query = Vec::new();
+        for (key, value) in [("status", status), ("action", action)] {
+            if let Some(v) = value {
+                query.push(format!("{key}={}", encode_query(v)));
+            }
+        }
+        if let Some(n) = limit {
+            query.push(format!("limit={n}"));
+        }
+        let path = if query.is_empty() {
+            "/v1/tasks".to_string()
+        } else {
+            format!("/v1/tasks?{}", query.join("&"))
+        };
+        self.call(reqwest::Method::GET, &path, None).await
+    }
+
     /// Cancels a queued or running task.
     pub async fn cancel_task(&self, id: &str) -> Result<Value, ClientError> {
         self.call(
@@ -234,4 +258,17 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// Percent-encodes a query value (everything but unreserved characters).
+fn encode_query(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

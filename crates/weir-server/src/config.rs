@@ -73,8 +73,12 @@ pub struct ServerConfig {
     /// Older keys whose tokens still verify (`auth.previous_key_files`: rotation).
     pub auth_previous_key_files: Vec<PathBuf>,
     pub metrics_public: bool,
-    /// Largest request body, in bytes.
+    /// Largest request body, in bytes (`limits.body_bytes`).
     pub body_limit: usize,
+    /// The other input limits (`limits:`).
+    pub limits: crate::limits::LimitsConfig,
+    /// Alert rules and their webhook (`alerts:`); `None`: no rules.
+    pub alerts: Option<crate::alerts::AlertsConfig>,
     /// Redis that ingest appends to.
     pub ingest_redis_url: String,
     /// schema name → stream key.
@@ -104,6 +108,8 @@ impl ServerConfig {
             auth_previous_key_files: Vec::new(),
             metrics_public: false,
             body_limit: 10 << 20,
+            limits: crate::limits::LimitsConfig::default(),
+            alerts: None,
             ingest_redis_url: "redis://127.0.0.1:6379".into(),
             ingest_streams: BTreeMap::new(),
             idempotency_ttl: Duration::from_secs(24 * 3600),
@@ -132,6 +138,7 @@ struct FileConfig {
     #[serde(default)]
     ready: ReadyFile,
     agents: Option<PathBuf>,
+    alerts: Option<crate::alerts::AlertsFile>,
     #[serde(default)]
     tls: TlsFile,
 }
@@ -161,6 +168,12 @@ struct MetricsFile {
 #[serde(deny_unknown_fields)]
 struct LimitsFile {
     body_bytes: Option<usize>,
+    ingest_records: Option<usize>,
+    record_bytes: Option<usize>,
+    requests_per_second: Option<f64>,
+    burst: Option<u32>,
+    header_timeout: Option<String>,
+    body_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -257,7 +270,36 @@ pub fn load(
         if let Some(v) = f.limits.body_bytes {
             c.body_limit = v;
         }
+        if let Some(v) = f.limits.ingest_records {
+            c.limits.ingest_records = v;
+        }
+        if let Some(v) = f.limits.record_bytes {
+            c.limits.record_bytes = v;
+        }
+        if let Some(v) = f.limits.requests_per_second {
+            c.limits.requests_per_second = v;
+        }
+        if let Some(v) = f.limits.burst {
+            c.limits.burst = v;
+        }
+        if let Some(v) = &f.limits.header_timeout {
+            c.limits.header_timeout = duration(v).map_err(|e| at("limits.header_timeout", e))?;
+        }
+        if let Some(v) = &f.limits.body_timeout {
+            c.limits.body_timeout = duration(v).map_err(|e| at("limits.body_timeout", e))?;
+        }
+        if let Some(a) = &f.alerts {
+            c.alerts =
+                Some(crate::alerts::AlertsConfig::from_file(a).map_err(|(key, e)| at(&key, e))?);
+        }
         if let Some(v) = &f.ingest.redis_url {
+            // Secrets never in the configuration text: a password goes in the environment.
+            if crate::ready::redact(v) != *v {
+                return Err(at(
+                    "ingest.redis_url",
+                    "a user name or password in the config file is refused: set the whole URL in WEIR_INGEST_REDIS_URL (the environment) instead".into(),
+                ));
+            }
             c.ingest_redis_url = v.clone();
         }
         if let Some(v) = &f.ingest.streams {
@@ -339,6 +381,32 @@ pub fn load(
     if c.body_limit == 0 {
         return Err(ConfigError::key("limits.body_bytes", "must be at least 1"));
     }
+    for (key, value) in [
+        ("limits.ingest_records", c.limits.ingest_records),
+        ("limits.record_bytes", c.limits.record_bytes),
+        ("limits.burst", c.limits.burst as usize),
+    ] {
+        if value == 0 {
+            return Err(ConfigError::key(key, "must be at least 1"));
+        }
+    }
+    let rps = c.limits.requests_per_second;
+    if !(rps.is_finite() && rps >= 0.0) {
+        return Err(ConfigError::key(
+            "limits.requests_per_second",
+            format!(
+                "expected a positive number of requests per second per token (0: no limit), got {rps}"
+            ),
+        ));
+    }
+    for (key, value) in [
+        ("limits.header_timeout", c.limits.header_timeout),
+        ("limits.body_timeout", c.limits.body_timeout),
+    ] {
+        if value.is_zero() {
+            return Err(ConfigError::key(key, "must be longer than zero"));
+        }
+    }
     for (schema, stream) in &c.ingest_streams {
         if stream.is_empty() {
             return Err(ConfigError::key(
@@ -408,7 +476,7 @@ fn boolean(text: &str) -> Result<bool, String> {
     }
 }
 
-fn duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let (number, unit) = t
         .find(|c: char| !c.is_ascii_digit())
@@ -537,6 +605,116 @@ mod tests {
         )
         .expect_err("unknown key");
         assert_eq!(e.key.as_deref(), Some("tls.cert"), "{e}");
+    }
+
+    #[test]
+    fn limits_have_defaults_and_are_checked() {
+        let c = load(&Flags::default(), &|_| None).expect("defaults");
+        assert_eq!(c.body_limit, 10 << 20);
+        assert_eq!(c.limits, crate::limits::LimitsConfig::default());
+        let (_dir, path) = file(
+            "limits:\n  body_bytes: 100\n  ingest_records: 3\n  record_bytes: 50\n  requests_per_second: 2.5\n  burst: 4\n  header_timeout: 2s\n  body_timeout: 500ms\n",
+        );
+        let flags = Flags {
+            config: Some(path),
+            ..Flags::default()
+        };
+        let c = load(&flags, &|_| None).expect("load");
+        assert_eq!(c.body_limit, 100);
+        assert_eq!(c.limits.ingest_records, 3);
+        assert_eq!(c.limits.record_bytes, 50);
+        assert_eq!(c.limits.requests_per_second, 2.5);
+        assert_eq!(c.limits.burst, 4);
+        assert_eq!(c.limits.header_timeout, Duration::from_secs(2));
+        assert_eq!(c.limits.body_timeout, Duration::from_millis(500));
+        for (text, key) in [
+            ("limits:\n  ingest_records: 0\n", "limits.ingest_records"),
+            (
+                "limits:\n  requests_per_second: -1\n",
+                "limits.requests_per_second",
+            ),
+            ("limits:\n  header_timeout: soon\n", "limits.header_timeout"),
+            ("limits:\n  body_timeout: 0s\n", "limits.body_timeout"),
+            ("limits:\n  records: 5\n", "limits.records"),
+        ] {
+            let (_d, path) = file(text);
+            let e = load(
+                &Flags {
+                    config: Some(path),
+                    ..Flags::default()
+                },
+                &|_| None,
+            )
+            .expect_err(text);
+            assert_eq!(e.key.as_deref(), Some(key), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_password_in_the_redis_url_of_the_file_is_refused_not_shown() {
+        let (_dir, path) = file("ingest:\n  redis_url: redis://:hunter2@127.0.0.1:6390\n");
+        let flags = Flags {
+            config: Some(path),
+            ..Flags::default()
+        };
+        let e = load(&flags, &|_| None).expect_err("password in the file");
+        assert_eq!(e.key.as_deref(), Some("ingest.redis_url"), "{e}");
+        assert!(e.to_string().contains("WEIR_INGEST_REDIS_URL"), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        // From the environment it is taken.
+        let env = |k: &str| {
+            (k == "WEIR_INGEST_REDIS_URL").then(|| "redis://:hunter2@127.0.0.1:6390".to_string())
+        };
+        assert!(load(&Flags::default(), &env).is_ok());
+    }
+
+    #[test]
+    fn the_readme_alerts_block_loads() {
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+                .expect("README");
+        let block = readme
+            .split("```yaml\nalerts:")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("the README's alerts: block");
+        let (_dir, path) = file(&format!("alerts:{block}"));
+        let c = load(
+            &Flags {
+                config: Some(path),
+                ..Flags::default()
+            },
+            &|_| None,
+        )
+        .expect("the README's alerts block");
+        let alerts = c.alerts.expect("alerts");
+        assert_eq!(alerts.rules.len(), 4);
+        assert_eq!(alerts.policy.retries, 5);
+        assert!(alerts.policy.circuit_breaker.is_some());
+        // A bad rule names itself.
+        let (_d, path) = file(
+            "alerts:\n  webhook: { url: \"http://127.0.0.1:9/\" }\n  rules:\n    - { name: a, expr: \"weir_x > 1 for 1s\" }\n    - { name: b, expr: \"weir_x ~ 1 for 1s\" }\n",
+        );
+        let e = load(
+            &Flags {
+                config: Some(path),
+                ..Flags::default()
+            },
+            &|_| None,
+        )
+        .expect_err("bad rule");
+        assert_eq!(e.key.as_deref(), Some("alerts.rules[1].expr"), "{e}");
+        let (_d, path) = file("alerts:\n  webhook: { url: \"http://u:pw@127.0.0.1:9/\" }\n");
+        let e = load(
+            &Flags {
+                config: Some(path),
+                ..Flags::default()
+            },
+            &|_| None,
+        )
+        .expect_err("password in URL");
+        assert_eq!(e.key.as_deref(), Some("alerts.webhook.url"), "{e}");
+        assert!(!e.to_string().contains("pw@"), "{e}");
     }
 
     #[test]

@@ -41,6 +41,23 @@ pub struct Ingest {
     conn: OnceCell<ConnectionManager>,
     schemas: Mutex<HashMap<String, Arc<Schema>>>,
     script: redis::Script,
+    limits: BodyLimits,
+}
+
+/// `limits.ingest_records` and `limits.record_bytes`: beyond either, a request gets 413.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    pub records: usize,
+    pub record_bytes: usize,
+}
+
+impl Default for BodyLimits {
+    fn default() -> Self {
+        BodyLimits {
+            records: usize::MAX,
+            record_bytes: usize::MAX,
+        }
+    }
 }
 
 /// The outcome of an accepted request.
@@ -66,7 +83,17 @@ impl Ingest {
             conn: OnceCell::new(),
             schemas: Mutex::new(HashMap::new()),
             script: redis::Script::new(APPEND),
+            limits: BodyLimits::default(),
         }
+    }
+
+    /// At most `records` records per request, each at most `record_bytes` as JSON.
+    pub fn with_limits(mut self, records: usize, record_bytes: usize) -> Self {
+        self.limits = BodyLimits {
+            records,
+            record_bytes,
+        };
+        self
     }
 
     /// Forgets cached schemas (a new version was registered).
@@ -95,7 +122,10 @@ impl Ingest {
         self.conn
             .get_or_try_init(|| async {
                 let client = redis::Client::open(self.url.as_str()).map_err(|e| {
-                    ApiError::internal(format!("ingest.redis_url `{}`: {e}", self.url))
+                    ApiError::internal(format!(
+                        "ingest.redis_url `{}`: {e}",
+                        crate::ready::redact(&self.url)
+                    ))
                 })?;
                 let config = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(Duration::from_secs(5)))
@@ -105,7 +135,7 @@ impl Ingest {
                     .map_err(|e| {
                         ApiError::unavailable(
                             "redis_unavailable",
-                            format!("cannot connect to {}: {e}", self.url),
+                            format!("cannot connect to {}: {e}", crate::ready::redact(&self.url)),
                         )
                     })
             })
@@ -126,7 +156,7 @@ impl Ingest {
             ))
         })?;
         let schema = self.schema(schema_name)?;
-        let payloads = validate_body(&schema, body)?;
+        let payloads = validate_body(&schema, body, self.limits)?;
         if payloads.is_empty() {
             return Ok(Accepted {
                 accepted: 0,
@@ -156,9 +186,29 @@ impl Ingest {
 }
 
 /// Parses one JSON object, a JSON array or NDJSON; validates every record; returns each valid
-/// record as JSON, or a 400 naming every bad record (index from 0) and field.
-pub fn validate_body(schema: &Schema, body: &[u8]) -> Result<Vec<Vec<u8>>, ApiError> {
+/// record as JSON, or a 400 naming every bad record (index from 0) and field. More records
+/// than `limits.records`, or a record whose JSON is longer than `limits.record_bytes`: 413
+/// naming the limit (and the record's index).
+pub fn validate_body(
+    schema: &Schema,
+    body: &[u8],
+    limits: BodyLimits,
+) -> Result<Vec<Vec<u8>>, ApiError> {
     let values = parse_body(body)?;
+    if values.len() > limits.records {
+        return Err(ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_records",
+            format!(
+                "the request holds {} records; limits.ingest_records allows {} per request: send them in several requests",
+                values.len(),
+                limits.records
+            ),
+        )
+        .with("limit", "limits.ingest_records")
+        .with("max", limits.records)
+        .with("records", values.len()));
+    }
     let mut out = Vec::with_capacity(values.len());
     let mut bad = Vec::new();
     let mut bad_count = 0usize;
@@ -175,9 +225,23 @@ pub fn validate_body(schema: &Schema, body: &[u8]) -> Result<Vec<Vec<u8>>, ApiEr
         };
         match schema.validate(record) {
             Ok(record) => {
+                let mut buf = Vec::with_capacity(128);
+                record.write_json(&mut buf);
+                if buf.len() > limits.record_bytes {
+                    return Err(ApiError::new(
+                        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                        "record_too_large",
+                        format!(
+                            "record {index} is {} bytes as JSON; limits.record_bytes allows {}; nothing was appended",
+                            buf.len(),
+                            limits.record_bytes
+                        ),
+                    )
+                    .with("limit", "limits.record_bytes")
+                    .with("max", limits.record_bytes)
+                    .with("index", index));
+                }
                 if bad_count == 0 {
-                    let mut buf = Vec::with_capacity(128);
-                    record.write_json(&mut buf);
                     out.push(buf);
                 }
             }
@@ -253,17 +317,26 @@ mod tests {
     #[test]
     fn object_array_and_ndjson() {
         let s = schema();
-        assert_eq!(validate_body(&s, br#"{"id": 1}"#).expect("one").len(), 1);
         assert_eq!(
-            validate_body(&s, br#"[{"id": 1}, {"id": 2}]"#)
+            validate_body(&s, br#"{"id": 1}"#, BodyLimits::default())
+                .expect("one")
+                .len(),
+            1
+        );
+        assert_eq!(
+            validate_body(&s, br#"[{"id": 1}, {"id": 2}]"#, BodyLimits::default())
                 .expect("array")
                 .len(),
             2
         );
         assert_eq!(
-            validate_body(&s, b"{\"id\": 1}\n{\"id\": 2}\n{\"id\": 3}\n")
-                .expect("ndjson")
-                .len(),
+            validate_body(
+                &s,
+                b"{\"id\": 1}\n{\"id\": 2}\n{\"id\": 3}\n",
+                BodyLimits::default()
+            )
+            .expect("ndjson")
+            .len(),
             3
         );
     }
@@ -271,8 +344,12 @@ mod tests {
     #[test]
     fn every_bad_record_is_named_with_its_field() {
         let s = schema();
-        let e = validate_body(&s, b"{\"id\": 1}\n{\"page\": \"x\"}\n{\"id\": \"no\"}\n")
-            .expect_err("invalid");
+        let e = validate_body(
+            &s,
+            b"{\"id\": 1}\n{\"page\": \"x\"}\n{\"id\": \"no\"}\n",
+            BodyLimits::default(),
+        )
+        .expect_err("invalid");
         assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
         let body = e.body();
         let records = body["error"]["records"].as_array().expect("records");
@@ -284,8 +361,41 @@ mod tests {
     }
 
     #[test]
+    fn too_many_records_or_too_large_a_record_is_413_naming_it() {
+        let s = schema();
+        let limits = BodyLimits {
+            records: 2,
+            record_bytes: 30,
+        };
+        let e = validate_body(&s, b"{\"id\": 1}\n{\"id\": 2}\n{\"id\": 3}\n", limits)
+            .expect_err("three records");
+        assert_eq!(e.status, axum::http::StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(e.code, "too_many_records");
+        assert!(e.message.contains("limits.ingest_records"), "{}", e.message);
+        let long = format!(
+            "[{{\"id\": 1}}, {{\"id\": 2, \"page\": \"{}\"}}]",
+            "x".repeat(40)
+        );
+        let e = validate_body(&s, long.as_bytes(), limits).expect_err("a long record");
+        assert_eq!(e.code, "record_too_large");
+        assert_eq!(e.body()["error"]["index"], 1);
+        assert!(e.message.contains("record 1"), "{}", e.message);
+        assert_eq!(
+            validate_body(&s, b"[{\"id\": 1}, {\"id\": 2}]", limits)
+                .expect("within the limits")
+                .len(),
+            2
+        );
+    }
+
+    #[test]
     fn broken_json_names_the_record() {
-        let e = validate_body(&schema(), b"{\"id\": 1}\n{\"id\": \n").expect_err("json");
+        let e = validate_body(
+            &schema(),
+            b"{\"id\": 1}\n{\"id\": \n",
+            BodyLimits::default(),
+        )
+        .expect_err("json");
         assert_eq!(e.code, "invalid_json");
         assert_eq!(e.body()["error"]["index"], 1);
     }

@@ -9,6 +9,7 @@
 //! server configuration, HTTPS ([`tls`]: rustls, the certificate reloaded on SIGHUP), and the
 //! remote client ([`client::RemoteEnvironment`], `https://` with a CA file).
 
+pub mod alerts;
 pub mod auth;
 pub mod client;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod ingest;
+pub mod limits;
 pub mod logs;
 pub mod manager;
 pub mod ready;
@@ -41,6 +43,10 @@ pub struct App {
     pub tasks: Arc<weir_tasks::TaskService>,
     /// The keys and revocation list; `None` with `auth.enabled: false`.
     pub auth: Option<auth::Auth>,
+    /// The per-token request budget (`limits.requests_per_second`).
+    pub request_limiter: limits::RequestLimiter,
+    /// The alert rules and their states (`alerts:`, `GET /v1/alerts`).
+    pub alerts: Arc<alerts::Alerts>,
 }
 
 /// Why the server could not start or run.
@@ -93,6 +99,8 @@ pub async fn serve_until(
             config.listen
         )));
     }
+    let request_limiter =
+        limits::RequestLimiter::new(&config.limits).map_err(ServeError::Config)?;
     let metrics = weir_telemetry::Metrics::new();
     let manager = Manager::open(&config.data_dir, metrics.clone()).map_err(|e| {
         std::io::Error::new(
@@ -112,19 +120,26 @@ pub async fn serve_until(
         None => Ok(listener),
     };
     let scheme = if listener.is_ok() { "http" } else { "https" };
+    let (alerts, alert_tasks) = match config.alerts.clone() {
+        Some(rules) => alerts::Alerts::start(rules, metrics.clone()).map_err(ServeError::Config)?,
+        None => (alerts::Alerts::none(), Vec::new()),
+    };
     let app = Arc::new(App {
         ingest: ingest::Ingest::new(
             config.ingest_redis_url.clone(),
             config.ingest_streams.clone(),
             config.idempotency_ttl,
             registry.clone(),
-        ),
+        )
+        .with_limits(config.limits.ingest_records, config.limits.record_bytes),
         ready: ready::Ready::new(config.ready_timeout, config.ready_cache),
         registry,
         metrics,
         tasks: tasks.clone(),
         manager: manager.clone(),
         auth,
+        request_limiter,
+        alerts,
         config,
     });
     if app.auth.is_some() {
@@ -161,21 +176,24 @@ pub async fn serve_until(
     // The address line last: a script waiting for it knows the server is up.
     tracing::info!(address = %local, "listening on {scheme}://{local}");
     bound(local);
+    let header_timeout = app.config.limits.header_timeout;
     let router = routes::router(app).layer(axum::middleware::from_fn(logs::request_context));
-    // `Ok`: plain HTTP; `Err`: HTTPS.
+    // `Ok`: plain HTTP; `Err`: HTTPS. Both through the same accept loop (its header timeout
+    // applies to a TLS connection once the handshake is done).
     match listener {
         Ok(plain) => {
-            axum::serve(plain, router)
-                .with_graceful_shutdown(shutdown)
-                .await?
+            use axum::serve::ListenerExt;
+            let plain = plain.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            limits::serve(plain, router, shutdown, header_timeout).await?
         }
-        Err(tls) => {
-            axum::serve(tls, router)
-                .with_graceful_shutdown(shutdown)
-                .await?
-        }
+        Err(tls) => limits::serve(tls, router, shutdown, header_timeout).await?,
     }
     poller.abort();
+    for task in alert_tasks {
+        task.abort();
+    }
     // Running tasks stay `running` on disk and run again at the next start (at-least-once).
     tasks.shutdown().await;
     manager.shutdown().await;

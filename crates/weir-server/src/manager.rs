@@ -63,14 +63,6 @@ struct Entry {
     notices: Vec<String>,
 }
 
-/// A connector of a running pipeline, for `/ready`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Target {
-    Redis(String),
-    ClickHouse(String),
-    File(PathBuf),
-}
-
 /// The pipelines of one server.
 pub struct Manager {
     data_dir: PathBuf,
@@ -220,11 +212,15 @@ impl Manager {
             let started = lifecycle::start(&pipeline, &StartOptions::default(), &mut |n| {
                 notices.push(n.to_string())
             });
-            (started, notices)
+            let connectors = match &started {
+                Ok(s) => pipeline.connectors_of(s.job.metrics()),
+                Err(_) => BTreeMap::new(),
+            };
+            (started, notices, connectors)
         })
         .await
         .map_err(|e| ApiError::internal(format!("the start task failed: {e}")))?;
-        let (started, notices) = started;
+        let (started, notices, connectors) = started;
         for n in &notices {
             tracing::info!(pipeline = %name, "{n}");
         }
@@ -238,9 +234,10 @@ impl Manager {
             )));
         };
         entry.metrics = Some(started.job.metrics().clone());
-        // `/metrics` shows the current run's counters.
+        // `/metrics` shows the counters of the current run, added to those of the earlier
+        // runs of this pipeline in this process (stopped and resumed).
         self.metrics
-            .register_job(name, started.job.metrics().clone());
+            .register_job_with_connectors(name, started.job.metrics().clone(), connectors);
         entry.job = Some(started.job);
         entry.status = Status::Running;
         entry.last_error = None;
@@ -548,6 +545,99 @@ impl Manager {
         }
     }
 
+    /// The checkpoint history of a pipeline from its checkpoint directory, newest first, at
+    /// most `limit`: each retained checkpoint's id, start time, duration, sizes and outcome
+    /// (`completed`; `in_progress` for the newest while the job writes it; `incomplete` or
+    /// `corrupt` with the reason it cannot be restored; `abandoned` by a later
+    /// `--ignore-state` run). Read from each checkpoint's `_metadata` (its checksum checked;
+    /// blobs only by size). Retention (`settings.checkpoint.keep`) bounds how far back it goes.
+    pub fn checkpoints(&self, name: &str, limit: usize) -> Result<Value, ApiError> {
+        let (text, running, resumed_from, failed) = {
+            let entries = self.lock();
+            let e = entries
+                .get(name)
+                .ok_or_else(|| ApiError::not_found(format!("no pipeline named `{name}`")))?;
+            let failed = e
+                .metrics
+                .as_ref()
+                .and_then(|m| m.checkpoints())
+                .map(|c| c.failed);
+            (e.text.clone(), e.job.is_some(), e.resumed_from, failed)
+        };
+        let pipeline = self
+            .prepare(&text, &self.yaml_path(name))
+            .map_err(|e| ApiError::pipeline(&e))?;
+        let store = pipeline
+            .checkpoint_store()
+            .map_err(|e| ApiError::pipeline(&e))?
+            .ok_or_else(|| ApiError::internal("the server always keeps checkpoints"))?;
+        let listing = store
+            .list()
+            .map_err(|e| ApiError::internal(format!("{}: {e}", store.dir().display())))?;
+        let newest_id = listing
+            .checkpoints
+            .iter()
+            .map(|c| c.id())
+            .chain(listing.skipped.iter().map(|s| s.id))
+            .chain(listing.abandoned.iter().copied())
+            .max();
+        let mut rows: Vec<(u64, Value)> = Vec::new();
+        for c in &listing.checkpoints {
+            let i = c.info();
+            rows.push((
+                i.id,
+                json!({
+                    "id": i.id,
+                    "outcome": "completed",
+                    "started_at": i.started_at,
+                    "started_at_ms": i.started_at_ms,
+                    "duration_ms": i.duration_ms,
+                    "bytes_written": i.bytes_written,
+                    "total_bytes": i.total_bytes,
+                    "incremental": i.incremental,
+                    "resumed_from": resumed_from == Some(i.id),
+                }),
+            ));
+        }
+        for s in &listing.skipped {
+            let outcome = match s.reason {
+                // The job writes `_metadata` last: the newest one of a running job is being
+                // written now.
+                weir_checkpoint::SkipReason::NoMetadata if running && newest_id == Some(s.id) => {
+                    "in_progress"
+                }
+                weir_checkpoint::SkipReason::NoMetadata => "incomplete",
+                _ => "corrupt",
+            };
+            let mut row = json!({"id": s.id, "outcome": outcome});
+            if outcome != "in_progress" {
+                row["reason"] = json!(s.reason.to_string());
+            }
+            rows.push((s.id, row));
+        }
+        for &id in &listing.abandoned {
+            rows.push((
+                id,
+                json!({
+                    "id": id,
+                    "outcome": "abandoned",
+                    "reason": "a later run started without this state (--ignore-state or --from-checkpoint); it is never resumed from",
+                }),
+            ));
+        }
+        rows.sort_by_key(|row| std::cmp::Reverse(row.0));
+        let total = rows.len();
+        let list: Vec<Value> = rows.into_iter().take(limit).map(|(_, v)| v).collect();
+        Ok(json!({
+            "name": name,
+            "dir": store.dir().display().to_string(),
+            "keep": store.keep(),
+            "total": total,
+            "failed_this_run": failed,
+            "checkpoints": list,
+        }))
+    }
+
     /// The text of a pipeline as submitted.
     pub fn text(&self, name: &str) -> Option<String> {
         self.lock().get(name).map(|e| e.text.clone())
@@ -564,17 +654,14 @@ impl Manager {
         let Some(dead) = &pipeline.spec.dead_letter else {
             return Ok(json!({ "dead_letters": [], "destination": Value::Null }));
         };
-        let Some(path) = dead
-            .path
-            .as_ref()
-            .filter(|_| dead.kind == weir_pipeline::spec::SinkKind::File)
-        else {
+        let weir_pipeline::spec::SinkConfig::File(file) = &dead.config else {
             return Err(ApiError::new(
                 axum::http::StatusCode::NOT_IMPLEMENTED,
                 "not_supported",
                 "dead letters can be listed for a `file` dead-letter output only",
             ));
         };
+        let path = &file.path;
         let path = if path.is_relative() {
             self.data_dir.join("pipelines").join(path)
         } else {
@@ -599,8 +686,9 @@ impl Manager {
         }))
     }
 
-    /// The connectors of every running pipeline and their checkpoint health, for `/ready`.
-    pub fn readiness_inputs(&self) -> (Vec<(String, Target)>, Vec<String>) {
+    /// Every running pipeline (as it runs, to check its connectors) and the problems of
+    /// their checkpoints, for `/ready`.
+    pub fn readiness_inputs(&self) -> (Vec<(String, Pipeline)>, Vec<String>) {
         let entries = self.lock();
         let mut targets = Vec::new();
         let mut problems = Vec::new();
@@ -608,8 +696,9 @@ impl Manager {
             if e.status != Status::Running {
                 continue;
             }
-            if let Ok(p) = self.prepare(&e.text, &self.yaml_path(name)) {
-                targets.extend(connector_targets(&p).into_iter().map(|t| (name.clone(), t)));
+            match self.prepare(&e.text, &self.yaml_path(name)) {
+                Ok(p) => targets.push((name.clone(), p)),
+                Err(e) => problems.push(format!("pipeline `{name}`: {e}")),
             }
             if let Some(interval) = e.checkpoint_interval {
                 let allowed = (interval * 5).max(Duration::from_secs(5));
@@ -625,51 +714,6 @@ impl Manager {
         }
         (targets, problems)
     }
-}
-
-fn connector_targets(p: &Pipeline) -> Vec<Target> {
-    use weir_pipeline::spec::{SinkKind, SourceKind};
-    let mut out = Vec::new();
-    for (_, s) in p.source_specs() {
-        match s.kind {
-            SourceKind::RedisStream => {
-                if let Some(url) = &s.url {
-                    out.push(Target::Redis(url.clone()));
-                }
-            }
-            SourceKind::File => {
-                if let Some(path) = &s.path {
-                    let path = if path.is_relative() {
-                        Path::new(p.file())
-                            .parent()
-                            .map(|d| d.join(path))
-                            .unwrap_or_else(|| path.clone())
-                    } else {
-                        path.clone()
-                    };
-                    // A glob names files that may not exist yet: its directory must.
-                    let globbed = path
-                        .file_name()
-                        .is_some_and(|n| n.to_string_lossy().contains(['*', '?']));
-                    let path = match path.parent() {
-                        Some(dir) if globbed => dir.to_path_buf(),
-                        _ => path,
-                    };
-                    out.push(Target::File(path));
-                }
-            }
-            _ => {}
-        }
-    }
-    let sinks = p.spec.sink.iter().chain(p.spec.sinks.iter().flatten());
-    for sink in sinks.chain(p.spec.dead_letter.iter()) {
-        match (sink.kind, &sink.url) {
-            (SinkKind::Clickhouse, Some(url)) => out.push(Target::ClickHouse(url.clone())),
-            (SinkKind::RedisStream, Some(url)) => out.push(Target::Redis(url.clone())),
-            _ => {}
-        }
-    }
-    out
 }
 
 impl Entry {

@@ -1,20 +1,34 @@
-//! `/ready`: every running pipeline's connectors answer (Redis `PING`, ClickHouse `SELECT 1`,
-//! input files exist), each within a short timeout, and its checkpoints progress. The answer
-//! is reused for a short while so that a probe storm does not become a connector storm.
+//! `/ready`: every running pipeline's connectors answer, each pipeline's checks within a short
+//! timeout, and its checkpoints progress. The checks are the connectors' own (the ones
+//! `weir validate --connect` runs: Redis `PING`, ClickHouse `SELECT 1`, input files readable,
+//! output files writable, an HTTP endpoint accepting a connection; see
+//! [`weir_pipeline::Pipeline::check_connections`]), not a second copy here. The answer is
+//! reused for a short while so that a probe storm does not become a connector storm, and a
+//! check still running past its timeout is not started again until it ends.
 
-use crate::manager::{Manager, Target};
+use crate::manager::Manager;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
+use weir_pipeline::Pipeline;
 
 /// The readiness checker.
 pub struct Ready {
     timeout: Duration,
     cache_for: Duration,
     cached: Mutex<Option<(Instant, bool, Value)>>,
-    http: reqwest::Client,
+    /// Checks still running (past their timeout), by pipeline and key.
+    in_flight: Arc<std::sync::Mutex<HashSet<(String, String)>>>,
+}
+
+/// One connector's outcome.
+struct Outcome {
+    pipeline: String,
+    key: String,
+    connector: &'static str,
+    error: Option<String>,
 }
 
 impl Ready {
@@ -23,11 +37,7 @@ impl Ready {
             timeout,
             cache_for,
             cached: Mutex::new(None),
-            http: {
-                // reqwest is built without a crypto provider of its own.
-                weir_connectors::tls::install_provider();
-                reqwest::Client::new()
-            },
+            in_flight: Arc::default(),
         }
     }
 
@@ -39,30 +49,30 @@ impl Ready {
         {
             return (*ok, body.clone());
         }
-        let (targets, mut reasons) = manager.readiness_inputs();
-        // One check per distinct connector, shared by the pipelines that use it.
-        let mut users: BTreeMap<Target, Vec<String>> = BTreeMap::new();
-        for (pipeline, target) in targets {
-            users.entry(target).or_default().push(pipeline);
+        let (pipelines, mut reasons) = manager.readiness_inputs();
+        let mut checks = Vec::new();
+        for (name, p) in pipelines {
+            let p = Arc::new(p);
+            for (key, connector) in p.connector_keys() {
+                checks.push(self.check_one(name.clone(), p.clone(), key, connector));
+            }
         }
-        let checks = users.keys().map(|t| self.check_one(t));
         let results = futures::future::join_all(checks).await;
         let mut connectors = Vec::new();
-        for ((target, pipelines), result) in users.iter().zip(results) {
-            let (kind, at) = describe(target);
-            connectors.push(json!({
-                "connector": kind,
-                "target": at,
-                "pipelines": pipelines,
-                "ok": result.is_ok(),
-                "error": result.as_ref().err(),
-            }));
-            if let Err(e) = result {
+        for o in results.into_iter().flatten() {
+            if let Some(e) = &o.error {
                 reasons.push(format!(
-                    "{kind} {at} (pipelines {}): {e}",
-                    pipelines.join(", ")
+                    "pipeline `{}`: {} ({}): {e}",
+                    o.pipeline, o.key, o.connector
                 ));
             }
+            connectors.push(json!({
+                "pipeline": o.pipeline,
+                "key": o.key,
+                "connector": o.connector,
+                "ok": o.error.is_none(),
+                "error": o.error,
+            }));
         }
         let ok = reasons.is_empty();
         let body = json!({
@@ -74,64 +84,63 @@ impl Ready {
         (ok, body)
     }
 
-    async fn check_one(&self, target: &Target) -> Result<(), String> {
-        let timeout = self.timeout;
-        let work = async {
-            match target {
-                Target::Redis(url) => {
-                    let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
-                    let mut conn = client
-                        .get_multiplexed_async_connection()
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let pong: String = redis::cmd("PING")
-                        .query_async(&mut conn)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    if pong == "PONG" {
-                        Ok(())
-                    } else {
-                        Err(format!("PING answered `{pong}`"))
-                    }
-                }
-                Target::ClickHouse(url) => {
-                    let response = self
-                        .http
-                        .get(format!("{}/?query=SELECT%201", url.trim_end_matches('/')))
-                        .send()
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let status = response.status();
-                    let text = response.text().await.map_err(|e| e.to_string())?;
-                    if status.is_success() && text.trim() == "1" {
-                        Ok(())
-                    } else {
-                        Err(format!("SELECT 1 answered {status}: {}", text.trim()))
-                    }
-                }
-                Target::File(path) => match tokio::fs::metadata(path).await {
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(format!("{}: {e}", path.display())),
-                },
-            }
+    /// Runs one connector's check (the synchronous check of `weir validate --connect`) on a
+    /// blocking thread, waiting at most the timeout. `None`: nothing to check (stdin,
+    /// stdout, a generator, discard).
+    async fn check_one(
+        &self,
+        pipeline: String,
+        p: Arc<Pipeline>,
+        key: String,
+        connector: &'static str,
+    ) -> Option<Outcome> {
+        let outcome = |error: Option<String>| Outcome {
+            pipeline: pipeline.clone(),
+            key: key.clone(),
+            connector,
+            error,
         };
-        match tokio::time::timeout(timeout, work).await {
-            Ok(result) => result,
-            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+        let id = (pipeline.clone(), key.clone());
+        if !self.in_flight().insert(id.clone()) {
+            return Some(outcome(Some(format!(
+                "no answer yet to a check started more than {} ms ago",
+                self.timeout.as_millis()
+            ))));
+        }
+        let in_flight = self.in_flight.clone();
+        let work = {
+            let (id, key) = (id.clone(), key.clone());
+            tokio::task::spawn_blocking(move || {
+                let result = p.check_connection(&key);
+                in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+                result
+            })
+        };
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(Ok(Ok(false))) => None,
+            Ok(Ok(Ok(true))) => Some(outcome(None)),
+            Ok(Ok(Err(e))) => Some(outcome(Some(e.to_string()))),
+            Ok(Err(e)) => {
+                self.in_flight().remove(&id);
+                Some(outcome(Some(format!("the check failed: {e}"))))
+            }
+            Err(_) => Some(outcome(Some(format!(
+                "no answer within {} ms",
+                self.timeout.as_millis()
+            )))),
         }
     }
-}
 
-fn describe(target: &Target) -> (&'static str, String) {
-    match target {
-        Target::Redis(url) => ("redis", redact(url)),
-        Target::ClickHouse(url) => ("clickhouse", redact(url)),
-        Target::File(path) => ("file", path.display().to_string()),
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<(String, String)>> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 /// A URL without its user name and password.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}{}", &url[..scheme + 3], &url[at + 1..])

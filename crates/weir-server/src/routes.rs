@@ -148,6 +148,13 @@ pub fn table() -> Vec<Route> {
             || get(dead_letters),
         ),
         r(
+            Method::GET,
+            "/v1/pipelines/{name}/checkpoints",
+            Role::Viewer,
+            "The retained checkpoints (?limit=N, default 20), newest first: {id, outcome, started_at, duration_ms, bytes_written, total_bytes, incremental, reason}",
+            || get(checkpoints),
+        ),
+        r(
             Method::POST,
             "/v1/schemas",
             Role::Admin,
@@ -181,6 +188,13 @@ pub fn table() -> Vec<Route> {
             Role::Operator,
             "Submit a task {action, data, priority?, timeout?, agent?, idempotency_key?}: 202 {task_id, status} once durably queued; 400 bad input or no agent; 503 shutting down",
             || post(crate::tasks::submit),
+        ),
+        r(
+            Method::GET,
+            "/v1/tasks",
+            Role::Viewer,
+            "Tasks, queued and running first, then the most recently finished: {tasks: [{task_id, action, status, priority, agent, attempts, submitted_at, finished_at, error}]}; ?status=&action=&limit= (default and most 1000); 400 on a bad parameter",
+            || get(crate::tasks::list),
         ),
         r(
             Method::GET,
@@ -226,6 +240,13 @@ pub fn table() -> Vec<Route> {
         ),
         r(
             Method::GET,
+            "/v1/alerts",
+            Role::Viewer,
+            "Every alert rule (alerts: in the server config) with its state (inactive, pending, firing), value, threshold and last notification",
+            crate::alerts::route,
+        ),
+        r(
+            Method::GET,
             "/v1/events",
             Role::Viewer,
             "Server-Sent Events: a snapshot of every pipeline's status and counters about once a second",
@@ -249,7 +270,17 @@ pub fn router(state: AppState) -> Router {
         router = router.route(route.path, (route.handler)());
     }
     let body_limit = state.config.body_limit;
+    // Outermost first: the role check, then the token's request budget, then the body read
+    // within its size and time limits (a refused request's body is never read).
     router
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::limits::read_body,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::limits::rate_limit,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authorize,
@@ -461,6 +492,20 @@ async fn dead_letters(
 ) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(100).min(10_000);
     Ok(axum::Json(app.manager.dead_letters(&name, limit)?).into_response())
+}
+
+async fn checkpoints(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<LimitQuery>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(20).min(1_000);
+    let manager = app.manager.clone();
+    // Reads every retained checkpoint's metadata: off the async workers.
+    let history = tokio::task::spawn_blocking(move || manager.checkpoints(&name, limit))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(axum::Json(history).into_response())
 }
 
 async fn register_schema(State(app): State<AppState>, body: Bytes) -> Result<Response, ApiError> {

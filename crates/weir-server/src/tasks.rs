@@ -4,13 +4,16 @@
 use crate::App;
 use crate::error::ApiError;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use std::collections::HashMap;
 use std::path::Path as FsPath;
 use std::sync::Arc;
-use weir_tasks::{AgentsConfig, CancelOutcome, TaskError, TaskRequest, TaskService};
+use weir_tasks::{
+    AgentsConfig, CancelOutcome, MAX_LIST, TaskError, TaskFilter, TaskRequest, TaskService,
+};
 
 type AppState = Arc<App>;
 
@@ -21,16 +24,20 @@ pub async fn open(
     agents: Option<&FsPath>,
     metrics: &weir_telemetry::Metrics,
 ) -> Result<Arc<TaskService>, crate::ServeError> {
-    let config = match agents {
+    let mut config = match agents {
         Some(path) => AgentsConfig::from_file(path)
             .map_err(|e| crate::ServeError::Config(format!("agents: {e}")))?,
         None => AgentsConfig::default(),
     };
+    // `kind: pipeline` agents run on the pipeline runtime, in this process.
+    config.pipelines = Some(weir_pipeline::agent::builder());
     let dir = data_dir.join("tasks");
     let service = TaskService::open(&dir, config)
         .await
         .map_err(|e| crate::ServeError::Config(format!("task service: {e}")))?;
     let service = Arc::new(service);
+    // Pipelines in this process (`task:` steps without `server`) send their tasks here.
+    service.register_local();
     let source = service.clone();
     metrics.register_tasks(Arc::new(move || {
         let m = source.metrics();
@@ -96,6 +103,48 @@ pub async fn submit(State(app): State<AppState>, body: Bytes) -> Result<Response
         axum::Json(json!({"task_id": accepted.task_id, "status": accepted.status})),
     )
         .into_response())
+}
+
+/// `GET /v1/tasks?status=&action=&limit=`: `{tasks: [...]}`, queued and running first, then
+/// the most recently finished. An unknown parameter or a bad value is a 400 naming it.
+pub async fn list(
+    State(app): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let bad = |key: &str, message: String| {
+        ApiError::bad_request("invalid_query", format!("{key}: {message}")).with("key", key)
+    };
+    let mut filter = TaskFilter::default();
+    for (key, value) in &query {
+        match key.as_str() {
+            "status" if !value.is_empty() => {
+                filter.status = Some(value.parse().map_err(|e| bad("status", e))?);
+            }
+            "action" if !value.is_empty() => filter.action = Some(value.clone()),
+            "limit" => {
+                let n: usize = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIST).contains(n))
+                    .ok_or_else(|| {
+                        bad(
+                            "limit",
+                            format!("expected a number from 1 to {MAX_LIST}, found {value:?}"),
+                        )
+                    })?;
+                filter.limit = Some(n);
+            }
+            "status" | "action" => {}
+            other => {
+                return Err(bad(
+                    other,
+                    "unknown parameter; expected status, action or limit".into(),
+                ));
+            }
+        }
+    }
+    let tasks = app.tasks.list(&filter).map_err(task_error)?;
+    Ok(axum::Json(json!({ "tasks": tasks })).into_response())
 }
 
 /// `GET /v1/tasks/{id}`.

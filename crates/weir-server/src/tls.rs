@@ -135,6 +135,7 @@ impl TlsListener {
                             continue;
                         }
                     };
+                    let _ = tcp.set_nodelay(true);
                     let config = match current.read() {
                         Ok(c) => c.clone(),
                         Err(poisoned) => poisoned.into_inner().clone(),

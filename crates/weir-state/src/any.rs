@@ -277,6 +277,9 @@ impl<K: StateKey, V: StateValue> KeyedStore<K, V> for AnyStore<K, V> {
     fn checkpoints_as_files(&self) -> bool {
         each!(self, s => s.checkpoints_as_files())
     }
+    fn size_on_disk(&self) -> Option<u64> {
+        each!(self, s => s.size_on_disk())
+    }
     fn checkpoint_files(&mut self, dir: &Path) -> Result<FileCheckpoint, StateError> {
         each!(self, s => s.checkpoint_files(dir))
     }

@@ -1102,6 +1102,10 @@ impl<K: StateKey, V: StateValue> KeyedStore<K, V> for DiskStore<K, V> {
         true
     }
 
+    fn size_on_disk(&self) -> Option<u64> {
+        Some(self.disk_space())
+    }
+
     fn checkpoint_files(&mut self, dir: &Path) -> Result<FileCheckpoint, StateError> {
         DiskStore::checkpoint_files(self, dir)
     }

@@ -150,6 +150,13 @@ pub trait KeyedStore<K: StateKey, V: StateValue>: Send + 'static {
         self.apply_snapshot_from(&mut &blob[..])
     }
 
+    /// The space the backend's data takes, when the backend can tell cheaply (the on-disk
+    /// backend: its files on disk). `None`: the caller estimates it (the in-memory backend,
+    /// from the size of its snapshots).
+    fn size_on_disk(&self) -> Option<u64> {
+        None
+    }
+
     /// Whether this store checkpoints as files ([`checkpoint_files`](Self::checkpoint_files)):
     /// the on-disk backend does, linking its immutable tables instead of streaming every entry.
     fn checkpoints_as_files(&self) -> bool {

@@ -42,6 +42,41 @@ pub struct AgentsConfig {
     /// The file it came from (for errors).
     #[serde(skip)]
     pub file: Option<PathBuf>,
+    /// Builds the agents of `kind: pipeline` (set by the program that runs pipelines:
+    /// `weir serve` sets `weir_pipeline`'s). Without one, such agents are refused at open.
+    #[serde(skip)]
+    pub pipelines: Option<PipelineBuilder>,
+}
+
+/// What a `kind: pipeline` agent is made of: its name and its pipeline's YAML text.
+#[derive(Debug, Clone)]
+pub struct PipelineAgentSource {
+    /// The agent's name.
+    pub agent: String,
+    /// The pipeline YAML (a file's text, or the inline block).
+    pub text: String,
+    /// The name errors give: the pipeline file, or `FILE: agents[i].pipeline` for an inline
+    /// pipeline.
+    pub file: String,
+    /// The directory relative paths in the pipeline are resolved against.
+    pub dir: Option<PathBuf>,
+    /// Whether the pipeline is inline in the agents file (errors then name the agents file and
+    /// `agents[i].pipeline`, and count lines within the block).
+    pub inline: bool,
+}
+
+/// Builds a `kind: pipeline` agent; the error names the file, line and key.
+pub type BuildPipelineAgent =
+    dyn Fn(&PipelineAgentSource) -> Result<Arc<dyn Agent>, String> + Send + Sync;
+
+/// The builder of pipeline agents an [`AgentsConfig`] carries.
+#[derive(Clone)]
+pub struct PipelineBuilder(pub Arc<BuildPipelineAgent>);
+
+impl std::fmt::Debug for PipelineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PipelineBuilder")
+    }
 }
 
 impl Default for AgentsConfig {
@@ -52,6 +87,7 @@ impl Default for AgentsConfig {
             default_timeout: default_timeout(),
             agents: Vec::new(),
             file: None,
+            pipelines: None,
         }
     }
 }
@@ -107,6 +143,10 @@ pub struct AgentConfig {
     /// For `kind: command`.
     #[serde(default)]
     pub command: Option<CommandConfig>,
+    /// For `kind: pipeline`: `{ file: PATH }` (relative to the agents file), or the pipeline
+    /// inline (`{ steps: [...], fields: ..., settings: ... }`).
+    #[serde(default)]
+    pub pipeline: Option<serde_yaml::Value>,
     /// Retries (the task's attempt budget is 1 + retries), backoff between attempts, attempt
     /// timeout, rate limit and circuit breaker: the same block as `enrich_http`.
     #[serde(default)]
@@ -124,6 +164,8 @@ pub enum AgentKind {
     Http,
     /// Run a program.
     Command,
+    /// A Weir pipeline whose source is the agent's tasks and whose output is their results.
+    Pipeline,
 }
 
 /// `http: { url, max_response }`.
@@ -326,11 +368,45 @@ impl AgentsConfig {
                     if a.command.is_some() {
                         return Err(err("command", "only for kind command".into()));
                     }
+                    if a.pipeline.is_some() {
+                        return Err(err("pipeline", "only for kind pipeline".into()));
+                    }
                     if !(http.url.starts_with("http://") || http.url.starts_with("https://")) {
                         return Err(err(
                             "http.url",
                             format!("expected an http:// or https:// URL, found {:?}", http.url),
                         ));
+                    }
+                }
+                AgentKind::Pipeline => {
+                    let Some(pipeline) = &a.pipeline else {
+                        return Err(err(
+                            "pipeline",
+                            "kind pipeline needs a `pipeline:` block: `{ file: PATH }` or the pipeline inline (`{ steps: [...] }`)".into(),
+                        ));
+                    };
+                    if a.http.is_some() {
+                        return Err(err("http", "only for kind http".into()));
+                    }
+                    if a.command.is_some() {
+                        return Err(err("command", "only for kind command".into()));
+                    }
+                    let serde_yaml::Value::Mapping(map) = pipeline else {
+                        return Err(err(
+                            "pipeline",
+                            "expected a map: `{ file: PATH }` or the pipeline inline".into(),
+                        ));
+                    };
+                    if let Some(file) = map.get("file") {
+                        if map.len() > 1 {
+                            return Err(err(
+                                "pipeline.file",
+                                "`file` names the whole pipeline: no other keys beside it".into(),
+                            ));
+                        }
+                        if !matches!(file, serde_yaml::Value::String(f) if !f.is_empty()) {
+                            return Err(err("pipeline.file", "expected a file path".into()));
+                        }
                     }
                 }
                 AgentKind::Command => {
@@ -342,6 +418,9 @@ impl AgentsConfig {
                     };
                     if a.http.is_some() {
                         return Err(err("http", "only for kind http".into()));
+                    }
+                    if a.pipeline.is_some() {
+                        return Err(err("pipeline", "only for kind pipeline".into()));
                     }
                     if command.program.as_os_str().is_empty() {
                         return Err(err("command.program", "expected a program".into()));
@@ -387,43 +466,117 @@ impl AgentsConfig {
         Ok(())
     }
 
-    /// The agents, built (HTTP clients, command runners, probes).
-    pub fn specs(&self) -> Vec<AgentSpec> {
-        self.agents
-            .iter()
-            .map(|a| {
-                let agent: Arc<dyn Agent> = match (a.kind, &a.http, &a.command) {
-                    (AgentKind::Http, Some(h), _) => {
-                        Arc::new(HttpAgent::new(&h.url, h.max_response))
-                    }
-                    (_, _, Some(c)) => Arc::new(CommandAgent {
-                        program: c.program.clone(),
-                        args: c.args.clone(),
-                        env: c.env.clone(),
-                        cwd: c.cwd.clone(),
-                        max_stdout: c.max_stdout,
-                        max_stderr: c.max_stderr,
-                    }),
-                    // `validate` guarantees the block of the kind.
-                    _ => Arc::new(Unconfigured),
-                };
-                let health = a.health.as_ref().map(|h| {
-                    let probe = match (&h.url, &h.command) {
-                        (Some(url), _) => HealthProbe::Http(url.clone(), reqwest::Client::new()),
-                        (_, command) => HealthProbe::Command(command.clone().unwrap_or_default()),
+    /// The agents, built (HTTP clients, command runners, pipelines, probes). A `kind:
+    /// pipeline` agent needs [`pipelines`](Self::pipelines); its pipeline's errors name the
+    /// file, line and key.
+    pub fn specs(&self) -> Result<Vec<AgentSpec>, AgentsConfigError> {
+        let file = self
+            .file
+            .as_ref()
+            .map(|f| f.display().to_string())
+            .unwrap_or_else(|| "<inline>".into());
+        let dir = self
+            .file
+            .as_ref()
+            .and_then(|f| f.parent())
+            .map(Path::to_path_buf);
+        let mut specs = Vec::with_capacity(self.agents.len());
+        for (i, a) in self.agents.iter().enumerate() {
+            let agent: Arc<dyn Agent> = match (a.kind, &a.http, &a.command) {
+                (AgentKind::Http, Some(h), _) => Arc::new(HttpAgent::new(&h.url, h.max_response)),
+                (AgentKind::Command, _, Some(c)) => Arc::new(CommandAgent {
+                    program: c.program.clone(),
+                    args: c.args.clone(),
+                    env: c.env.clone(),
+                    cwd: c.cwd.clone(),
+                    max_stdout: c.max_stdout,
+                    max_stderr: c.max_stderr,
+                }),
+                (AgentKind::Pipeline, _, _) => {
+                    let source = self.pipeline_source(i, &file, dir.as_deref())?;
+                    let err = |message: String| AgentsConfigError {
+                        file: file.clone(),
+                        line: 0,
+                        key: format!("agents[{i}].pipeline"),
+                        message,
                     };
-                    (probe, h.clone())
-                });
-                AgentSpec {
-                    name: a.name.clone(),
-                    capabilities: a.capabilities.iter().cloned().collect(),
-                    concurrency: a.concurrency,
-                    agent,
-                    policy: a.policy.clone(),
-                    health,
+                    let Some(builder) = &self.pipelines else {
+                        return Err(err(
+                            "pipeline agents run inside `weir serve` (no pipeline runtime here)"
+                                .into(),
+                        ));
+                    };
+                    (builder.0)(&source).map_err(err)?
                 }
-            })
-            .collect()
+                // `validate` guarantees the block of the kind.
+                _ => Arc::new(Unconfigured),
+            };
+            let health = a.health.as_ref().map(|h| {
+                let probe = match (&h.url, &h.command) {
+                    (Some(url), _) => HealthProbe::Http(url.clone(), crate::http_client()),
+                    (_, command) => HealthProbe::Command(command.clone().unwrap_or_default()),
+                };
+                (probe, h.clone())
+            });
+            specs.push(AgentSpec {
+                name: a.name.clone(),
+                capabilities: a.capabilities.iter().cloned().collect(),
+                concurrency: a.concurrency,
+                agent,
+                policy: a.policy.clone(),
+                health,
+            });
+        }
+        Ok(specs)
+    }
+
+    /// The pipeline of agent `i` (`kind: pipeline`): its file's text, or the inline block.
+    fn pipeline_source(
+        &self,
+        i: usize,
+        file: &str,
+        dir: Option<&Path>,
+    ) -> Result<PipelineAgentSource, AgentsConfigError> {
+        let a = &self.agents[i];
+        let err = |key: &str, message: String| AgentsConfigError {
+            file: file.to_string(),
+            line: 0,
+            key: format!("agents[{i}].{key}"),
+            message,
+        };
+        let block = a
+            .pipeline
+            .as_ref()
+            .ok_or_else(|| err("pipeline", "kind pipeline needs a `pipeline:` block".into()))?;
+        if let Some(serde_yaml::Value::String(path)) = block.get("file") {
+            let path = PathBuf::from(path);
+            let path = match dir {
+                Some(d) if path.is_relative() => d.join(path),
+                _ => path,
+            };
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                err(
+                    "pipeline.file",
+                    format!("cannot read the pipeline {}: {e}", path.display()),
+                )
+            })?;
+            return Ok(PipelineAgentSource {
+                agent: a.name.clone(),
+                text,
+                file: path.display().to_string(),
+                dir: path.parent().map(Path::to_path_buf),
+                inline: false,
+            });
+        }
+        let text = serde_yaml::to_string(block)
+            .map_err(|e| err("pipeline", format!("cannot read the inline pipeline: {e}")))?;
+        Ok(PipelineAgentSource {
+            agent: a.name.clone(),
+            text,
+            file: format!("{file}: agents[{i}].pipeline"),
+            dir: dir.map(Path::to_path_buf),
+            inline: true,
+        })
     }
 }
 
@@ -578,6 +731,25 @@ agents:
         let bad = format!("{GOOD}    policy: {{ retries: -1 }}\n");
         let e = AgentsConfig::parse(&bad, "a.yaml").unwrap_err();
         assert_eq!(e.line, 7, "{e}");
+
+        let bad = GOOD.replace("kind: command", "kind: pipeline");
+        let e = AgentsConfig::parse(&bad, "a.yaml").unwrap_err();
+        assert_eq!(e.key, "agents[0].pipeline", "{e}");
+        let bad = GOOD.replace("kind: command", "kind: pipeline").replace(
+            "command: { program: cat }",
+            "pipeline: { file: p.yaml, steps: [] }",
+        );
+        let e = AgentsConfig::parse(&bad, "a.yaml").unwrap_err();
+        assert_eq!(e.key, "agents[0].pipeline.file", "{e}");
+        let inline = GOOD
+            .replace("kind: command", "kind: pipeline")
+            .replace("command: { program: cat }", "pipeline: { steps: [] }");
+        let c = AgentsConfig::parse(&inline, "a.yaml").unwrap();
+        let e = c.specs().unwrap_err();
+        assert!(
+            e.key == "agents[0].pipeline" && e.message.contains("weir serve"),
+            "{e}"
+        );
 
         let bad = format!(
             "{GOOD}  - name: echo\n    kind: command\n    capabilities: [x]\n    command: {{ program: cat }}\n"

@@ -3,7 +3,9 @@
 //! This crate owns the task queue and everything below the HTTP layer of `/v1/tasks` and
 //! `/v1/agents`: the durable store (fjall), the priority queue with aging, idempotency,
 //! cancellation and result retention; agents (the in-process [`Agent`] trait and the `http`
-//! and `command` kinds declared in an `agents:` YAML file, [`AgentsConfig`]); the dispatcher
+//! and `command` kinds declared in an `agents:` YAML file, [`AgentsConfig`]; `pipeline` agents
+//! are declared there too and built by the [`PipelineBuilder`] `weir-pipeline` provides); the
+//! [`TaskEndpoint`] a pipeline's `task:` step sends its tasks through; the dispatcher
 //! that routes a task by action to a healthy agent with free concurrency and runs it under the
 //! agent's resilience policy (`weir-resilience`); supervision (health checks, breakers); and
 //! the counters behind the task metrics. [`TaskService`] is the API the server calls.
@@ -77,18 +79,29 @@
 
 mod agent;
 mod config;
+mod endpoint;
 mod error;
 mod metrics;
 mod model;
 mod service;
 mod store;
 
+/// An HTTP client, with rustls's ring provider installed first: when the tree builds reqwest
+/// with `rustls-no-provider` (weir-connectors does), a client built without one panics.
+pub(crate) fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 pub use agent::{Agent, CommandAgent, HttpAgent, TaskInput};
 pub use config::{
-    AgentConfig, AgentKind, AgentSpec, AgentsConfig, AgentsConfigError, CommandConfig,
-    HealthConfig, HttpConfig,
+    AgentConfig, AgentKind, AgentSpec, AgentsConfig, AgentsConfigError, BuildPipelineAgent,
+    CommandConfig, HealthConfig, HttpConfig, PipelineAgentSource, PipelineBuilder,
 };
+pub use endpoint::{EndpointError, TaskEndpoint};
 pub use error::{AgentError, TaskError};
 pub use metrics::{DURATION_BUCKETS, TaskMetrics};
-pub use model::{Attempt, TaskAccepted, TaskRequest, TaskStatus, TaskView};
+pub use model::{
+    Attempt, MAX_LIST, TaskAccepted, TaskFilter, TaskRequest, TaskStatus, TaskSummary, TaskView,
+};
 pub use service::{AgentView, CancelOutcome, TaskService};

@@ -214,6 +214,66 @@ pub struct TaskView {
     pub agent: Option<String>,
 }
 
+/// A task in a list (`GET /v1/tasks`): who, what, where it is; without data and result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSummary {
+    /// The id.
+    pub task_id: String,
+    /// The action.
+    pub action: String,
+    /// The status.
+    pub status: TaskStatus,
+    /// The priority.
+    pub priority: i32,
+    /// The agent of the latest attempt.
+    pub agent: Option<String>,
+    /// Finished attempts.
+    pub attempts: usize,
+    /// Submission time, seconds since the Unix epoch.
+    pub submitted_at: f64,
+    /// Finish time, seconds since the Unix epoch, once finished.
+    pub finished_at: Option<f64>,
+    /// The error of a failed or timed-out task.
+    pub error: Option<String>,
+}
+
+/// Which tasks [`TaskService::list`](crate::TaskService::list) returns.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TaskFilter {
+    /// Only tasks in this status.
+    pub status: Option<TaskStatus>,
+    /// Only tasks of this action.
+    pub action: Option<String>,
+    /// At most this many (default and most: [`MAX_LIST`]).
+    pub limit: Option<usize>,
+}
+
+/// The most tasks one list returns.
+pub const MAX_LIST: usize = 1000;
+
+impl TaskFilter {
+    pub(crate) fn matches(&self, rec: &TaskRecord) -> bool {
+        self.status.is_none_or(|s| s == rec.status)
+            && self.action.as_ref().is_none_or(|a| *a == rec.action)
+    }
+}
+
+impl std::str::FromStr for TaskStatus {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        TaskStatus::ALL
+            .into_iter()
+            .find(|s| s.as_str() == text)
+            .ok_or_else(|| {
+                format!(
+                    "expected one of {}, found {text:?}",
+                    TaskStatus::ALL.map(|s| s.as_str()).join(", ")
+                )
+            })
+    }
+}
+
 /// The stored record of a task.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct TaskRecord {
@@ -243,6 +303,20 @@ pub(crate) struct TaskRecord {
 }
 
 impl TaskRecord {
+    pub fn summary(&self) -> TaskSummary {
+        TaskSummary {
+            task_id: self.task_id.clone(),
+            action: self.action.clone(),
+            status: self.status,
+            priority: self.priority,
+            agent: self.agent.clone(),
+            attempts: self.attempts.len(),
+            submitted_at: self.submitted_ms as f64 / 1000.0,
+            finished_at: self.finished_ms.map(|f| f as f64 / 1000.0),
+            error: self.error.clone(),
+        }
+    }
+
     pub fn view(&self) -> TaskView {
         let execution_time = match (self.started_ms, self.finished_ms) {
             (Some(s), Some(f)) => Some(f.saturating_sub(s) as f64 / 1000.0),

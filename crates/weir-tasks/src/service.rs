@@ -4,7 +4,10 @@ use crate::agent::{Agent, HealthProbe, TaskInput};
 use crate::config::{AgentSpec, AgentsConfig, HealthConfig, validate_policy};
 use crate::error::{AgentError, TaskError};
 use crate::metrics::{Counters, TaskMetrics};
-use crate::model::{Attempt, TaskAccepted, TaskRecord, TaskRequest, TaskStatus, TaskView, now_ms};
+use crate::model::{
+    Attempt, MAX_LIST, TaskAccepted, TaskFilter, TaskRecord, TaskRequest, TaskStatus, TaskSummary,
+    TaskView, now_ms,
+};
 use crate::store::{Store, Write, encode};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -188,7 +191,10 @@ impl TaskService {
         config: AgentsConfig,
         extra: Vec<AgentSpec>,
     ) -> Result<TaskService, TaskError> {
-        let mut specs = config.specs();
+        let mut specs = config.specs().map_err(|e| TaskError::Invalid {
+            field: "agents",
+            message: e.to_string(),
+        })?;
         specs.extend(extra);
         let mut agents = Vec::with_capacity(specs.len());
         let mut names = HashSet::new();
@@ -401,6 +407,53 @@ impl TaskService {
     /// The task, if known (kept until `results_ttl` after it finished).
     pub fn get(&self, task_id: &str) -> Result<Option<TaskView>, TaskError> {
         self.shared.get(task_id)
+    }
+
+    /// Tasks matching `filter`: queued and running ones first (newest submitted first), then
+    /// finished ones (most recently finished first), at most `filter.limit` (default and most
+    /// [`MAX_LIST`]).
+    pub fn list(&self, filter: &TaskFilter) -> Result<Vec<TaskSummary>, TaskError> {
+        let limit = filter.limit.unwrap_or(MAX_LIST).clamp(1, MAX_LIST);
+        let s = &self.shared;
+        let (mut live, finished): (Vec<(u64, TaskSummary)>, Vec<String>) = {
+            let st = lock(&s.state);
+            let live = st
+                .live
+                .values()
+                .filter(|l| filter.matches(&l.rec))
+                .map(|l| (l.rec.seq, l.rec.summary()))
+                .collect();
+            let finished = if filter.status.is_none_or(TaskStatus::is_terminal) {
+                st.finished.keys().rev().map(|(_, id)| id.clone()).collect()
+            } else {
+                Vec::new()
+            };
+            (live, finished)
+        };
+        live.sort_by_key(|t| std::cmp::Reverse(t.0));
+        let mut out: Vec<TaskSummary> = live.into_iter().take(limit).map(|(_, t)| t).collect();
+        for id in finished {
+            if out.len() >= limit {
+                break;
+            }
+            let recent = s
+                .store
+                .recent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&id)
+                .cloned();
+            let rec = match recent {
+                Some(rec) => Some((*rec).clone()),
+                None => s.store.get(&id)?,
+            };
+            if let Some(rec) = rec
+                && filter.matches(&rec)
+            {
+                out.push(rec.summary());
+            }
+        }
+        Ok(out)
     }
 
     /// Only the task's status (cheaper than [`get`](Self::get) for live tasks).

@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use weir_resilience::PolicyConfig;
 use weir_tasks::{
-    Agent, AgentError, AgentSpec, AgentsConfig, TaskError, TaskInput, TaskRequest, TaskService,
-    TaskStatus,
+    Agent, AgentError, AgentSpec, AgentsConfig, TaskError, TaskFilter, TaskInput, TaskRequest,
+    TaskService, TaskStatus,
 };
 
 /// Records the order of the tasks it runs; the task with data `"gate"` waits for a permit.
@@ -334,5 +334,85 @@ async fn a_clean_shutdown_requeues_running_tasks_and_keeps_finished_results() {
         *agent.order.lock().unwrap(),
         [json!("gate"), json!("after")]
     );
+    service.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_list_filters_by_status_and_action_live_tasks_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Arc::new(Recorder::default());
+    let service = open(dir.path(), "10s", "1h", agent.clone()).await;
+    let mut finished = Vec::new();
+    for i in 0..3 {
+        let t = service
+            .submit(TaskRequest::new("act", json!(i)))
+            .await
+            .unwrap();
+        service
+            .wait(&t.task_id, Duration::from_secs(30))
+            .await
+            .unwrap();
+        finished.push(t.task_id);
+        // Finish times a millisecond apart at least (the list orders by them).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The gate holds the only slot: one running, two queued behind it.
+    let gate = service
+        .submit(TaskRequest::new("act", json!("gate")))
+        .await
+        .unwrap();
+    while service.status(&gate.task_id).unwrap() != Some(TaskStatus::Running) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let q1 = service
+        .submit(TaskRequest::new("act", json!("q1")))
+        .await
+        .unwrap();
+    let q2 = service
+        .submit(TaskRequest::new("act", json!("q2")))
+        .await
+        .unwrap();
+
+    let ids = |filter: TaskFilter| -> Vec<String> {
+        service
+            .list(&filter)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.task_id)
+            .collect()
+    };
+    // Live tasks first, newest first; then finished ones, most recently finished first.
+    let all = ids(TaskFilter::default());
+    let mut expected = vec![q2.task_id.clone(), q1.task_id.clone(), gate.task_id.clone()];
+    expected.extend(finished.iter().rev().cloned());
+    assert_eq!(all, expected);
+    let queued = TaskFilter {
+        status: Some(TaskStatus::Queued),
+        ..TaskFilter::default()
+    };
+    assert_eq!(ids(queued), [q2.task_id.clone(), q1.task_id.clone()]);
+    let succeeded = TaskFilter {
+        status: Some(TaskStatus::Succeeded),
+        limit: Some(2),
+        ..TaskFilter::default()
+    };
+    assert_eq!(ids(succeeded), [finished[2].clone(), finished[1].clone()]);
+    let other = TaskFilter {
+        action: Some("other".into()),
+        ..TaskFilter::default()
+    };
+    assert!(ids(other).is_empty());
+    let summary = &service.list(&TaskFilter::default()).unwrap()[3];
+    assert_eq!(
+        (
+            summary.action.as_str(),
+            summary.status,
+            summary.attempts,
+            summary.agent.as_deref()
+        ),
+        ("act", TaskStatus::Succeeded, 1, Some("rec"))
+    );
+    assert!("done".parse::<TaskStatus>().is_err());
+    agent.gate.add_permits(1);
     service.shutdown().await;
 }

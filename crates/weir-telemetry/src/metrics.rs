@@ -34,7 +34,126 @@ const HTTP_BUCKETS: [f64; 12] = [
 ];
 
 type Labels = Vec<(&'static str, String)>;
-type Jobs = Arc<RwLock<BTreeMap<String, JobMetrics>>>;
+type Jobs = Arc<RwLock<BTreeMap<String, Registered>>>;
+
+/// A registered job: its live counters, the connector of each source and sink operator (by
+/// operator name), and what earlier runs of the same pipeline in this process counted.
+#[derive(Clone, Default)]
+struct Registered {
+    job: JobMetrics,
+    connectors: BTreeMap<String, String>,
+    carried: Carried,
+}
+
+/// The counts of earlier runs of a pipeline (stopped and resumed within this process), added
+/// to the current run's so that counters do not go back when it resumes.
+#[derive(Clone, Default)]
+struct Carried {
+    /// By operator name and instance.
+    instances: BTreeMap<(String, usize), InstanceMetrics>,
+    /// By operator name and policy name.
+    policies: BTreeMap<(String, String), PolicyMetrics>,
+    checkpoints: Option<CheckpointMetrics>,
+}
+
+impl Carried {
+    /// What the job counted (its view, earlier runs included), to carry into its next run.
+    fn of(view: &JobView) -> Carried {
+        let mut carried = Carried {
+            checkpoints: view.checkpoints.clone(),
+            ..Carried::default()
+        };
+        for op in &view.operators {
+            for i in &op.instances {
+                carried
+                    .instances
+                    .insert((op.name.clone(), i.instance), i.clone());
+            }
+            for (policy, m) in &op.policies {
+                carried
+                    .policies
+                    .insert((op.name.clone(), policy.clone()), *m);
+            }
+        }
+        carried
+    }
+
+    /// Adds the carried counts to a view of the current run (levels stay the current run's).
+    fn add_to(&self, view: &mut JobView) {
+        if self.instances.is_empty() && self.checkpoints.is_none() {
+            return;
+        }
+        for op in &mut view.operators {
+            for ((name, instance), before) in self.instances.range((op.name.clone(), 0)..) {
+                if *name != op.name {
+                    break;
+                }
+                match op.instances.iter_mut().find(|i| i.instance == *instance) {
+                    Some(now) => add_instance(now, before),
+                    // An instance the current run does not have (a lower parallelism).
+                    None => {
+                        let mut gone = before.clone();
+                        gone.gauges.clear();
+                        gone.input_channel = None;
+                        gone.watermark = None;
+                        op.instances.push(gone);
+                    }
+                }
+            }
+            for (policy, m) in &mut op.policies {
+                if let Some(before) = self.policies.get(&(op.name.clone(), policy.clone())) {
+                    m.retries += before.retries;
+                    let sum = |a: &mut Option<u64>, b: Option<u64>| {
+                        if let Some(b) = b {
+                            *a = Some(a.unwrap_or(0) + b);
+                        }
+                    };
+                    sum(&mut m.rate_limited, before.rate_limited);
+                    sum(&mut m.cache_hits, before.cache_hits);
+                    sum(&mut m.cache_misses, before.cache_misses);
+                }
+            }
+        }
+        if let Some(before) = &self.checkpoints {
+            let now = view
+                .checkpoints
+                .get_or_insert_with(CheckpointMetrics::default);
+            now.completed += before.completed;
+            now.failed += before.failed;
+            now.duration_sum += before.duration_sum;
+            if now.duration_buckets.is_empty() {
+                now.duration_buckets = before.duration_buckets.clone();
+            } else {
+                for (n, b) in now
+                    .duration_buckets
+                    .iter_mut()
+                    .zip(&before.duration_buckets)
+                {
+                    n.1 += b.1;
+                }
+            }
+            if now.last_size_bytes.is_none() {
+                now.last_size_bytes = before.last_size_bytes;
+            }
+        }
+    }
+}
+
+/// Adds an earlier run's counters of an instance to the current run's.
+fn add_instance(now: &mut InstanceMetrics, before: &InstanceMetrics) {
+    now.records_in += before.records_in;
+    now.records_out += before.records_out;
+    now.dropped += before.dropped;
+    now.errors += before.errors;
+    now.busy += before.busy;
+    if let (Some(n), Some(b)) = (&mut now.end_to_end, &before.end_to_end) {
+        n.count += b.count;
+        n.sum_us += b.sum_us;
+        for (x, y) in n.buckets.iter_mut().zip(&b.buckets) {
+            *x += y;
+        }
+    }
+}
 type TaskSource = Arc<RwLock<Option<Arc<dyn Fn() -> TaskCounts + Send + Sync>>>>;
 
 /// The task queue's numbers, read at scrape time from the source given to
@@ -121,10 +240,35 @@ impl Metrics {
         }
     }
 
-    /// Exposes a job's live counters under `pipeline` (replacing a job registered before under
-    /// that name).
+    /// Exposes a job's live counters under `pipeline`. A job registered before under that
+    /// name (an earlier run of the pipeline, stopped and now resumed) is replaced, and what
+    /// it counted is carried over: counters go on from where it stopped.
     pub fn register_job(&self, pipeline: &str, job: JobMetrics) {
-        self.jobs_mut().insert(pipeline.to_string(), job);
+        self.register_job_with_connectors(pipeline, job, BTreeMap::new());
+    }
+
+    /// [`register_job`](Self::register_job), with the connector of each source and sink
+    /// operator (operator name → connector type, e.g. `redis_stream`, `clickhouse`): their
+    /// metrics get a `connector` label.
+    pub fn register_job_with_connectors(
+        &self,
+        pipeline: &str,
+        job: JobMetrics,
+        connectors: BTreeMap<String, String>,
+    ) {
+        let mut jobs = self.jobs_mut();
+        let carried = jobs
+            .get(pipeline)
+            .map(|before| Carried::of(&view_of(pipeline, before)))
+            .unwrap_or_default();
+        jobs.insert(
+            pipeline.to_string(),
+            Registered {
+                job,
+                connectors,
+                carried,
+            },
+        );
     }
 
     /// Exposes the task metrics: `source` is called at each scrape.
@@ -132,14 +276,15 @@ impl Metrics {
         *self.inner.tasks.write().unwrap_or_else(|p| p.into_inner()) = Some(source);
     }
 
-    /// Stops exposing the job of `pipeline` (no-op if there is none).
+    /// Stops exposing the job of `pipeline` and forgets what its runs counted (no-op if there
+    /// is none).
     pub fn unregister_job(&self, pipeline: &str) {
         self.jobs_mut().remove(pipeline);
     }
 
     /// The live counters registered under `pipeline`.
     pub fn job(&self, pipeline: &str) -> Option<JobMetrics> {
-        self.jobs_read().get(pipeline).cloned()
+        self.jobs_read().get(pipeline).map(|r| r.job.clone())
     }
 
     /// The names of the registered pipelines, sorted.
@@ -149,7 +294,7 @@ impl Metrics {
 
     /// The totals of `pipeline` now (what the progress line and the summary show).
     pub fn totals(&self, pipeline: &str) -> Option<Totals> {
-        self.jobs_read().get(pipeline).map(Totals::of)
+        self.jobs_read().get(pipeline).map(|r| Totals::of(&r.job))
     }
 
     /// Counts one answered HTTP request: `route` is the route's pattern (e.g.
@@ -178,11 +323,11 @@ impl Metrics {
         text
     }
 
-    fn jobs_read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, JobMetrics>> {
+    fn jobs_read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Registered>> {
         self.inner.jobs.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn jobs_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, JobMetrics>> {
+    fn jobs_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Registered>> {
         self.inner.jobs.write().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -261,6 +406,8 @@ fn consumer_lag(i: &InstanceMetrics) -> Option<i64> {
 struct OperatorView {
     name: String,
     kind: &'static str,
+    /// The connector type of a source or sink, when the pipeline said.
+    connector: Option<String>,
     instances: Vec<InstanceMetrics>,
     policies: Vec<(String, PolicyMetrics)>,
 }
@@ -319,35 +466,55 @@ fn family(
     Ok(())
 }
 
+/// A registered job read now, with what its earlier runs counted.
+fn view_of(pipeline: &str, r: &Registered) -> JobView {
+    let mut view = JobView {
+        pipeline: pipeline.to_string(),
+        operators: r
+            .job
+            .operators()
+            .iter()
+            .map(|op| OperatorView {
+                name: op.name().to_string(),
+                kind: op.kind(),
+                connector: r.connectors.get(op.name()).cloned(),
+                instances: op.instances(),
+                policies: op.policies(),
+            })
+            .collect(),
+        checkpoints: r.job.checkpoints(),
+    };
+    r.carried.add_to(&mut view);
+    view
+}
+
 impl JobsCollector {
     fn views(&self) -> Vec<JobView> {
         let jobs = self.jobs.read().unwrap_or_else(|p| p.into_inner());
         jobs.iter()
-            .map(|(pipeline, job)| JobView {
-                pipeline: pipeline.clone(),
-                operators: job
-                    .operators()
-                    .iter()
-                    .map(|op| OperatorView {
-                        name: op.name().to_string(),
-                        kind: op.kind(),
-                        instances: op.instances(),
-                        policies: op.policies(),
-                    })
-                    .collect(),
-                checkpoints: job.checkpoints(),
-            })
+            .map(|(pipeline, r)| view_of(pipeline, r))
             .collect()
     }
 }
 
 fn instance_labels(job: &JobView, op: &OperatorView, i: &InstanceMetrics) -> Labels {
-    vec![
+    let mut labels = vec![
         ("pipeline", job.pipeline.clone()),
         ("operator", op.name.clone()),
         ("instance", i.instance.to_string()),
         ("kind", op.kind.to_string()),
-    ]
+    ];
+    if let Some(connector) = &op.connector {
+        labels.push(("connector", connector.clone()));
+    }
+    labels
+}
+
+fn state_size(i: &InstanceMetrics) -> Option<i64> {
+    i.gauges
+        .iter()
+        .find(|(name, _)| *name == "state_size_bytes")
+        .map(|&(_, v)| v)
 }
 
 /// Samples over every operator instance of every job.
@@ -378,14 +545,15 @@ fn per_policy(
         for op in &job.operators {
             for (policy, m) in &op.policies {
                 if let Some(v) = value(m) {
-                    out.push((
-                        vec![
-                            ("pipeline", job.pipeline.clone()),
-                            ("operator", op.name.clone()),
-                            ("policy", policy.clone()),
-                        ],
-                        v,
-                    ));
+                    let mut labels = vec![
+                        ("pipeline", job.pipeline.clone()),
+                        ("operator", op.name.clone()),
+                        ("policy", policy.clone()),
+                    ];
+                    if let Some(connector) = &op.connector {
+                        labels.push(("connector", connector.clone()));
+                    }
+                    out.push((labels, v));
                 }
             }
         }
@@ -478,6 +646,42 @@ impl Collector for JobsCollector {
             Gauge,
             per_instance(&views, |_, i| consumer_lag(i).map(Value::Level)),
         )?;
+        family(
+            e,
+            "weir_state_size_bytes",
+            "Size of the operator instance's keyed state at the latest checkpoint, as its backend reports it",
+            Gauge,
+            per_instance(&views, |_, i| state_size(i).map(Value::Level)),
+        )?;
+        let sinks = || {
+            views.iter().flat_map(|job| {
+                job.operators.iter().flat_map(move |op| {
+                    op.instances.iter().filter_map(move |i| {
+                        i.end_to_end
+                            .as_ref()
+                            .map(|l| (instance_labels(job, op, i), l))
+                    })
+                })
+            })
+        };
+        if sinks().next().is_some() {
+            let mut metric = e.encode_descriptor(
+                "weir_end_to_end_latency_seconds",
+                "Time from a batch's arrival at the source (its oldest record) to its delivery by the sink",
+                None,
+                MetricType::Histogram,
+            )?;
+            for (labels, l) in sinks() {
+                metric
+                    .encode_family(&labels)?
+                    .encode_histogram::<NoLabelSet>(
+                        l.sum_seconds(),
+                        l.count,
+                        &l.bounded_buckets(),
+                        None,
+                    )?;
+            }
+        }
 
         // Checkpoints, per pipeline.
         let with_checkpoints = || {

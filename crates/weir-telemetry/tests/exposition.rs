@@ -282,3 +282,105 @@ fn a_blocked_sink_fills_its_channel_and_the_watermark_lag_is_wall_clock_minus_ev
     let totals = metrics.totals("blocked").unwrap();
     assert_eq!((totals.read, totals.written), (100_000, 100_000));
 }
+
+/// One run of a small job (source → rebalance into 2 instances → sink) registered under
+/// `pipeline`, the sink labelled with a connector; the time it took.
+fn run_rebalanced(metrics: &Metrics, pipeline: &str, records: u64) -> f64 {
+    let started = Instant::now();
+    let env = Environment::with_config(weir_core::Config {
+        parallelism: 2,
+        ..weir_core::Config::default()
+    });
+    let _out = env
+        .from_iter(0..records)
+        .rebalance()
+        .map(|x| x + 1)
+        .collect();
+    let job = env.start().unwrap();
+    let connectors = job
+        .metrics()
+        .operators()
+        .iter()
+        .filter(|o| o.kind() == "sink")
+        .map(|o| (o.name().to_string(), "memory".to_string()))
+        .collect();
+    metrics.register_job_with_connectors(pipeline, job.metrics().clone(), connectors);
+    job.wait().unwrap();
+    started.elapsed().as_secs_f64()
+}
+
+fn sum_of(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn end_to_end_latency_crosses_channels_and_a_resumed_pipeline_counts_on() {
+    let metrics = Metrics::new();
+    let first = run_rebalanced(&metrics, "again", 10_000);
+    let text = metrics.render();
+    let sink = [
+        ("pipeline", "again"),
+        ("kind", "sink"),
+        ("connector", "memory"),
+    ];
+    // The sinks run behind a channel: the ingest time crossed it with the batches.
+    let count = sum_of(&text, "weir_end_to_end_latency_seconds_count", &sink);
+    let total = sum_of(&text, "weir_end_to_end_latency_seconds_sum", &sink);
+    assert!(count >= 1.0, "{text}");
+    assert!(
+        total <= count * first,
+        "{total} over {count} in {first}s\n{text}"
+    );
+    assert_eq!(
+        sum_of(
+            &text,
+            "weir_end_to_end_latency_seconds_bucket",
+            &[("pipeline", "again"), ("le", "+Inf")]
+        ),
+        count,
+        "{text}"
+    );
+    // Sources and operators have no latency histogram and no connector here.
+    assert!(
+        !text.contains(
+            "weir_end_to_end_latency_seconds_count{pipeline=\"again\",operator=\"from_iter\""
+        ),
+        "{text}"
+    );
+
+    // The pipeline runs again in this process (stopped and resumed): its counters go on.
+    run_rebalanced(&metrics, "again", 5_000);
+    let text = metrics.render();
+    let source = [("pipeline", "again"), ("kind", "source")];
+    assert_eq!(
+        sum_of(&text, "weir_records_in_total", &source),
+        15_000.0,
+        "{text}"
+    );
+    assert_eq!(
+        sum_of(&text, "weir_records_out_total", &sink),
+        15_000.0,
+        "{text}"
+    );
+    assert!(
+        sum_of(&text, "weir_end_to_end_latency_seconds_count", &sink) > count,
+        "{text}"
+    );
+    // Forgotten when unregistered: a new pipeline of that name starts from 0.
+    metrics.unregister_job("again");
+    run_rebalanced(&metrics, "again", 1_000);
+    let text = metrics.render();
+    assert_eq!(
+        sum_of(&text, "weir_records_in_total", &source),
+        1_000.0,
+        "{text}"
+    );
+}

@@ -431,43 +431,7 @@ fn clean_error_message(text: &str) -> String {
     short_query(text)
 }
 
-/// Quotes `table` or `db.table` with backticks for use in SQL.
-pub(crate) fn quote_table(table: &str) -> String {
-    table
-        .splitn(2, '.')
-        .map(quote_identifier)
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
-fn quote_identifier(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 2);
-    out.push('`');
-    for c in name.chars() {
-        match c {
-            '`' => out.push_str("\\`"),
-            '\\' => out.push_str("\\\\"),
-            c => out.push(c),
-        }
-    }
-    out.push('`');
-    out
-}
-
-/// A single-quoted SQL string literal.
-pub(crate) fn quote_string(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('\'');
-    for c in value.chars() {
-        match c {
-            '\'' => out.push_str("\\'"),
-            '\\' => out.push_str("\\\\"),
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
-    out
-}
+pub(crate) use weir_schema::{quote_string, quote_table};
 
 #[cfg(test)]
 mod tests {
@@ -485,13 +449,6 @@ mod tests {
         assert_eq!(parse_error_code(new), Some(62));
         assert!(clean_error_message(new).starts_with("Syntax error"));
         assert_eq!(parse_error_code("Bad gateway"), None);
-    }
-
-    #[test]
-    fn quotes_identifiers_and_strings() {
-        assert_eq!(quote_table("db.t"), "`db`.`t`");
-        assert_eq!(quote_table("we`ird"), "`we\\`ird`");
-        assert_eq!(quote_string("a'b\\c"), "'a\\'b\\\\c'");
     }
 
     #[test]

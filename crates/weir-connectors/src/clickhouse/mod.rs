@@ -2,6 +2,7 @@
 
 mod client;
 mod exactly_once;
+mod options;
 mod sink;
 
 pub use client::{ClickHouseClient, ClickHouseConfig, ServerVersion};
@@ -9,6 +10,7 @@ pub use exactly_once::{
     BATCH_COLUMN, BatchBuilder, BatchId, CommitMode, CommitReport, DEFAULT_MAX_BLOCK_ROWS,
     ExactlyOnceInserter, InsertBatch,
 };
+pub use options::ClickHouseSinkOptions;
 pub use sink::{ClickHouseSink, ClickHouseSinkConfig};
 
 /// Connectivity check: runs `SELECT 1` (with the configured user and password), within 5 s.

@@ -7,6 +7,7 @@
 
 mod enrich;
 mod error;
+mod options;
 mod sink;
 mod template;
 #[doc(hidden)]
@@ -14,6 +15,7 @@ pub mod test_server;
 
 pub use enrich::{Enrichment, HttpEnrichConfig, HttpEnricher};
 pub use error::HttpError;
+pub use options::{HttpSinkOptions, http_error, policy_error};
 pub use sink::{BodyFormat, HttpSink, HttpSinkConfig};
 pub use template::UrlTemplate;
 

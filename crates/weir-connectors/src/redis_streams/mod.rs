@@ -2,6 +2,7 @@
 
 mod decode;
 mod id;
+mod options;
 mod reader;
 mod sink;
 mod source;
@@ -9,6 +10,7 @@ mod writer;
 
 pub use decode::{FieldEncoding, InvalidEntry, StreamBatch, StreamEntry};
 pub use id::StreamId;
+pub use options::{RedisStreamSinkOptions, RedisStreamSourceOptions};
 pub use reader::{
     ConsumerLag, GroupStart, ReconnectBudget, RedisStreamReader, RedisStreamReaderConfig,
     StreamAcker,

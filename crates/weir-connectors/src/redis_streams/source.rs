@@ -236,6 +236,18 @@ impl Source<ReadResult> for RedisStreamSource {
         } else {
             self.retrying("XREADGROUP", |r| block_on(r.read_batch()))?
         };
+        // Entries come in id order: the first ones are the oldest. An entry id is the time
+        // Redis appended it: the batch's ingest time, for end-to-end latency.
+        let oldest = [
+            batch.entries.first().map(|e| e.id.ms),
+            batch.invalid.first().map(|b| b.id.ms),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        if let Some(ms) = oldest {
+            ctx.set_ingest_time(ms.min(i64::MAX as u64) as i64);
+        }
         if self.emit(batch, out) == 0 {
             if let Some(limit) = self.config.stop_after_idle
                 && self.last_data.elapsed() >= limit

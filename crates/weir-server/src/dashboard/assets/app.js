@@ -12,11 +12,11 @@ const state = {
   role: null,
   feed: null,
   view: null,
+  shown: false, // whether a snapshot was rendered yet
   snap: null, // latest snapshot: Map name -> pipeline
   prev: new Map(), // name -> {t, in, out, ops: Map name -> op, cp}
   rates: new Map(), // name -> {i, o, ops: Map name -> {i, o, busy}}
   history: new Map(), // name -> [{t, i, o}]
-  checkpoints: new Map(), // name -> [{t, outcome, duration, size}] seen since the page opened
 };
 
 /** Element builder: h('td', {class: 'num'}, 'text', child, ...). Text is never parsed as HTML. */
@@ -155,18 +155,6 @@ function onSnapshot(s) {
       hist.push({ t: s.t, i: r.i, o: r.o });
       while (hist.length && hist[0].t < s.t - SPAN_MS) hist.shift();
       state.history.set(p.name, hist);
-      if (p.cp && prev.cp) {
-        const log = state.checkpoints.get(p.name) || [];
-        if (p.cp.completed === prev.cp.completed + 1) {
-          log.unshift({ t: s.t, outcome: 'completed', duration: p.cp.duration_sum - prev.cp.duration_sum, size: p.cp.last_size });
-        } else if (p.cp.completed > prev.cp.completed) {
-          const n = p.cp.completed - prev.cp.completed;
-          log.unshift({ t: s.t, outcome: `${n} completed`, duration: (p.cp.duration_sum - prev.cp.duration_sum) / n, size: p.cp.last_size });
-        }
-        if (p.cp.failed > prev.cp.failed) log.unshift({ t: s.t, outcome: 'failed', duration: null, size: null });
-        log.length = Math.min(log.length, 50);
-        state.checkpoints.set(p.name, log);
-      }
     }
     state.prev.set(p.name, { t: s.t, in: p.in, out: p.out, ops, cp: p.cp });
   }
@@ -179,6 +167,11 @@ function onSnapshot(s) {
   }
   state.snap = now;
   state.view?.update();
+  // For the load-time measurement (Performance API): when the first live data is on screen.
+  if (!state.shown) {
+    state.shown = true;
+    performance.mark('weir:first-snapshot');
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -289,7 +282,7 @@ function pipelineView(root, name) {
     cpBox.append(h('div', {}, h('span', {}, label), cpKv[k]));
   }
   const cpBody = h('tbody', { id: 'checkpoints' });
-  const cpIds = h('p', { class: 'muted' });
+  const cpNote = h('p', { class: 'muted', id: 'checkpoints-note' });
   const dlBody = h('tbody', { id: 'dead-letters' });
   const dlNote = h('p', { class: 'muted', id: 'dead-letters-note' });
   root.append(
@@ -312,11 +305,12 @@ function pipelineView(root, name) {
           opBody))),
     h('div', { class: 'grid2' },
       h('div', { class: 'card' }, h('h2', {}, 'Checkpoints'), cpBox,
-        h('table', { 'aria-label': 'Checkpoints seen since this page opened' },
-          h('thead', {}, h('tr', {}, h('th', {}, 'When'), h('th', {}, 'Outcome'),
-            h('th', { class: 'num' }, 'Duration'), h('th', { class: 'num' }, 'Size'))),
+        h('table', { 'aria-label': 'Checkpoint history, newest first' },
+          h('thead', {}, h('tr', {}, h('th', { class: 'num' }, 'Id'), h('th', {}, 'Started'),
+            h('th', {}, 'Outcome'), h('th', { class: 'num' }, 'Duration'),
+            h('th', { class: 'num' }, 'Size'), h('th', { class: 'num' }, 'Written'))),
           cpBody),
-        cpIds),
+        cpNote),
       h('div', { class: 'card' }, h('h2', {}, 'Dead letters (newest first)'),
         h('table', { 'aria-label': 'Dead letters' },
           h('thead', {}, h('tr', {}, h('th', {}, 'Stage'), h('th', {}, 'Reason'),
@@ -360,11 +354,48 @@ function pipelineView(root, name) {
       setText(lastError, detail.last_error ? `Last error: ${detail.last_error}` : '');
       const cps = detail.checkpoints || {};
       setText(cpKv.resumed, cps.resumed_from ?? '–');
-      const ids = cps.completed || [];
-      setText(cpIds, ids.length ? `On disk: ${ids.slice(-10).reverse().join(', ')}${ids.length > 10 ? ' …' : ''}` : 'No completed checkpoint on disk yet.');
       update();
     } catch (e) {
       if (!(e instanceof Unauthorized)) setText(msg, `Cannot load the pipeline: ${e.message}`);
+    }
+  }
+
+  // The checkpoint history from the checkpoint directory, newest first; read again when the
+  // feed counts a new checkpoint (at most every 2 s).
+  let cpLoading = false;
+  let cpLoadedAt = 0;
+  let cpPending = null;
+  async function loadCheckpoints() {
+    const wait = cpLoadedAt + 2000 - Date.now();
+    if (cpLoading || wait > 0) {
+      // Once more after the pause, so the newest checkpoint is never left out.
+      if (!cpPending) cpPending = setTimeout(() => { cpPending = null; if (!closed) loadCheckpoints(); }, Math.max(wait, 200));
+      return;
+    }
+    cpLoading = true;
+    try {
+      const r = await guarded(call('GET', `/v1/pipelines/${encodeURIComponent(name)}/checkpoints?limit=10`));
+      if (closed) return;
+      if (r.status !== 200) {
+        setText(cpNote, reason(r.data, r.status));
+        return;
+      }
+      cpBody.textContent = '';
+      for (const c of r.data.checkpoints || []) {
+        const when = c.started_at_ms !== undefined ? new Date(c.started_at_ms).toLocaleTimeString() : '–';
+        const outcome = c.reason ? `${c.outcome}: ${c.reason}` : `${c.outcome}${c.resumed_from ? ' (resumed from)' : ''}${c.incremental ? ', incremental' : ''}`;
+        cpBody.append(h('tr', { 'data-checkpoint': c.id, 'data-outcome': c.outcome },
+          h('td', { class: 'num' }, String(c.id)), h('td', {}, when), h('td', {}, outcome),
+          h('td', { class: 'num' }, c.duration_ms !== undefined ? seconds(c.duration_ms / 1000) : '–'),
+          h('td', { class: 'num' }, bytes(c.total_bytes)), h('td', { class: 'num' }, bytes(c.bytes_written))));
+      }
+      const total = r.data.total ?? 0;
+      setText(cpNote, total ? `${total} retained (keep: ${r.data.keep}) in ${r.data.dir}` : 'No checkpoint on disk yet.');
+    } catch (e) {
+      if (!(e instanceof Unauthorized)) setText(cpNote, `Cannot load checkpoints: ${e.message}`);
+    } finally {
+      cpLoading = false;
+      cpLoadedAt = Date.now();
     }
   }
 
@@ -449,27 +480,20 @@ function pipelineView(root, name) {
       setText(cpKv.avg, p.cp.completed ? seconds(p.cp.duration_sum / p.cp.completed) : '–');
       setText(cpKv.size, bytes(p.cp.last_size));
     }
-    const log = state.checkpoints.get(name) || [];
-    if (cpBody.childElementCount !== Math.min(log.length, 10) || cpBody.dataset.t !== String(log[0]?.t)) {
-      cpBody.textContent = '';
-      for (const c of log.slice(0, 10)) {
-        cpBody.append(h('tr', {}, h('td', {}, new Date(c.t).toLocaleTimeString()), h('td', {}, c.outcome),
-          h('td', { class: 'num' }, seconds(c.duration)), h('td', { class: 'num' }, bytes(c.size))));
-      }
-      cpBody.dataset.t = String(log[0]?.t);
-    }
     // Fetch details only when something they show has changed.
     // A file dead-letter output shows its records once a checkpoint commits them, so a count
     // the list does not show yet is looked at again after the next checkpoint.
     const completed = p.cp ? p.cp.completed : null;
     const cpChanged = completed !== seen.completed;
     if (seen.status !== null && (statusNow !== seen.status || (cpChanged && Date.now() - loadedAt > 5000))) refresh();
+    if (cpChanged || statusNow !== seen.status) loadCheckpoints();
     if (p.dead !== seen.dead || statusNow !== seen.status || (cpChanged && dlShown !== null && dlShown < p.dead)) loadDeadLetters();
     seen = { status: statusNow, completed, dead: p.dead };
   }
 
   refresh();
-  return { update, destroy() { closed = true; } };
+  loadCheckpoints();
+  return { update, destroy() { closed = true; if (cpPending) clearTimeout(cpPending); } };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -490,6 +514,14 @@ function agentsView(root) {
     h('div', { class: 'card' }, h('h2', {}, 'Tasks'), tasksBox, form, taskOut));
   let closed = false;
   let tasks = [];
+  const statuses = ['', 'queued', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled'];
+  const statusFilter = h('select', { id: 'task-status' }, ...statuses.map((s) => h('option', { value: s }, s || 'any')));
+  const actionFilter = h('input', { id: 'task-action', autocomplete: 'off' });
+  const taskFilters = h('form', { class: 'filters', onsubmit: (e) => { e.preventDefault(); loadTasks().catch(() => {}); } },
+    h('label', { for: 'task-status' }, 'Status'), statusFilter,
+    h('label', { for: 'task-action' }, 'Action'), actionFilter,
+    h('button', { type: 'submit', 'aria-label': 'Filter the tasks' }, 'Filter'));
+  statusFilter.addEventListener('change', () => loadTasks().catch(() => {}));
 
   function unavailable(box, what, r) {
     box.textContent = '';
@@ -503,15 +535,24 @@ function agentsView(root) {
       if (closed) return;
       if (a.status !== 200) unavailable(agentsBox, 'Agents and tasks', a);
       else renderAgents(Array.isArray(a.data) ? a.data : a.data.agents || []);
-      const t = await guarded(call('GET', '/v1/tasks'));
-      if (closed) return;
-      if (t.status !== 200) unavailable(tasksBox, 'The task list', t);
-      else {
-        tasks = Array.isArray(t.data) ? t.data : t.data.tasks || [];
-        renderTasks();
-      }
+      await loadTasks();
     } catch (e) {
       if (!(e instanceof Unauthorized)) setText(agentsBox, `Cannot load agents: ${e.message}`);
+    }
+  }
+
+  // The filters go to the route (GET /v1/tasks?status=&action=): the server filters.
+  async function loadTasks() {
+    const query = new URLSearchParams();
+    if (statusFilter.value) query.set('status', statusFilter.value);
+    if (actionFilter.value.trim()) query.set('action', actionFilter.value.trim());
+    query.set('limit', '200');
+    const t = await guarded(call('GET', `/v1/tasks?${query}`));
+    if (closed) return;
+    if (t.status !== 200) unavailable(tasksBox, 'The task list', t);
+    else {
+      tasks = Array.isArray(t.data) ? t.data : t.data.tasks || [];
+      renderTasks();
     }
   }
 
@@ -536,25 +577,14 @@ function agentsView(root) {
 
   function renderTasks() {
     tasksBox.textContent = '';
-    const statuses = ['', 'queued', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled'];
-    const select = h('select', { id: 'task-status' }, ...statuses.map((s) => h('option', { value: s }, s || 'any')));
-    const action = h('input', { id: 'task-action', autocomplete: 'off' });
     const body = h('tbody');
-    const draw = () => {
-      body.textContent = '';
-      for (const t of tasks) {
-        if (select.value && t.status !== select.value) continue;
-        if (action.value && !String(t.action ?? '').includes(action.value)) continue;
-        body.append(h('tr', {}, h('td', {}, h('a', { href: '#/agents', onclick: (e) => { e.preventDefault(); showTask(t.task_id); } }, t.task_id)),
-          h('td', {}, t.action ?? '–'), h('td', {}, t.status ?? '–'), h('td', {}, t.agent ?? '–')));
-      }
-    };
-    select.addEventListener('change', draw);
-    action.addEventListener('input', draw);
-    tasksBox.append(h('div', { class: 'filters' }, h('label', { for: 'task-status' }, 'Status'), select,
-      h('label', { for: 'task-action' }, 'Action'), action),
-      h('table', { 'aria-label': 'Tasks' }, h('thead', {}, h('tr', {}, h('th', {}, 'Task'), h('th', {}, 'Action'), h('th', {}, 'Status'), h('th', {}, 'Agent'))), body));
-    draw();
+    for (const t of tasks) {
+      body.append(h('tr', { 'data-task': t.task_id }, h('td', {}, h('a', { href: '#/agents', onclick: (e) => { e.preventDefault(); showTask(t.task_id); } }, t.task_id)),
+        h('td', {}, t.action ?? '–'), h('td', {}, t.status ?? '–'), h('td', {}, t.agent ?? '–'), h('td', { class: 'num' }, String(t.attempts ?? '–'))));
+    }
+    if (!taskFilters.isConnected) tasksBox.before(taskFilters);
+    tasksBox.append(tasks.length ? h('table', { 'aria-label': 'Tasks' }, h('thead', {}, h('tr', {}, h('th', {}, 'Task'), h('th', {}, 'Action'), h('th', {}, 'Status'), h('th', {}, 'Agent'), h('th', { class: 'num' }, 'Attempts'))), body)
+      : h('p', { class: 'muted', id: 'tasks-empty' }, 'No tasks match.'));
   }
 
   async function showTask(id) {

@@ -1,19 +1,19 @@
 //! Maps whose keys must be unique. YAML itself refuses duplicate keys, but the YAML parser
 //! under serde hands every entry through, and a plain map keeps the last: `map: { a: "1",
 //! a: "2" }` would silently become one field (or, in records, a JSON object with the key
-//! twice). These are refused while parsing; the loader then names the lines of both.
+//! twice). These are refused while parsing; the pipeline loader then names the lines of both (see `weir-pipeline`).
 
 use indexmap::IndexMap;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use std::fmt;
 use std::marker::PhantomData;
 
-/// The start of the message of a duplicate-key error; [`crate::Pipeline::parse`] adds the
+/// The start of the message of a duplicate-key error; the pipeline loader adds the
 /// lines.
-pub(crate) const DUPLICATE_KEY: &str = "duplicate key `";
+pub const DUPLICATE_KEY: &str = "duplicate key `";
 
 /// `#[serde(deserialize_with = "unique::keys")]`: an ordered map refusing duplicate keys.
-pub(crate) fn keys<'de, D, V>(deserializer: D) -> Result<IndexMap<String, V>, D::Error>
+pub fn keys<'de, D, V>(deserializer: D) -> Result<IndexMap<String, V>, D::Error>
 where
     D: Deserializer<'de>,
     V: Deserialize<'de>,
@@ -22,9 +22,7 @@ where
 }
 
 /// Like [`keys`], for an optional map.
-pub(crate) fn optional_keys<'de, D, V>(
-    deserializer: D,
-) -> Result<Option<IndexMap<String, V>>, D::Error>
+pub fn optional_keys<'de, D, V>(deserializer: D) -> Result<Option<IndexMap<String, V>>, D::Error>
 where
     D: Deserializer<'de>,
     V: Deserialize<'de>,
@@ -58,7 +56,7 @@ impl<'de, V: Deserialize<'de>> Visitor<'de> for UniqueKeys<V> {
 
 /// The lines of the first two occurrences of `key` as a map key at or after line `from`
 /// (1-based), in block (`key:`) or flow (`{ key: ...`) style.
-pub(crate) fn key_lines(text: &str, from: usize, key: &str) -> Vec<usize> {
+pub fn key_lines(text: &str, from: usize, key: &str) -> Vec<usize> {
     let mut lines = Vec::new();
     for (i, line) in text.lines().enumerate().skip(from.saturating_sub(1)) {
         let mut rest = line;
