@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 /// Installs ring as rustls's process-wide crypto provider, unless the program installed one
 /// already. Weir's clients and its server call this before building a TLS configuration.
 ///
-/// `reqwest` is built without a provider of its own (the tree has only ring), so a program
-/// that builds a `reqwest::Client` of its own must call this first, or reqwest panics.
+/// `reqwest` is built without a provider of its own (the tree has only ring): build clients
+/// with [`crate::http_client`], which calls this first (a client built without a provider
+/// installed panics).
 pub fn install_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
