@@ -50,7 +50,9 @@ pub fn run(bench: IngestBench, json: bool) -> anyhow::Result<()> {
         ));
         let addr = addr_rx.await.context("the server did not start")?;
         let url = format!("http://{addr}/v1/ingest/bench.event");
-        let client = reqwest::Client::new();
+        let client = weir_connectors::http_client()
+            .build()
+            .context("cannot build an HTTP client")?;
         // Bodies made before the clock starts: the client's cost is not the server's.
         let bodies: Vec<bytes::Bytes> = (0..events / PER_REQUEST)
             .map(|r| {

@@ -81,6 +81,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // rustls's crypto provider (ring), before any TLS client or server is built.
+    weir_connectors::tls::install_provider();
     let cli = Cli::parse();
     let serving = matches!(cli.command, Command::Serve(_));
     if let Err(e) = init_logs(cli.log_format, serving) {

@@ -23,6 +23,13 @@ pub struct ServeArgs {
     /// The agents of the task queue (YAML, see docs/tasks.md; `WEIR_AGENTS`, `agents:`).
     #[arg(long, value_name = "FILE")]
     agents: Option<PathBuf>,
+    /// Serve HTTPS only with this certificate chain (PEM; `tls.cert_file`, `WEIR_TLS_CERT_FILE`);
+    /// needs --tls-key-file. Both are read again on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    tls_cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM; `tls.key_file`, `WEIR_TLS_KEY_FILE`).
+    #[arg(long, value_name = "FILE")]
+    tls_key_file: Option<PathBuf>,
 }
 
 pub fn serve(args: ServeArgs) -> ExitCode {
@@ -32,6 +39,8 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         data_dir: args.data_dir,
         profile: args.profile,
         agents: args.agents,
+        tls_cert_file: args.tls_cert_file,
+        tls_key_file: args.tls_key_file,
     };
     let config = match config::load(&flags, &|k| std::env::var(k).ok()) {
         Ok(c) => c,
@@ -72,6 +81,10 @@ pub struct Remote {
     /// A bearer token.
     #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// For an `https://` server: trust only the CA certificates of this PEM file (by default
+    /// the system's roots).
+    #[arg(long, env = "WEIR_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -190,7 +203,11 @@ pub fn remote(command: RemoteCommand) -> ExitCode {
         let connect = |r: &Remote| {
             let server = r.server.clone();
             let token = r.token.clone();
-            async move { RemoteEnvironment::connect(&server, token.as_deref()).await }
+            let ca_cert = r.ca_cert.clone();
+            async move {
+                RemoteEnvironment::connect_with_ca(&server, token.as_deref(), ca_cert.as_deref())
+                    .await
+            }
         };
         match command {
             RemoteCommand::Submit(args) => {
@@ -360,6 +377,7 @@ pub fn remote(command: RemoteCommand) -> ExitCode {
         Err(Failure::Client(e)) => {
             eprintln!("error: {e}");
             match e {
+                ClientError::CaCert(_) => ExitCode::from(crate::run::BAD_INPUT),
                 ClientError::Server {
                     status: 400, body, ..
                 } => {

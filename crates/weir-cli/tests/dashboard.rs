@@ -119,7 +119,7 @@ async fn api_as(
     body: Option<(&str, String)>,
     token: Option<&str>,
 ) -> (u16, Value) {
-    let client = reqwest::Client::new();
+    let client = weir_connectors::http_client().build().expect("client");
     let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
     let mut req = client.request(method.clone(), url);
     if let Some(token) = token {

@@ -21,7 +21,7 @@ fn http(
     key: Option<&str>,
 ) -> Result<(u16, serde_json::Value, bool), String> {
     block_on(async {
-        let client = reqwest::Client::builder()
+        let client = weir_connectors::http_client()
             .timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| e.to_string())?;

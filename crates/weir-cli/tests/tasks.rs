@@ -36,7 +36,7 @@ fn http(
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let client = reqwest::Client::builder()
+        let client = weir_connectors::http_client()
             .timeout(Duration::from_secs(60))
             .build()
             .expect("client");

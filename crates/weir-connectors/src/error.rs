@@ -34,6 +34,17 @@ pub enum ConnectorError {
     #[error("invalid connector configuration `{key}`: {reason}")]
     Config { key: &'static str, reason: String },
 
+    /// The TLS handshake failed: the server's certificate is not trusted (not signed by the
+    /// `ca_file`'s CA, or by a system root without one), not for this host, or expired.
+    #[error(
+        "TLS with {connector} at {url} failed: {reason} (check `ca_file` and the server's certificate)"
+    )]
+    Tls {
+        connector: &'static str,
+        url: String,
+        reason: String,
+    },
+
     /// Redis could not be reached or refused the connection.
     #[error("cannot connect to Redis at {url}: {source}")]
     RedisConnect {
@@ -143,6 +154,7 @@ impl ConnectorError {
             | ConnectorError::InvalidStreamId { .. }
             | ConnectorError::ClickHouseResponse { .. }
             | ConnectorError::Batch { .. }
+            | ConnectorError::Tls { .. }
             | ConnectorError::FileAccess { .. } => false,
         }
     }
@@ -151,6 +163,7 @@ impl ConnectorError {
     pub fn fault(&self) -> Fault {
         match self {
             ConnectorError::Config { .. }
+            | ConnectorError::Tls { .. }
             | ConnectorError::InvalidStreamId { .. }
             | ConnectorError::Batch { .. }
             | ConnectorError::FileAccess { .. } => Fault::User,

@@ -13,13 +13,17 @@
 //! - ClickHouse: [`ExactlyOnceInserter`] inserts each checkpoint batch as one atomic block
 //!   tagged with a deterministic batch id, and skips present batches on recovery.
 //!
+//! TLS ([`tls`]): `rediss://` and `https://` URLs with rustls (ring), verified against the
+//! system's roots or the CA file of a `ca_file` option; verification is never turned off.
+//!
 //! It also owns every connector's YAML configuration, one folder per connector (`file`,
 //! `stdin`, `generator`, `stdout` (with `discard`), `redis_streams`, `clickhouse`, `http`):
 //! the typed options struct, its build onto the runtime and its connectivity `check()`;
 //! [`config`] lists them ([`SourceConfig`], [`SinkConfig`]) and reads them from YAML with
 //! errors that keep their line. The format's one [`duration`] type lives here too.
 //!
-//! The integration tests run against real servers started by `scripts/services.sh`.
+//! The integration tests run against real servers started by `scripts/services.sh` (and, for
+//! TLS, against a Redis and a ClickHouse the tests start with certificates they make).
 
 mod clickhouse;
 pub mod config;
@@ -35,6 +39,7 @@ pub mod stdin;
 pub mod stdout;
 #[doc(hidden)]
 pub mod testing;
+pub mod tls;
 pub mod unique;
 
 pub use clickhouse::check as check_clickhouse;
@@ -45,9 +50,18 @@ pub use clickhouse::{
 };
 pub use config::{SinkConfig, SinkKind, SourceConfig, SourceKind};
 pub use error::{ConnectorError, Fault};
+
+/// A `reqwest` client builder with rustls's ring provider installed: build every HTTP client
+/// of the workspace from it. reqwest has no provider of its own here (`rustls-no-provider`),
+/// and building a client without one installed panics.
+pub fn http_client() -> reqwest::ClientBuilder {
+    tls::install_provider();
+    reqwest::Client::builder()
+}
 pub use io_runtime::block_on;
 pub use producer::{BackgroundProducer, Event, Producer, ProducerConfig, ProducerError};
 pub use redis_streams::check as check_redis;
+pub use redis_streams::check_with_ca as check_redis_with_ca;
 pub use redis_streams::{
     ConsumerLag, FieldEncoding, GroupStart, IdempotentWrite, InvalidEntry, ReconnectBudget,
     RedisStreamReader, RedisStreamReaderConfig, RedisStreamSink, RedisStreamSinkOptions,

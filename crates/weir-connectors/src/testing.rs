@@ -34,7 +34,7 @@ pub async fn redis_url() -> Option<String> {
 pub async fn clickhouse_url() -> Option<String> {
     let url = env_or("WEIR_TEST_CLICKHOUSE_URL", DEFAULT_CLICKHOUSE_URL);
     let reachable = async {
-        let client = reqwest::Client::builder()
+        let client = crate::http_client()
             .timeout(Duration::from_secs(3))
             .build()
             .ok()?;

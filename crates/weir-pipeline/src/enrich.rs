@@ -37,6 +37,9 @@ pub struct EnrichHttpSpec {
     /// Retries, backoff, timeouts, rate limit, circuit breaker, cache.
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// For an `https://` URL: trust only the CA certificates of this PEM file (relative to the
+    /// pipeline file; by default the system's roots).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// A policy error at its key, e.g. `steps[1].enrich_http.policy.rate_limit.per_second`.
@@ -76,6 +79,7 @@ pub(crate) fn plan(
     config.into = spec.into.clone();
     config.headers = headers(spec.headers.as_ref());
     config.policy = spec.policy.clone();
+    config.ca_file = spec.ca_file.as_ref().map(|f| crate::build::resolve(p, f));
     let enricher = HttpEnricher::new(config).map_err(|e| http_error(p, stage, e))?;
     if !fields.is_dynamic() {
         for field in enricher.template().fields() {

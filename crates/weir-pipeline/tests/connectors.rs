@@ -30,7 +30,7 @@ sink: { type: stdout }
     assert_eq!(e.key.as_deref(), Some("source.batch"), "{e}");
     assert_eq!(
         e.message,
-        "`batch` is not an option of a redis_stream source; its options are: url, stream, group, consumer, read_count, claim_idle, stop_after_idle, event_time"
+        "`batch` is not an option of a redis_stream source; its options are: url, stream, group, consumer, read_count, claim_idle, stop_after_idle, ca_file, event_time"
     );
     assert!(
         e.to_string()

@@ -454,7 +454,7 @@ impl Alerts {
             .policy
             .build()
             .map_err(|e| format!("alerts.webhook.policy: {e}"))?;
-        let client = reqwest::Client::builder()
+        let client = weir_connectors::http_client()
             .timeout(config.timeout)
             .build()
             .map_err(|e| format!("alerts.webhook: cannot build an HTTP client: {e}"))?;

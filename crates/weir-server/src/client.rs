@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 pub enum ClientError {
     #[error("cannot reach the server at {url}: {message}")]
     Unreachable { url: String, message: String },
+    /// The CA certificate file (`--ca-cert`, `WEIR_CA_CERT`) cannot be used (exit 2).
+    #[error("--ca-cert: {0}")]
+    CaCert(String),
     /// The server answered with an error (`{"error": {...}}`).
     #[error("{status}: {message}")]
     Server {
@@ -45,12 +48,27 @@ pub struct RemoteEnvironment {
 }
 
 impl RemoteEnvironment {
-    /// Connects (asks `/health`).
+    /// Connects (asks `/health`). An `https://` server must have a certificate the system
+    /// trusts; see [`RemoteEnvironment::connect_with_ca`].
     pub async fn connect(url: &str, token: Option<&str>) -> Result<Self, ClientError> {
+        Self::connect_with_ca(url, token, None).await
+    }
+
+    /// Connects (asks `/health`); with `ca_cert` (PEM), an `https://` server's certificate
+    /// must be signed by that CA (and only the file's certificates are trusted).
+    pub async fn connect_with_ca(
+        url: &str,
+        token: Option<&str>,
+        ca_cert: Option<&std::path::Path>,
+    ) -> Result<Self, ClientError> {
+        let http = weir_connectors::tls::client_builder(ca_cert)
+            .map_err(|e| ClientError::CaCert(e.to_string()))?
+            .build()
+            .map_err(|e| ClientError::CaCert(format!("cannot build the HTTP client: {e}")))?;
         let remote = RemoteEnvironment {
             url: url.trim_end_matches('/').to_string(),
             token: token.map(str::to_string),
-            http: reqwest::Client::new(),
+            http,
         };
         remote.call(reqwest::Method::GET, "/health", None).await?;
         Ok(remote)
@@ -72,7 +90,12 @@ impl RemoteEnvironment {
         }
         let unreachable = |e: reqwest::Error| ClientError::Unreachable {
             url: self.url.clone(),
-            message: e.to_string(),
+            message: match weir_connectors::tls::tls_failure(&e) {
+                Some(tls) => format!(
+                    "TLS failed: {tls} (is the server's CA given with --ca-cert or WEIR_CA_CERT?)"
+                ),
+                None => error_chain(&e),
+            },
         };
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
@@ -190,6 +213,11 @@ impl RemoteEnvironment {
         self.call(reqwest::Method::GET, "/v1/agents", None).await
     }
 
+    /// The server's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// Follows a pipeline's status until it is one of `wanted`.
     pub async fn wait_for_status(
         &self,
@@ -215,6 +243,21 @@ impl RemoteEnvironment {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// An error and its causes ("connection refused" is in reqwest's source chain).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Percent-encodes a query value (everything but unreserved characters).

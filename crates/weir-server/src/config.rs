@@ -91,6 +91,8 @@ pub struct ServerConfig {
     /// The agents file of the task service (`agents:`, `WEIR_AGENTS`, `--agents`); without
     /// one the service has no agents and refuses every task (400).
     pub agents: Option<PathBuf>,
+    /// HTTPS only, with this certificate and key (`tls.cert_file`, `tls.key_file`).
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl ServerConfig {
@@ -114,6 +116,7 @@ impl ServerConfig {
             ready_timeout: Duration::from_secs(1),
             ready_cache: Duration::from_secs(1),
             agents: None,
+            tls: None,
         }
     }
 }
@@ -136,6 +139,15 @@ struct FileConfig {
     ready: ReadyFile,
     agents: Option<PathBuf>,
     alerts: Option<crate::alerts::AlertsFile>,
+    #[serde(default)]
+    tls: TlsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,6 +199,9 @@ pub struct Flags {
     pub data_dir: Option<PathBuf>,
     pub profile: Option<String>,
     pub agents: Option<PathBuf>,
+    /// `--tls-cert-file`, `--tls-key-file`.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// Loads the layers: defaults < `flags.config` file < `env` (`WEIR_*`) < flags.
@@ -208,6 +223,9 @@ pub fn load(
             .unwrap_or(Profile::Development),
     };
     let mut c = ServerConfig::defaults(profile);
+    // The TLS files are resolved over the layers one by one (each may come from another).
+    let mut tls_cert_file = None;
+    let mut tls_key_file = None;
     if let Some((name, f)) = &file {
         let at = |key: &str, message: String| ConfigError {
             file: Some(name.clone()),
@@ -244,6 +262,8 @@ pub fn load(
         if let Some(v) = &f.auth.previous_key_files {
             c.auth_previous_key_files = v.iter().map(relative).collect();
         }
+        tls_cert_file = f.tls.cert_file.as_ref().map(relative);
+        tls_key_file = f.tls.key_file.as_ref().map(relative);
         if let Some(v) = f.metrics.public {
             c.metrics_public = v;
         }
@@ -317,6 +337,12 @@ pub fn load(
     if let Some(v) = env("WEIR_INGEST_REDIS_URL") {
         c.ingest_redis_url = v;
     }
+    if let Some(v) = env("WEIR_TLS_CERT_FILE").filter(|v| !v.is_empty()) {
+        tls_cert_file = Some(PathBuf::from(v));
+    }
+    if let Some(v) = env("WEIR_TLS_KEY_FILE").filter(|v| !v.is_empty()) {
+        tls_key_file = Some(PathBuf::from(v));
+    }
     // Flags.
     if let Some(l) = &flags.listen {
         c.listen = parse_addr(l).map_err(|e| ConfigError::key("--listen", e))?;
@@ -327,6 +353,31 @@ pub fn load(
     if let Some(a) = &flags.agents {
         c.agents = Some(a.clone());
     }
+    if let Some(v) = &flags.tls_cert_file {
+        tls_cert_file = Some(v.clone());
+    }
+    if let Some(v) = &flags.tls_key_file {
+        tls_key_file = Some(v.clone());
+    }
+    c.tls = match (tls_cert_file, tls_key_file) {
+        (Some(cert_file), Some(key_file)) => Some(crate::tls::TlsFiles {
+            cert_file,
+            key_file,
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::key(
+                "tls.key_file",
+                "missing: tls.cert_file is set, and HTTPS needs both the certificate and its key (tls.key_file, WEIR_TLS_KEY_FILE or --tls-key-file)",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::key(
+                "tls.cert_file",
+                "missing: tls.key_file is set, and HTTPS needs both the certificate and the key (tls.cert_file, WEIR_TLS_CERT_FILE or --tls-cert-file)",
+            ));
+        }
+    };
     if c.body_limit == 0 {
         return Err(ConfigError::key("limits.body_bytes", "must be at least 1"));
     }
@@ -518,6 +569,42 @@ mod tests {
         )
         .expect_err("key text refused");
         assert_eq!(e.key.as_deref(), Some("auth.key"), "{e}");
+    }
+
+    #[test]
+    fn tls_files_are_layered_and_come_in_pairs() {
+        let (dir, path) = file("tls:\n  cert_file: tls/server.pem\n  key_file: /keys/server.key\n");
+        let mut flags = Flags {
+            config: Some(path),
+            ..Flags::default()
+        };
+        let tls = load(&flags, &|_| None).expect("load").tls.expect("tls");
+        assert_eq!(tls.cert_file, dir.path().join("tls/server.pem"));
+        assert_eq!(tls.key_file, PathBuf::from("/keys/server.key"));
+        let env = |k: &str| (k == "WEIR_TLS_KEY_FILE").then(|| "/env/server.key".to_string());
+        let tls = load(&flags, &env).expect("load").tls.expect("tls");
+        assert_eq!(tls.key_file, PathBuf::from("/env/server.key"));
+        flags.tls_key_file = Some(PathBuf::from("/flag/server.key"));
+        let tls = load(&flags, &env).expect("load").tls.expect("tls");
+        assert_eq!(tls.key_file, PathBuf::from("/flag/server.key"));
+        // Plain HTTP by default; half a pair is refused, naming the missing key.
+        assert_eq!(load(&Flags::default(), &|_| None).expect("load").tls, None);
+        let cert_only = Flags {
+            tls_cert_file: Some(PathBuf::from("/c.pem")),
+            ..Flags::default()
+        };
+        let e = load(&cert_only, &|_| None).expect_err("no key");
+        assert_eq!(e.key.as_deref(), Some("tls.key_file"), "{e}");
+        let (_d2, bad) = file("tls:\n  cert: x.pem\n");
+        let e = load(
+            &Flags {
+                config: Some(bad),
+                ..Flags::default()
+            },
+            &|_| None,
+        )
+        .expect_err("unknown key");
+        assert_eq!(e.key.as_deref(), Some("tls.cert"), "{e}");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! state in the data dir, resumed after a restart), the ingest endpoint (validated records
 //! appended atomically to Redis streams, with idempotency keys), the task routes over
 //! `weir-tasks`, request ids in the logs, readiness checks, the layered
-//! server configuration, and the remote client ([`client::RemoteEnvironment`]).
+//! server configuration, HTTPS ([`tls`]: rustls, the certificate reloaded on SIGHUP), and the
+//! remote client ([`client::RemoteEnvironment`], `https://` with a CA file).
 
 pub mod alerts;
 pub mod auth;
@@ -22,6 +23,7 @@ pub mod manager;
 pub mod ready;
 pub mod routes;
 pub mod tasks;
+pub mod tls;
 
 use config::ServerConfig;
 use manager::Manager;
@@ -82,8 +84,15 @@ pub async fn serve_until(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     bound: impl FnOnce(std::net::SocketAddr),
 ) -> Result<(), ServeError> {
+    // Before any HTTP client is built (reqwest has no crypto provider of its own).
+    weir_connectors::tls::install_provider();
     // The keys are checked before anything else: a bad key refuses the start (exit 2).
     let auth = auth::Auth::load(&config).map_err(ServeError::Config)?;
+    // So are the certificate and key: a file that cannot be used refuses the start (exit 2).
+    let tls = match &config.tls {
+        Some(files) => Some((files.clone(), tls::load(files).map_err(ServeError::Config)?)),
+        None => None,
+    };
     if auth.is_none() && !config.listen.ip().is_loopback() {
         return Err(ServeError::Config(format!(
             "listen {}: with auth.enabled: false the server listens on loopback only (127.0.0.1 or ::1)",
@@ -106,6 +115,11 @@ pub async fn serve_until(
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("listen {}: {e}", config.listen)))?;
     let local = listener.local_addr()?;
+    let listener = match tls {
+        Some((files, server_config)) => Err(tls::TlsListener::new(listener, files, server_config)?),
+        None => Ok(listener),
+    };
+    let scheme = if listener.is_ok() { "http" } else { "https" };
     let (alerts, alert_tasks) = match config.alerts.clone() {
         Some(rules) => alerts::Alerts::start(rules, metrics.clone()).map_err(ServeError::Config)?,
         None => (alerts::Alerts::none(), Vec::new()),
@@ -160,11 +174,22 @@ pub async fn serve_until(
         })
     };
     // The address line last: a script waiting for it knows the server is up.
-    tracing::info!(address = %local, "listening on http://{local}");
+    tracing::info!(address = %local, "listening on {scheme}://{local}");
     bound(local);
     let header_timeout = app.config.limits.header_timeout;
     let router = routes::router(app).layer(axum::middleware::from_fn(logs::request_context));
-    limits::serve(listener, router, shutdown, header_timeout).await?;
+    // `Ok`: plain HTTP; `Err`: HTTPS. Both through the same accept loop (its header timeout
+    // applies to a TLS connection once the handshake is done).
+    match listener {
+        Ok(plain) => {
+            use axum::serve::ListenerExt;
+            let plain = plain.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            limits::serve(plain, router, shutdown, header_timeout).await?
+        }
+        Err(tls) => limits::serve(tls, router, shutdown, header_timeout).await?,
+    }
     poller.abort();
     for task in alert_tasks {
         task.abort();

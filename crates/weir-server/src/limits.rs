@@ -212,11 +212,12 @@ fn close(mut response: Response) -> Response {
     response
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then lets the requests in flight
-/// finish. Each connection is HTTP/1.1 with `header_timeout` on the request head (a client that
+/// Serves `router` on `listener` (plain TCP, or [`crate::tls::TlsListener`], which hands over
+/// connections whose TLS handshake is done) until `shutdown` completes, then lets the requests
+/// in flight finish. Each connection is HTTP/1.1 with `header_timeout` on the request head (a client that
 /// trickles its headers is dropped).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+pub async fn serve<L: axum::serve::Listener>(
+    mut listener: L,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     header_timeout: Duration,
@@ -229,17 +230,10 @@ pub async fn serve(
     loop {
         let stream = tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, do not spin.
-                    tracing::warn!("cannot accept a connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            // A listener waits out its own accept errors (out of file descriptors and the
+            // like) rather than spinning.
+            (stream, _) = listener.accept() => stream,
         };
-        let _ = stream.set_nodelay(true);
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
         let mut stop = stop_rx.clone();
         let open = open_tx.clone();

@@ -57,7 +57,7 @@ impl HttpAgent {
     pub fn new(url: impl Into<String>, max_response: usize) -> Self {
         HttpAgent {
             url: url.into(),
-            client: reqwest::Client::new(),
+            client: crate::http_client(),
             max_response,
         }
     }

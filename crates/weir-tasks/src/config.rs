@@ -513,7 +513,7 @@ impl AgentsConfig {
             };
             let health = a.health.as_ref().map(|h| {
                 let probe = match (&h.url, &h.command) {
-                    (Some(url), _) => HealthProbe::Http(url.clone(), reqwest::Client::new()),
+                    (Some(url), _) => HealthProbe::Http(url.clone(), crate::http_client()),
                     (_, command) => HealthProbe::Command(command.clone().unwrap_or_default()),
                 };
                 (probe, h.clone())

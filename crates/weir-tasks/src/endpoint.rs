@@ -99,7 +99,7 @@ impl TaskEndpoint {
         Ok(TaskEndpoint::Remote {
             base: url.trim_end_matches('/').to_string(),
             token,
-            client: reqwest::Client::new(),
+            client: crate::http_client(),
         })
     }
 

@@ -86,6 +86,13 @@ mod model;
 mod service;
 mod store;
 
+/// An HTTP client, with rustls's ring provider installed first: when the tree builds reqwest
+/// with `rustls-no-provider` (weir-connectors does), a client built without one panics.
+pub(crate) fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 pub use agent::{Agent, CommandAgent, HttpAgent, TaskInput};
 pub use config::{
     AgentConfig, AgentKind, AgentSpec, AgentsConfig, AgentsConfigError, BuildPipelineAgent,

@@ -30,13 +30,18 @@ pub struct ClickHouseSinkOptions {
     pub user: Option<String>,
     /// The environment variable holding the password (never the password itself).
     pub password_env: Option<String>,
+    /// With an `https://` URL: trust only the CA certificates of this PEM file (relative to
+    /// the pipeline file; by default the system's roots).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl ClickHouseSinkOptions {
-    /// The client's configuration (with the password read from `password_env`).
-    pub fn client(&self) -> Result<ClickHouseConfig, ConfigError> {
+    /// The client's configuration (with the password read from `password_env`, `ca_file`
+    /// resolved by `ctx`).
+    pub fn client(&self, ctx: &dyn Context) -> Result<ClickHouseConfig, ConfigError> {
         let mut client = ClickHouseConfig::new(self.url.clone());
         client.user = self.user.clone();
+        client.ca_file = self.ca_file.as_deref().map(|f| ctx.resolve(f));
         if let Some(var) = &self.password_env {
             if !weir_schema::env::is_variable_name(var) {
                 // Not echoed: it may be the secret itself, pasted here by mistake.
@@ -59,7 +64,7 @@ impl ClickHouseSinkOptions {
     /// The sink's configuration.
     pub fn config(&self, ctx: &dyn Context) -> Result<ClickHouseSinkConfig, ConfigError> {
         let mut config =
-            ClickHouseSinkConfig::new(self.client()?, self.table.clone(), ctx.pipeline_name());
+            ClickHouseSinkConfig::new(self.client(ctx)?, self.table.clone(), ctx.pipeline_name());
         if let Some(name) = &self.schema {
             config.schema = Some(ctx.schema("schema", name)?);
         }

@@ -28,6 +28,9 @@ pub struct HttpEnrichConfig {
     /// Retries, rate limit, breaker, cache: the `policy` block. Errors are retried when
     /// [`HttpError`] says they are retryable.
     pub policy: PolicyConfig,
+    /// For an `https://` URL: trust only the CA certificates of this PEM file (by default the
+    /// system's roots).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl HttpEnrichConfig {
@@ -40,6 +43,7 @@ impl HttpEnrichConfig {
             headers: Vec::new(),
             timeout: Duration::from_secs(30),
             policy: PolicyConfig::default(),
+            ca_file: None,
         }
     }
 }
@@ -152,7 +156,7 @@ impl HttpEnricher {
         }
         Ok(HttpEnricher {
             inner: Arc::new(Inner {
-                client: build_client(config.timeout)?,
+                client: build_client(&config.url, config.timeout, config.ca_file.as_deref())?,
                 template,
                 method: config.method,
                 into: config.into.map(Into::into),

@@ -20,7 +20,13 @@ pub enum HttpError {
     #[error("cannot fill the URL template: field `{field}` is {found}")]
     MissingField { field: String, found: &'static str },
 
-    /// The service could not be reached (connection refused or reset, DNS, TLS).
+    /// The TLS handshake failed: the service's certificate is not trusted (not signed by the
+    /// `ca_file`'s CA, or by a system root without one), not for this host, or expired. Not
+    /// retried: only a new certificate or CA file helps.
+    #[error("TLS with {url} failed: {reason} (check `ca_file` and the service's certificate)")]
+    Tls { url: String, reason: String },
+
+    /// The service could not be reached (connection refused or reset, DNS).
     #[error("cannot connect to {url}: {reason}")]
     Connect { url: String, reason: String },
 
@@ -49,7 +55,9 @@ impl HttpError {
     /// Who has to act on this error.
     pub fn fault(&self) -> Fault {
         match self {
-            HttpError::Config { .. } | HttpError::MissingField { .. } => Fault::User,
+            HttpError::Config { .. } | HttpError::MissingField { .. } | HttpError::Tls { .. } => {
+                Fault::User
+            }
             HttpError::Status { status, .. } if (400..500).contains(status) && *status != 429 => {
                 Fault::User
             }
@@ -73,6 +81,8 @@ impl HttpError {
                 url,
                 after: timeout,
             }
+        } else if let Some(reason) = crate::tls::tls_failure(&error) {
+            HttpError::Tls { url, reason }
         } else if error.is_connect() {
             HttpError::Connect {
                 url,
@@ -101,6 +111,7 @@ impl Retryable for HttpError {
             HttpError::Status { status, .. } => *status == 429 || *status >= 500,
             HttpError::Config { .. }
             | HttpError::MissingField { .. }
+            | HttpError::Tls { .. }
             | HttpError::Response { .. } => false,
         }
     }

@@ -2,8 +2,8 @@
 //! into the record) and a webhook sink ([`HttpSink`]: records POSTed in batches), both under a
 //! [`weir_resilience::PolicyConfig`]. Errors are [`HttpError`]s, classified for retries.
 //!
-//! Plain `http://` works out of the box; `https://` needs the crate's `tls` feature (rustls with
-//! the ring provider).
+//! `http://` and `https://` (rustls with the ring provider); an `https://` service is verified
+//! against the system's roots, or with `ca_file` only against that file's CA ([`crate::tls`]).
 
 mod enrich;
 mod error;
@@ -49,19 +49,37 @@ pub fn runtime() -> AsyncRuntime {
     AsyncRuntime::from_handle(handle.clone())
 }
 
-fn build_client(timeout: Duration) -> Result<reqwest::Client, HttpError> {
+/// The client of a step or sink: `ca_file` (for an `https://` URL only) is the one CA trusted.
+fn build_client(
+    url: &str,
+    timeout: Duration,
+    ca_file: Option<&std::path::Path>,
+) -> Result<reqwest::Client, HttpError> {
     if timeout.is_zero() {
         return Err(HttpError::Config {
             key: "timeout",
             reason: "expected a duration longer than zero".into(),
         });
     }
-    #[cfg(feature = "tls")]
+    if ca_file.is_some()
+        && !url
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("https://")
     {
-        // The ring provider, unless the program installed one already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        return Err(HttpError::Config {
+            key: "ca_file",
+            reason: format!(
+                "a CA file applies to https:// URLs only, and the URL is `{}`",
+                crate::error::redact_url(url)
+            ),
+        });
     }
-    reqwest::Client::builder()
+    crate::tls::client_builder(ca_file)
+        .map_err(|e| HttpError::Config {
+            key: "ca_file",
+            reason: e.to_string(),
+        })?
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .build()

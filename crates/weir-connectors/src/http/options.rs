@@ -26,6 +26,9 @@ pub struct HttpSinkOptions {
     pub headers: Option<IndexMap<String, String>>,
     /// Retries, backoff, timeouts, rate limit, circuit breaker of each request.
     pub policy: Option<PolicyConfig>,
+    /// With an `https://` URL: trust only the CA certificates of this PEM file (relative to
+    /// the pipeline file; by default the system's roots).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// A policy error at its option, e.g. `policy.rate_limit.per_second`.
@@ -46,9 +49,10 @@ pub fn http_error(error: HttpError) -> ConfigError {
 }
 
 impl HttpSinkOptions {
-    /// The webhook sink.
-    pub fn sink(&self) -> Result<HttpSink, ConfigError> {
+    /// The webhook sink (`ca_file` resolved by `ctx`).
+    pub fn sink(&self, ctx: &dyn Context) -> Result<HttpSink, ConfigError> {
         let mut config = HttpSinkConfig::new(self.url.clone());
+        config.ca_file = self.ca_file.as_deref().map(|f| ctx.resolve(f));
         if let Some(format) = self.format {
             config.format = format;
         }
@@ -81,11 +85,11 @@ impl HttpSinkOptions {
 impl crate::config::SinkConnector for HttpSinkOptions {
     fn build(
         &self,
-        _: &dyn Context,
+        ctx: &dyn Context,
         name: &str,
         stream: &Stream<Record>,
     ) -> Result<(), ConfigError> {
-        let webhook = self.sink()?;
+        let webhook = self.sink(ctx)?;
         stream.sink(name, move || webhook.clone());
         Ok(())
     }

@@ -33,7 +33,7 @@ impl BodyFormat {
 /// Settings of an [`HttpSink`].
 #[derive(Debug, Clone)]
 pub struct HttpSinkConfig {
-    /// Where batches are POSTed (`http://`, or `https://` with the `tls` feature).
+    /// Where batches are POSTed (`http://` or `https://`).
     pub url: String,
     pub format: BodyFormat,
     /// Most records per request (default 500).
@@ -47,6 +47,9 @@ pub struct HttpSinkConfig {
     /// Retries, backoff, rate limit, breaker for each request. A `cache` has no meaning here and
     /// is ignored.
     pub policy: PolicyConfig,
+    /// For an `https://` URL: trust only the CA certificates of this PEM file (by default the
+    /// system's roots).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl HttpSinkConfig {
@@ -59,6 +62,7 @@ impl HttpSinkConfig {
             headers: Vec::new(),
             timeout: Duration::from_secs(30),
             policy: PolicyConfig::default(),
+            ca_file: None,
         }
     }
 }
@@ -144,7 +148,7 @@ impl HttpSink {
                 reason: e.to_string(),
             })?;
         Ok(HttpSink::from_shared(Arc::new(Shared {
-            client: build_client(config.timeout)?,
+            client: build_client(&config.url, config.timeout, config.ca_file.as_deref())?,
             shown_url: crate::error::redact_url(&config.url),
             url: config.url,
             format: config.format,

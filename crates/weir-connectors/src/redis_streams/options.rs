@@ -5,6 +5,7 @@ use super::{RedisStreamReaderConfig, RedisStreamSink, RedisStreamSource, RedisSt
 use crate::config::{BuiltSource, CheckFailure, ConfigError, Context, SourceOutput};
 use crate::duration::Duration;
 use serde::Deserialize;
+use std::path::PathBuf;
 use weir_core::{Environment, Stream};
 use weir_expr::FieldTypes;
 use weir_types::Record;
@@ -28,6 +29,9 @@ pub struct RedisStreamSourceOptions {
     pub claim_idle: Option<Duration>,
     /// Stop (not drain) after this long without new input (default: never).
     pub stop_after_idle: Option<Duration>,
+    /// With a `rediss://` URL: trust only the CA certificates of this PEM file (relative to
+    /// the pipeline file; by default the system's roots).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `sink: { type: redis_stream, url, stream, max_len }`: entries appended with explicit,
@@ -41,11 +45,14 @@ pub struct RedisStreamSinkOptions {
     pub stream: String,
     /// Trim the stream to about this many entries (`MAXLEN ~`).
     pub max_len: Option<usize>,
+    /// With a `rediss://` URL: trust only the CA certificates of this PEM file (relative to
+    /// the pipeline file; by default the system's roots).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl RedisStreamSourceOptions {
-    /// The reader's configuration.
-    pub fn config(&self) -> Result<RedisStreamSourceConfig, ConfigError> {
+    /// The reader's configuration (`ca_file` resolved by `ctx`).
+    pub fn config(&self, ctx: &dyn Context) -> Result<RedisStreamSourceConfig, ConfigError> {
         let consumer = self.consumer.clone().unwrap_or_else(|| "weir".to_string());
         let mut reader = RedisStreamReaderConfig::new(
             self.url.clone(),
@@ -54,6 +61,7 @@ impl RedisStreamSourceOptions {
             consumer,
         );
         reader.block = std::time::Duration::from_millis(100);
+        reader.ca_file = self.ca_file.as_deref().map(|f| ctx.resolve(f));
         if let Some(n) = self.read_count {
             if n == 0 {
                 return Err(ConfigError::option("read_count", "must be at least 1"));
@@ -80,7 +88,7 @@ impl crate::config::SourceConnector for RedisStreamSourceOptions {
         _at: &str,
         _fields: &mut FieldTypes,
     ) -> Result<BuiltSource, ConfigError> {
-        let config = self.config()?;
+        let config = self.config(ctx)?;
         // Entries are acknowledged when a checkpoint completes: a consumer must not take over
         // another's entries before that can have happened.
         if let Some(interval) = ctx.checkpoint_interval()?
@@ -103,9 +111,12 @@ impl crate::config::SourceConnector for RedisStreamSourceOptions {
         })
     }
 
-    fn check(&self, _: &dyn Context) -> Result<bool, CheckFailure> {
-        self.config()?;
-        crate::block_on(super::check(&self.url))?;
+    fn check(&self, ctx: &dyn Context) -> Result<bool, CheckFailure> {
+        let config = self.config(ctx)?;
+        crate::block_on(super::check_with_ca(
+            &self.url,
+            config.reader.ca_file.as_deref(),
+        ))?;
         Ok(true)
     }
 }
@@ -113,12 +124,13 @@ impl crate::config::SourceConnector for RedisStreamSourceOptions {
 impl crate::config::SinkConnector for RedisStreamSinkOptions {
     fn build(
         &self,
-        _: &dyn Context,
+        ctx: &dyn Context,
         name: &str,
         stream: &Stream<Record>,
     ) -> Result<(), ConfigError> {
         let mut config = RedisStreamWriterConfig::new(self.url.clone(), self.stream.clone());
         config.max_len = self.max_len;
+        config.ca_file = self.ca_file.as_deref().map(|f| ctx.resolve(f));
         // Explicit, growing ids need a single writer per stream.
         stream
             .sink(name, move || RedisStreamSink::new(config.clone()))
@@ -126,8 +138,9 @@ impl crate::config::SinkConnector for RedisStreamSinkOptions {
         Ok(())
     }
 
-    fn check(&self, _: &dyn Context) -> Result<bool, CheckFailure> {
-        crate::block_on(super::check(&self.url))?;
+    fn check(&self, ctx: &dyn Context) -> Result<bool, CheckFailure> {
+        let ca_file = self.ca_file.as_deref().map(|f| ctx.resolve(f));
+        crate::block_on(super::check_with_ca(&self.url, ca_file.as_deref()))?;
         Ok(true)
     }
 

@@ -41,6 +41,9 @@ pub struct RedisStreamReaderConfig {
     /// How long [`RedisStreamSource`](super::RedisStreamSource) keeps retrying after a
     /// dropped connection (a killed client, a Redis restart) before it fails the job.
     pub reconnect: ReconnectBudget,
+    /// For a `rediss://` URL: trust only the CA certificates of this PEM file (by default the
+    /// system's roots).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Retries of a command that failed because the connection dropped or Redis could not be
@@ -92,6 +95,7 @@ impl RedisStreamReaderConfig {
             start: GroupStart::Beginning,
             command_timeout: Duration::from_secs(10),
             reconnect: ReconnectBudget::default(),
+            ca_file: None,
         }
     }
 
@@ -197,8 +201,18 @@ impl RedisStreamReader {
     /// Connects and creates the group (and the stream) if missing.
     pub async fn connect(config: RedisStreamReaderConfig) -> Result<Self, ConnectorError> {
         config.validate()?;
-        let commands = connect(&config.url, config.command_timeout).await?;
-        let blocking = connect(&config.url, config.block + config.command_timeout).await?;
+        let commands = connect(
+            &config.url,
+            config.ca_file.as_deref(),
+            config.command_timeout,
+        )
+        .await?;
+        let blocking = connect(
+            &config.url,
+            config.ca_file.as_deref(),
+            config.block + config.command_timeout,
+        )
+        .await?;
         let reader = RedisStreamReader {
             decoder: EntryDecoder::new(config.encoding.clone()),
             acker: StreamAcker {

@@ -22,6 +22,9 @@ pub struct RedisStreamWriterConfig {
     pub max_len: Option<usize>,
     /// Timeout for one pipelined write. Default 10 s.
     pub command_timeout: Duration,
+    /// For a `rediss://` URL: trust only the CA certificates of this PEM file (by default the
+    /// system's roots).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl RedisStreamWriterConfig {
@@ -32,6 +35,7 @@ impl RedisStreamWriterConfig {
             field: "data".to_string(),
             max_len: None,
             command_timeout: Duration::from_secs(10),
+            ca_file: None,
         }
     }
 }
@@ -116,7 +120,12 @@ impl RedisStreamWriter {
                 reason: "must be at least 1 (leave it unset to keep every entry)".into(),
             });
         }
-        let conn = connect(&config.url, config.command_timeout).await?;
+        let conn = connect(
+            &config.url,
+            config.ca_file.as_deref(),
+            config.command_timeout,
+        )
+        .await?;
         Ok(RedisStreamWriter {
             config,
             conn,
