@@ -3,32 +3,14 @@
 //! the wrong role, the right role), revocation while the server runs, the audit log, and the
 //! refusal to start with a missing or too-open key.
 
+mod auth_server;
+
+use auth_server::{Server, free_port, keygen, weir};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use weir_server::routes::{self, Role as RouteRole};
-
-fn weir() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
-    c.env_remove("WEIR_LOG")
-        .env_remove("WEIR_LOG_FORMAT")
-        .env_remove("WEIR_AUTH_KEY_FILE")
-        .env_remove("WEIR_PROFILE")
-        .env_remove("WEIR_DATA_DIR");
-    c
-}
-
-/// `weir token keygen FILE`.
-fn keygen(path: &Path) {
-    let out = weir()
-        .args(["token", "keygen"])
-        .arg(path)
-        .output()
-        .expect("run weir token keygen");
-    assert!(out.status.success(), "{out:?}");
-}
 
 /// `weir token create`: (token, token id).
 fn create(key: &Path, role: &str, name: &str) -> (String, String) {
@@ -100,65 +82,6 @@ fn request(port: u16, method: &str, path: &str, token: Option<&str>) -> (u16, St
     (status, body)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A running `weir serve` with its standard error in a file; killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(dir: &Path, key: &Path) -> Server {
-        let port = free_port();
-        let config = dir.join("weir.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen: 127.0.0.1:{port}\ndata_dir: data\nauth:\n  enabled: true\n  key_file: {}\ningest:\n  redis_url: redis://127.0.0.1:6390\n",
-                key.display()
-            ),
-        )
-        .expect("write the config");
-        let log = dir.join("serve.log");
-        let child = weir()
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start weir serve");
-        let mut server = Server { child, port, log };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !server.stderr().contains("listening on") {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("weir serve exited with {status}: {}", server.stderr());
-            }
-            assert!(Instant::now() < deadline, "no start: {}", server.stderr());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A route's path with every parameter filled with a dummy value.
 fn concrete(path: &str) -> String {
     path.split('/')
@@ -218,7 +141,11 @@ fn every_route_of_the_table_checks_its_token_and_role() {
         sig[0] = if sig[0] == 'A' { 'B' } else { 'A' };
         format!("{rest}.{}", sig.into_iter().collect::<String>())
     };
-    let server = Server::start(dir.path(), &key);
+    let server = Server::start(
+        dir.path(),
+        &key,
+        "ingest:\n  redis_url: redis://127.0.0.1:6390\n",
+    );
     let port = server.port;
 
     let table = routes::table();
@@ -304,7 +231,11 @@ fn a_revoked_token_is_refused_and_mutations_are_audited() {
     keygen(&key);
     let (viewer, viewer_id) = create(&key, "viewer", "audit-viewer");
     let (operator, _) = create(&key, "operator", "audit-operator");
-    let server = Server::start(dir.path(), &key);
+    let server = Server::start(
+        dir.path(),
+        &key,
+        "ingest:\n  redis_url: redis://127.0.0.1:6390\n",
+    );
     let port = server.port;
 
     let (status, body) = request(port, "GET", "/v1/pipelines", Some(&viewer));

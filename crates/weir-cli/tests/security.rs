@@ -6,33 +6,14 @@
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
+mod auth_server;
+
+use auth_server::{Server, free_port, keygen, weir};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use weir_connectors::{block_on, testing};
-
-fn weir() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
-    c.env_remove("WEIR_LOG")
-        .env_remove("WEIR_LOG_FORMAT")
-        .env_remove("WEIR_AUTH_KEY_FILE")
-        .env_remove("WEIR_PROFILE")
-        .env_remove("WEIR_DATA_DIR")
-        .env_remove("WEIR_TOKEN")
-        .env_remove("WEIR_SERVER");
-    c
-}
-
-fn keygen(path: &Path) {
-    let out = weir()
-        .args(["token", "keygen"])
-        .arg(path)
-        .output()
-        .expect("run weir token keygen");
-    assert!(out.status.success(), "{out:?}");
-}
 
 /// `weir token create`: the token.
 fn create(key: &Path, role: &str, name: &str) -> String {
@@ -49,82 +30,6 @@ fn create(key: &Path, role: &str, name: &str) -> String {
         .expect("utf8")
         .trim()
         .to_string()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A running `weir serve` (auth enabled, the given extra config) with its standard error in a
-/// file; killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(dir: &Path, key: &Path, extra: &str) -> Server {
-        let port = free_port();
-        let config = dir.join("weir.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen: 127.0.0.1:{port}\ndata_dir: data\nauth:\n  enabled: true\n  key_file: {}\n{extra}",
-                key.display()
-            ),
-        )
-        .expect("write the config");
-        let log = dir.join("serve.log");
-        let child = weir()
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start weir serve");
-        let mut server = Server { child, port, log };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !server.stderr().contains("listening on") {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("weir serve exited with {status}: {}", server.stderr());
-            }
-            assert!(Instant::now() < deadline, "no start: {}", server.stderr());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// The process's resident memory (kB), from /proc.
-    fn rss_kb(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("/proc/PID/status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .expect("VmRSS")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// An answer: status, headers (names lower case), body (empty when it has no length).

@@ -360,9 +360,10 @@ fn samples(text: &str) -> impl Iterator<Item = (&str, &str, f64)> {
 }
 
 /// Where a rule stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Phase {
     /// The condition does not hold.
+    #[default]
     Inactive,
     /// It holds, not yet for the rule's duration.
     Pending,
@@ -380,7 +381,7 @@ impl Phase {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct RuleState {
     phase: Phase,
     value: Option<f64>,
@@ -458,22 +459,7 @@ impl Alerts {
             .timeout(config.timeout)
             .build()
             .map_err(|e| format!("alerts.webhook: cannot build an HTTP client: {e}"))?;
-        let states = config
-            .rules
-            .iter()
-            .map(|_| RuleState {
-                phase: Phase::Inactive,
-                value: None,
-                holding_since: None,
-                fired_at: None,
-                resolved_at: None,
-                previous: HashMap::new(),
-                previous_at: None,
-                steps: std::collections::VecDeque::new(),
-                last_delivery: None,
-                notifications: 0,
-            })
-            .collect();
+        let states = config.rules.iter().map(|_| RuleState::default()).collect();
         let every = config.evaluate_every;
         let url = config.webhook.clone();
         let alerts = Arc::new(Alerts {
@@ -758,24 +744,7 @@ mod tests {
     fn alerts(expr: &str) -> Alerts {
         let config = config(expr);
         Alerts {
-            states: Mutex::new(
-                config
-                    .rules
-                    .iter()
-                    .map(|_| RuleState {
-                        phase: Phase::Inactive,
-                        value: None,
-                        holding_since: None,
-                        fired_at: None,
-                        resolved_at: None,
-                        previous: HashMap::new(),
-                        previous_at: None,
-                        steps: std::collections::VecDeque::new(),
-                        last_delivery: None,
-                        notifications: 0,
-                    })
-                    .collect(),
-            ),
+            states: Mutex::new(config.rules.iter().map(|_| RuleState::default()).collect()),
             config: Some(config),
         }
     }
