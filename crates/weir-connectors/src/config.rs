@@ -583,3 +583,12 @@ pub fn without_credentials(url: &str) -> String {
         None => url.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn without_credentials_hides_user_and_password() {
+        assert_eq!(super::without_credentials("redis://:pw@h:1"), "redis://h:1");
+        assert_eq!(super::without_credentials("http://h:1"), "http://h:1");
+    }
+}

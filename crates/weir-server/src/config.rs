@@ -294,7 +294,7 @@ pub fn load(
         }
         if let Some(v) = &f.ingest.redis_url {
             // Secrets never in the configuration text: a password goes in the environment.
-            if crate::ready::redact(v) != *v {
+            if weir_connectors::config::without_credentials(v) != *v {
                 return Err(at(
                     "ingest.redis_url",
                     "a user name or password in the config file is refused: set the whole URL in WEIR_INGEST_REDIS_URL (the environment) instead".into(),

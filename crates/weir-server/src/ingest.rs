@@ -124,7 +124,7 @@ impl Ingest {
                 let client = redis::Client::open(self.url.as_str()).map_err(|e| {
                     ApiError::internal(format!(
                         "ingest.redis_url `{}`: {e}",
-                        crate::ready::redact(&self.url)
+                        weir_connectors::config::without_credentials(&self.url)
                     ))
                 })?;
                 let config = redis::aio::ConnectionManagerConfig::new()
@@ -135,7 +135,10 @@ impl Ingest {
                     .map_err(|e| {
                         ApiError::unavailable(
                             "redis_unavailable",
-                            format!("cannot connect to {}: {e}", crate::ready::redact(&self.url)),
+                            format!(
+                                "cannot connect to {}: {e}",
+                                weir_connectors::config::without_credentials(&self.url)
+                            ),
                         )
                     })
             })

@@ -138,22 +138,3 @@ impl Ready {
         self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
-
-/// A URL without its user name and password.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}{}", &url[..scheme + 3], &url[at + 1..])
-        }
-        _ => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn redact_hides_credentials() {
-        assert_eq!(super::redact("redis://:pw@h:1"), "redis://h:1");
-        assert_eq!(super::redact("http://h:1"), "http://h:1");
-    }
-}
