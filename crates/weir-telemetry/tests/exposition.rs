@@ -335,8 +335,10 @@ fn end_to_end_latency_crosses_channels_and_a_resumed_pipeline_counts_on() {
     let count = sum_of(&text, "weir_end_to_end_latency_seconds_count", &sink);
     let total = sum_of(&text, "weir_end_to_end_latency_seconds_sum", &sink);
     assert!(count >= 1.0, "{text}");
+    // Ingest and delivery times are whole wall-clock milliseconds, so one observation can
+    // exceed the run's measured duration by up to a millisecond at each end.
     assert!(
-        total <= count * first,
+        total <= count * (first + 0.002),
         "{total} over {count} in {first}s\n{text}"
     );
     assert_eq!(
