@@ -13,6 +13,10 @@
 //! - ClickHouse: [`ExactlyOnceInserter`] inserts each checkpoint batch as one atomic block
 //!   tagged with a deterministic batch id, and skips present batches on recovery.
 //!
+//! The ClickHouse connector also owns how a schema maps to a table: [`clickhouse_ddl`] and
+//! [`clickhouse_migration`] (adapted to the server's version, [`ClickHouseFeatures`]), the
+//! JSONEachRow rows ([`clickhouse_row_json`], [`write_clickhouse_row`]) and the SQL quoting.
+//!
 //! TLS ([`tls`]): `rediss://` and `https://` URLs with rustls (ring), verified against the
 //! system's roots or the CA file of a `ca_file` option; verification is never turned off.
 //!
@@ -44,9 +48,11 @@ pub mod unique;
 
 pub use clickhouse::check as check_clickhouse;
 pub use clickhouse::{
-    BATCH_COLUMN, BatchBuilder, BatchId, ClickHouseClient, ClickHouseConfig, ClickHouseSink,
-    ClickHouseSinkConfig, ClickHouseSinkOptions, CommitMode, CommitReport, DEFAULT_MAX_BLOCK_ROWS,
-    ExactlyOnceInserter, InsertBatch, ServerVersion,
+    BATCH_COLUMN, BatchBuilder, BatchId, ClickHouseClient, ClickHouseConfig, ClickHouseFeatures,
+    ClickHouseSink, ClickHouseSinkConfig, ClickHouseSinkOptions, CommitMode, CommitReport,
+    DEFAULT_MAX_BLOCK_ROWS, ExactlyOnceInserter, InsertBatch, ServerVersion, clickhouse_ddl,
+    clickhouse_migration, clickhouse_row_json, quote_identifier, quote_string, quote_table,
+    write_clickhouse_row,
 };
 pub use config::{SinkConfig, SinkKind, SourceConfig, SourceKind};
 pub use error::{ConnectorError, Fault};

@@ -1,4 +1,5 @@
 use crate::ConnectorError;
+use super::table::quote_table;
 use crate::error::{redact_url, short_query};
 use reqwest::{StatusCode, Url};
 use std::fmt;
@@ -430,8 +431,6 @@ fn clean_error_message(text: &str) -> String {
         .unwrap_or(text);
     short_query(text)
 }
-
-pub(crate) use weir_schema::{quote_string, quote_table};
 
 #[cfg(test)]
 mod tests {
