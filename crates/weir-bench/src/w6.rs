@@ -231,9 +231,7 @@ fn baseline(
             .text,
     )
     .ok_or_else(|| fail("ClickHouse", "unsupported version"))?;
-    block_on(client.execute(&weir_connectors::clickhouse_ddl(
-        &schema, table, &features,
-    )))
+    block_on(client.execute(&weir_connectors::clickhouse_ddl(&schema, table, &features)))
         .map_err(|e| fail("DDL", e))?;
     let inserter = ExactlyOnceInserter::new(client.clone(), table);
     block_on(async {

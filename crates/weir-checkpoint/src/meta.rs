@@ -25,7 +25,9 @@ pub enum MetadataError {
     UnreadableChecksum(String),
     #[error("unreadable length in header {0:?}")]
     UnreadableLength(String),
-    #[error("truncated: the header announces {announced} bytes of metadata, the file holds {found}")]
+    #[error(
+        "truncated: the header announces {announced} bytes of metadata, the file holds {found}"
+    )]
     Truncated { announced: usize, found: usize },
     #[error("checksum mismatch: expected crc32 {expected:08x}, found {found:08x}")]
     ChecksumMismatch { expected: u32, found: u32 },
@@ -112,8 +114,8 @@ impl Metadata {
             .iter()
             .position(|&b| b == b'\n')
             .ok_or(MetadataError::NoHeaderLine { bytes: bytes.len() })?;
-        let header = std::str::from_utf8(&bytes[..newline])
-            .map_err(|_| MetadataError::HeaderNotText)?;
+        let header =
+            std::str::from_utf8(&bytes[..newline]).map_err(|_| MetadataError::HeaderNotText)?;
         let body = &bytes[newline + 1..];
         let parts: Vec<&str> = header.split(' ').collect();
         let [name, format, crc, len] = parts[..] else {

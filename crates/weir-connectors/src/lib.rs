@@ -1,4 +1,8 @@
-//! Weir's connectors at the client level: reading Redis Streams through consumer groups,
+//! Weir's connectors: every way data enters or leaves a job. Files (JSON lines and CSV, read
+//! once, followed, by directory or glob, split by byte ranges; [`file`]), standard input and
+//! output ([`stdin`], [`stdout`]) and the generator ([`generator`]) as runtime sources and
+//! sinks, added to weir-core's typed API by [`SourceExt`] and [`SinkExt`]; and at the client
+//! level: reading Redis Streams through consumer groups,
 //! writing them (idempotently, for exactly-once), inserting into ClickHouse over HTTP,
 //! exactly once per checkpoint, and calling HTTP services ([`http`]: per-record enrichment and
 //! a webhook sink, under a resilience policy).
@@ -44,6 +48,7 @@ pub mod stdout;
 #[doc(hidden)]
 pub mod testing;
 pub mod tls;
+mod typed;
 pub mod unique;
 
 pub use clickhouse::check as check_clickhouse;
@@ -56,6 +61,14 @@ pub use clickhouse::{
 };
 pub use config::{SinkConfig, SinkKind, SourceConfig, SourceKind};
 pub use error::{ConnectorError, Fault};
+pub use file::{
+    BadRecord, CsvHeaderError, CsvOptions, CsvSource, FileSelection, FileSource, FileSourceConfig,
+    Format, JsonLinesSink, JsonLinesSource, ReadResult, SelectionError, check_csv_header,
+    escape_invalid_utf8, file_owner, infer_value,
+};
+pub use generator::GeneratorSource;
+pub use stdout::StdoutSink;
+pub use typed::{SinkExt, SourceExt};
 
 /// A `reqwest` client builder with rustls's ring provider installed: build every HTTP client
 /// of the workspace from it. reqwest has no provider of its own here (`rustls-no-provider`),

@@ -1,6 +1,9 @@
 //! ClickHouse DDL text for an old (18.16) and a new (24.x) server, and JSONEachRow rows.
 
-use weir_connectors::{ClickHouseFeatures, clickhouse_ddl, clickhouse_migration, clickhouse_row_json, write_clickhouse_row};
+use weir_connectors::{
+    ClickHouseFeatures, clickhouse_ddl, clickhouse_migration, clickhouse_row_json,
+    write_clickhouse_row,
+};
 use weir_schema::Schema;
 use weir_types::{Record, Value};
 
@@ -235,8 +238,7 @@ ttl: 60d
 -- ORDER BY changed from (`id`) to (`id`, `ts`): ClickHouse cannot alter it in place; create a new table to apply it
 "
     );
-    let modern = clickhouse_migration(&v2, &v1, "t", &features("24.3"))
-        .unwrap();
+    let modern = clickhouse_migration(&v2, &v1, "t", &features("24.3")).unwrap();
     assert!(
         modern.contains("    MODIFY TTL toDateTime(`ts`) + INTERVAL 60 DAY\n"),
         "{modern}"

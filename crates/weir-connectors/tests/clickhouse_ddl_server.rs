@@ -5,7 +5,10 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use weir_connectors::{ClickHouseFeatures, clickhouse_ddl, clickhouse_migration, clickhouse_row_json, write_clickhouse_row};
+use weir_connectors::{
+    ClickHouseFeatures, clickhouse_ddl, clickhouse_migration, clickhouse_row_json,
+    write_clickhouse_row,
+};
 use weir_schema::Schema;
 use weir_types::RecordDecoder;
 
@@ -119,7 +122,8 @@ fn the_server_accepts_the_migration_between_versions() {
     .unwrap();
     let migration = clickhouse_migration(&v2, &v1, &table, &features).unwrap();
     post(&url, &migration).unwrap_or_else(|e| panic!("{version}: {e}\n{migration}"));
-    let row = clickhouse_row_json(&v2, 
+    let row = clickhouse_row_json(
+        &v2,
         &v2.validate(weir_types::Record::from_json_str(r#"{"id":"b","n":2.5}"#).unwrap())
             .unwrap(),
     );

@@ -1,6 +1,7 @@
 //! Keyed state on the on-disk backend, far beyond its memory budget, gives the same results
 //! as in memory.
 
+use weir_connectors::SourceExt;
 use weir_core::Environment;
 use weir_pipeline::Pipeline;
 

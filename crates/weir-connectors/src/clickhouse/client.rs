@@ -1,5 +1,5 @@
-use crate::ConnectorError;
 use super::table::quote_table;
+use crate::ConnectorError;
 use crate::error::{redact_url, short_query};
 use reqwest::{StatusCode, Url};
 use std::fmt;

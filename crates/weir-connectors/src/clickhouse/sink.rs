@@ -13,6 +13,7 @@
 //! - Without checkpoints (at-least-once): a batch is inserted when it is full or every
 //!   `flush_interval`, and at the end of input.
 
+use super::table::{ClickHouseFeatures, clickhouse_ddl, write_clickhouse_row};
 use super::{
     BatchBuilder, BatchId, ClickHouseClient, ClickHouseConfig, CommitMode, ExactlyOnceInserter,
     InsertBatch,
@@ -21,7 +22,6 @@ use crate::io_runtime::block_on;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir_core::{CheckpointId, ErrorKind, OperatorContext, OperatorError, Sink};
-use super::table::{ClickHouseFeatures, clickhouse_ddl, write_clickhouse_row};
 use weir_schema::Schema;
 use weir_types::Record;
 

@@ -105,7 +105,7 @@ pub fn clickhouse_ddl(schema: &Schema, table: &str, features: &ClickHouseFeature
 }
 
 /// The `ALTER TABLE` that brings a table created for `previous` (by
-/// [`clickhouse_ddl`]) to this version, or `None` when the columns are the same.
+/// [`clickhouse_ddl`]) to `schema`, or `None` when the columns are the same.
 ///
 /// New stored fields are added (`ADD COLUMN`), columns whose type or default changed are
 /// modified (`MODIFY COLUMN`, e.g. `Nullable(Int64)` to `Nullable(Float64)` for a widened
@@ -317,7 +317,7 @@ fn write_row(
     let mut first = true;
     for field in stored_fields(schema) {
         let value = record.get(field.name()).filter(|v| !v.is_null());
-                if value.is_none() && !field.nullable() {
+        if value.is_none() && !field.nullable() {
             continue;
         }
         if !first {
