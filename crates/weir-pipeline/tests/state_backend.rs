@@ -1,7 +1,6 @@
 //! Keyed state on the on-disk backend, far beyond its memory budget, gives the same results
 //! as in memory.
 
-use weir_connectors::SourceExt;
 use weir_core::Environment;
 use weir_pipeline::Pipeline;
 
@@ -190,6 +189,7 @@ mod typed {
     use std::sync::Arc;
     use std::time::Duration;
     use weir_checkpoint::{CheckpointStore, DirCheckpoints};
+    use weir_connectors::SourceExt;
     use weir_core::{Checkpointing, Config, Environment, OperatorContext, OperatorError, Stream};
     use weir_state::{StateBackend, StoreFactory};
     use weir_time::prelude::*;
