@@ -4,13 +4,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use weir_core::{Config, Environment, Format};
+use weir_core::{Config, Environment};
+use weir_connectors::{Format, SourceExt};
 
 fuzz_target!(|input: &[u8]| {
     for guessed in input.split(|b| matches!(b, b',' | b'\n')) {
         if let Ok(text) = std::str::from_utf8(guessed) {
             // Guessing never makes a value JSON cannot carry.
-            if let weir_types::Value::Float(f) = weir_core::infer_value(text) {
+            if let weir_types::Value::Float(f) = weir_connectors::infer_value(text) {
                 assert!(f.is_finite(), "{text:?} guessed as {f}");
             }
         }

@@ -4,7 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use weir_core::{Config, Environment, Format};
+use weir_core::{Config, Environment};
+use weir_connectors::{Format, SourceExt};
 
 fuzz_target!(|input: &[u8]| {
     // The decoder alone, line by line: must never panic, and agree with serde_json.

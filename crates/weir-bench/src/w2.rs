@@ -7,6 +7,7 @@ use crate::{BenchOptions, BenchReport};
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use weir_connectors::SourceExt;
 use weir_core::{Config, Environment, JobError, OperatorContext, OperatorError, Sink};
 use weir_time::prelude::*;
 

@@ -225,13 +225,13 @@ fn baseline(
     let schema = registry
         .get("bench.event", weir_schema::VersionSpec::Latest)
         .map_err(|e| fail("schema", e))?;
-    let features = weir_schema::ClickHouseFeatures::from_version(
+    let features = weir_connectors::ClickHouseFeatures::from_version(
         &block_on(client.version())
             .map_err(|e| fail("ClickHouse", e))?
             .text,
     )
     .ok_or_else(|| fail("ClickHouse", "unsupported version"))?;
-    block_on(client.execute(&schema.clickhouse_ddl(table, &features)))
+    block_on(client.execute(&weir_connectors::clickhouse_ddl(&schema, table, &features)))
         .map_err(|e| fail("DDL", e))?;
     let inserter = ExactlyOnceInserter::new(client.clone(), table);
     block_on(async {
@@ -258,7 +258,8 @@ fn baseline(
             for entry in batch.entries {
                 if let Ok(valid) = validator.validate(entry.record) {
                     let id = BatchId::new("w6", "baseline", 1, seq);
-                    validator.schema().write_clickhouse_row(
+                    weir_connectors::write_clickhouse_row(
+                        validator.schema(),
                         &valid,
                         &features,
                         id.as_str(),

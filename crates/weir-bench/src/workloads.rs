@@ -7,6 +7,7 @@ use compact_str::CompactString;
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use weir_connectors::SourceExt;
 use weir_core::{Config, Environment, JobError, OperatorContext, OperatorError, Sink};
 
 /// The event of W1, W2 and W4.

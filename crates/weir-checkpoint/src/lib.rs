@@ -58,7 +58,7 @@ mod meta;
 mod runtime;
 mod store;
 
-pub use meta::BlobRef;
+pub use meta::{BlobRef, MetadataError};
 pub use runtime::{DirCheckpoints, FINISHED_KEY, JOB_ENTRY};
 pub use store::{
     BlobReader, BlobWriter, Checkpoint, CheckpointInfo, CheckpointStore, FilesInfo, Listing,

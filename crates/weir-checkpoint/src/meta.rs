@@ -8,6 +8,36 @@ use std::collections::BTreeMap;
 pub(crate) const FORMAT: u32 = 1;
 const HEADER: &str = "weir-checkpoint";
 
+/// What is wrong with a `_metadata` file (inside [`crate::SkipReason::BadMetadata`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetadataError {
+    #[error("truncated: no header line in {bytes} bytes")]
+    NoHeaderLine { bytes: usize },
+    #[error("the header line is not text")]
+    HeaderNotText,
+    #[error("unreadable header line {0:?}")]
+    UnreadableHeader(String),
+    #[error("not checkpoint metadata (header {0:?})")]
+    NotMetadata(String),
+    #[error("metadata format {found} is not the supported format {supported}")]
+    UnsupportedFormat { found: String, supported: u32 },
+    #[error("unreadable checksum in header {0:?}")]
+    UnreadableChecksum(String),
+    #[error("unreadable length in header {0:?}")]
+    UnreadableLength(String),
+    #[error(
+        "truncated: the header announces {announced} bytes of metadata, the file holds {found}"
+    )]
+    Truncated { announced: usize, found: usize },
+    #[error("checksum mismatch: expected crc32 {expected:08x}, found {found:08x}")]
+    ChecksumMismatch { expected: u32, found: u32 },
+    /// The body is not the metadata JSON (serde's message: the error itself is not `Clone`).
+    #[error("unreadable metadata: {0}")]
+    Unparsable(String),
+    #[error("it describes checkpoint {found}, not {expected}")]
+    WrongId { expected: u64, found: u64 },
+}
+
 /// A stored blob: where it is and what it must read back as.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,47 +109,49 @@ impl Metadata {
     }
 
     /// Parses and checks a `_metadata` file; the error says what is wrong with it.
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Metadata, String> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Metadata, MetadataError> {
         let newline = bytes
             .iter()
             .position(|&b| b == b'\n')
-            .ok_or_else(|| format!("truncated: no header line in {} bytes", bytes.len()))?;
-        let header = std::str::from_utf8(&bytes[..newline])
-            .map_err(|_| "the header line is not text".to_string())?;
+            .ok_or(MetadataError::NoHeaderLine { bytes: bytes.len() })?;
+        let header =
+            std::str::from_utf8(&bytes[..newline]).map_err(|_| MetadataError::HeaderNotText)?;
         let body = &bytes[newline + 1..];
         let parts: Vec<&str> = header.split(' ').collect();
         let [name, format, crc, len] = parts[..] else {
-            return Err(format!("unreadable header line {header:?}"));
+            return Err(MetadataError::UnreadableHeader(header.into()));
         };
         if name != HEADER {
-            return Err(format!("not checkpoint metadata (header {header:?})"));
+            return Err(MetadataError::NotMetadata(header.into()));
         }
         if format != FORMAT.to_string() {
-            return Err(format!(
-                "metadata format {format} is not the supported format {FORMAT}"
-            ));
+            return Err(MetadataError::UnsupportedFormat {
+                found: format.into(),
+                supported: FORMAT,
+            });
         }
         let crc = crc
             .strip_prefix("crc32=")
             .and_then(|c| u32::from_str_radix(c, 16).ok())
-            .ok_or_else(|| format!("unreadable checksum in header {header:?}"))?;
+            .ok_or_else(|| MetadataError::UnreadableChecksum(header.into()))?;
         let len: usize = len
             .strip_prefix("len=")
             .and_then(|l| l.parse().ok())
-            .ok_or_else(|| format!("unreadable length in header {header:?}"))?;
+            .ok_or_else(|| MetadataError::UnreadableLength(header.into()))?;
         if body.len() != len {
-            return Err(format!(
-                "truncated: the header announces {len} bytes of metadata, the file holds {}",
-                body.len()
-            ));
+            return Err(MetadataError::Truncated {
+                announced: len,
+                found: body.len(),
+            });
         }
         let found = crc32fast::hash(body);
         if found != crc {
-            return Err(format!(
-                "checksum mismatch: expected crc32 {crc:08x}, found {found:08x}"
-            ));
+            return Err(MetadataError::ChecksumMismatch {
+                expected: crc,
+                found,
+            });
         }
-        serde_json::from_slice(body).map_err(|e| format!("unreadable metadata: {e}"))
+        serde_json::from_slice(body).map_err(|e| MetadataError::Unparsable(e.to_string()))
     }
 
     /// Every file the checkpoint references: blobs and the files of states stored as files.
@@ -168,6 +200,10 @@ mod tests {
         let at = bytes.len() - 5;
         bytes[at] ^= 0x01;
         let err = Metadata::decode(&bytes).unwrap_err();
-        assert!(err.contains("checksum mismatch"), "{err}");
+        assert!(
+            matches!(err, MetadataError::ChecksumMismatch { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
     }
 }

@@ -1,4 +1,4 @@
-use crate::meta::{FORMAT, Metadata, OperatorEntry};
+use crate::meta::{FORMAT, Metadata, MetadataError, OperatorEntry};
 use crate::{BlobRef, CheckpointError, io};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -86,7 +86,7 @@ pub enum SkipReason {
     /// `_metadata` was never written: the job stopped while writing the checkpoint.
     NoMetadata,
     /// `_metadata` is truncated, fails its checksum, or does not parse.
-    BadMetadata(String),
+    BadMetadata(MetadataError),
     MissingBlob {
         checkpoint: u64,
         file: String,
@@ -403,10 +403,10 @@ impl CheckpointStore {
         };
         let meta = Metadata::decode(&bytes).map_err(SkipReason::BadMetadata)?;
         if meta.id != id {
-            return Err(SkipReason::BadMetadata(format!(
-                "it describes checkpoint {}, not {id}",
-                meta.id
-            )));
+            return Err(SkipReason::BadMetadata(MetadataError::WrongId {
+                expected: id,
+                found: meta.id,
+            }));
         }
         for blob in meta.blobs() {
             let file = self.dir.join(dir_name(blob.checkpoint)).join(&blob.file);

@@ -12,11 +12,12 @@
 //! (`event_time` of a source, `input` of a sink) are read by the caller's [`Common`].
 
 use crate::ConnectorError;
+use crate::ReadResult;
 use serde::de::{self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, Visitor};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use weir_core::{Environment, ReadResult, Stream};
+use weir_core::{Environment, Stream};
 use weir_expr::FieldTypes;
 use weir_types::{Record, ValueKind};
 

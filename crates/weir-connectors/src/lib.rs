@@ -1,4 +1,8 @@
-//! Weir's connectors at the client level: reading Redis Streams through consumer groups,
+//! Weir's connectors: every way data enters or leaves a job. Files (JSON lines and CSV, read
+//! once, followed, by directory or glob, split by byte ranges; [`file`]), standard input and
+//! output ([`stdin`], [`stdout`]) and the generator ([`generator`]) as runtime sources and
+//! sinks, added to weir-core's typed API by [`SourceExt`] and [`SinkExt`]; and at the client
+//! level: reading Redis Streams through consumer groups,
 //! writing them (idempotently, for exactly-once), inserting into ClickHouse over HTTP,
 //! exactly once per checkpoint, and calling HTTP services ([`http`]: per-record enrichment and
 //! a webhook sink, under a resilience policy).
@@ -12,6 +16,10 @@
 //!   derived from `(epoch, sequence)` and skips those the stream already has.
 //! - ClickHouse: [`ExactlyOnceInserter`] inserts each checkpoint batch as one atomic block
 //!   tagged with a deterministic batch id, and skips present batches on recovery.
+//!
+//! The ClickHouse connector also owns how a schema maps to a table: [`clickhouse_ddl`] and
+//! [`clickhouse_migration`] (adapted to the server's version, [`ClickHouseFeatures`]), the
+//! JSONEachRow rows ([`clickhouse_row_json`], [`write_clickhouse_row`]) and the SQL quoting.
 //!
 //! TLS ([`tls`]): `rediss://` and `https://` URLs with rustls (ring), verified against the
 //! system's roots or the CA file of a `ca_file` option; verification is never turned off.
@@ -40,16 +48,27 @@ pub mod stdout;
 #[doc(hidden)]
 pub mod testing;
 pub mod tls;
+mod typed;
 pub mod unique;
 
 pub use clickhouse::check as check_clickhouse;
 pub use clickhouse::{
-    BATCH_COLUMN, BatchBuilder, BatchId, ClickHouseClient, ClickHouseConfig, ClickHouseSink,
-    ClickHouseSinkConfig, ClickHouseSinkOptions, CommitMode, CommitReport, DEFAULT_MAX_BLOCK_ROWS,
-    ExactlyOnceInserter, InsertBatch, ServerVersion,
+    BATCH_COLUMN, BatchBuilder, BatchId, ClickHouseClient, ClickHouseConfig, ClickHouseFeatures,
+    ClickHouseSink, ClickHouseSinkConfig, ClickHouseSinkOptions, CommitMode, CommitReport,
+    DEFAULT_MAX_BLOCK_ROWS, ExactlyOnceInserter, InsertBatch, ServerVersion, clickhouse_ddl,
+    clickhouse_migration, clickhouse_row_json, quote_identifier, quote_string, quote_table,
+    write_clickhouse_row,
 };
 pub use config::{SinkConfig, SinkKind, SourceConfig, SourceKind};
 pub use error::{ConnectorError, Fault};
+pub use file::{
+    BadRecord, CsvHeaderError, CsvOptions, CsvSource, FileSelection, FileSource, FileSourceConfig,
+    Format, JsonLinesSink, JsonLinesSource, ReadResult, SelectionError, check_csv_header,
+    escape_invalid_utf8, file_owner, infer_value,
+};
+pub use generator::GeneratorSource;
+pub use stdout::StdoutSink;
+pub use typed::{SinkExt, SourceExt};
 
 /// A `reqwest` client builder with rustls's ring provider installed: build every HTTP client
 /// of the workspace from it. reqwest has no provider of its own here (`rustls-no-provider`),

@@ -6,6 +6,12 @@
 //! on every exchange, micro-batches between tasks, and a message protocol that carries data,
 //! watermarks, checkpoint barriers and end of stream.
 //!
+//! It reads and writes nothing outside the process: the connectors (files, standard input and
+//! output, the generator, Redis, ClickHouse, HTTP) are in weir-connectors, whose `SourceExt`
+//! and `SinkExt` add `env.read_file(..)`, `env.generate(..)`, `stream.print()` and the like to
+//! this API. Only in-process sources and sinks live here (`from_iter`, `collect`, `count`,
+//! `for_each`).
+//!
 //! ```
 //! use weir_core::Environment;
 //!
@@ -23,20 +29,17 @@ mod chain;
 mod channel;
 mod checkpoint;
 mod error;
-mod files;
 mod graph;
 mod harness;
 mod message;
 mod metrics;
 mod operator;
 mod ops;
-mod pipe;
 mod runtime;
 mod sinks;
 mod sources;
 pub mod state;
 mod stream;
-mod tail;
 mod task;
 
 pub use chain::{KEY_GROUPS, instance_of_group, key_group};
@@ -46,10 +49,6 @@ pub use checkpoint::{
     SnapshotStore, SnapshotWriter, StatePart,
 };
 pub use error::{ErrorKind, JobError, OperatorError};
-pub use files::{
-    BadRecord, CsvHeaderError, CsvOptions, CsvSource, Format, JsonLinesSink, JsonLinesSource,
-    ReadResult, check_csv_header, escape_invalid_utf8, infer_value,
-};
 pub use harness::Harness;
 pub use message::{
     BEFORE_TIME, Barrier, CheckpointId, Clock, END_OF_TIME, Ending, ManualClock, SystemClock,
@@ -62,7 +61,4 @@ pub use metrics::{
 pub use operator::{Operator, OperatorContext, Sink, Source, SourceStatus};
 pub use ops::Failure;
 pub use runtime::{Config, JobResult, RunningJob};
-pub use sinks::StdoutSink;
-pub use sources::GeneratorSource;
 pub use stream::{Collected, Counted, Data, Environment, KeyedStream, SinkHandle, Stream};
-pub use tail::{FileSelection, FileSource, FileSourceConfig, SelectionError, file_owner};

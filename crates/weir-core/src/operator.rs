@@ -251,10 +251,16 @@ impl OperatorContext {
 
     /// A context for driving an operator by hand (tests, embedding).
     pub fn detached(name: &str) -> Self {
+        Self::detached_instance(name, 0, 1)
+    }
+
+    /// A detached context of instance `instance` of `parallelism` (for a source that splits its
+    /// input between instances).
+    pub fn detached_instance(name: &str, instance: usize, parallelism: usize) -> Self {
         Self::new(
             name.into(),
-            0,
-            1,
+            instance,
+            parallelism,
             Arc::new(AtomicBool::new(false)),
             Arc::default(),
         )

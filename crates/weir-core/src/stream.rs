@@ -3,7 +3,6 @@
 use crate::chain::{BoxPusher, KeyPartitioner, OpNode, ResultSplit, Router, SinkNode};
 use crate::channel::BufferPolicy;
 use crate::error::JobError;
-use crate::files::{CsvOptions, CsvSource, Format, JsonLinesSink, JsonLinesSource, ReadResult};
 use crate::graph::{
     AnyBox, Build, Graph, Node, NodeId, NodeKind, Routing, input, partitioned_exchange,
     plain_exchange, port,
@@ -11,20 +10,17 @@ use crate::graph::{
 use crate::operator::{Operator, OperatorContext, Sink, Source};
 use crate::ops;
 use crate::runtime::{self, Config, JobResult, RunningJob};
-use crate::sinks::{CollectSink, CountSink, ForEachSink, StdoutSink};
-use crate::sources::{GeneratorSource, IterSource};
-use crate::tail::{FileSource, FileSourceConfig};
+use crate::sinks::{CollectSink, CountSink, ForEachSink};
+use crate::sources::IterSource;
 use crate::task::SourceTask;
 use std::cell::RefCell;
 use std::fmt::Display;
 use std::hash::Hash;
 use std::marker::PhantomData;
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use weir_state::{AnyStore, MemoryStore, StateKey, StateValue};
-use weir_types::Record;
 
 /// Types that can flow through a stream.
 pub trait Data: Clone + Send + 'static {}
@@ -92,90 +88,6 @@ impl Environment {
         });
         self.graph.borrow_mut().nodes[stream.node].max_parallelism = Some(1);
         stream
-    }
-
-    /// `count` records made by `generate(id)` for `id` in `0..count`; parallel instances
-    /// split the id range.
-    pub fn generate<T: Data>(
-        &self,
-        count: u64,
-        generate: impl Fn(u64) -> T + Clone + Send + 'static,
-    ) -> Stream<T> {
-        self.generator(Some(count), None, generate)
-    }
-
-    /// An endless generator (stop it with `take`, or by stopping the job).
-    pub fn generate_unbounded<T: Data>(
-        &self,
-        generate: impl Fn(u64) -> T + Clone + Send + 'static,
-    ) -> Stream<T> {
-        self.generator(None, None, generate)
-    }
-
-    /// A generator paced at `per_second` records per second over all instances.
-    pub fn generate_paced<T: Data>(
-        &self,
-        count: Option<u64>,
-        per_second: f64,
-        generate: impl Fn(u64) -> T + Clone + Send + 'static,
-    ) -> Stream<T> {
-        self.generator(count, Some(per_second), generate)
-    }
-
-    fn generator<T: Data>(
-        &self,
-        count: Option<u64>,
-        rate: Option<f64>,
-        generate: impl Fn(u64) -> T + Clone + Send + 'static,
-    ) -> Stream<T> {
-        self.source("generator", move || {
-            GeneratorSource::new(count, rate, generate.clone())
-        })
-    }
-
-    /// Records read from a file (`-`: standard input), with undecodable input as `Err`
-    /// values naming the file and line. Use [`Stream::split_result`] to route those to a
-    /// dead-letter output, or [`Environment::read_records`] to fail on them.
-    pub fn read_file(&self, path: impl Into<PathBuf>, format: Format) -> Stream<ReadResult> {
-        let path = path.into();
-        let name = match format {
-            Format::JsonLines => "json_lines",
-            Format::Csv => "csv",
-        };
-        let stream = match format {
-            Format::JsonLines => self.source(name, move || JsonLinesSource::new(path.clone())),
-            Format::Csv => self.source(name, move || CsvSource::new(path.clone())),
-        };
-        self.graph.borrow_mut().nodes[stream.node].max_parallelism = Some(1);
-        stream
-    }
-
-    /// JSON lines read by offset from one file, a followed file, or every file of a directory
-    /// or glob (spread over the parallel instances), or one file split by byte ranges across
-    /// them; see [`FileSourceConfig`]. Undecodable lines are `Err` values as in
-    /// [`Environment::read_file`].
-    pub fn read_files(&self, config: FileSourceConfig) -> Stream<ReadResult> {
-        let max = config.max_parallelism();
-        let stream = self.source("json_lines", move || FileSource::new(config.clone()));
-        self.graph.borrow_mut().nodes[stream.node].max_parallelism = max;
-        stream
-    }
-
-    /// Records read from a CSV file (`-`: standard input), with declared column types or
-    /// without type inference; undecodable rows are `Err` values as in [`Environment::read_file`].
-    pub fn read_csv(&self, path: impl Into<PathBuf>, options: CsvOptions) -> Stream<ReadResult> {
-        let path = path.into();
-        let stream = self.source("csv", move || {
-            CsvSource::with_options(path.clone(), options.clone())
-        });
-        self.graph.borrow_mut().nodes[stream.node].max_parallelism = Some(1);
-        stream
-    }
-
-    /// Records read from a file; a line that cannot be decoded fails the job, naming the file
-    /// and line.
-    pub fn read_records(&self, path: impl Into<PathBuf>, format: Format) -> Stream<Record> {
-        self.read_file(path, format).try_map(|r| r).name("decode")
     }
 
     /// Plans the job and starts it on its own threads.
@@ -479,25 +391,6 @@ impl<T: Data> Stream<T> {
         Counted { count }
     }
 
-    /// Writes every record to standard output, one per line.
-    pub fn print(&self) -> SinkHandle
-    where
-        T: Display,
-    {
-        self.sink("stdout", StdoutSink::new)
-    }
-
-    /// Writes every record as a line of JSON to `path` (`-`: standard output).
-    pub fn write_json_lines(&self, path: impl Into<PathBuf>) -> SinkHandle
-    where
-        T: serde::Serialize,
-    {
-        let path = path.into();
-        let handle = self.sink("json_lines_sink", move || JsonLinesSink::new(path.clone()));
-        handle.graph.borrow_mut().nodes[handle.node].max_parallelism = Some(1);
-        handle
-    }
-
     /// Names the operator that produces this stream (in metrics and errors).
     pub fn name(self, name: &str) -> Self {
         self.graph.borrow_mut().rename(self.node, name);
@@ -507,6 +400,14 @@ impl<T: Data> Stream<T> {
     /// Sets the parallelism of the operator that produces this stream.
     pub fn parallelism(self, parallelism: usize) -> Self {
         self.graph.borrow_mut().nodes[self.node].parallelism = Some(parallelism.max(1));
+        self
+    }
+
+    /// Caps the parallelism of the operator that produces this stream, whatever the job's or
+    /// the operator's own setting: a source whose input cannot be split (one file, standard
+    /// input) runs as at most `max` instances.
+    pub fn max_parallelism(self, max: usize) -> Self {
+        self.graph.borrow_mut().nodes[self.node].max_parallelism = Some(max.max(1));
         self
     }
 
@@ -656,6 +557,12 @@ impl SinkHandle {
 
     pub fn parallelism(self, parallelism: usize) -> Self {
         self.graph.borrow_mut().nodes[self.node].parallelism = Some(parallelism.max(1));
+        self
+    }
+
+    /// Caps the sink's parallelism (a sink writing one file runs as one instance).
+    pub fn max_parallelism(self, max: usize) -> Self {
+        self.graph.borrow_mut().nodes[self.node].max_parallelism = Some(max.max(1));
         self
     }
 

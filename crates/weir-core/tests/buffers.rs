@@ -1,6 +1,7 @@
 //! Buffer policies on a full channel: block loses nothing, the drop policies drop and count.
 
 use std::time::Duration;
+use weir_connectors::SourceExt;
 use weir_core::{BufferPolicy, Config, Environment};
 
 const N: u64 = 20_000;

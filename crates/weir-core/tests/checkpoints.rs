@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use weir_connectors::{SinkExt, SourceExt};
 use weir_core::{Checkpointing, Config, Environment, MemoryCheckpoints, RestoredState};
 
 const N: u64 = 200_000;
@@ -190,7 +191,7 @@ fn csv_and_iterator_sources_resume_where_the_checkpoint_left_them() {
     let build = |env: &Environment, out: &std::path::Path, fail_after: Option<u64>| {
         let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let from_file = env
-            .read_records(&csv_path, weir_core::Format::Csv)
+            .read_records(&csv_path, weir_connectors::Format::Csv)
             .map(|r| r.get("v").and_then(|v| v.as_i64()).unwrap_or(-1));
         let from_iter = env.from_iter(30_000..40_000i64);
         from_file

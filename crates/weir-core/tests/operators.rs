@@ -1,6 +1,7 @@
 //! Semantics of every stream operator, on the real runtime.
 
 use std::collections::BTreeMap;
+use weir_connectors::SourceExt;
 use weir_core::{Config, Environment, JobError};
 
 fn env_with_parallelism(p: usize) -> Environment {

@@ -92,7 +92,7 @@ impl Planner<'_> {
         ok
     }
 
-    fn decoded(&mut self, raw: Stream<weir_core::ReadResult>) -> Stream<Record> {
+    fn decoded(&mut self, raw: Stream<weir_connectors::ReadResult>) -> Stream<Record> {
         if self.route_errors {
             let (ok, bad) = raw.split_result();
             self.dead.push(bad.map(bad_input).name("source_errors"));

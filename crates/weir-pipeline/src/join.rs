@@ -40,7 +40,7 @@ pub struct JoinStep {
     pub kind: Option<JoinKind>,
     /// `json_lines` or `csv` (with a header row; cells typed as a CSV source types them);
     /// default: by the extension (`.csv` is CSV, anything else JSON lines).
-    pub format: Option<weir_core::Format>,
+    pub format: Option<weir_connectors::Format>,
 }
 
 /// Loads a CSV table (header row, cells typed by their text) keyed by `key_of`; errors name the
@@ -70,7 +70,7 @@ fn load_csv<K: std::hash::Hash + Eq>(
         }
         let record = Record::with_shape(
             shape.clone(),
-            row.iter().map(weir_core::infer_value).collect(),
+            row.iter().map(weir_connectors::infer_value).collect(),
         )
         .map_err(|e| format!("{file}, line {line}: {e}"))?;
         let key =
@@ -185,8 +185,8 @@ pub(crate) fn plan(
     };
     let format = step
         .format
-        .unwrap_or_else(|| weir_core::Format::from_path(&path));
-    let table = if format == weir_core::Format::Csv {
+        .unwrap_or_else(|| weir_connectors::Format::from_path(&path));
+    let table = if format == weir_connectors::Format::Csv {
         load_csv(&path, key_of_row).map_err(|message| {
             let message = message.replace(
                 ": the row has no key",

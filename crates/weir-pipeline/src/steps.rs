@@ -5,7 +5,8 @@
 use crate::aggregate::{Acc, Aggregation, argument};
 use std::fmt::Display;
 use std::sync::Arc;
-use weir_core::{BadRecord, END_OF_TIME, Operator, OperatorContext, OperatorError, Timestamp};
+use weir_connectors::BadRecord;
+use weir_core::{END_OF_TIME, Operator, OperatorContext, OperatorError, Timestamp};
 use weir_expr::{CompiledExpr, Projection};
 use weir_state::KeyedStore;
 use weir_types::{Record, Shape, Value};

@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use weir_core::{Config, Environment, Format, Stream};
+use weir_connectors::Format;
+use weir_connectors::SourceExt;
+use weir_core::{Config, Environment, Stream};
 use weir_pipeline::Pipeline;
 use weir_time::prelude::*;
 use weir_types::{Record, Value};

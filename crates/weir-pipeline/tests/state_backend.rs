@@ -189,6 +189,7 @@ mod typed {
     use std::sync::Arc;
     use std::time::Duration;
     use weir_checkpoint::{CheckpointStore, DirCheckpoints};
+    use weir_connectors::SourceExt;
     use weir_core::{Checkpointing, Config, Environment, OperatorContext, OperatorError, Stream};
     use weir_state::{StateBackend, StoreFactory};
     use weir_time::prelude::*;

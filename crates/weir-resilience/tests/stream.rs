@@ -7,6 +7,7 @@ use common::TestError;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use weir_connectors::SourceExt;
 use weir_core::{
     CheckpointId, Checkpointing, Config, Environment, MemoryCheckpoints, OperatorContext,
     OperatorError, Sink, Source, SourceStatus,

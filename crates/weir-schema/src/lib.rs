@@ -8,8 +8,8 @@
 //! - record validation ([`Schema::validate`], [`Validator`] for streams): types, lossless
 //!   coercions, defaults, unknown fields;
 //! - PII handling ([`Schema::apply_privacy`]): mask, hash or drop sensitive fields;
-//! - ClickHouse table DDL and JSONEachRow rows ([`Schema::clickhouse_ddl`],
-//!   [`Schema::clickhouse_row_json`]) adapted to the server's version ([`ClickHouseFeatures`]);
+//! - read access to a compiled schema ([`Schema::fields`], [`Schema::order_key`],
+//!   [`Schema::ttl`]), through which the ClickHouse connector (weir-connectors) makes tables;
 //! - the error classification other crates reuse ([`ErrorClass`]).
 //!
 //! Each `weir schema` CLI command is one call returning something printable:
@@ -40,7 +40,6 @@
 //! # Ok::<(), weir_schema::Error>(())
 //! ```
 
-mod clickhouse;
 mod compat;
 mod def;
 pub mod env;
@@ -51,13 +50,10 @@ mod registry;
 mod schema;
 mod validate;
 
-pub use clickhouse::{
-    BATCH_COLUMN, ClickHouseFeatures, quote_identifier, quote_string, quote_table,
-};
 pub use def::{Compatibility, FieldDef, FieldType, SchemaDef, Sensitivity, UnknownFields};
 pub use error::{DefinitionIssue, Error, ErrorClass, Incompatibility, SchemaError};
 pub use registry::{CheckReport, Registered, Registry, SchemaList, SchemaSummary, VersionSpec};
-pub use schema::Schema;
+pub use schema::{Field, Schema, Ttl};
 pub use validate::{FieldProblem, Problem, ValidationError, Validator};
 
 #[cfg(test)]

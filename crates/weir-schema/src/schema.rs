@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use weir_types::Value;
 
-/// A checked schema, ready to validate records, protect sensitive fields and generate DDL.
+/// A checked schema, ready to validate records and protect sensitive fields.
 ///
 /// ```
 /// use weir_schema::Schema;
@@ -31,23 +31,67 @@ pub struct Schema {
     pub(crate) has_sensitive: bool,
 }
 
-/// A compiled field.
+/// A compiled field, read through [`Schema::fields`].
 #[derive(Clone, Debug)]
-pub(crate) struct Field {
-    pub name: Arc<str>,
-    pub ty: FieldType,
-    pub required: bool,
-    pub indexed: bool,
-    pub sensitive: Option<Sensitivity>,
-    pub default: Option<Value>,
+pub struct Field {
+    pub(crate) name: Arc<str>,
+    pub(crate) ty: FieldType,
+    pub(crate) required: bool,
+    pub(crate) indexed: bool,
+    pub(crate) sensitive: Option<Sensitivity>,
+    pub(crate) default: Option<Value>,
+}
+
+impl Field {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn field_type(&self) -> FieldType {
+        self.ty
+    }
+
+    pub fn required(&self) -> bool {
+        self.required
+    }
+
+    /// Part of the order key (see [`Schema::order_key`]).
+    pub fn indexed(&self) -> bool {
+        self.indexed
+    }
+
+    pub fn sensitive(&self) -> Option<Sensitivity> {
+        self.sensitive
+    }
+
+    /// The value an absent field takes.
+    pub fn default(&self) -> Option<&Value> {
+        self.default.as_ref()
+    }
+
+    /// Whether a record may lack a value: neither required nor defaulted.
+    pub fn nullable(&self) -> bool {
+        !self.required && self.default.is_none()
+    }
 }
 
 /// A retention period: `amount` `unit`s, e.g. 90 DAY.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Ttl {
-    pub amount: u32,
+pub struct Ttl {
+    pub(crate) amount: u32,
     /// The ClickHouse interval unit: SECOND, MINUTE, HOUR, DAY, WEEK, MONTH, YEAR.
-    pub unit: &'static str,
+    pub(crate) unit: &'static str,
+}
+
+impl Ttl {
+    pub fn amount(&self) -> u32 {
+        self.amount
+    }
+
+    /// SECOND, MINUTE, HOUR, DAY, WEEK, MONTH or YEAR (as in SQL `INTERVAL`s).
+    pub fn unit(&self) -> &'static str {
+        self.unit
+    }
 }
 
 const RESERVED_PREFIX: &str = "_weir";
@@ -109,6 +153,21 @@ impl Schema {
     /// The definition as YAML (what `weir schema show` prints and what the registry stores).
     pub fn to_yaml(&self) -> String {
         self.def.to_yaml()
+    }
+
+    /// The fields in declaration order.
+    pub fn fields(&self) -> &[Field] {
+        &self.fields
+    }
+
+    /// The indexed fields in declaration order: the key a table is ordered by.
+    pub fn order_key(&self) -> impl Iterator<Item = &Field> {
+        self.fields.iter().filter(|f| f.indexed)
+    }
+
+    /// The retention period of `ttl` (applied to `time_field`).
+    pub fn ttl(&self) -> Option<Ttl> {
+        self.ttl
     }
 
     pub(crate) fn field(&self, name: &str) -> Option<&Field> {

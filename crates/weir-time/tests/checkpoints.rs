@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use weir_connectors::SourceExt;
 use weir_core::{
     Checkpointing, Config, Environment, MemoryCheckpoints, OperatorContext, OperatorError,
     RestoredState,

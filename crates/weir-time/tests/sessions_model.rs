@@ -9,6 +9,7 @@ use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use weir_connectors::SourceExt;
 use weir_core::{Config, Environment};
 use weir_time::prelude::*;
 

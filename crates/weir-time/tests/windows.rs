@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use weir_connectors::SourceExt;
 use weir_core::{
     Config, Environment, ManualClock, OperatorContext, OperatorError, Source, SourceStatus,
 };

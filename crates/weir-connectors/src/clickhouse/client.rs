@@ -1,3 +1,4 @@
+use super::table::quote_table;
 use crate::ConnectorError;
 use crate::error::{redact_url, short_query};
 use reqwest::{StatusCode, Url};
@@ -430,8 +431,6 @@ fn clean_error_message(text: &str) -> String {
         .unwrap_or(text);
     short_query(text)
 }
-
-pub(crate) use weir_schema::{quote_string, quote_table};
 
 #[cfg(test)]
 mod tests {

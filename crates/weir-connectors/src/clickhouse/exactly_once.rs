@@ -1,11 +1,16 @@
-use super::client::{ClickHouseClient, quote_string, quote_table};
+use super::client::ClickHouseClient;
+use super::table::{quote_string, quote_table};
 use crate::ConnectorError;
 use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 use weir_types::Record;
 
-/// The column that carries each row's batch id. The target table must have it (`String`).
+/// The column Weir adds to every table for its exactly-once ClickHouse sink: each row carries the
+/// id of the batch (checkpoint) that inserted it, so that after a crash the sink can find and
+/// discard the rows of a batch whose checkpoint never completed, and skip a batch it already
+/// inserted. Rows written by other tools leave it empty. The target table must have it
+/// (`String`; [`crate::clickhouse_ddl`] adds it).
 pub const BATCH_COLUMN: &str = "_weir_batch";
 
 /// ClickHouse's default `max_insert_block_size`: the most rows one insert turns into one block.

@@ -13,6 +13,7 @@
 //! - Without checkpoints (at-least-once): a batch is inserted when it is full or every
 //!   `flush_interval`, and at the end of input.
 
+use super::table::{ClickHouseFeatures, clickhouse_ddl, write_clickhouse_row};
 use super::{
     BatchBuilder, BatchId, ClickHouseClient, ClickHouseConfig, CommitMode, ExactlyOnceInserter,
     InsertBatch,
@@ -21,7 +22,7 @@ use crate::io_runtime::block_on;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir_core::{CheckpointId, ErrorKind, OperatorContext, OperatorError, Sink};
-use weir_schema::{ClickHouseFeatures, Schema};
+use weir_schema::Schema;
 use weir_types::Record;
 
 /// Settings of a [`ClickHouseSink`].
@@ -131,7 +132,7 @@ impl ClickHouseSink {
         self.batch_id();
         match (&self.config.schema, &self.features) {
             (Some(schema), Some(features)) => {
-                schema.write_clickhouse_row(record, features, &self.batch, &mut self.rows)
+                write_clickhouse_row(schema, record, features, &self.batch, &mut self.rows)
             }
             _ => {
                 let id = &self.batch;
@@ -258,7 +259,7 @@ impl Sink<Record> for ClickHouseSink {
         })?;
         if let (Some(schema), true) = (&self.config.schema, self.config.create_table) {
             // The generated DDL is `CREATE TABLE IF NOT EXISTS`.
-            let ddl = schema.clickhouse_ddl(&self.config.table, &features);
+            let ddl = clickhouse_ddl(schema, &self.config.table, &features);
             block_on(client.execute(&ddl)).map_err(|e| {
                 connector_error(&format!("creating table {}", self.config.table), e)
             })?;

@@ -1,13 +1,24 @@
-//! The file connector: its YAML options (`type: file` as a source and as a sink), their
-//! build and their checks. The reading and writing themselves live in weir-core's `files` and
-//! `tail` modules, which the typed API exposes.
+//! The file connector: reading and writing records in files (JSON lines and CSV, [`records`];
+//! followed files, directories, globs and byte-range splits, [`tail`]), its YAML options
+//! (`type: file` as a source and as a sink), their build and their checks. The typed API
+//! reaches it through [`crate::SourceExt`] and [`crate::SinkExt`].
+
+mod records;
+mod tail;
+
+pub use records::{
+    BadRecord, CsvHeaderError, CsvOptions, CsvSource, Format, JsonLinesSink, JsonLinesSource,
+    ReadResult, check_csv_header, escape_invalid_utf8, infer_value,
+};
+pub use tail::{FileSelection, FileSource, FileSourceConfig, SelectionError, file_owner};
 
 use crate::ConnectorError;
 use crate::config::{BuiltSource, CheckFailure, ConfigError, Context, SourceOutput};
 use crate::duration::Duration;
+use crate::typed::{SinkExt, SourceExt};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
-use weir_core::{Environment, FileSelection, FileSourceConfig, Format, Stream};
+use weir_core::{Environment, Stream};
 use weir_expr::FieldTypes;
 use weir_types::Record;
 
@@ -54,7 +65,7 @@ pub(crate) fn csv_options(
     ctx: &dyn Context,
     format: Format,
     infer_types: Option<bool>,
-) -> Result<Option<weir_core::CsvOptions>, ConfigError> {
+) -> Result<Option<CsvOptions>, ConfigError> {
     if format != Format::Csv {
         if infer_types.is_some() {
             return Err(ConfigError::option(
@@ -64,7 +75,7 @@ pub(crate) fn csv_options(
         }
         return Ok(None);
     }
-    Ok(Some(weir_core::CsvOptions {
+    Ok(Some(CsvOptions {
         types: ctx.declared_fields().into_iter().collect(),
         infer_types: infer_types.unwrap_or(true),
     }))
@@ -75,7 +86,7 @@ impl FileSourceOptions {
         let path = ctx.resolve(&self.path);
         let selection = FileSelection::from_path(&path, self.follow).map_err(|e| {
             let text = match e {
-                weir_core::SelectionError::Missing(_) => {
+                SelectionError::Missing(_) => {
                     format!("no such file: {}", path.display())
                 }
                 e => e.to_string(),
@@ -135,11 +146,9 @@ impl crate::config::SourceConnector for FileSourceOptions {
         let read = match csv {
             Some(options) => {
                 // A bad header is bad input: refuse it before the run starts.
-                weir_core::check_csv_header(&path, &options).map_err(|e| {
-                    match e.declared_field() {
-                        Some(name) => ConfigError::root(format!("fields.{name}"), e.to_string()),
-                        None => ConfigError::option("path", e.to_string()),
-                    }
+                check_csv_header(&path, &options).map_err(|e| match e.declared_field() {
+                    Some(name) => ConfigError::root(format!("fields.{name}"), e.to_string()),
+                    None => ConfigError::option("path", e.to_string()),
                 })?;
                 env.read_csv(path, options)
             }

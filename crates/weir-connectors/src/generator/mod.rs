@@ -1,7 +1,12 @@
 //! The generator source: `source: { type: generator, count, rate, fields }`, deterministic
-//! records made from a counter.
+//! records made from a counter ([`GeneratorSource`], which the typed API's `generate*` use).
+
+mod source;
+
+pub use source::GeneratorSource;
 
 use crate::config::{BuiltSource, CheckFailure, ConfigError, Context, SourceOutput};
+use crate::typed::SourceExt;
 use indexmap::IndexMap;
 use serde::Deserialize;
 use std::sync::Arc;

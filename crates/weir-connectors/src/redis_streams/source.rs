@@ -14,12 +14,10 @@
 use super::{RedisStreamReader, RedisStreamReaderConfig, StreamBatch, StreamId};
 use crate::ConnectorError;
 use crate::io_runtime::block_on;
+use crate::{BadRecord, ReadResult};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weir_core::{
-    BadRecord, CheckpointId, ErrorKind, OperatorContext, OperatorError, ReadResult, Source,
-    SourceStatus,
-};
+use weir_core::{CheckpointId, ErrorKind, OperatorContext, OperatorError, Source, SourceStatus};
 
 /// Settings of a [`RedisStreamSource`].
 #[derive(Debug, Clone)]

@@ -1,9 +1,13 @@
-//! The stdin source: `source: { type: stdin, format, infer_types }`.
+//! The stdin source: `source: { type: stdin, format, infer_types }`. Standard input is read by
+//! the file readers (path `-`) through [`pipe`], which lets them wait with a timeout.
+
+pub(crate) mod pipe;
 
 use crate::config::{BuiltSource, CheckFailure, ConfigError, Context, SourceOutput};
-use crate::file::{csv_options, format_name};
+use crate::file::{Format, csv_options, format_name};
+use crate::typed::SourceExt;
 use serde::Deserialize;
-use weir_core::{Environment, Format};
+use weir_core::Environment;
 use weir_expr::FieldTypes;
 
 /// `source: { type: stdin }`: JSON lines or CSV on standard input.

@@ -1,6 +1,12 @@
-//! The `stdout` and `discard` sinks: no options.
+//! The `stdout` and `discard` sinks: no options. [`StdoutSink`] writes any `Display` records
+//! (the typed API's `print`); the YAML `stdout` sink writes JSON lines.
+
+mod sink;
+
+pub use sink::StdoutSink;
 
 use crate::config::{CheckFailure, ConfigError, Context};
+use crate::typed::SinkExt;
 use serde::Deserialize;
 use weir_core::Stream;
 use weir_types::Record;

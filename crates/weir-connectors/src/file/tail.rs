@@ -6,14 +6,13 @@
 //! Offsets count complete lines only: a followed file's last line without its newline yet is
 //! held back until the newline arrives, and a checkpoint resumes at the start of that line.
 
-use crate::error::{ErrorKind, OperatorError};
-use crate::files::{BadRecord, ReadResult, escape_invalid_utf8};
-use crate::operator::{OperatorContext, Source, SourceStatus};
+use super::records::{BadRecord, ReadResult, escape_invalid_utf8};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use weir_core::{CheckpointId, ErrorKind, OperatorContext, OperatorError, Source, SourceStatus};
 use weir_types::RecordDecoder;
 
 /// Which files a file source reads.
@@ -518,7 +517,7 @@ impl Source<ReadResult> for FileSource {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
         self.instance = ctx.instance();
         self.parallelism = ctx.parallelism();
-        let saved = crate::state::restore_value::<Saved>(ctx, "files")?;
+        let saved = weir_core::state::restore_value::<Saved>(ctx, "files")?;
         let per_instance = self.config.selection.is_many() || self.config.split;
         if let Some(saved) = &saved
             && per_instance
@@ -571,7 +570,7 @@ impl Source<ReadResult> for FileSource {
 
     fn snapshot(
         &mut self,
-        _: crate::CheckpointId,
+        _: CheckpointId,
         ctx: &mut OperatorContext,
     ) -> Result<(), OperatorError> {
         let saved = Saved {
@@ -588,7 +587,7 @@ impl Source<ReadResult> for FileSource {
                 })
                 .collect(),
         };
-        crate::state::save_value(ctx, "files", &saved)
+        weir_core::state::save_value(ctx, "files", &saved)
     }
 
     fn poll(
@@ -671,13 +670,7 @@ mod tests {
     }
 
     fn context(instance: usize, parallelism: usize) -> OperatorContext {
-        OperatorContext::new(
-            "file".into(),
-            instance,
-            parallelism,
-            Arc::default(),
-            Arc::default(),
-        )
+        OperatorContext::detached_instance("file", instance, parallelism)
     }
 
     /// Polls until the source finishes (or, when following, has nothing more).

@@ -2,9 +2,9 @@
 //! record or a bad record naming its line, whatever the bytes.
 
 use std::path::Path;
-use weir_core::{
-    BadRecord, Config, CsvHeaderError, CsvOptions, Environment, Format, JobError, ReadResult,
-};
+use weir_connectors::SourceExt;
+use weir_connectors::{BadRecord, CsvHeaderError, CsvOptions, Format, ReadResult};
+use weir_core::{Config, Environment, JobError};
 use weir_types::{Value, ValueKind};
 
 fn env() -> Environment {
@@ -133,7 +133,7 @@ fn a_csv_row_with_the_wrong_number_of_fields_keeps_its_raw_text_and_line() {
 fn a_csv_header_with_a_duplicate_name_is_refused_naming_both_columns() {
     let dir = tempfile::tempdir().unwrap();
     let path = file(&dir, "in.csv", b"id,name,id\n1,a,2\n");
-    let error = weir_core::check_csv_header(&path, &CsvOptions::default()).unwrap_err();
+    let error = weir_connectors::check_csv_header(&path, &CsvOptions::default()).unwrap_err();
     assert!(
         matches!(&error, CsvHeaderError::Duplicate { name, first: 1, second: 3, .. } if name == "id"),
         "{error}"
@@ -208,7 +208,7 @@ fn a_declared_type_for_a_column_the_csv_lacks_is_refused() {
         types: vec![("zipcode".into(), ValueKind::Str)],
         infer_types: true,
     };
-    let error = weir_core::check_csv_header(&path, &options).unwrap_err();
+    let error = weir_connectors::check_csv_header(&path, &options).unwrap_err();
     assert_eq!(error.declared_field(), Some("zipcode"));
     assert!(
         error.to_string().contains("(its columns: zip, n)"),

@@ -1,11 +1,15 @@
 //! Runs the generated DDL and rows against a real ClickHouse server (18.16 or newer).
 //!
 //! Ignored by default. Start a server on 127.0.0.1 and run
-//! `WEIR_CLICKHOUSE_URL=http://127.0.0.1:8123 cargo test -p weir-schema --test clickhouse_server -- --ignored`.
+//! `WEIR_CLICKHOUSE_URL=http://127.0.0.1:8123 cargo test -p weir-connectors --test clickhouse_ddl_server -- --ignored`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use weir_schema::{ClickHouseFeatures, Schema};
+use weir_connectors::{
+    ClickHouseFeatures, clickhouse_ddl, clickhouse_migration, clickhouse_row_json,
+    write_clickhouse_row,
+};
+use weir_schema::Schema;
 use weir_types::RecordDecoder;
 
 const SCHEMA: &str = r#"name: test.clickhouse
@@ -60,7 +64,7 @@ fn the_server_accepts_the_ddl_and_the_rows() {
     let schema = Schema::from_yaml(SCHEMA, "test.yaml").unwrap();
     let table = format!("weir_schema_test_{}", std::process::id());
     post(&url, &format!("DROP TABLE IF EXISTS {table}")).unwrap();
-    let ddl = schema.clickhouse_ddl(&table, &features);
+    let ddl = clickhouse_ddl(&schema, &table, &features);
     post(&url, &ddl).unwrap_or_else(|e| panic!("{version}: {e}\n{ddl}"));
 
     let mut decoder = RecordDecoder::default();
@@ -71,7 +75,7 @@ fn the_server_accepts_the_ddl_and_the_rows() {
     ] {
         let mut record = schema.validate(decoder.decode(line).unwrap()).unwrap();
         schema.apply_privacy(&mut record);
-        schema.write_clickhouse_row(&record, &features, "batch-1", &mut insert);
+        write_clickhouse_row(&schema, &record, &features, "batch-1", &mut insert);
     }
     post(&url, &String::from_utf8(insert).unwrap()).unwrap();
 
@@ -110,15 +114,16 @@ fn the_server_accepts_the_migration_between_versions() {
     .unwrap();
     let table = format!("weir_schema_migration_{}", std::process::id());
     post(&url, &format!("DROP TABLE IF EXISTS {table}")).unwrap();
-    post(&url, &v1.clickhouse_ddl(&table, &features)).unwrap();
+    post(&url, &clickhouse_ddl(&v1, &table, &features)).unwrap();
     post(
         &url,
         &format!("INSERT INTO {table} FORMAT JSONEachRow\n{{\"id\":\"a\",\"n\":5}}\n"),
     )
     .unwrap();
-    let migration = v2.clickhouse_migration(&v1, &table, &features).unwrap();
+    let migration = clickhouse_migration(&v2, &v1, &table, &features).unwrap();
     post(&url, &migration).unwrap_or_else(|e| panic!("{version}: {e}\n{migration}"));
-    let row = v2.clickhouse_row_json(
+    let row = clickhouse_row_json(
+        &v2,
         &v2.validate(weir_types::Record::from_json_str(r#"{"id":"b","n":2.5}"#).unwrap())
             .unwrap(),
     );

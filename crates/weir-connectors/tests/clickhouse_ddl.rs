@@ -1,6 +1,10 @@
 //! ClickHouse DDL text for an old (18.16) and a new (24.x) server, and JSONEachRow rows.
 
-use weir_schema::{ClickHouseFeatures, Schema};
+use weir_connectors::{
+    ClickHouseFeatures, clickhouse_ddl, clickhouse_migration, clickhouse_row_json,
+    write_clickhouse_row,
+};
+use weir_schema::Schema;
 use weir_types::{Record, Value};
 
 /// The example of the brief.
@@ -33,7 +37,7 @@ fn features(version: &str) -> ClickHouseFeatures {
 #[test]
 fn ddl_for_clickhouse_18_16_has_no_ttl_and_no_datetime64() {
     assert_eq!(
-        login().clickhouse_ddl("analytics.logins", &features("18.16.1")),
+        clickhouse_ddl(&login(), "analytics.logins", &features("18.16.1")),
         "CREATE TABLE IF NOT EXISTS `analytics`.`logins`
 (
     `user_id` String,
@@ -57,7 +61,7 @@ ORDER BY (`user_id`, `ts`)
 #[test]
 fn ddl_for_clickhouse_24_has_ttl_and_datetime64() {
     assert_eq!(
-        login().clickhouse_ddl("logins", &features("24.8.4.13")),
+        clickhouse_ddl(&login(), "logins", &features("24.8.4.13")),
         "CREATE TABLE IF NOT EXISTS `logins`
 (
     `user_id` String,
@@ -80,7 +84,7 @@ TTL toDateTime(`ts`) + INTERVAL 90 DAY
 
 #[test]
 fn ddl_between_19_6_and_20_1_has_ttl_but_plain_datetime() {
-    let ddl = login().clickhouse_ddl("t", &features("19.17.4"));
+    let ddl = clickhouse_ddl(&login(), "t", &features("19.17.4"));
     assert!(ddl.contains("`ts` DateTime('UTC'),"), "{ddl}");
     assert!(
         ddl.contains("TTL toDateTime(`ts`) + INTERVAL 90 DAY"),
@@ -107,7 +111,7 @@ ttl: 2w
         "d.yaml",
     )
     .unwrap();
-    let old = schema.clickhouse_ddl("t", &features("18.16.1"));
+    let old = clickhouse_ddl(&schema, "t", &features("18.16.1"));
     assert_eq!(
         old,
         "CREATE TABLE IF NOT EXISTS `t`
@@ -127,7 +131,7 @@ ORDER BY tuple()
 -- ttl 2w left out: ClickHouse 18.16 has no TTL (19.6 and later do)
 "
     );
-    let new = schema.clickhouse_ddl("t", &features("25.3"));
+    let new = clickhouse_ddl(&schema, "t", &features("25.3"));
     assert!(
         new.contains(
             "`ts` DateTime64(3, 'UTC') DEFAULT toDateTime64('2024-01-01 00:00:00.000', 3, 'UTC'),"
@@ -151,12 +155,12 @@ fn rows_render_as_json_each_row_for_18_16() {
         .unwrap();
     schema.apply_privacy(&mut record);
     assert_eq!(
-        schema.clickhouse_row_json(&record),
+        clickhouse_row_json(&schema, &record),
         r#"{"user_id":"u1","ts":"2024-05-01 12:00:00","ip":"********1.10","email":null,"attempts":1,"score":null,"ok":1,"meta":"{\"ua\":\"x\\\"y\"}"}"#
     );
     let mut out = Vec::new();
-    schema.write_clickhouse_row(&record, &features("24.3"), "ckpt-7", &mut out);
-    schema.write_clickhouse_row(&record, &features("18.16.1"), "ckpt-7", &mut out);
+    write_clickhouse_row(&schema, &record, &features("24.3"), "ckpt-7", &mut out);
+    write_clickhouse_row(&schema, &record, &features("18.16.1"), "ckpt-7", &mut out);
     let text = String::from_utf8(out).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2);
@@ -190,7 +194,7 @@ fn rows_omit_absent_non_nullable_columns_so_the_default_applies() {
     let schema = login();
     let record = Record::from_pairs([("user_id", Value::from("u1")), ("ok", Value::Bool(false))]);
     assert_eq!(
-        schema.clickhouse_row_json(&record),
+        clickhouse_row_json(&schema, &record),
         r#"{"user_id":"u1","ip":null,"email":null,"score":null,"ok":0,"meta":null}"#
     );
 }
@@ -226,7 +230,7 @@ ttl: 60d
     )
     .unwrap();
     assert_eq!(
-        v2.clickhouse_migration(&v1, "db.t", &features("18.16.1")).unwrap(),
+        clickhouse_migration(&v2, &v1, "db.t", &features("18.16.1")).unwrap(),
         "ALTER TABLE `db`.`t`
     MODIFY COLUMN `n` Float64 DEFAULT 0.0,
     MODIFY COLUMN `uid` Nullable(String),
@@ -234,12 +238,10 @@ ttl: 60d
 -- ORDER BY changed from (`id`) to (`id`, `ts`): ClickHouse cannot alter it in place; create a new table to apply it
 "
     );
-    let modern = v2
-        .clickhouse_migration(&v1, "t", &features("24.3"))
-        .unwrap();
+    let modern = clickhouse_migration(&v2, &v1, "t", &features("24.3")).unwrap();
     assert!(
         modern.contains("    MODIFY TTL toDateTime(`ts`) + INTERVAL 60 DAY\n"),
         "{modern}"
     );
-    assert_eq!(v2.clickhouse_migration(&v2, "t", &features("24.3")), None);
+    assert_eq!(clickhouse_migration(&v2, &v2, "t", &features("24.3")), None);
 }

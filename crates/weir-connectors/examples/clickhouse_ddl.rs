@@ -1,16 +1,17 @@
 //! Prints the ClickHouse DDL of a schema file for a server version, and optionally the
 //! JSONEachRow lines of records given as JSON lines on stdin (validated, PII applied).
 //!
-//! `cargo run -p weir-schema --example ddl -- schema.yaml 18.16.1 [TABLE] [--rows < records.jsonl]`
+//! `cargo run -p weir-connectors --example clickhouse_ddl -- schema.yaml 18.16.1 [TABLE] [--rows < records.jsonl]`
 
 use std::io::BufRead;
-use weir_schema::{ClickHouseFeatures, Schema};
+use weir_connectors::{ClickHouseFeatures, clickhouse_ddl, write_clickhouse_row};
+use weir_schema::Schema;
 use weir_types::RecordDecoder;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(path), Some(version)) = (args.first(), args.get(1)) else {
-        return Err("usage: ddl SCHEMA_FILE CLICKHOUSE_VERSION [TABLE] [--rows]".into());
+        return Err("usage: clickhouse_ddl SCHEMA_FILE CLICKHOUSE_VERSION [TABLE] [--rows]".into());
     };
     let schema = Schema::from_file(path)?;
     let features = ClickHouseFeatures::from_version(version)
@@ -21,7 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .cloned()
         .unwrap_or_else(|| schema.name().replace('.', "_"));
     if !args.iter().any(|a| a == "--rows") {
-        print!("{}", schema.clickhouse_ddl(&table, &features));
+        print!("{}", clickhouse_ddl(&schema, &table, &features));
         return Ok(());
     }
     let mut decoder = RecordDecoder::default();
@@ -29,7 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for line in std::io::stdin().lock().lines() {
         let mut record = schema.validate(decoder.decode(&line?)?)?;
         schema.apply_privacy(&mut record);
-        schema.write_clickhouse_row(&record, &features, "batch-1", &mut out);
+        write_clickhouse_row(&schema, &record, &features, "batch-1", &mut out);
     }
     print!("{}", String::from_utf8_lossy(&out));
     Ok(())

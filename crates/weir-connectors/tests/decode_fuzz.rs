@@ -7,7 +7,8 @@
 use proptest::prelude::*;
 use std::sync::mpsc;
 use std::time::Duration;
-use weir_core::{BadRecord, Config, Environment, Format, ReadResult};
+use weir_connectors::{BadRecord, Format, ReadResult, SourceExt};
+use weir_core::{Config, Environment};
 
 /// Longer than any honest decode of a few hundred bytes, even on a loaded CI machine.
 const HANG: Duration = Duration::from_secs(30);

@@ -4,14 +4,16 @@
 //! naming the file, the line and what was wrong, which the pipeline either fails on or routes
 //! to a dead-letter output.
 
-use crate::error::{ErrorKind, OperatorError};
-use crate::operator::{OperatorContext, Sink, Source, SourceStatus};
+use crate::stdin::pipe::{CsvRowPipe, Input, StdinPipe};
 use serde::Serialize;
 use std::fmt;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use weir_core::{
+    CheckpointId, ErrorKind, OperatorContext, OperatorError, Sink, Source, SourceStatus,
+};
 use weir_types::{Record, RecordDecoder, Value};
 
 /// Input that could not be decoded into a record.
@@ -97,15 +99,15 @@ fn open_input(path: &Path) -> Result<Box<dyn Read + Send>, OperatorError> {
 }
 
 /// Opens a line source's input: standard input is read by a thread, so that a batch can be
-/// returned when the input goes quiet (see `crate::pipe`).
-fn open_lines(path: &Path) -> Result<crate::pipe::Input, OperatorError> {
+/// returned when the input goes quiet (see `crate::stdin::pipe`).
+fn open_lines(path: &Path) -> Result<Input, OperatorError> {
     if path == Path::new("-") {
-        return crate::pipe::StdinPipe::spawn()
-            .map(crate::pipe::Input::Stdin)
+        return StdinPipe::spawn()
+            .map(Input::Stdin)
             .map_err(|e| OperatorError::io("cannot read standard input", e));
     }
     File::open(path)
-        .map(crate::pipe::Input::File)
+        .map(Input::File)
         .map_err(|e| OperatorError::io(format!("cannot open {}", path.display()), e))
 }
 
@@ -115,7 +117,7 @@ fn open_lines(path: &Path) -> Result<crate::pipe::Input, OperatorError> {
 pub struct JsonLinesSource {
     path: PathBuf,
     label: Arc<str>,
-    reader: Option<BufReader<crate::pipe::Input>>,
+    reader: Option<BufReader<Input>>,
     line: u64,
     /// Bytes consumed so far: where a restart resumes.
     offset: u64,
@@ -158,7 +160,7 @@ impl Source<ReadResult> for JsonLinesSource {
             return Ok(());
         }
         let mut input = open_lines(&self.path)?;
-        if let Some(pos) = crate::state::restore_value::<ReadPosition>(ctx, "position")? {
+        if let Some(pos) = weir_core::state::restore_value::<ReadPosition>(ctx, "position")? {
             if self.path == Path::new("-") {
                 return Err(OperatorError::new(
                     ErrorKind::Config,
@@ -169,7 +171,7 @@ impl Source<ReadResult> for JsonLinesSource {
                 .map_err(|e| OperatorError::io(format!("cannot open {}", self.label), e))?;
             std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(pos.offset))
                 .map_err(|e| OperatorError::io(format!("seeking in {}", self.label), e))?;
-            input = crate::pipe::Input::File(file);
+            input = Input::File(file);
             self.offset = pos.offset;
             self.line = pos.line;
         }
@@ -179,14 +181,14 @@ impl Source<ReadResult> for JsonLinesSource {
 
     fn snapshot(
         &mut self,
-        _: crate::CheckpointId,
+        _: CheckpointId,
         ctx: &mut OperatorContext,
     ) -> Result<(), OperatorError> {
         let position = ReadPosition {
             offset: self.offset,
             line: self.line,
         };
-        crate::state::save_value(ctx, "position", &position)
+        weir_core::state::save_value(ctx, "position", &position)
     }
 
     fn poll(
@@ -401,7 +403,7 @@ const KEEP_LIMIT: usize = 1 << 16;
 /// What a CSV source reads: a file, or standard input cut at row boundaries.
 enum CsvInput {
     File(Box<dyn Read + Send>),
-    Stdin(crate::pipe::CsvRowPipe),
+    Stdin(CsvRowPipe),
 }
 
 impl Read for CsvInput {
@@ -616,7 +618,7 @@ impl Source<ReadResult> for CsvSource {
         }
         let inner = if self.path == Path::new("-") {
             CsvInput::Stdin(
-                crate::pipe::CsvRowPipe::spawn()
+                CsvRowPipe::spawn()
                     .map_err(|e| OperatorError::io("cannot read standard input", e))?,
             )
         } else {
@@ -642,7 +644,7 @@ impl Source<ReadResult> for CsvSource {
             .map_err(|e| OperatorError::new(ErrorKind::Data, e.to_string()))?;
         self.shape = shape;
         self.types = types;
-        if let Some(rows) = crate::state::restore_value::<u64>(ctx, "rows")? {
+        if let Some(rows) = weir_core::state::restore_value::<u64>(ctx, "rows")? {
             // CSV rows may span lines: re-read and skip the rows the checkpoint covers.
             let mut skip = csv::ByteRecord::new();
             for _ in 0..rows {
@@ -662,10 +664,10 @@ impl Source<ReadResult> for CsvSource {
 
     fn snapshot(
         &mut self,
-        _: crate::CheckpointId,
+        _: CheckpointId,
         ctx: &mut OperatorContext,
     ) -> Result<(), OperatorError> {
-        crate::state::save_value(ctx, "rows", &self.rows)
+        weir_core::state::save_value(ctx, "rows", &self.rows)
     }
 
     fn poll(
@@ -779,7 +781,7 @@ pub struct JsonLinesSink {
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Transaction {
     /// Staged checkpoints not yet committed, with their sizes.
-    staged: Vec<(crate::CheckpointId, u64)>,
+    staged: Vec<(CheckpointId, u64)>,
 }
 
 /// What the sink stores in a checkpoint.
@@ -787,7 +789,7 @@ struct Transaction {
 struct SinkState {
     /// Length of the output when the checkpoint was taken.
     output_len: u64,
-    staged: Vec<(crate::CheckpointId, u64)>,
+    staged: Vec<(CheckpointId, u64)>,
 }
 
 fn io(context: &str, path: &Path, e: std::io::Error) -> OperatorError {
@@ -822,7 +824,7 @@ impl JsonLinesSink {
         self.sibling(".weir-pending")
     }
 
-    fn staged_path(&self, checkpoint: crate::CheckpointId) -> PathBuf {
+    fn staged_path(&self, checkpoint: CheckpointId) -> PathBuf {
         self.sibling(&format!(".weir-staged-{checkpoint}"))
     }
 
@@ -834,7 +836,7 @@ impl JsonLinesSink {
     }
 
     /// Appends a staged file to the output, durably, then removes it.
-    fn append_staged(&self, checkpoint: crate::CheckpointId) -> Result<(), OperatorError> {
+    fn append_staged(&self, checkpoint: CheckpointId) -> Result<(), OperatorError> {
         let staged = self.staged_path(checkpoint);
         let mut from = File::open(&staged).map_err(|e| io("cannot open", &staged, e))?;
         let mut to = std::fs::OpenOptions::new()
@@ -849,7 +851,7 @@ impl JsonLinesSink {
 
     /// Brings the output back to what the restored checkpoint committed (or will commit).
     fn recover(&mut self, state: Option<SinkState>) -> Result<(), OperatorError> {
-        let kept: Vec<crate::CheckpointId> = match state {
+        let kept: Vec<CheckpointId> = match state {
             None => {
                 // A fresh start: a new, empty output.
                 File::create(&self.path).map_err(|e| io("cannot create", &self.path, e))?;
@@ -912,7 +914,7 @@ impl JsonLinesSink {
                 let name = entry.file_name().to_string_lossy().to_string();
                 let stray = name
                     .strip_prefix(&prefix)
-                    .and_then(|id| id.parse::<crate::CheckpointId>().ok())
+                    .and_then(|id| id.parse::<CheckpointId>().ok())
                     .is_some_and(|id| !kept.contains(&id));
                 if stray {
                     let _ = std::fs::remove_file(entry.path());
@@ -937,7 +939,7 @@ impl<T: Serialize + Send + 'static> Sink<T> for JsonLinesSink {
         }
         if ctx.checkpointing() {
             self.transaction = Some(Transaction::default());
-            let state = crate::state::restore_value::<SinkState>(ctx, "transaction")?;
+            let state = weir_core::state::restore_value::<SinkState>(ctx, "transaction")?;
             self.recover(state)?;
             // Commit what the restored checkpoint staged: it completed.
             let staged: Vec<_> = self
@@ -988,7 +990,7 @@ impl<T: Serialize + Send + 'static> Sink<T> for JsonLinesSink {
 
     fn snapshot(
         &mut self,
-        checkpoint: crate::CheckpointId,
+        checkpoint: CheckpointId,
         ctx: &mut OperatorContext,
     ) -> Result<(), OperatorError> {
         if self.transaction.is_none() {
@@ -1017,13 +1019,13 @@ impl<T: Serialize + Send + 'static> Sink<T> for JsonLinesSink {
             output_len,
             staged: transaction.staged.clone(),
         };
-        crate::state::save_value(ctx, "transaction", &state)?;
+        weir_core::state::save_value(ctx, "transaction", &state)?;
         self.create_pending()
     }
 
     fn commit(
         &mut self,
-        checkpoint: crate::CheckpointId,
+        checkpoint: CheckpointId,
         _: &mut OperatorContext,
     ) -> Result<(), OperatorError> {
         let Some(transaction) = self.transaction.as_mut() else {
