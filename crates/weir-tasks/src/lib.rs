@@ -83,6 +83,7 @@ mod endpoint;
 mod error;
 mod metrics;
 mod model;
+mod redis_store;
 mod service;
 mod store;
 
@@ -96,7 +97,8 @@ pub(crate) fn http_client() -> reqwest::Client {
 pub use agent::{Agent, CommandAgent, HttpAgent, TaskInput};
 pub use config::{
     AgentConfig, AgentKind, AgentSpec, AgentsConfig, AgentsConfigError, BuildPipelineAgent,
-    CommandConfig, HealthConfig, HttpConfig, PipelineAgentSource, PipelineBuilder,
+    CommandConfig, HealthConfig, HttpConfig, PipelineAgentSource, PipelineBuilder, StoreConfig,
+    StoreType,
 };
 pub use endpoint::{EndpointError, TaskEndpoint};
 pub use error::{AgentError, TaskError};
