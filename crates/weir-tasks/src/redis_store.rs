@@ -23,7 +23,7 @@ use crate::config::StoreConfig;
 use crate::error::TaskError;
 use crate::model::{Attempt, TaskRecord, TaskStatus};
 use redis::aio::ConnectionManager;
-use redis::{Script, Value};
+use redis::Value;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -246,27 +246,27 @@ pub(crate) struct Submitted {
 
 struct Op {
     cmd: redis::Cmd,
-    script: usize,
     done: Option<oneshot::Sender<Result<Value, TaskError>>>,
 }
 
+/// The scripts' texts, sent with `EVAL` (Redis caches each compiled script by its hash, and
+/// nothing breaks when a Redis restart empties that cache).
 struct Scripts {
-    all: Vec<Script>,
+    all: Vec<String>,
 }
 
 impl Scripts {
     fn new() -> Scripts {
-        let texts = [
-            SUBMIT.to_string(),
-            format!("{SKIP_FINISHED}{TAKE}"),
-            format!("{SKIP_FINISHED}{TAKEOVER}"),
-            RENEW.to_string(),
-            UPDATE.to_string(),
-            FINISH.to_string(),
-            ACK.to_string(),
-        ];
         Scripts {
-            all: texts.iter().map(|t| Script::new(t)).collect(),
+            all: vec![
+                SUBMIT.to_string(),
+                format!("{SKIP_FINISHED}{TAKE}"),
+                format!("{SKIP_FINISHED}{TAKEOVER}"),
+                RENEW.to_string(),
+                UPDATE.to_string(),
+                FINISH.to_string(),
+                ACK.to_string(),
+            ],
         }
     }
 }
@@ -291,7 +291,7 @@ pub(crate) struct RedisStore {
     client: redis::Client,
     /// Blocking connections for the synchronous reads (get, list, cancel).
     idle: Mutex<Vec<redis::Connection>>,
-    scripts: std::sync::Arc<Scripts>,
+    scripts: Scripts,
     tx: Mutex<Option<mpsc::UnboundedSender<Op>>>,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -339,16 +339,12 @@ impl RedisStore {
         )
         .await
         .map_err(fail)?;
-        let scripts = std::sync::Arc::new(Scripts::new());
-        let mut load = conn.clone();
-        for s in &scripts.all {
-            s.prepare_invoke()
-                .load_async(&mut load)
-                .await
-                .map_err(|e| store_error(&shown, "SCRIPT LOAD", e))?;
-        }
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn.clone())
+            .await
+            .map_err(|e| store_error(&shown, "PING", e))?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(writer(conn.clone(), rx, scripts.clone(), shown.clone()));
+        let writer = tokio::spawn(writer(conn.clone(), rx, shown.clone()));
         Ok(RedisStore {
             prefix: config.prefix.clone(),
             consumer: config.consumer_name(),
@@ -359,7 +355,7 @@ impl RedisStore {
             conn,
             client,
             idle: Mutex::new(Vec::new()),
-            scripts,
+            scripts: Scripts::new(),
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
         })
@@ -388,11 +384,9 @@ impl RedisStore {
         }
     }
 
-    fn evalsha(&self, script: usize, keys: &[String], args: Vec<Vec<u8>>) -> redis::Cmd {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.scripts.all[script].get_hash())
-            .arg(keys.len())
-            .arg(keys);
+    fn eval(&self, script: usize, keys: &[String], args: Vec<Vec<u8>>) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(&self.scripts.all[script]).arg(keys.len()).arg(keys);
         for a in args {
             cmd.arg(a);
         }
@@ -422,8 +416,7 @@ impl RedisStore {
             (None, None)
         };
         self.send(Op {
-            cmd: self.evalsha(script, keys, args),
-            script,
+            cmd: self.eval(script, keys, args),
             done,
         })?;
         Ok(rx)
@@ -492,14 +485,17 @@ impl RedisStore {
     /// Takes up to `n` queued tasks, first in aging order across the priorities, for this
     /// server (they stay pending on its consumer until finished).
     pub async fn take(&self, n: usize) -> Result<Vec<Taken>, TaskError> {
-        let value: Value = self.scripts.all[S_TAKE]
-            .key(format!("{}:priorities", self.prefix))
-            .arg(&self.prefix)
-            .arg(GROUP)
-            .arg(&self.consumer)
-            .arg(n)
-            .arg(self.aging_ms)
-            .invoke_async(&mut self.conn.clone())
+        let keys = [format!("{}:priorities", self.prefix)];
+        let args = vec![
+            self.prefix.clone().into_bytes(),
+            GROUP.as_bytes().to_vec(),
+            self.consumer.clone().into_bytes(),
+            n.to_string().into_bytes(),
+            self.aging_ms.to_string().into_bytes(),
+        ];
+        let value: Value = self
+            .eval(S_TAKE, &keys, args)
+            .query_async(&mut self.conn.clone())
             .await
             .map_err(|e| store_error(&self.url, "take", e))?;
         self.taken(value)
@@ -508,14 +504,17 @@ impl RedisStore {
     /// Takes over up to `n` entries pending longer than `claim_timeout` on any consumer (a
     /// server that died, or this one before a restart).
     pub async fn takeover(&self, n: usize) -> Result<Vec<Taken>, TaskError> {
-        let value: Value = self.scripts.all[S_TAKEOVER]
-            .key(format!("{}:priorities", self.prefix))
-            .arg(&self.prefix)
-            .arg(GROUP)
-            .arg(&self.consumer)
-            .arg(n)
-            .arg(self.claim_timeout.as_millis() as u64)
-            .invoke_async(&mut self.conn.clone())
+        let keys = [format!("{}:priorities", self.prefix)];
+        let args = vec![
+            self.prefix.clone().into_bytes(),
+            GROUP.as_bytes().to_vec(),
+            self.consumer.clone().into_bytes(),
+            n.to_string().into_bytes(),
+            (self.claim_timeout.as_millis() as u64).to_string().into_bytes(),
+        ];
+        let value: Value = self
+            .eval(S_TAKEOVER, &keys, args)
+            .query_async(&mut self.conn.clone())
             .await
             .map_err(|e| store_error(&self.url, "takeover", e))?;
         self.taken(value)
@@ -526,14 +525,19 @@ impl RedisStore {
         if held.is_empty() {
             return Ok(Vec::new());
         }
-        let script = &self.scripts.all[S_RENEW];
-        let mut invocation = script.prepare_invoke();
-        invocation.arg(&self.prefix).arg(GROUP).arg(&self.consumer);
+        let mut args = vec![
+            self.prefix.clone().into_bytes(),
+            GROUP.as_bytes().to_vec(),
+            self.consumer.clone().into_bytes(),
+        ];
         for (priority, entry, id) in held {
-            invocation.arg(priority).arg(entry).arg(id);
+            args.push(priority.to_string().into_bytes());
+            args.push(entry.clone().into_bytes());
+            args.push(id.clone().into_bytes());
         }
-        let codes: Vec<i64> = invocation
-            .invoke_async(&mut self.conn.clone())
+        let codes: Vec<i64> = self
+            .eval(S_RENEW, &[], args)
+            .query_async(&mut self.conn.clone())
             .await
             .map_err(|e| store_error(&self.url, "renew", e))?;
         Ok(codes
@@ -611,6 +615,7 @@ impl RedisStore {
     }
 
     /// Waits until every write sent so far has been answered.
+    #[cfg(test)]
     pub async fn flush(&self) -> Result<(), TaskError> {
         let keys = [format!("{}:flush", self.prefix)];
         // An UPDATE of a key that does not exist changes nothing.
@@ -693,17 +698,8 @@ impl RedisStore {
     pub fn cancel(&self, rec: &TaskRecord, expected: &[u8]) -> Result<Option<bool>, TaskError> {
         let keys = self.finish_keys(rec);
         let args = self.finish_args(rec, None, expected);
-        let script = &self.scripts.all[S_FINISH];
-        let code: i64 = self.with_conn(|c| {
-            let mut inv = script.prepare_invoke();
-            for k in &keys {
-                inv.key(k);
-            }
-            for a in &args {
-                inv.arg(a.as_slice());
-            }
-            inv.invoke(c)
-        })?;
+        let cmd = self.eval(S_FINISH, &keys, args);
+        let code: i64 = self.with_conn(|c| cmd.query(c))?;
         Ok(match code {
             1 => Some(true),
             2 | 0 => Some(false),
@@ -769,14 +765,8 @@ impl RedisStore {
     }
 }
 
-/// Sends the writes in order, as pipelines of what has queued up; a script Redis lost (a
-/// restart flushes the script cache) is loaded again and its write sent again.
-async fn writer(
-    mut conn: ConnectionManager,
-    mut rx: mpsc::UnboundedReceiver<Op>,
-    scripts: std::sync::Arc<Scripts>,
-    url: String,
-) {
+/// Sends the writes in order, as pipelines of what has queued up.
+async fn writer(mut conn: ConnectionManager, mut rx: mpsc::UnboundedReceiver<Op>, url: String) {
     let mut ops = Vec::with_capacity(MAX_PIPELINE);
     while rx.recv_many(&mut ops, MAX_PIPELINE).await > 0 {
         let mut pipe = redis::pipe();
@@ -788,19 +778,6 @@ async fn writer(
         match results {
             Ok(results) => {
                 for (op, result) in ops.drain(..).zip(results) {
-                    let result = match result {
-                        Err(e)
-                            if e.kind()
-                                == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                        {
-                            scripts.all[op.script]
-                                .prepare_invoke()
-                                .load_async(&mut conn)
-                                .await
-                                .and(op.cmd.query_async(&mut conn).await)
-                        }
-                        other => other,
-                    };
                     let result = result.map_err(|e| store_error(&url, "write", e));
                     if let Err(e) = &result {
                         tracing::error!(target: "weir_tasks", "task store write failed: {e}");
