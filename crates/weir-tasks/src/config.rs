@@ -186,26 +186,7 @@ impl StoreConfig {
         };
         let password = std::env::var(var)
             .map_err(|_| format!("password_env: the environment variable {var} is not set"))?;
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| format!("url: expected a redis:// URL, found {url:?}"))?;
-        if rest.contains('@') {
-            return Err(
-                "password_env: the URL already has credentials; give the password in one place"
-                    .into(),
-            );
-        }
-        let encoded: String = password
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
-        Ok(format!("{scheme}://:{encoded}@{rest}"))
+        with_password(&url, &password)
     }
 
     /// The consumer name of this server.
@@ -261,6 +242,29 @@ impl StoreConfig {
         }
         Ok(())
     }
+}
+
+/// `url` with `password` in it (percent-encoded).
+fn with_password(url: &str, password: &str) -> Result<String, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("url: expected a redis:// URL, found {url:?}"))?;
+    if rest.contains('@') {
+        return Err(
+            "password_env: the URL already has credentials; give the password in one place".into(),
+        );
+    }
+    let encoded: String = password
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    Ok(format!("{scheme}://:{encoded}@{rest}"))
 }
 
 fn default_ttl() -> Duration {
@@ -871,6 +875,60 @@ agents:
         assert_eq!(c.agents[0].concurrency, 2);
         assert_eq!(c.results_ttl, Duration::from_secs(3600));
         assert_eq!(c.agents[0].command.as_ref().unwrap().max_stdout, 1 << 20);
+    }
+
+    #[test]
+    fn the_store_block_is_checked_and_its_password_comes_from_the_environment() {
+        let c = AgentsConfig::parse(GOOD, "a.yaml").unwrap();
+        assert_eq!(c.store.store_type, StoreType::Fjall);
+        let yaml = format!(
+            "store:\n  type: redis\n  url: redis://127.0.0.1:6390/2\n  prefix: q\n  claim_timeout: 2s\n  password_env: WEIR_TEST_STORE_PW\n{GOOD}"
+        );
+        let c = AgentsConfig::parse(&yaml, "a.yaml").unwrap();
+        assert_eq!(c.store.store_type, StoreType::Redis);
+        assert_eq!(c.store.claim_timeout, Duration::from_secs(2));
+        assert_eq!(c.store.prefix, "q");
+        let e = c.store.redis_url().unwrap_err();
+        assert!(e.contains("WEIR_TEST_STORE_PW is not set"), "{e}");
+        assert_eq!(
+            with_password("redis://127.0.0.1:6390/2", "p@ss w").unwrap(),
+            "redis://:p%40ss%20w@127.0.0.1:6390/2"
+        );
+        assert!(with_password("redis://u:x@h:1", "p").is_err());
+        let bad = [
+            ("store:\n  type: redis\n", "store.url", "needs a `url`"),
+            (
+                "store:\n  type: redis\n  url: http://x\n",
+                "store.url",
+                "redis://",
+            ),
+            (
+                "store:\n  url: redis://x\n",
+                "store.url",
+                "only for `type: redis`",
+            ),
+            (
+                "store:\n  type: redis\n  url: redis://x\n  claim_timeout: 1ms\n",
+                "store.claim_timeout",
+                "at least 100ms",
+            ),
+            (
+                "store:\n  type: memcached\n",
+                "store.type",
+                "unknown variant",
+            ),
+            (
+                "store:\n  type: redis\n  urls: redis://x\n",
+                "store",
+                "urls",
+            ),
+        ];
+        for (store, key, message) in bad {
+            let e = AgentsConfig::parse(&format!("{store}{GOOD}"), "a.yaml").unwrap_err();
+            assert!(e.key.starts_with(key), "{store}: {e}");
+            assert!(e.to_string().contains(message), "{store}: {e}");
+            assert!(e.line >= 1, "{store}: {e}");
+        }
     }
 
     #[test]

@@ -22,8 +22,8 @@
 use crate::config::StoreConfig;
 use crate::error::TaskError;
 use crate::model::{Attempt, TaskRecord, TaskStatus};
-use redis::aio::ConnectionManager;
 use redis::Value;
+use redis::aio::ConnectionManager;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -510,7 +510,9 @@ impl RedisStore {
             GROUP.as_bytes().to_vec(),
             self.consumer.clone().into_bytes(),
             n.to_string().into_bytes(),
-            (self.claim_timeout.as_millis() as u64).to_string().into_bytes(),
+            (self.claim_timeout.as_millis() as u64)
+                .to_string()
+                .into_bytes(),
         ];
         let value: Value = self
             .eval(S_TAKEOVER, &keys, args)
