@@ -607,12 +607,14 @@ fn submit_all(urls: &[&str], tasks: &[(usize, Option<String>)]) -> Vec<String> {
                 let _permit = limit.acquire().await.expect("permit");
                 let resp = client
                     .post(&url)
-                    .json(&body)
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
                     .send()
                     .await
                     .unwrap_or_else(|e| panic!("POST {url}: {e}"));
                 let status = resp.status().as_u16();
-                let body: serde_json::Value = resp.json().await.expect("json");
+                let text = resp.text().await.expect("body");
+                let body: serde_json::Value = serde_json::from_str(&text).expect("json");
                 assert!(status == 202 || status == 200, "{status} {body}");
                 body["task_id"].as_str().expect("task_id").to_string()
             }));
