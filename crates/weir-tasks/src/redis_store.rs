@@ -228,7 +228,7 @@ pub(crate) struct Taken {
 
 /// What [`RedisStore::renew`] found for one held entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Held {
+pub(crate) enum Claim {
     /// Still this server's (idle time reset).
     Held,
     /// Taken over by another server (this server was too slow to renew), or acknowledged.
@@ -523,7 +523,7 @@ impl RedisStore {
     }
 
     /// Resets the idle time of the entries this server holds; says which it still holds.
-    pub async fn renew(&self, held: &[(i32, String, String)]) -> Result<Vec<Held>, TaskError> {
+    pub async fn renew(&self, held: &[(i32, String, String)]) -> Result<Vec<Claim>, TaskError> {
         if held.is_empty() {
             return Ok(Vec::new());
         }
@@ -545,9 +545,9 @@ impl RedisStore {
         Ok(codes
             .into_iter()
             .map(|c| match c {
-                0 => Held::Held,
-                1 => Held::Lost,
-                _ => Held::Finished,
+                0 => Claim::Held,
+                1 => Claim::Lost,
+                _ => Claim::Finished,
             })
             .collect())
     }
@@ -859,7 +859,7 @@ mod tests {
         // Renewed more often than claim_timeout: never taken over.
         for _ in 0..6 {
             tokio::time::sleep(Duration::from_millis(60)).await;
-            assert_eq!(a.renew(&held).await.unwrap(), [Held::Held]);
+            assert_eq!(a.renew(&held).await.unwrap(), [Claim::Held]);
             assert!(b.takeover(10).await.unwrap().is_empty());
         }
         // Not renewed for longer than claim_timeout: `b` takes it over; `a` has lost it.
@@ -867,7 +867,7 @@ mod tests {
         let over = b.takeover(10).await.unwrap();
         assert_eq!(over.len(), 1);
         assert_eq!(over[0].entry, taken[0].entry);
-        assert_eq!(a.renew(&held).await.unwrap(), [Held::Lost]);
+        assert_eq!(a.renew(&held).await.unwrap(), [Claim::Lost]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -914,7 +914,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(b.takeover(10).await.unwrap().is_empty());
         let held = [(0, entry, rec.task_id.clone())];
-        assert_eq!(a.renew(&held).await.unwrap(), [Held::Finished]);
+        assert_eq!(a.renew(&held).await.unwrap(), [Claim::Finished]);
         // A cancel of a finished task writes nothing.
         let (stored, raw) = b.get(&rec.task_id).unwrap().unwrap();
         let mut cancelled = stored.clone();

@@ -8,7 +8,7 @@ use crate::model::{
     Attempt, MAX_LIST, TaskAccepted, TaskFilter, TaskRecord, TaskRequest, TaskStatus, TaskSummary,
     TaskView, now_ms,
 };
-use crate::redis_store::{Held, RedisStore, Taken};
+use crate::redis_store::{Claim, RedisStore, Taken};
 use crate::store::{Store, Write, encode};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -141,7 +141,7 @@ enum Backend {
     /// The embedded store: every task of the queue is in this process.
     Fjall(Store),
     /// Redis: this process holds only the tasks it took from the shared queue.
-    Redis(RedisStore),
+    Redis(Box<RedisStore>),
 }
 
 struct Shared {
@@ -272,7 +272,7 @@ impl TaskService {
             StoreType::Redis => {
                 let store =
                     RedisStore::open(&config.store, config.results_ttl, config.aging).await?;
-                (Backend::Redis(store), Vec::new())
+                (Backend::Redis(Box::new(store)), Vec::new())
             }
         };
         let capacity = agents.iter().map(|a| a.concurrency).sum();
@@ -1401,7 +1401,7 @@ async fn renewer(shared: Arc<Shared>) {
         for ((priority, entry, id), code) in held.into_iter().zip(codes) {
             let running = st.live.get(&id).is_some_and(|l| l.running_on.is_some());
             // A running attempt another server also runs goes on: the terminal write decides.
-            if code == Held::Held || (code == Held::Lost && running) {
+            if code == Claim::Held || (code == Claim::Lost && running) {
                 continue;
             }
             let Some(live) = st.live.remove(&id) else {
@@ -1419,7 +1419,7 @@ async fn renewer(shared: Arc<Shared>) {
             if live.running_on.is_some() {
                 live.cancel.notify_one();
             }
-            if code == Held::Finished {
+            if code == Claim::Finished {
                 redis.ack(priority, &entry);
             }
         }
