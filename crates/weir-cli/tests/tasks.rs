@@ -24,6 +24,14 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The tests' HTTP client (60 s per request).
+fn client() -> reqwest::Client {
+    weir_connectors::http_client()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client")
+}
+
 /// One HTTP call: (status, body, `x-request-id` of the response).
 fn http(
     method: &str,
@@ -36,10 +44,7 @@ fn http(
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let client = weir_connectors::http_client()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("client");
+        let client = client();
         let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = client.request(m, url);
         if let Some((ct, b)) = body {
@@ -588,10 +593,7 @@ fn submit_all(urls: &[&str], tasks: &[(usize, Option<String>)]) -> Vec<String> {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let client = weir_connectors::http_client()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("client");
+        let client = client();
         let limit = Arc::new(tokio::sync::Semaphore::new(16));
         let mut handles = Vec::with_capacity(tasks.len());
         for (i, (data, key)) in tasks.iter().enumerate() {
@@ -651,6 +653,21 @@ agents:
     agents
 }
 
+/// Two servers `a` and `b` (their name in `WEIR_TEST_SERVER`) with the agents of
+/// [`shared_agents`] under a fresh prefix, each with its own data directory.
+fn shared_pair(dir: &Path, url: &str, name: &str, claim: &str, delay: &str) -> (Server, Server) {
+    let agents = shared_agents(dir, url, &unique_prefix(name), claim, delay);
+    let agents = agents.to_str().expect("utf-8");
+    let start = |server: &str| {
+        let data = dir.join(server).to_string_lossy().into_owned();
+        Server::start_with_env(
+            &["--agents", agents, "--data-dir", &data],
+            &[("WEIR_TEST_SERVER", server)],
+        )
+    };
+    (start("a"), start("b"))
+}
+
 fn redis_url() -> Option<String> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -675,18 +692,7 @@ fn two_servers_share_one_redis_queue() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let agents = shared_agents(dir.path(), &url, &unique_prefix("two"), "10s", "0");
-    let agents = agents.to_str().expect("utf-8");
-    let data = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
-    let (data_a, data_b) = (data("a"), data("b"));
-    let a = Server::start_with_env(
-        &["--agents", agents, "--data-dir", &data_a],
-        &[("WEIR_TEST_SERVER", "a")],
-    );
-    let b = Server::start_with_env(
-        &["--agents", agents, "--data-dir", &data_b],
-        &[("WEIR_TEST_SERVER", "b")],
-    );
+    let (a, b) = shared_pair(dir.path(), &url, "two", "10s", "0");
     const N: usize = 2000;
     let tasks: Vec<(usize, Option<String>)> = (0..N).map(|i| (i, None)).collect();
     let ids = submit_all(&[&a.url, &b.url], &tasks);
@@ -721,18 +727,7 @@ fn kill_9_of_one_server_moves_its_tasks_to_the_other() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let agents = shared_agents(dir.path(), &url, &unique_prefix("kill"), "1s", "0.1");
-    let agents = agents.to_str().expect("utf-8");
-    let data = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
-    let (data_a, data_b) = (data("a"), data("b"));
-    let mut a = Server::start_with_env(
-        &["--agents", agents, "--data-dir", &data_a],
-        &[("WEIR_TEST_SERVER", "a")],
-    );
-    let b = Server::start_with_env(
-        &["--agents", agents, "--data-dir", &data_b],
-        &[("WEIR_TEST_SERVER", "b")],
-    );
+    let (mut a, b) = shared_pair(dir.path(), &url, "kill", "1s", "0.1");
     const N: usize = 300;
     let tasks: Vec<(usize, Option<String>)> =
         (0..N).map(|i| (i, Some(format!("order-{i}")))).collect();

@@ -482,19 +482,25 @@ impl RedisStore {
         Ok(out)
     }
 
-    /// Takes up to `n` queued tasks, first in aging order across the priorities, for this
-    /// server (they stay pending on its consumer until finished).
-    pub async fn take(&self, n: usize) -> Result<Vec<Taken>, TaskError> {
+    /// TAKE or TAKEOVER: over the priority streams, for this consumer, at most `n`, with
+    /// the aging step or the idle time.
+    fn queue_script(&self, script: usize, n: usize, ms: i64) -> redis::Cmd {
         let keys = [format!("{}:priorities", self.prefix)];
         let args = vec![
             self.prefix.clone().into_bytes(),
             GROUP.as_bytes().to_vec(),
             self.consumer.clone().into_bytes(),
             n.to_string().into_bytes(),
-            self.aging_ms.to_string().into_bytes(),
+            ms.to_string().into_bytes(),
         ];
+        self.eval(script, &keys, args)
+    }
+
+    /// Takes up to `n` queued tasks, first in aging order across the priorities, for this
+    /// server (they stay pending on its consumer until finished).
+    pub async fn take(&self, n: usize) -> Result<Vec<Taken>, TaskError> {
         let value: Value = self
-            .eval(S_TAKE, &keys, args)
+            .queue_script(S_TAKE, n, self.aging_ms)
             .query_async(&mut self.conn.clone())
             .await
             .map_err(|e| store_error(&self.url, "take", e))?;
@@ -504,18 +510,8 @@ impl RedisStore {
     /// Takes over up to `n` entries pending longer than `claim_timeout` on any consumer (a
     /// server that died, or this one before a restart).
     pub async fn takeover(&self, n: usize) -> Result<Vec<Taken>, TaskError> {
-        let keys = [format!("{}:priorities", self.prefix)];
-        let args = vec![
-            self.prefix.clone().into_bytes(),
-            GROUP.as_bytes().to_vec(),
-            self.consumer.clone().into_bytes(),
-            n.to_string().into_bytes(),
-            (self.claim_timeout.as_millis() as u64)
-                .to_string()
-                .into_bytes(),
-        ];
         let value: Value = self
-            .eval(S_TAKEOVER, &keys, args)
+            .queue_script(S_TAKEOVER, n, self.claim_timeout.as_millis() as i64)
             .query_async(&mut self.conn.clone())
             .await
             .map_err(|e| store_error(&self.url, "takeover", e))?;
@@ -817,6 +813,15 @@ mod tests {
             .unwrap()
     }
 
+    /// Two servers' stores, `a` and `b`, under a fresh prefix.
+    async fn pair(url: &str) -> (RedisStore, RedisStore) {
+        let prefix = prefix();
+        (
+            store(url, &prefix, "a").await,
+            store(url, &prefix, "b").await,
+        )
+    }
+
     fn prefix() -> String {
         format!(
             "weir-test:store:{}:{:08x}",
@@ -844,11 +849,7 @@ mod tests {
         let Some(url) = weir_connectors::testing::redis_url().await else {
             return;
         };
-        let prefix = prefix();
-        let (a, b) = (
-            store(&url, &prefix, "a").await,
-            store(&url, &prefix, "b").await,
-        );
+        let (a, b) = pair(&url).await;
         let rec = new_record(TaskRequest::new("work", serde_json::json!(1)), 1);
         assert!(a.submit(&rec).await.unwrap().created);
         let taken = a.take(10).await.unwrap();
@@ -875,11 +876,7 @@ mod tests {
         let Some(url) = weir_connectors::testing::redis_url().await else {
             return;
         };
-        let prefix = prefix();
-        let (a, b) = (
-            store(&url, &prefix, "a").await,
-            store(&url, &prefix, "b").await,
-        );
+        let (a, b) = pair(&url).await;
         let rec = new_record(TaskRequest::new("work", serde_json::json!(1)), 1);
         a.submit(&rec).await.unwrap();
         let taken = a.take(1).await.unwrap();

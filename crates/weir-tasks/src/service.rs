@@ -123,6 +123,35 @@ struct Live {
     entry: Option<String>,
 }
 
+impl Live {
+    fn new(rec: TaskRecord, order: Order, entry: Option<String>) -> Live {
+        Live {
+            rec,
+            order,
+            queued: false,
+            running_on: None,
+            attempt_started: None,
+            cancel: Arc::new(Notify::new()),
+            entry,
+        }
+    }
+}
+
+impl State {
+    /// Takes a task that left `live` out of its queue, if it was queued.
+    fn unqueue(&mut self, live: &Live) {
+        if live.queued {
+            if let Some(q) = self
+                .queues
+                .get_mut(&(live.rec.action.clone(), live.rec.pin.clone()))
+            {
+                q.remove(&live.order);
+            }
+            self.queued -= 1;
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     live: HashMap<String, Live>,
@@ -323,10 +352,7 @@ impl TaskService {
                 message: "expected a non-empty action".into(),
             });
         }
-        if !s.agents.iter().any(|a| {
-            a.capabilities.contains(&request.action)
-                && request.agent.as_ref().is_none_or(|p| *p == a.name)
-        }) {
+        if !s.servable(&request.action, request.agent.as_deref()) {
             return Err(TaskError::NoAgent {
                 action: request.action,
                 agent: request.agent,
@@ -378,18 +404,7 @@ impl TaskService {
                     .fjall()
                     .send_durable(vec![Write::Put(task_id.clone(), encode(&rec))]);
                 let order = s.order(&rec);
-                st.live.insert(
-                    task_id.clone(),
-                    Live {
-                        rec,
-                        order,
-                        queued: false,
-                        running_on: None,
-                        attempt_started: None,
-                        cancel: Arc::new(Notify::new()),
-                        entry: None,
-                    },
-                );
+                st.live.insert(task_id.clone(), Live::new(rec, order, None));
                 Ok((task_id, wait))
             }
         };
@@ -664,6 +679,13 @@ impl Drop for TaskService {
 }
 
 impl Shared {
+    /// Whether an agent has `action` as a capability (and is `pin`, if given).
+    fn servable(&self, action: &str, pin: Option<&str>) -> bool {
+        self.agents
+            .iter()
+            .any(|a| a.capabilities.contains(action) && pin.is_none_or(|p| p == a.name))
+    }
+
     /// The embedded store; only called on its paths (the Redis store returns before them).
     fn fjall(&self) -> &Store {
         match &self.store {
@@ -724,28 +746,15 @@ impl Shared {
                 rec.status = TaskStatus::Queued;
                 rec.recovered += 1;
             }
-            let servable = self.agents.iter().any(|a| {
-                a.capabilities.contains(&rec.action)
-                    && rec.pin.as_ref().is_none_or(|p| *p == a.name)
-            });
+            let servable = self.servable(&rec.action, rec.pin.as_deref());
             let id = rec.task_id.clone();
             let action = rec.action.clone();
             // Ties broken by this server's own sequence: the record's `seq` is the submitting
             // server's, and two servers' can be equal.
             let order = (self.order(&rec).0, st.next_seq);
             st.next_seq += 1;
-            st.live.insert(
-                id.clone(),
-                Live {
-                    rec,
-                    order,
-                    queued: false,
-                    running_on: None,
-                    attempt_started: None,
-                    cancel: Arc::new(Notify::new()),
-                    entry: Some(entry),
-                },
-            );
+            st.live
+                .insert(id.clone(), Live::new(rec, order, Some(entry)));
             if servable {
                 self.enqueue(&mut st, &id);
             } else {
@@ -845,22 +854,8 @@ impl Shared {
             }
             let order = self.order(&rec);
             let id = rec.task_id.clone();
-            let servable = self.agents.iter().any(|a| {
-                a.capabilities.contains(&rec.action)
-                    && rec.pin.as_ref().is_none_or(|p| *p == a.name)
-            });
-            st.live.insert(
-                id.clone(),
-                Live {
-                    rec,
-                    order,
-                    queued: false,
-                    running_on: None,
-                    attempt_started: None,
-                    cancel: Arc::new(Notify::new()),
-                    entry: None,
-                },
-            );
+            let servable = self.servable(&rec.action, rec.pin.as_deref());
+            st.live.insert(id.clone(), Live::new(rec, order, None));
             pending.push((id, servable));
         }
         if !writes.is_empty() {
@@ -898,15 +893,7 @@ impl Shared {
         error: Option<String>,
     ) -> Option<TaskView> {
         let live = st.live.remove(task_id)?;
-        if live.queued {
-            if let Some(q) = st
-                .queues
-                .get_mut(&(live.rec.action.clone(), live.rec.pin.clone()))
-            {
-                q.remove(&live.order);
-            }
-            st.queued -= 1;
-        }
+        st.unqueue(&live);
         let mut rec = live.rec;
         let now = now_ms();
         rec.status = status;
@@ -1407,15 +1394,7 @@ async fn renewer(shared: Arc<Shared>) {
             let Some(live) = st.live.remove(&id) else {
                 continue;
             };
-            if live.queued {
-                if let Some(q) = st
-                    .queues
-                    .get_mut(&(live.rec.action.clone(), live.rec.pin.clone()))
-                {
-                    q.remove(&live.order);
-                }
-                st.queued -= 1;
-            }
+            st.unqueue(&live);
             if live.running_on.is_some() {
                 live.cancel.notify_one();
             }
