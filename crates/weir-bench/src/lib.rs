@@ -37,6 +37,8 @@ pub struct BenchOptions {
     pub redis_url: String,
     /// W6: the ClickHouse HTTP interface.
     pub clickhouse_url: String,
+    /// tasks: the task store, `fjall` (embedded, default) or `redis` (at `redis_url`).
+    pub store: String,
 }
 
 impl Default for BenchOptions {
@@ -51,6 +53,7 @@ impl Default for BenchOptions {
             keys: 1_000_000,
             redis_url: "redis://127.0.0.1:6390".into(),
             clickhouse_url: "http://127.0.0.1:8124".into(),
+            store: "fjall".into(),
         }
     }
 }

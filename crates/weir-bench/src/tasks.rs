@@ -3,6 +3,8 @@
 //! Two phases on one durable store (fsynced submits, as `weir serve` runs it):
 //! - throughput: `events` tasks (default 100,000) submitted by 256 concurrent submitters (clients of a server), timed
 //!   from the first submit until every task has succeeded: `tasks_per_sec`;
+//! - with `store: redis` (`weir bench tasks --store redis`) the queue is the shared Redis
+//!   store at `redis_url` under a fresh prefix instead of the embedded one;
 //! - latency: tasks submitted at `rate` per second (default 1,000; `--rate`) for `seconds`
 //!   (default 5): `p99_start_ms` (and p50, max) from the call to `submit` to the agent's start.
 
@@ -13,7 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use weir_tasks::{
-    Agent, AgentError, AgentSpec, AgentsConfig, TaskInput, TaskRequest, TaskService, TaskStatus,
+    Agent, AgentError, AgentSpec, AgentsConfig, StoreConfig, TaskInput, TaskRequest, TaskService,
+    TaskStatus,
 };
 
 /// Concurrent submitters in the throughput phase: each waits for its submit's fsync (shared
@@ -69,6 +72,28 @@ pub fn tasks(o: &BenchOptions) -> Result<BenchReport, BenchError> {
     } else {
         o.seconds.max(1)
     };
+    let mut config = AgentsConfig::default();
+    match o.store.as_str() {
+        "fjall" => {}
+        "redis" => {
+            config.store = StoreConfig::redis(
+                o.redis_url.clone(),
+                format!(
+                    "weir-bench:tasks:{}:{}",
+                    std::process::id(),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos())
+                        .unwrap_or(0)
+                ),
+            );
+        }
+        other => {
+            return Err(BenchError::Usage(format!(
+                "--store: expected fjall or redis, found {other:?}"
+            )));
+        }
+    }
     let dir = tempfile::tempdir().map_err(|e| BenchError::Setup(e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(o.parallelism.max(2))
@@ -84,7 +109,7 @@ pub fn tasks(o: &BenchOptions) -> Result<BenchReport, BenchError> {
         });
         let spec = AgentSpec::in_process("noop", ["noop"], 256, agent.clone());
         let service = Arc::new(
-            TaskService::open_with(dir.path(), AgentsConfig::default(), vec![spec])
+            TaskService::open_with(dir.path(), config, vec![spec])
                 .await
                 .map_err(|e| BenchError::Setup(e.to_string()))?,
         );

@@ -24,6 +24,8 @@ Workloads (BENCHMARKS.md):
       first record processed after recovery
   w6  Redis stream to ClickHouse through a schema, exactly once, with durable checkpoints
       in a directory (as `weir run` with settings.checkpoint)
+  tasks  the task queue with a no-op in-process agent: tasks/s and p99 submit-to-start ms
+      (--store fjall, the default, or --store redis at --redis-url)
   ingest  weir serve's HTTP ingest: NDJSON bodies of 1,000 records from 4 local clients,
       validated and appended to a Redis stream; records/s accepted and p99 ms per request
       (--events, default 1,000,000)
@@ -74,6 +76,9 @@ pub struct BenchArgs {
         default_value = "http://127.0.0.1:8124"
     )]
     clickhouse_url: String,
+    /// tasks: the task store, fjall (embedded) or redis (at --redis-url).
+    #[arg(long, default_value = "fjall")]
+    store: String,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -95,6 +100,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         keys: args.keys,
         redis_url: args.redis_url,
         clickhouse_url: args.clickhouse_url,
+        store: args.store,
     };
     let report = match weir_bench::run(&args.workload, &options) {
         Ok(r) => r,

@@ -24,6 +24,14 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The tests' HTTP client (60 s per request).
+fn client() -> reqwest::Client {
+    weir_connectors::http_client()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client")
+}
+
 /// One HTTP call: (status, body, `x-request-id` of the response).
 fn http(
     method: &str,
@@ -36,10 +44,7 @@ fn http(
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let client = weir_connectors::http_client()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("client");
+        let client = client();
         let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = client.request(m, url);
         if let Some((ct, b)) = body {
@@ -70,17 +75,27 @@ struct Server {
     url: String,
     port: u16,
     args: Vec<String>,
+    /// Extra environment variables of the process.
+    env: Vec<(String, String)>,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
     fn start(args: &[&str]) -> Server {
+        Server::start_with_env(args, &[])
+    }
+
+    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let mut server = Server {
             child: None,
             url: format!("http://127.0.0.1:{port}"),
             port,
             args: args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             lines: Arc::default(),
         };
         server.spawn();
@@ -95,6 +110,7 @@ impl Server {
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .env_remove("WEIR_LOG")
             .env_remove("WEIR_LOG_FORMAT")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -566,4 +582,192 @@ fn pipeline_agents_the_task_step_and_the_task_list() {
     let table = text(&out.stdout);
     assert!(table.starts_with("TASK"), "{table}");
     assert_eq!(table.lines().count(), 1 + 24, "{table}");
+}
+
+/// Submits `(data, idempotency key)` tasks of action `work` concurrently, alternating between
+/// the servers; returns the ids in order.
+fn submit_all(urls: &[&str], tasks: &[(usize, Option<String>)]) -> Vec<String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let client = client();
+        let limit = Arc::new(tokio::sync::Semaphore::new(16));
+        let mut handles = Vec::with_capacity(tasks.len());
+        for (i, (data, key)) in tasks.iter().enumerate() {
+            let url = format!("{}/v1/tasks", urls[i % urls.len()]);
+            let body = match key {
+                Some(k) => {
+                    serde_json::json!({"action": "work", "data": data, "idempotency_key": k})
+                }
+                None => serde_json::json!({"action": "work", "data": data}),
+            };
+            let (client, limit) = (client.clone(), limit.clone());
+            handles.push(tokio::spawn(async move {
+                let _permit = limit.acquire().await.expect("permit");
+                let resp = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+                let status = resp.status().as_u16();
+                let text = resp.text().await.expect("body");
+                let body: serde_json::Value = serde_json::from_str(&text).expect("json");
+                assert!(status == 202 || status == 200, "{status} {body}");
+                body["task_id"].as_str().expect("task_id").to_string()
+            }));
+        }
+        let mut ids = Vec::with_capacity(handles.len());
+        for h in handles {
+            ids.push(h.await.expect("submit"));
+        }
+        ids
+    })
+}
+
+/// An agents file for servers sharing the Redis store at `prefix`: `work` runs `sh`, which
+/// answers `{"server": $WEIR_TEST_SERVER, "data": DATA}` after `delay`.
+fn shared_agents(dir: &Path, url: &str, prefix: &str, claim: &str, delay: &str) -> PathBuf {
+    let agents = dir.join("agents.yaml");
+    std::fs::write(
+        &agents,
+        format!(
+            r#"store: {{ type: redis, url: "{url}", prefix: "{prefix}", claim_timeout: {claim} }}
+agents:
+  - name: worker
+    kind: command
+    capabilities: [work]
+    concurrency: 4
+    command:
+      program: sh
+      args: ["-c", "sleep {delay}; printf '{{\"server\":\"%s\",\"data\":%s}}' \"$WEIR_TEST_SERVER\" \"$(cat)\""]
+      env: [PATH, WEIR_TEST_SERVER]
+"#
+        ),
+    )
+    .expect("agents");
+    agents
+}
+
+/// Two servers `a` and `b` (their name in `WEIR_TEST_SERVER`) with the agents of
+/// [`shared_agents`] under a fresh prefix, each with its own data directory.
+fn shared_pair(dir: &Path, url: &str, name: &str, claim: &str, delay: &str) -> (Server, Server) {
+    let agents = shared_agents(dir, url, &unique_prefix(name), claim, delay);
+    let agents = agents.to_str().expect("utf-8");
+    let start = |server: &str| {
+        let data = dir.join(server).to_string_lossy().into_owned();
+        Server::start_with_env(
+            &["--agents", agents, "--data-dir", &data],
+            &[("WEIR_TEST_SERVER", server)],
+        )
+    };
+    (start("a"), start("b"))
+}
+
+fn redis_url() -> Option<String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(weir_connectors::testing::redis_url())
+}
+
+fn unique_prefix(name: &str) -> String {
+    format!(
+        "weir-test:{name}:{}:{:08x}",
+        std::process::id(),
+        fastrand::u32(..)
+    )
+}
+
+/// Issue 15's Redis store: two `weir serve` processes share one queue; 2,000 tasks submitted
+/// to both end `succeeded` exactly once (one attempt, its own result), and both ran some.
+#[test]
+fn two_servers_share_one_redis_queue() {
+    let Some(url) = redis_url() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = shared_pair(dir.path(), &url, "two", "10s", "0");
+    const N: usize = 2000;
+    let tasks: Vec<(usize, Option<String>)> = (0..N).map(|i| (i, None)).collect();
+    let ids = submit_all(&[&a.url, &b.url], &tasks);
+    let mut ran = std::collections::HashMap::new();
+    for (i, id) in ids.iter().enumerate() {
+        let view = wait_terminal(if i % 3 == 0 { &a.url } else { &b.url }, id);
+        assert_eq!(view["status"], "succeeded", "{view}");
+        assert_eq!(view["result"]["data"], serde_json::json!(i), "{view}");
+        assert_eq!(view["attempts"].as_array().map(Vec::len), Some(1), "{view}");
+        let server = view["result"]["server"]
+            .as_str()
+            .expect("server")
+            .to_string();
+        *ran.entry(server).or_insert(0) += 1;
+    }
+    assert_eq!(
+        ids.iter().collect::<std::collections::HashSet<_>>().len(),
+        N
+    );
+    assert!(
+        ran.get("a").is_some_and(|n| *n > 0) && ran.get("b").is_some_and(|n| *n > 0),
+        "both servers ran some: {ran:?}"
+    );
+}
+
+/// kill -9 of one of two servers sharing the Redis store while it runs tasks: the other
+/// takes over its tasks after `claim_timeout`; every accepted task ends `succeeded` once with
+/// its own result, and idempotency keys resubmitted to either server give the same ids.
+#[test]
+fn kill_9_of_one_server_moves_its_tasks_to_the_other() {
+    let Some(url) = redis_url() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut a, b) = shared_pair(dir.path(), &url, "kill", "1s", "0.1");
+    const N: usize = 300;
+    let tasks: Vec<(usize, Option<String>)> =
+        (0..N).map(|i| (i, Some(format!("order-{i}")))).collect();
+    let ids = submit_all(&[&a.url, &b.url], &tasks);
+    // `a` is killed while it runs tasks (4 at a time, 0.1 s each: most are still queued).
+    let running_on_a =
+        || {
+            let (_, metrics, _) = http("GET", &format!("{}/metrics", a.url), None, None);
+            metrics.as_str().unwrap_or_default().lines().any(|l| {
+                l.starts_with("weir_tasks_total{status=\"running\"}") && !l.ends_with(" 0")
+            })
+        };
+    let started = Instant::now();
+    while !running_on_a() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "a never ran a task"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    a.kill9();
+    let mut ran = std::collections::HashMap::new();
+    for (i, id) in ids.iter().enumerate() {
+        let view = wait_terminal(&b.url, id);
+        assert_eq!(view["status"], "succeeded", "{view}");
+        assert_eq!(view["result"]["data"], serde_json::json!(i), "{view}");
+        let server = view["result"]["server"]
+            .as_str()
+            .expect("server")
+            .to_string();
+        *ran.entry(server).or_insert(0) += 1;
+    }
+    assert!(ran.get("b").is_some_and(|n| *n > 0), "{ran:?}");
+    assert!(
+        b.log().contains("took over"),
+        "b took over a's pending tasks: {}",
+        b.log()
+    );
+    // The same keys, to the surviving server and to a restarted `a`: the same tasks.
+    a.spawn();
+    let again = submit_all(&[&b.url, &a.url], &tasks);
+    assert_eq!(again, ids);
 }

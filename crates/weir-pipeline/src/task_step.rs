@@ -2,6 +2,12 @@
 //! result in a field, through the same async map as `enrich_http` (`workers` calls in flight,
 //! input order by default); records whose task fails go to the dead-letter output.
 //!
+//! Each task carries an `idempotency_key` that a replay of the same record gives again (after a
+//! restore from a checkpoint): `PIPELINE/STAGE/` and the value of the step's
+//! `idempotency_key` expression, or else a SHA-256 of the action and the task's data. So a
+//! replayed record finds its task (queued, running or kept for `results_ttl`) instead of
+//! submitting another.
+//!
 //! Where the tasks go: `server: URL` (a `weir serve`, with `token`), else the task service of
 //! this process (`weir serve` registers its own, so a pipeline submitted to it, or a pipeline
 //! agent, needs no `server`).
@@ -10,9 +16,10 @@ use crate::steps::dead_letter;
 use crate::{Pipeline, PipelineError};
 use indexmap::IndexMap;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use std::sync::{Arc, OnceLock};
 use weir_core::Stream;
-use weir_expr::{Expr, FieldTypes, Projection};
+use weir_expr::{CompiledExpr, Expr, FieldTypes, Projection};
 use weir_resilience::Order;
 use weir_resilience::stream::{AsyncMapper, AsyncOptions, AsyncStreamExt};
 use weir_tasks::{EndpointError, TaskEndpoint, TaskRequest};
@@ -49,6 +56,9 @@ pub struct TaskStepSpec {
     pub workers: Option<usize>,
     /// Output in input order (default true) or in completion order.
     pub ordered: Option<bool>,
+    /// An expression naming the record's task for deduplication (e.g. `order_id`); default a
+    /// hash of the action and the task's data. Prefixed with the pipeline and step.
+    pub idempotency_key: Option<String>,
 }
 
 /// Sends one record's task and waits for its result.
@@ -63,6 +73,10 @@ struct TaskCaller {
     priority: i32,
     timeout: Option<std::time::Duration>,
     agent: Option<String>,
+    /// `PIPELINE/STAGE/`: the start of every idempotency key of this step.
+    key_prefix: Arc<str>,
+    /// The `idempotency_key` expression, if any.
+    key: Option<Arc<CompiledExpr>>,
 }
 
 impl TaskCaller {
@@ -86,9 +100,32 @@ impl TaskCaller {
                 .to_json(),
             None => record.to_json(),
         };
+        let key = match &self.key {
+            Some(expr) => {
+                let value = expr
+                    .eval(record)
+                    .map_err(|e| EndpointError::Refused(format!("idempotency_key: {e}")))?;
+                match value.to_json() {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                }
+            }
+            None => {
+                let mut hash = Sha256::new();
+                hash.update(self.action.as_bytes());
+                hash.update([0]);
+                hash.update(data.to_string().as_bytes());
+                hash.finalize()
+                    .iter()
+                    .take(16)
+                    .map(|b| format!("{b:02x}"))
+                    .collect()
+            }
+        };
         let mut request = TaskRequest::new(self.action.clone(), data).priority(self.priority);
         request.timeout = self.timeout;
         request.agent = self.agent.clone();
+        request.idempotency_key = Some(format!("{}{key}", self.key_prefix));
         Ok(request)
     }
 }
@@ -171,6 +208,12 @@ pub(crate) fn plan(
             )?))
         }
     };
+    let key = match &spec.idempotency_key {
+        Some(source) => Some(Arc::new(Expr::compile(source, fields).map_err(|e| {
+            p.error_at(&format!("{stage}.idempotency_key"), e.to_string())
+        })?)),
+        None => None,
+    };
     let endpoint = OnceLock::new();
     if let Some(server) = &spec.server {
         let remote = TaskEndpoint::remote(server, spec.token.clone())
@@ -187,6 +230,8 @@ pub(crate) fn plan(
         priority: spec.priority.unwrap_or(0),
         timeout: spec.timeout.map(|t| t.get()),
         agent: spec.agent.clone(),
+        key_prefix: format!("{}/{stage}/", p.name()).into(),
+        key,
     };
     let order = if spec.ordered.unwrap_or(true) {
         Order::Ordered

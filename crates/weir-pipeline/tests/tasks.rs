@@ -10,7 +10,8 @@ use std::time::Duration;
 use weir_core::Environment;
 use weir_pipeline::Pipeline;
 use weir_tasks::{
-    Agent, AgentError, AgentSpec, AgentsConfig, TaskInput, TaskRequest, TaskService, TaskStatus,
+    Agent, AgentError, AgentSpec, AgentsConfig, TaskFilter, TaskInput, TaskRequest, TaskService,
+    TaskStatus,
 };
 
 fn with_pipelines(yaml: &str) -> AgentsConfig {
@@ -195,6 +196,53 @@ sink: {{ type: file, path: {out} }}
         assert_eq!(row["n"], n, "{row}");
         assert_eq!(row["echoed"], json!({ "n": n, "twice": n * 2 }), "{row}");
     }
+    let echo_tasks = || {
+        service
+            .list(&TaskFilter {
+                status: None,
+                action: Some("echo".into()),
+                limit: None,
+            })
+            .unwrap()
+            .len()
+    };
+    assert_eq!(echo_tasks(), 40);
+
+    // The same records again (as after a restore from a checkpoint): each finds its task by
+    // its idempotency key (pipeline, step, content) and gets its result; none is submitted.
+    let echo_step = |name: &str, key: &str, out: &std::path::Path| {
+        format!(
+            r#"
+name: {name}
+source: {{ type: generator, count: 40, fields: {{ n: id }} }}
+steps:
+  - task: {{ action: echo, data: {{ n: n, twice: "n * 2" }}, into: echoed, workers: 4{key} }}
+sink: {{ type: file, path: {out} }}
+"#,
+            out = out.display()
+        )
+    };
+    let replay = dir.path().join("replay.jsonl");
+    run(echo_step("echo_step", "", &replay)).await.unwrap();
+    assert_eq!(read(&replay), rows);
+    assert_eq!(echo_tasks(), 40, "a replay submits no new task");
+    // An `idempotency_key` expression names the task instead: records with equal keys share
+    // the first one's task (and result).
+    let keyed = dir.path().join("keyed.jsonl");
+    run(echo_step(
+        "keyed_step",
+        r#", idempotency_key: "n % 4""#,
+        &keyed,
+    ))
+    .await
+    .unwrap();
+    let keyed = read(&keyed);
+    assert_eq!(keyed.len(), 40);
+    for (i, row) in keyed.iter().enumerate() {
+        let k = (i % 4) as i64;
+        assert_eq!(row["echoed"], json!({ "n": k, "twice": k * 2 }), "{row}");
+    }
+    assert_eq!(echo_tasks(), 44);
 
     // A task that fails (every attempt of its budget) sends its record to the dead letters
     // with the task's error; no record goes on.

@@ -36,6 +36,9 @@ pub struct AgentsConfig {
     /// Attempt timeout when neither the task nor the agent's policy sets one. Default 60s.
     #[serde(default = "default_timeout", with = "humantime_serde_compat")]
     pub default_timeout: Duration,
+    /// Where tasks are kept: the embedded store (default) or Redis, shared by several servers.
+    #[serde(default)]
+    pub store: StoreConfig,
     /// The agents.
     #[serde(default)]
     pub agents: Vec<AgentConfig>,
@@ -85,11 +88,183 @@ impl Default for AgentsConfig {
             results_ttl: default_ttl(),
             aging: default_aging(),
             default_timeout: default_timeout(),
+            store: StoreConfig::default(),
             agents: Vec::new(),
             file: None,
             pipelines: None,
         }
     }
+}
+
+/// Which task store: `fjall` (embedded, in the data directory; one server) or `redis` (shared
+/// by every server with the same `url` and `prefix`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreType {
+    /// The embedded store, `DATA_DIR/tasks`.
+    #[default]
+    Fjall,
+    /// Redis Streams and hashes, for several servers sharing one queue.
+    Redis,
+}
+
+/// `store:` of the agents file:
+///
+/// ```yaml
+/// store:
+///   type: redis                    # fjall (default) | redis
+///   url: redis://127.0.0.1:6390    # or rediss:// (TLS), with ca_file
+///   prefix: weir:tasks             # every key starts with it (default weir:tasks)
+///   password_env: REDIS_PASSWORD   # the password, from this environment variable
+///   claim_timeout: 30s             # a dead server's tasks are taken over after this
+///   consumer: server-a             # this server's consumer name (default: unique per process)
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The store.
+    #[serde(rename = "type", default)]
+    pub store_type: StoreType,
+    /// The Redis URL (`type: redis`).
+    pub url: Option<String>,
+    /// The key prefix (`type: redis`). Default `weir:tasks`.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// The environment variable holding the Redis password (`type: redis`).
+    pub password_env: Option<String>,
+    /// With a `rediss://` URL: trust only the CA certificates of this PEM file (relative to
+    /// the agents file).
+    pub ca_file: Option<PathBuf>,
+    /// How long a task's entry may go unrenewed before another server takes it over. Default
+    /// 30s. Servers renew every third of it.
+    #[serde(default = "default_claim_timeout", with = "humantime_serde_compat")]
+    pub claim_timeout: Duration,
+    /// This server's consumer name in the group; default `weir-PID-RANDOM`, new per process.
+    pub consumer: Option<String>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            store_type: StoreType::Fjall,
+            url: None,
+            prefix: default_prefix(),
+            password_env: None,
+            ca_file: None,
+            claim_timeout: default_claim_timeout(),
+            consumer: None,
+        }
+    }
+}
+
+fn default_prefix() -> String {
+    "weir:tasks".into()
+}
+fn default_claim_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl StoreConfig {
+    /// The Redis store at `url` with the defaults.
+    pub fn redis(url: impl Into<String>, prefix: impl Into<String>) -> Self {
+        StoreConfig {
+            store_type: StoreType::Redis,
+            url: Some(url.into()),
+            prefix: prefix.into(),
+            ..StoreConfig::default()
+        }
+    }
+
+    /// The URL to connect to, with the password of `password_env` in it.
+    pub(crate) fn redis_url(&self) -> Result<String, String> {
+        let url = self
+            .url
+            .clone()
+            .ok_or_else(|| "url: expected a redis:// or rediss:// URL".to_string())?;
+        let Some(var) = &self.password_env else {
+            return Ok(url);
+        };
+        let password = std::env::var(var)
+            .map_err(|_| format!("password_env: the environment variable {var} is not set"))?;
+        with_password(&url, &password)
+    }
+
+    /// The consumer name of this server.
+    pub(crate) fn consumer_name(&self) -> String {
+        self.consumer
+            .clone()
+            .unwrap_or_else(|| format!("weir-{}-{:08x}", std::process::id(), fastrand::u32(..)))
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        match self.store_type {
+            StoreType::Fjall => {
+                for (key, set) in [
+                    ("url", self.url.is_some()),
+                    ("password_env", self.password_env.is_some()),
+                    ("ca_file", self.ca_file.is_some()),
+                    ("consumer", self.consumer.is_some()),
+                    ("prefix", self.prefix != default_prefix()),
+                    (
+                        "claim_timeout",
+                        self.claim_timeout != default_claim_timeout(),
+                    ),
+                ] {
+                    if set {
+                        return Err((key, "only for `type: redis`".into()));
+                    }
+                }
+            }
+            StoreType::Redis => {
+                match &self.url {
+                    Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {}
+                    Some(u) => {
+                        return Err((
+                            "url",
+                            format!("expected a redis:// or rediss:// URL, found {u:?}"),
+                        ));
+                    }
+                    None => return Err(("url", "`type: redis` needs a `url`".into())),
+                }
+                if self.prefix.is_empty() || self.prefix.contains(char::is_whitespace) {
+                    return Err((
+                        "prefix",
+                        "expected a non-empty prefix without spaces".into(),
+                    ));
+                }
+                if self.claim_timeout < Duration::from_millis(100) {
+                    return Err(("claim_timeout", "expected at least 100ms".into()));
+                }
+                if self.consumer.as_ref().is_some_and(|c| c.trim().is_empty()) {
+                    return Err(("consumer", "expected a non-empty name".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `url` with `password` in it (percent-encoded).
+fn with_password(url: &str, password: &str) -> Result<String, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("url: expected a redis:// URL, found {url:?}"))?;
+    if rest.contains('@') {
+        return Err(
+            "password_env: the URL already has credentials; give the password in one place".into(),
+        );
+    }
+    let encoded: String = password
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    Ok(format!("{scheme}://:{encoded}@{rest}"))
 }
 
 fn default_ttl() -> Duration {
@@ -305,6 +480,12 @@ impl AgentsConfig {
             message: format!("cannot read the agents file: {e}"),
         })?;
         let mut config = Self::parse(&text, &path.display().to_string())?;
+        if let Some(ca) = &config.store.ca_file
+            && ca.is_relative()
+            && let Some(dir) = path.parent()
+        {
+            config.store.ca_file = Some(dir.join(ca));
+        }
         config.file = Some(path.to_path_buf());
         Ok(config)
     }
@@ -450,6 +631,14 @@ impl AgentsConfig {
                 }
             }
         }
+        self.store
+            .validate()
+            .map_err(|(key, message)| AgentsConfigError {
+                file: file.to_string(),
+                line: line_of(text, "", &format!("store.{key}")),
+                key: format!("store.{key}"),
+                message,
+            })?;
         for (key, d) in [
             ("results_ttl", self.results_ttl),
             ("default_timeout", self.default_timeout),
@@ -686,6 +875,60 @@ agents:
         assert_eq!(c.agents[0].concurrency, 2);
         assert_eq!(c.results_ttl, Duration::from_secs(3600));
         assert_eq!(c.agents[0].command.as_ref().unwrap().max_stdout, 1 << 20);
+    }
+
+    #[test]
+    fn the_store_block_is_checked_and_its_password_comes_from_the_environment() {
+        let c = AgentsConfig::parse(GOOD, "a.yaml").unwrap();
+        assert_eq!(c.store.store_type, StoreType::Fjall);
+        let yaml = format!(
+            "store:\n  type: redis\n  url: redis://127.0.0.1:6390/2\n  prefix: q\n  claim_timeout: 2s\n  password_env: WEIR_TEST_STORE_PW\n{GOOD}"
+        );
+        let c = AgentsConfig::parse(&yaml, "a.yaml").unwrap();
+        assert_eq!(c.store.store_type, StoreType::Redis);
+        assert_eq!(c.store.claim_timeout, Duration::from_secs(2));
+        assert_eq!(c.store.prefix, "q");
+        let e = c.store.redis_url().unwrap_err();
+        assert!(e.contains("WEIR_TEST_STORE_PW is not set"), "{e}");
+        assert_eq!(
+            with_password("redis://127.0.0.1:6390/2", "p@ss w").unwrap(),
+            "redis://:p%40ss%20w@127.0.0.1:6390/2"
+        );
+        assert!(with_password("redis://u:x@h:1", "p").is_err());
+        let bad = [
+            ("store:\n  type: redis\n", "store.url", "needs a `url`"),
+            (
+                "store:\n  type: redis\n  url: http://x\n",
+                "store.url",
+                "redis://",
+            ),
+            (
+                "store:\n  url: redis://x\n",
+                "store.url",
+                "only for `type: redis`",
+            ),
+            (
+                "store:\n  type: redis\n  url: redis://x\n  claim_timeout: 1ms\n",
+                "store.claim_timeout",
+                "at least 100ms",
+            ),
+            (
+                "store:\n  type: memcached\n",
+                "store.type",
+                "unknown variant",
+            ),
+            (
+                "store:\n  type: redis\n  urls: redis://x\n",
+                "store",
+                "urls",
+            ),
+        ];
+        for (store, key, message) in bad {
+            let e = AgentsConfig::parse(&format!("{store}{GOOD}"), "a.yaml").unwrap_err();
+            assert!(e.key.starts_with(key), "{store}: {e}");
+            assert!(e.to_string().contains(message), "{store}: {e}");
+            assert!(e.line >= 1, "{store}: {e}");
+        }
     }
 
     #[test]

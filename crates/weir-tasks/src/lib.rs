@@ -1,7 +1,9 @@
 //! Weir's agents and tasks: durable, prioritised, capability-routed work.
 //!
 //! This crate owns the task queue and everything below the HTTP layer of `/v1/tasks` and
-//! `/v1/agents`: the durable store (fjall), the priority queue with aging, idempotency,
+//! `/v1/agents`: the durable store (fjall by default; Redis Streams when several servers share
+//! the queue, `store: { type: redis }` in [`AgentsConfig`]), the priority queue with aging,
+//! idempotency,
 //! cancellation and result retention; agents (the in-process [`Agent`] trait and the `http`
 //! and `command` kinds declared in an `agents:` YAML file, [`AgentsConfig`]; `pipeline` agents
 //! are declared there too and built by the [`PipelineBuilder`] `weir-pipeline` provides); the
@@ -70,6 +72,10 @@
 //! - **Cancel.** A queued task is removed from the queue; a running attempt is dropped (an
 //!   HTTP request abandoned; a `command` process group killed). Either ends `cancelled`.
 //! - **Retention.** Finished tasks are removed `results_ttl` after they finished (default 1h).
+//! - **Several servers (Redis store).** Servers with the same `store` share one queue: each
+//!   takes only as many tasks as it has free agent capacity, renews what it holds, and takes
+//!   over a dead server's tasks after `claim_timeout`. Execution is at-least-once; the
+//!   terminal result is written exactly once (a late finisher's attempt is kept, discarded).
 //! - **Supervision.** A failing health check (`unhealthy_after` in a row) takes an agent out
 //!   of routing; one passing check puts it back. An open breaker does the same until its
 //!   `reset_timeout`, when one probe attempt decides. `command` agents run one process per
@@ -83,6 +89,7 @@ mod endpoint;
 mod error;
 mod metrics;
 mod model;
+mod redis_store;
 mod service;
 mod store;
 
@@ -96,7 +103,8 @@ pub(crate) fn http_client() -> reqwest::Client {
 pub use agent::{Agent, CommandAgent, HttpAgent, TaskInput};
 pub use config::{
     AgentConfig, AgentKind, AgentSpec, AgentsConfig, AgentsConfigError, BuildPipelineAgent,
-    CommandConfig, HealthConfig, HttpConfig, PipelineAgentSource, PipelineBuilder,
+    CommandConfig, HealthConfig, HttpConfig, PipelineAgentSource, PipelineBuilder, StoreConfig,
+    StoreType,
 };
 pub use endpoint::{EndpointError, TaskEndpoint};
 pub use error::{AgentError, TaskError};

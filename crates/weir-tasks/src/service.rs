@@ -1,13 +1,14 @@
 //! [`TaskService`]: the queue, the dispatcher, supervision and retention.
 
 use crate::agent::{Agent, HealthProbe, TaskInput};
-use crate::config::{AgentSpec, AgentsConfig, HealthConfig, validate_policy};
+use crate::config::{AgentSpec, AgentsConfig, HealthConfig, StoreType, validate_policy};
 use crate::error::{AgentError, TaskError};
 use crate::metrics::{Counters, TaskMetrics};
 use crate::model::{
     Attempt, MAX_LIST, TaskAccepted, TaskFilter, TaskRecord, TaskRequest, TaskStatus, TaskSummary,
     TaskView, now_ms,
 };
+use crate::redis_store::{Claim, RedisStore, Taken};
 use crate::store::{Store, Write, encode};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -118,6 +119,37 @@ struct Live {
     running_on: Option<usize>,
     attempt_started: Option<Instant>,
     cancel: Arc<Notify>,
+    /// The task's stream entry, pending on this server (Redis store only).
+    entry: Option<String>,
+}
+
+impl Live {
+    fn new(rec: TaskRecord, order: Order, entry: Option<String>) -> Live {
+        Live {
+            rec,
+            order,
+            queued: false,
+            running_on: None,
+            attempt_started: None,
+            cancel: Arc::new(Notify::new()),
+            entry,
+        }
+    }
+}
+
+impl State {
+    /// Takes a task that left `live` out of its queue, if it was queued.
+    fn unqueue(&mut self, live: &Live) {
+        if live.queued {
+            if let Some(q) = self
+                .queues
+                .get_mut(&(live.rec.action.clone(), live.rec.pin.clone()))
+            {
+                q.remove(&live.order);
+            }
+            self.queued -= 1;
+        }
+    }
 }
 
 #[derive(Default)]
@@ -133,8 +165,20 @@ struct State {
     closed: bool,
 }
 
+/// Where tasks are kept.
+enum Backend {
+    /// The embedded store: every task of the queue is in this process.
+    Fjall(Store),
+    /// Redis: this process holds only the tasks it took from the shared queue.
+    Redis(Box<RedisStore>),
+}
+
 struct Shared {
-    store: Store,
+    store: Backend,
+    /// The sum of the agents' concurrency: the most tasks this server holds (Redis store).
+    capacity: usize,
+    /// Wakes the feeder (Redis store): a submit, or a slot freed.
+    feed: Notify,
     agents: Vec<AgentSlot>,
     state: Mutex<State>,
     wake: Notify,
@@ -243,15 +287,28 @@ impl TaskService {
                 latency_n: AtomicU64::new(0),
             });
         }
-        let dir = data_dir.to_path_buf();
-        let (store, records) = tokio::task::spawn_blocking(move || Store::open(&dir))
-            .await
-            .map_err(|e| TaskError::Store {
-                path: data_dir.display().to_string(),
-                message: e.to_string(),
-            })??;
+        let (store, records) = match config.store.store_type {
+            StoreType::Fjall => {
+                let dir = data_dir.to_path_buf();
+                let (store, records) = tokio::task::spawn_blocking(move || Store::open(&dir))
+                    .await
+                    .map_err(|e| TaskError::Store {
+                        path: data_dir.display().to_string(),
+                        message: e.to_string(),
+                    })??;
+                (Backend::Fjall(store), records)
+            }
+            StoreType::Redis => {
+                let store =
+                    RedisStore::open(&config.store, config.results_ttl, config.aging).await?;
+                (Backend::Redis(Box::new(store)), Vec::new())
+            }
+        };
+        let capacity = agents.iter().map(|a| a.concurrency).sum();
         let shared = Arc::new(Shared {
             store,
+            capacity,
+            feed: Notify::new(),
             agents,
             state: Mutex::new(State::default()),
             wake: Notify::new(),
@@ -268,7 +325,14 @@ impl TaskService {
         };
         let mut background = Vec::new();
         background.push(tokio::spawn(dispatcher(shared.clone())));
-        background.push(tokio::spawn(sweeper(shared.clone())));
+        match &shared.store {
+            Backend::Fjall(_) => background.push(tokio::spawn(sweeper(shared.clone()))),
+            // Redis expires finished tasks itself (PEXPIRE at the terminal write).
+            Backend::Redis(_) => {
+                background.push(tokio::spawn(feeder(shared.clone())));
+                background.push(tokio::spawn(renewer(shared.clone())));
+            }
+        }
         for i in 0..shared.agents.len() {
             if shared.agents[i].health.is_some() {
                 background.push(tokio::spawn(health_loop(shared.clone(), i)));
@@ -288,13 +352,30 @@ impl TaskService {
                 message: "expected a non-empty action".into(),
             });
         }
-        if !s.agents.iter().any(|a| {
-            a.capabilities.contains(&request.action)
-                && request.agent.as_ref().is_none_or(|p| *p == a.name)
-        }) {
+        if !s.servable(&request.action, request.agent.as_deref()) {
             return Err(TaskError::NoAgent {
                 action: request.action,
                 agent: request.agent,
+            });
+        }
+        if let Backend::Redis(redis) = &s.store {
+            let rec = {
+                let mut st = lock(&s.state);
+                if st.closed {
+                    return Err(TaskError::ShutDown);
+                }
+                st.next_seq += 1;
+                new_record(request, st.next_seq)
+            };
+            let submitted = redis.submit(&rec).await?;
+            if submitted.created {
+                s.counters.count(TaskStatus::Queued);
+                s.feed.notify_one();
+            }
+            return Ok(TaskAccepted {
+                task_id: submitted.task_id,
+                status: submitted.status,
+                created: submitted.created,
             });
         }
         let wait = {
@@ -312,48 +393,18 @@ impl TaskService {
             } else {
                 let seq = st.next_seq;
                 st.next_seq += 1;
-                let submitted_ms = now_ms();
-                let task_id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-                let rec = TaskRecord {
-                    task_id: task_id.clone(),
-                    action: request.action,
-                    data: request.data,
-                    priority: request.priority,
-                    timeout_ms: request.timeout.map(|t| t.as_millis() as u64),
-                    pin: request.agent,
-                    idempotency_key: request.idempotency_key,
-                    status: TaskStatus::Queued,
-                    submitted_ms,
-                    seq,
-                    started_ms: None,
-                    finished_ms: None,
-                    result: None,
-                    error: None,
-                    attempts: Vec::new(),
-                    agent: None,
-                    budget: None,
-                    recovered: 0,
-                };
+                let rec = new_record(request, seq);
+                let task_id = rec.task_id.clone();
                 if let Some(k) = &rec.idempotency_key {
                     st.idem.insert(k.clone(), task_id.clone());
                 }
                 // Sent under the lock: a task's writes reach the writer in the order of its
                 // transitions.
                 let wait = s
-                    .store
+                    .fjall()
                     .send_durable(vec![Write::Put(task_id.clone(), encode(&rec))]);
                 let order = s.order(&rec);
-                st.live.insert(
-                    task_id.clone(),
-                    Live {
-                        rec,
-                        order,
-                        queued: false,
-                        running_on: None,
-                        attempt_started: None,
-                        cancel: Arc::new(Notify::new()),
-                    },
-                );
+                st.live.insert(task_id.clone(), Live::new(rec, order, None));
                 Ok((task_id, wait))
             }
         };
@@ -361,7 +412,7 @@ impl TaskService {
             Ok(w) => w,
             Err(existing) => {
                 // The first submit may still be waiting for its sync: wait for ours too.
-                s.store.write_durable(Vec::new()).await?;
+                s.fjall().write_durable(Vec::new()).await?;
                 let status = self
                     .get(&existing)?
                     .map(|v| v.status)
@@ -415,6 +466,23 @@ impl TaskService {
     pub fn list(&self, filter: &TaskFilter) -> Result<Vec<TaskSummary>, TaskError> {
         let limit = filter.limit.unwrap_or(MAX_LIST).clamp(1, MAX_LIST);
         let s = &self.shared;
+        if let Backend::Redis(redis) = &s.store {
+            let (live, finished) = redis.list_ids(now_ms())?;
+            let mut out = Vec::new();
+            for ids in [live, finished] {
+                for chunk in ids.chunks(256) {
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                    for rec in redis.records(chunk)? {
+                        if out.len() < limit && filter.matches(&rec) {
+                            out.push(rec.summary());
+                        }
+                    }
+                }
+            }
+            return Ok(out);
+        }
         let (mut live, finished): (Vec<(u64, TaskSummary)>, Vec<String>) = {
             let st = lock(&s.state);
             let live = st
@@ -437,7 +505,7 @@ impl TaskService {
                 break;
             }
             let recent = s
-                .store
+                .fjall()
                 .recent
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -445,7 +513,7 @@ impl TaskService {
                 .cloned();
             let rec = match recent {
                 Some(rec) => Some((*rec).clone()),
-                None => s.store.get(&id)?,
+                None => s.fjall().get(&id)?,
             };
             if let Some(rec) = rec
                 && filter.matches(&rec)
@@ -458,6 +526,9 @@ impl TaskService {
 
     /// Only the task's status (cheaper than [`get`](Self::get) for live tasks).
     pub fn status(&self, task_id: &str) -> Result<Option<TaskStatus>, TaskError> {
+        if let Backend::Redis(redis) = &self.shared.store {
+            return redis.status(task_id);
+        }
         {
             let st = lock(&self.shared.state);
             if let Some(live) = st.live.get(task_id) {
@@ -477,6 +548,9 @@ impl TaskService {
         }
         let Some(live) = st.live.get_mut(task_id) else {
             drop(st);
+            if let Backend::Redis(redis) = &s.store {
+                return s.cancel_shared(redis, task_id);
+            }
             return Ok(match s.get(task_id)? {
                 Some(view) => CancelOutcome::AlreadyFinished(view),
                 None => CancelOutcome::NotFound,
@@ -581,8 +655,13 @@ impl TaskService {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let shared = self.shared.clone();
-        let _ = tokio::task::spawn_blocking(move || shared.store.close()).await;
+        match &self.shared.store {
+            Backend::Fjall(_) => {
+                let shared = self.shared.clone();
+                let _ = tokio::task::spawn_blocking(move || shared.fjall().close()).await;
+            }
+            Backend::Redis(redis) => redis.close().await,
+        }
     }
 }
 
@@ -600,6 +679,100 @@ impl Drop for TaskService {
 }
 
 impl Shared {
+    /// Whether an agent has `action` as a capability (and is `pin`, if given).
+    fn servable(&self, action: &str, pin: Option<&str>) -> bool {
+        self.agents
+            .iter()
+            .any(|a| a.capabilities.contains(action) && pin.is_none_or(|p| p == a.name))
+    }
+
+    /// The embedded store; only called on its paths (the Redis store returns before them).
+    fn fjall(&self) -> &Store {
+        match &self.store {
+            Backend::Fjall(store) => store,
+            Backend::Redis(_) => unreachable!("an embedded-store path with the Redis store"),
+        }
+    }
+
+    /// Writes a live task's non-terminal state (running, queued again for a retry).
+    fn persist(&self, rec: &TaskRecord) {
+        match &self.store {
+            Backend::Fjall(store) => {
+                store.write(vec![Write::Put(rec.task_id.clone(), encode(rec))], None)
+            }
+            Backend::Redis(redis) => redis.update(rec),
+        }
+    }
+
+    /// Cancels a task this server does not hold (Redis store): compare-and-set of its record,
+    /// read again when another server changed it in between.
+    fn cancel_shared(&self, redis: &RedisStore, task_id: &str) -> Result<CancelOutcome, TaskError> {
+        for _ in 0..20 {
+            let Some((mut rec, raw)) = redis.get(task_id)? else {
+                return Ok(CancelOutcome::NotFound);
+            };
+            if rec.status.is_terminal() {
+                return Ok(CancelOutcome::AlreadyFinished(rec.view()));
+            }
+            rec.status = TaskStatus::Cancelled;
+            rec.finished_ms = Some(now_ms());
+            rec.result = None;
+            rec.error = Some("cancelled".into());
+            match redis.cancel(&rec, &raw)? {
+                Some(true) => {
+                    self.counters.count(TaskStatus::Cancelled);
+                    self.finished_signal.notify_waiters();
+                    return Ok(CancelOutcome::Cancelled(rec.view()));
+                }
+                Some(false) => continue,
+                None => return Ok(CancelOutcome::NotFound),
+            }
+        }
+        Err(TaskError::Store {
+            path: redis.describe(),
+            message: format!("task {task_id} kept changing while being cancelled"),
+        })
+    }
+
+    /// Takes tasks from the shared queue into this server's (Redis store): a task found
+    /// `running` was on a server that stopped renewing it, and runs again (at-least-once).
+    fn hold(&self, taken: Vec<Taken>) {
+        let mut st = lock(&self.state);
+        for Taken { entry, mut rec } in taken {
+            if st.live.contains_key(&rec.task_id) {
+                continue;
+            }
+            if rec.status == TaskStatus::Running {
+                rec.status = TaskStatus::Queued;
+                rec.recovered += 1;
+            }
+            let servable = self.servable(&rec.action, rec.pin.as_deref());
+            let id = rec.task_id.clone();
+            let action = rec.action.clone();
+            // Ties broken by this server's own sequence: the record's `seq` is the submitting
+            // server's, and two servers' can be equal.
+            let order = (self.order(&rec).0, st.next_seq);
+            st.next_seq += 1;
+            st.live
+                .insert(id.clone(), Live::new(rec, order, Some(entry)));
+            if servable {
+                self.enqueue(&mut st, &id);
+            } else {
+                self.finalize(
+                    &mut st,
+                    &id,
+                    TaskStatus::Failed,
+                    None,
+                    Some(format!(
+                        "no agent of the server that took it serves action {action:?} (servers sharing a store need the same agents)"
+                    )),
+                );
+            }
+        }
+        drop(st);
+        self.wake.notify_one();
+    }
+
     /// A task's place in the queue: the aging rule. Priority p is ordered as if submitted
     /// p × aging earlier; ties by submission order.
     fn order(&self, rec: &TaskRecord) -> Order {
@@ -628,6 +801,9 @@ impl Shared {
     }
 
     fn get(&self, task_id: &str) -> Result<Option<TaskView>, TaskError> {
+        if let Backend::Redis(redis) = &self.store {
+            return Ok(redis.get(task_id)?.map(|(rec, _)| rec.view()));
+        }
         {
             let st = lock(&self.state);
             if let Some(live) = st.live.get(task_id) {
@@ -635,7 +811,7 @@ impl Shared {
             }
         }
         if let Some(rec) = self
-            .store
+            .fjall()
             .recent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -643,7 +819,7 @@ impl Shared {
         {
             return Ok(Some(rec.view()));
         }
-        Ok(self.store.get(task_id)?.map(|r| r.view()))
+        Ok(self.fjall().get(task_id)?.map(|r| r.view()))
     }
 
     fn recover(&self, records: Vec<TaskRecord>) {
@@ -678,25 +854,12 @@ impl Shared {
             }
             let order = self.order(&rec);
             let id = rec.task_id.clone();
-            let servable = self.agents.iter().any(|a| {
-                a.capabilities.contains(&rec.action)
-                    && rec.pin.as_ref().is_none_or(|p| *p == a.name)
-            });
-            st.live.insert(
-                id.clone(),
-                Live {
-                    rec,
-                    order,
-                    queued: false,
-                    running_on: None,
-                    attempt_started: None,
-                    cancel: Arc::new(Notify::new()),
-                },
-            );
+            let servable = self.servable(&rec.action, rec.pin.as_deref());
+            st.live.insert(id.clone(), Live::new(rec, order, None));
             pending.push((id, servable));
         }
         if !writes.is_empty() {
-            self.store.write(writes, None);
+            self.fjall().write(writes, None);
         }
         for (id, servable) in pending {
             if servable {
@@ -730,15 +893,7 @@ impl Shared {
         error: Option<String>,
     ) -> Option<TaskView> {
         let live = st.live.remove(task_id)?;
-        if live.queued {
-            if let Some(q) = st
-                .queues
-                .get_mut(&(live.rec.action.clone(), live.rec.pin.clone()))
-            {
-                q.remove(&live.order);
-            }
-            st.queued -= 1;
-        }
+        st.unqueue(&live);
         let mut rec = live.rec;
         let now = now_ms();
         rec.status = status;
@@ -750,18 +905,25 @@ impl Shared {
             self.counters
                 .observe_duration(now.saturating_sub(started) as f64 / 1000.0);
         }
-        st.finished
-            .insert((now, rec.task_id.clone()), rec.idempotency_key.clone());
         let view = rec.view();
-        let bytes = encode(&rec);
-        let id = rec.task_id.clone();
-        self.store
-            .recent
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone(), Arc::new(rec));
-        self.store
-            .write(vec![Write::Put(id.clone(), bytes)], Some(id));
+        match &self.store {
+            Backend::Fjall(store) => {
+                st.finished
+                    .insert((now, rec.task_id.clone()), rec.idempotency_key.clone());
+                let bytes = encode(&rec);
+                let id = rec.task_id.clone();
+                store
+                    .recent
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id.clone(), Arc::new(rec));
+                store.write(vec![Write::Put(id.clone(), bytes)], Some(id));
+            }
+            Backend::Redis(redis) => {
+                redis.finish(&rec, live.entry.as_deref());
+                self.feed.notify_one();
+            }
+        }
         self.finished_signal.notify_waiters();
         Some(view)
     }
@@ -881,12 +1043,11 @@ impl Shared {
                 data: rec.data.clone(),
                 attempt: rec.attempts.len() as u32 + 1,
             };
-            let bytes = encode(rec);
+            self.persist(rec);
             let cancel = live.cancel.clone();
             if first {
                 self.counters.count(TaskStatus::Running);
             }
-            self.store.write(vec![Write::Put(id.clone(), bytes)], None);
             out.push(Dispatch {
                 task_id: id,
                 agent,
@@ -971,9 +1132,7 @@ impl Shared {
                 let budget = live.rec.budget.unwrap_or(1);
                 if made < budget {
                     live.rec.status = TaskStatus::Queued;
-                    let bytes = encode(&live.rec);
-                    self.store
-                        .write(vec![Write::Put(d.task_id.clone(), bytes)], None);
+                    self.persist(&live.rec);
                     // The backoff of the agent that ran the first attempt.
                     let first_agent = live.rec.attempts[0].agent.clone();
                     let delay = self
@@ -1075,7 +1234,7 @@ async fn sweeper(shared: Arc<Shared>) {
                 st.idem.remove(&key);
             }
             shared
-                .store
+                .fjall()
                 .recent
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -1083,7 +1242,7 @@ async fn sweeper(shared: Arc<Shared>) {
             writes.push(Write::Delete(id));
         }
         if !writes.is_empty() {
-            shared.store.write(writes, None);
+            shared.fjall().write(writes, None);
         }
     }
 }
@@ -1112,5 +1271,138 @@ async fn health_loop(shared: Arc<Shared>, index: usize) {
             }
         }
         tokio::time::sleep(config.interval).await;
+    }
+}
+
+/// A new task's record, queued, with a fresh id.
+pub(crate) fn new_record(request: TaskRequest, seq: u64) -> TaskRecord {
+    TaskRecord {
+        task_id: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
+        action: request.action,
+        data: request.data,
+        priority: request.priority,
+        timeout_ms: request.timeout.map(|t| t.as_millis() as u64),
+        pin: request.agent,
+        idempotency_key: request.idempotency_key,
+        status: TaskStatus::Queued,
+        submitted_ms: now_ms(),
+        seq,
+        started_ms: None,
+        finished_ms: None,
+        result: None,
+        error: None,
+        attempts: Vec::new(),
+        agent: None,
+        budget: None,
+        recovered: 0,
+    }
+}
+
+/// Keeps this server's share of the Redis queue full: takes over entries of dead servers
+/// (every quarter of `claim_timeout`), then takes new ones, never more than its free agent
+/// capacity, so that no server hoards the queue.
+async fn feeder(shared: Arc<Shared>) {
+    let Backend::Redis(redis) = &shared.store else {
+        return;
+    };
+    let takeover_every = (redis.claim_timeout / 4).max(Duration::from_millis(25));
+    let mut last_takeover: Option<Instant> = None;
+    // How long to wait for a wake-up before polling again (other servers' submits wake no one
+    // here).
+    const POLL: Duration = Duration::from_millis(20);
+    loop {
+        let notified = shared.feed.notified();
+        let free = {
+            let st = lock(&shared.state);
+            if st.closed {
+                return;
+            }
+            shared.capacity.saturating_sub(st.live.len())
+        };
+        let mut asked = 0;
+        let mut got = 0;
+        if free > 0 {
+            let mut taken = Vec::new();
+            if last_takeover.is_none_or(|t| t.elapsed() >= takeover_every) {
+                last_takeover = Some(Instant::now());
+                match redis.takeover(free).await {
+                    Ok(t) => {
+                        if !t.is_empty() {
+                            tracing::info!(target: "weir_tasks", "took over {} task(s) of a server that stopped renewing them", t.len());
+                        }
+                        taken = t;
+                    }
+                    Err(e) => tracing::warn!(target: "weir_tasks", "task takeover failed: {e}"),
+                }
+            }
+            asked = free - taken.len().min(free);
+            if asked > 0 {
+                match redis.take(asked).await {
+                    Ok(t) => taken.extend(t),
+                    Err(e) => {
+                        tracing::warn!(target: "weir_tasks", "taking tasks failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+            got = taken.len();
+            if got > 0 {
+                shared.hold(taken);
+            }
+        }
+        if free == 0 || got < asked.max(1) {
+            let _ = tokio::time::timeout(POLL, notified).await;
+        }
+    }
+}
+
+/// Renews the entries this server holds every third of `claim_timeout` (their idle time
+/// reset, so no other server takes them over), and lets go of tasks that finished elsewhere
+/// (cancelled on another server) or that another server took over.
+async fn renewer(shared: Arc<Shared>) {
+    let Backend::Redis(redis) = &shared.store else {
+        return;
+    };
+    let every = redis.claim_timeout / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        let held: Vec<(i32, String, String)> = {
+            let st = lock(&shared.state);
+            st.live
+                .values()
+                .filter_map(|l| {
+                    l.entry
+                        .clone()
+                        .map(|e| (l.rec.priority, e, l.rec.task_id.clone()))
+                })
+                .collect()
+        };
+        let codes = match redis.renew(&held).await {
+            Ok(codes) => codes,
+            Err(e) => {
+                tracing::warn!(target: "weir_tasks", "renewing held tasks failed: {e}");
+                continue;
+            }
+        };
+        let mut st = lock(&shared.state);
+        for ((priority, entry, id), code) in held.into_iter().zip(codes) {
+            let running = st.live.get(&id).is_some_and(|l| l.running_on.is_some());
+            // A running attempt another server also runs goes on: the terminal write decides.
+            if code == Claim::Held || (code == Claim::Lost && running) {
+                continue;
+            }
+            let Some(live) = st.live.remove(&id) else {
+                continue;
+            };
+            st.unqueue(&live);
+            if live.running_on.is_some() {
+                live.cancel.notify_one();
+            }
+            if code == Claim::Finished {
+                redis.ack(priority, &entry);
+            }
+        }
+        drop(st);
+        shared.feed.notify_one();
     }
 }
