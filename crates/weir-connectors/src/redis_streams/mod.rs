@@ -31,7 +31,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A Redis client for `url`: `redis://`, or `rediss://` (TLS) verified against the system's
 /// roots or, with `ca_file`, only against that file's CA. `rediss://...#insecure` (no
 /// verification) is refused, and so is a `ca_file` with a plain `redis://` URL.
-pub(crate) fn client(url: &str, ca_file: Option<&Path>) -> Result<redis::Client, ConnectorError> {
+pub fn client(url: &str, ca_file: Option<&Path>) -> Result<redis::Client, ConnectorError> {
     let shown = redact_url(url);
     let not_a_url = |e: redis::RedisError| ConnectorError::Config {
         key: "url",
@@ -91,8 +91,9 @@ pub(crate) fn connect_error(url: &str, source: redis::RedisError) -> ConnectorEr
     }
 }
 
-/// A self-reconnecting connection whose commands time out after `response_timeout`.
-pub(crate) async fn connect(
+/// A self-reconnecting connection (of [`client`]) whose commands time out after
+/// `response_timeout`; a TLS failure is a [`ConnectorError::Tls`].
+pub async fn connect(
     url: &str,
     ca_file: Option<&Path>,
     response_timeout: Duration,
