@@ -496,18 +496,13 @@ fn a_pipeline_writes_and_reads_rediss_streams_with_its_ca_file() {
 
 /// `METHOD base+path` (a body of `content_type`), trusting only `ca` for HTTPS: (status,
 /// body).
-fn call(
-    method: &str,
-    url: &str,
-    body: Option<(&str, &[u8])>,
-    ca: Option<&Path>,
-) -> (u16, String) {
+fn call(method: &str, url: &str, body: Option<(&str, &[u8])>, ca: Option<&Path>) -> (u16, String) {
     weir_connectors::block_on(async {
         let mut builder = weir_connectors::http_client().timeout(Duration::from_secs(60));
         if let Some(ca) = ca {
             let pem = std::fs::read(ca).expect("CA file");
-            builder = builder
-                .tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).expect("CA"));
+            builder =
+                builder.tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).expect("CA"));
         }
         let client = builder.build().expect("client");
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
@@ -651,7 +646,10 @@ fn serve_ingests_over_rediss_with_its_ca_file_and_ready_checks_pipelines_ca_file
     let (status, body) = call(
         "POST",
         &format!("{url}/v1/ingest/tls.event"),
-        Some(("application/json", b"[{\"id\": 1}, {\"id\": 2}, {\"id\": 3}]")),
+        Some((
+            "application/json",
+            b"[{\"id\": 1}, {\"id\": 2}, {\"id\": 3}]",
+        )),
         None,
     );
     assert_eq!(status, 202, "{body}");
@@ -722,7 +720,9 @@ fn serve_ingests_over_rediss_with_its_ca_file_and_ready_checks_pipelines_ca_file
     let error = source["error"].as_str().unwrap_or_default();
     assert!(error.contains("TLS with Redis"), "{body}");
     assert!(
-        body["reasons"].to_string().contains("pipeline `tls-reader`"),
+        body["reasons"]
+            .to_string()
+            .contains("pipeline `tls-reader`"),
         "{body}"
     );
     std::fs::copy(&good.ca, &pipeline_ca).expect("copy");
@@ -774,7 +774,9 @@ fn serve_ingests_over_rediss_with_its_ca_file_and_ready_checks_pipelines_ca_file
     // A CA file with a plain redis:// URL, or one without a certificate: refused at start.
     for (yaml, key, what) in [
         (
-            format!("ingest:\n  redis_url: redis://127.0.0.1:{port}\n  redis_ca_file: ingest-ca.pem\n"),
+            format!(
+                "ingest:\n  redis_url: redis://127.0.0.1:{port}\n  redis_ca_file: ingest-ca.pem\n"
+            ),
             "ingest.redis_ca_file",
             "rediss://",
         ),

@@ -689,8 +689,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         // Any PEM certificate will do: the server's own test certificate is not at hand, so
         // one made here.
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
-            .expect("certificate");
+        let cert =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
         std::fs::write(dir.path().join("ca.pem"), cert.cert.pem()).expect("write");
         let config = dir.path().join("weir.yaml");
         std::fs::write(

@@ -146,10 +146,9 @@ impl Ingest {
                         "redis_unavailable",
                         format!("ingest Redis: {e} (ingest.redis_ca_file)"),
                     ),
-                    other => ApiError::unavailable(
-                        "redis_unavailable",
-                        format!("ingest Redis: {other}"),
-                    ),
+                    other => {
+                        ApiError::unavailable("redis_unavailable", format!("ingest Redis: {other}"))
+                    }
                 })
             })
             .await

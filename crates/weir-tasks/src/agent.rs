@@ -102,11 +102,7 @@ impl Agent for HttpAgent {
                 .map_err(|e| self.unavailable(e))?;
             let status = response.status();
             let mut bytes = Vec::new();
-            while let Some(chunk) = response
-                .chunk()
-                .await
-                .map_err(|e| self.unavailable(e))?
-            {
+            while let Some(chunk) = response.chunk().await.map_err(|e| self.unavailable(e))? {
                 if bytes.len() + chunk.len() > self.max_response {
                     return Err(AgentError::BadOutput(format!(
                         "POST {}: response larger than {} bytes",

@@ -324,7 +324,10 @@ impl Metrics {
     /// Exposes the server's TLS handshake counters (from 0): the server calls this when it
     /// serves HTTPS.
     pub fn serve_tls(&self) {
-        self.inner.server_counters.tls.store(true, Ordering::Relaxed);
+        self.inner
+            .server_counters
+            .tls
+            .store(true, Ordering::Relaxed);
     }
 
     /// Counts one finished TLS handshake of the server, in `weir_tls_handshakes_total{outcome}`.
@@ -349,13 +352,19 @@ impl Metrics {
     /// Exposes `weir_rate_limited_total{policy="api"}` (from 0): the server calls this when it
     /// starts, so that the series exists before the first 429.
     pub fn serve_api(&self) {
-        self.inner.server_counters.served.store(true, Ordering::Relaxed);
+        self.inner
+            .server_counters
+            .served
+            .store(true, Ordering::Relaxed);
     }
 
     /// Counts one request the server's per-token limiter refused (a 429), in
     /// `weir_rate_limited_total{policy="api"}`; no token name goes in a label.
     pub fn api_rate_limited(&self) {
-        self.inner.server_counters.served.store(true, Ordering::Relaxed);
+        self.inner
+            .server_counters
+            .served
+            .store(true, Ordering::Relaxed);
         self.inner
             .server_counters
             .rate_limited
