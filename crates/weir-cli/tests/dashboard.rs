@@ -191,25 +191,39 @@ fn the_dashboard_shows_and_drives_the_pipelines_in_a_real_browser() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let stream = testing::unique_name("dash_readings");
-    let config = dir.path().join("weir.yaml");
-    std::fs::write(
-        &config,
-        format!("ingest:\n  redis_url: {redis}\n  streams:\n    dash.reading: {stream}\n"),
-    )
-    .expect("config");
-    let port = free_port();
-    let log = dir.path().join("serve.log");
-    let server = start_server(&config, &dir.path().join("data"), port, &log);
-    let url = format!("http://127.0.0.1:{port}");
+    run_against_server(
+        dir.path(),
+        &format!("ingest:\n  redis_url: {redis}\n  streams:\n    dash.reading: {stream}\n"),
+        |url| {
+            let (redis, stream) = (&redis, &stream);
+            let (chromedriver, chromium) = (&chromedriver, &chromium);
+            async move { scenario(&url, redis, stream, chromedriver, chromium).await }
+        },
+        || redis_del(&redis, &stream),
+    );
+}
 
+/// Starts `weir serve` with `config` (its text) in `dir`, runs `scenario(url)` on a runtime,
+/// stops the server and runs `cleanup`; a panic of the scenario is raised again after the
+/// server's log is printed.
+fn run_against_server<F, Fut>(dir: &Path, config: &str, scenario: F, cleanup: impl FnOnce())
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Box<dyn std::any::Any + Send>>>,
+{
+    let path = dir.join("weir.yaml");
+    std::fs::write(&path, config).expect("config");
+    let port = free_port();
+    let log = dir.join("serve.log");
+    let server = start_server(&path, &dir.join("data"), port, &log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    let result = runtime.block_on(scenario(&url, &redis, &stream, &chromedriver, &chromium));
+    let result = runtime.block_on(scenario(format!("http://127.0.0.1:{port}")));
     drop(server);
-    redis_del(&redis, &stream);
+    cleanup();
     if let Err(panic) = result {
         eprintln!(
             "server log:\n{}",
@@ -836,23 +850,12 @@ fn a_viewer_token_sees_no_stop_button_and_an_operator_token_stops_and_resumes() 
     );
     let viewer = token(&key, "viewer", "vera");
     let operator = token(&key, "operator", "otto");
-    let config = dir.path().join("weir.yaml");
-    std::fs::write(
+    let config = format!("auth:\n  enabled: true\n  key_file: {}\n", key.display());
+    run_against_server(
+        dir.path(),
         &config,
-        format!("auth:\n  enabled: true\n  key_file: {}\n", key.display()),
-    )
-    .expect("config");
-    let port = free_port();
-    let log = dir.path().join("serve.log");
-    let server = start_server(&config, &dir.path().join("data"), port, &log);
-    let url = format!("http://127.0.0.1:{port}");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let result = runtime.block_on(async {
-        let (status, body) = api_as(
+        |url| async move {
+            let (status, body) = api_as(
             "POST",
             &format!("{url}/v1/pipelines"),
             Some((
@@ -862,20 +865,17 @@ fn a_viewer_token_sees_no_stop_button_and_an_operator_token_stops_and_resumes() 
             Some(&operator),
         )
         .await;
-        assert_eq!(status, 201, "submit: {body}");
-        with_browser(&chromedriver, &chromium, &url, move |client, url| async move {
-            roles(&client, &url, &viewer, &operator).await
-        })
-        .await
-    });
-    drop(server);
-    if let Err(panic) = result {
-        eprintln!(
-            "server log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::panic::resume_unwind(panic);
-    }
+            assert_eq!(status, 201, "submit: {body}");
+            with_browser(
+                &chromedriver,
+                &chromium,
+                &url,
+                move |client, url| async move { roles(&client, &url, &viewer, &operator).await },
+            )
+            .await
+        },
+        || {},
+    );
 }
 
 /// Signs in on the login form with `token`.
@@ -1066,21 +1066,13 @@ fn the_page_stays_live_with_fifty_pipelines() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("weir.yaml");
-    std::fs::write(&config, "ready:\n  cache: 1s\n").expect("config");
-    let port = free_port();
-    let log = dir.path().join("serve.log");
-    let server = start_server(&config, &dir.path().join("data"), port, &log);
-    let url = format!("http://127.0.0.1:{port}");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
     let names: Vec<String> = (0..50).map(|i| format!("fifty_{i:02}")).collect();
-    let result = runtime.block_on(async {
-        for name in &names {
-            let (status, body) = api(
+    run_against_server(
+        dir.path(),
+        "ready:\n  cache: 1s\n",
+        |url| async move {
+            for name in &names {
+                let (status, body) = api(
                 "POST",
                 &format!("{url}/v1/pipelines"),
                 Some((
@@ -1091,30 +1083,31 @@ fn the_page_stays_live_with_fifty_pipelines() {
                 )),
             )
             .await;
-            assert_eq!(status, 201, "submit {name}: {body}");
-        }
-        wait_api(&format!("{url}/v1/pipelines"), "50 running pipelines", |v| {
-            v["pipelines"].as_array().is_some_and(|all| {
-                all.iter().filter(|p| p["status"] == "running").count() == 50
-            })
-        })
-        .await;
-        // What the feed pushes: everything first, then the changes (here all 50 move).
-        let sizes = feed_sizes(&url, 4).await;
-        let names = names.clone();
-        with_browser(&chromedriver, &chromium, &url, move |client, url| async move {
-            fifty(&client, &url, &names, sizes).await
-        })
-        .await
-    });
-    drop(server);
-    if let Err(panic) = result {
-        eprintln!(
-            "server log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::panic::resume_unwind(panic);
-    }
+                assert_eq!(status, 201, "submit {name}: {body}");
+            }
+            wait_api(
+                &format!("{url}/v1/pipelines"),
+                "50 running pipelines",
+                |v| {
+                    v["pipelines"].as_array().is_some_and(|all| {
+                        all.iter().filter(|p| p["status"] == "running").count() == 50
+                    })
+                },
+            )
+            .await;
+            // What the feed pushes: everything first, then the changes (here all 50 move).
+            let sizes = feed_sizes(&url, 4).await;
+            let names = names.clone();
+            with_browser(
+                &chromedriver,
+                &chromium,
+                &url,
+                move |client, url| async move { fifty(&client, &url, &names, sizes).await },
+            )
+            .await
+        },
+        || {},
+    );
 }
 
 async fn fifty(client: &Client, url: &str, names: &[String], busy_sizes: Vec<usize>) {

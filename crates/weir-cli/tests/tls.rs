@@ -392,15 +392,21 @@ impl Drop for Killed {
     }
 }
 
+/// A TLS-only Redis with a certificate of the first CA, and another CA; the Redis is killed
+/// when the `Killed` is dropped.
+fn rediss_with_two_cas(dir: &Path) -> Option<(Pki, Pki, Killed, u16)> {
+    let good = pki(dir, "redis");
+    let other = pki(dir, "other");
+    let (redis, port) = redis_tls(dir, &good)?;
+    Some((good, other, Killed(redis), port))
+}
+
 #[test]
 fn a_pipeline_writes_and_reads_rediss_streams_with_its_ca_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let good = pki(dir.path(), "redis");
-    let other = pki(dir.path(), "other");
-    let Some((redis, port)) = redis_tls(dir.path(), &good) else {
+    let Some((good, other, _redis, port)) = rediss_with_two_cas(dir.path()) else {
         return;
     };
-    let _redis = Killed(redis);
     let url = format!("rediss://127.0.0.1:{port}");
     // `ca_file` relative to the pipeline file.
     std::fs::copy(&good.ca, dir.path().join("ca.pem")).expect("copy");
@@ -521,6 +527,12 @@ fn call(method: &str, url: &str, body: Option<(&str, &[u8])>, ca: Option<&Path>)
     })
 }
 
+/// POSTs YAML (a schema, a pipeline) to `url`, expecting it created.
+fn post_yaml(url: &str, yaml: &[u8]) {
+    let (status, body) = call("POST", url, Some(("application/yaml", yaml)), None);
+    assert!(status == 200 || status == 201, "{url}: {status}: {body}");
+}
+
 /// The value of the sample `name` (with its labels, as exposed) in `/metrics` text.
 fn sample(metrics: &str, name: &str) -> Option<f64> {
     metrics
@@ -593,12 +605,9 @@ const EVENT_SCHEMA: &str =
 #[test]
 fn serve_ingests_over_rediss_with_its_ca_file_and_ready_checks_pipelines_ca_files() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let good = pki(dir.path(), "redis");
-    let other = pki(dir.path(), "other");
-    let Some((redis, port)) = redis_tls(dir.path(), &good) else {
+    let Some((good, other, _redis, port)) = rediss_with_two_cas(dir.path()) else {
         return;
     };
-    let _redis = Killed(redis);
     let rediss = format!("rediss://127.0.0.1:{port}");
 
     // The server: ingest over rediss:// trusting `ingest.redis_ca_file` (relative to its
@@ -616,13 +625,7 @@ fn serve_ingests_over_rediss_with_its_ca_file_and_ready_checks_pipelines_ca_file
     .expect("config");
     let server = Server::start(&config, &main);
     let url = server.url.clone();
-    let (status, body) = call(
-        "POST",
-        &format!("{url}/v1/schemas"),
-        Some(("application/yaml", EVENT_SCHEMA.as_bytes())),
-        None,
-    );
-    assert!(status == 200 || status == 201, "{status}: {body}");
+    post_yaml(&format!("{url}/v1/schemas"), EVENT_SCHEMA.as_bytes());
 
     // A pipeline reading the stream over rediss:// with its own CA file (absolute: relative
     // paths of a submitted pipeline resolve in the data dir).
@@ -634,13 +637,7 @@ fn serve_ingests_over_rediss_with_its_ca_file_and_ready_checks_pipelines_ca_file
         pipeline_ca.display(),
         out.display()
     );
-    let (status, body) = call(
-        "POST",
-        &format!("{url}/v1/pipelines"),
-        Some(("application/yaml", pipeline.as_bytes())),
-        None,
-    );
-    assert!(status == 200 || status == 201, "{status}: {body}");
+    post_yaml(&format!("{url}/v1/pipelines"), pipeline.as_bytes());
 
     // Ingest appends over TLS; the pipeline reads what it appended.
     let (status, body) = call(
@@ -745,13 +742,7 @@ fn serve_ingests_over_rediss_with_its_ca_file_and_ready_checks_pipelines_ca_file
         &[("WEIR_INGEST_REDIS_CA_FILE", &other.ca)],
     );
     let url = server.url.clone();
-    let (status, body) = call(
-        "POST",
-        &format!("{url}/v1/schemas"),
-        Some(("application/yaml", EVENT_SCHEMA.as_bytes())),
-        None,
-    );
-    assert!(status == 200 || status == 201, "{status}: {body}");
+    post_yaml(&format!("{url}/v1/schemas"), EVENT_SCHEMA.as_bytes());
     let (status, body) = call(
         "POST",
         &format!("{url}/v1/ingest/tls.event"),

@@ -9,7 +9,7 @@ use common::TestServer;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use weir_tasks::{AgentsConfig, TaskRequest, TaskService, TaskStatus};
+use weir_tasks::{AgentsConfig, TaskRequest, TaskService, TaskStatus, TaskView};
 
 /// A CA and a server certificate it signed (for `localhost`): PEM files in `dir`.
 struct Pki {
@@ -56,12 +56,31 @@ fn agents_file(dir: &Path, url: &str, ca_file: &str) -> PathBuf {
     path
 }
 
+/// Submits an `echo` task with `data` and waits until it is finished.
+async fn run(service: &TaskService, data: serde_json::Value) -> TaskView {
+    let accepted = service
+        .submit(TaskRequest::new("echo", data))
+        .await
+        .expect("submit");
+    service
+        .wait(&accepted.task_id, Duration::from_secs(60))
+        .await
+        .expect("wait")
+        .expect("finished")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_agent_trusts_its_ca_file_and_names_tls_failures() {
     let dir = tempfile::tempdir().expect("tempdir");
     let good = pki(dir.path(), "good");
     let other = pki(dir.path(), "other");
     let server = TestServer::start_tls(&good.cert, &good.key).await;
+    let served = || {
+        server
+            .counters
+            .served
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
     let certs = dir.path().join("certs");
     std::fs::create_dir_all(&certs).expect("certs dir");
     std::fs::copy(&good.ca, certs.join("ca.pem")).expect("copy");
@@ -74,25 +93,11 @@ async fn an_http_agent_trusts_its_ca_file_and_names_tls_failures() {
         .await
         .expect("open");
     for i in 0..3 {
-        let accepted = service
-            .submit(TaskRequest::new("echo", json!({ "i": i })))
-            .await
-            .expect("submit");
-        let view = service
-            .wait(&accepted.task_id, Duration::from_secs(60))
-            .await
-            .expect("wait")
-            .expect("finished");
+        let view = run(&service, json!({ "i": i })).await;
         assert_eq!(view.status, TaskStatus::Succeeded, "{view:?}");
         assert_eq!(view.result, Some(json!({ "i": i })));
     }
-    assert_eq!(
-        server
-            .counters
-            .served
-            .load(std::sync::atomic::Ordering::SeqCst),
-        3
-    );
+    assert_eq!(served(), 3);
     service.shutdown().await;
 
     // Another CA: every attempt fails, saying TLS and the agent; nothing reached the server.
@@ -101,15 +106,7 @@ async fn an_http_agent_trusts_its_ca_file_and_names_tls_failures() {
     let service = TaskService::open(&dir.path().join("data-wrong"), config)
         .await
         .expect("open");
-    let accepted = service
-        .submit(TaskRequest::new("echo", json!({ "i": 9 })))
-        .await
-        .expect("submit");
-    let view = service
-        .wait(&accepted.task_id, Duration::from_secs(60))
-        .await
-        .expect("wait")
-        .expect("finished");
+    let view = run(&service, json!({ "i": 9 })).await;
     assert_eq!(view.status, TaskStatus::Failed, "{view:?}");
     let error = view.error.clone().unwrap_or_default();
     assert!(
@@ -121,13 +118,7 @@ async fn an_http_agent_trusts_its_ca_file_and_names_tls_failures() {
         let e = attempt.error.clone().unwrap_or_default();
         assert!(e.contains("TLS") && e.contains("secure"), "{attempt:?}");
     }
-    assert_eq!(
-        server
-            .counters
-            .served
-            .load(std::sync::atomic::Ordering::SeqCst),
-        3
-    );
+    assert_eq!(served(), 3);
     service.shutdown().await;
 
     // No CA file (the system's roots): the test CA is not among them.
@@ -146,15 +137,7 @@ async fn an_http_agent_trusts_its_ca_file_and_names_tls_failures() {
     )
     .await
     .expect("open");
-    let accepted = service
-        .submit(TaskRequest::new("echo", json!({})))
-        .await
-        .expect("submit");
-    let view = service
-        .wait(&accepted.task_id, Duration::from_secs(60))
-        .await
-        .expect("wait")
-        .expect("finished");
+    let view = run(&service, json!({})).await;
     assert_eq!(view.status, TaskStatus::Failed, "{view:?}");
     assert!(
         view.error
