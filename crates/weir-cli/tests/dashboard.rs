@@ -7,7 +7,10 @@
 //! and Tab reaching the Stop button; the checkpoint history (route and page); the page's load
 //! times measured by the browser (recorded in `load-times.json`, not asserted). A second test
 //! runs with `auth.enabled: true`: a viewer token sees no Stop button (and the API answers
-//! 403), an operator token stops and resumes. Screenshots go to `target/dashboard-screenshots/`.
+//! 403), an operator token stops and resumes. A third submits 50 pipelines: all are listed with
+//! live rates, a pipeline's page opens and the list comes back, and live updates keep arriving;
+//! the main thread's long tasks and the feed's event sizes are recorded in `fifty.json` (not
+//! asserted). Screenshots go to `target/dashboard-screenshots/`.
 //!
 //! Without Chromium (or Redis) the test skips, unless `WEIR_REQUIRE_SERVICES=1` (CI, through
 //! `scripts/test.sh`), where it fails.
@@ -188,25 +191,39 @@ fn the_dashboard_shows_and_drives_the_pipelines_in_a_real_browser() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let stream = testing::unique_name("dash_readings");
-    let config = dir.path().join("weir.yaml");
-    std::fs::write(
-        &config,
-        format!("ingest:\n  redis_url: {redis}\n  streams:\n    dash.reading: {stream}\n"),
-    )
-    .expect("config");
-    let port = free_port();
-    let log = dir.path().join("serve.log");
-    let server = start_server(&config, &dir.path().join("data"), port, &log);
-    let url = format!("http://127.0.0.1:{port}");
+    run_against_server(
+        dir.path(),
+        &format!("ingest:\n  redis_url: {redis}\n  streams:\n    dash.reading: {stream}\n"),
+        |url| {
+            let (redis, stream) = (&redis, &stream);
+            let (chromedriver, chromium) = (&chromedriver, &chromium);
+            async move { scenario(&url, redis, stream, chromedriver, chromium).await }
+        },
+        || redis_del(&redis, &stream),
+    );
+}
 
+/// Starts `weir serve` with `config` (its text) in `dir`, runs `scenario(url)` on a runtime,
+/// stops the server and runs `cleanup`; a panic of the scenario is raised again after the
+/// server's log is printed.
+fn run_against_server<F, Fut>(dir: &Path, config: &str, scenario: F, cleanup: impl FnOnce())
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Box<dyn std::any::Any + Send>>>,
+{
+    let path = dir.join("weir.yaml");
+    std::fs::write(&path, config).expect("config");
+    let port = free_port();
+    let log = dir.join("serve.log");
+    let server = start_server(&path, &dir.join("data"), port, &log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    let result = runtime.block_on(scenario(&url, &redis, &stream, &chromedriver, &chromium));
+    let result = runtime.block_on(scenario(format!("http://127.0.0.1:{port}")));
     drop(server);
-    redis_del(&redis, &stream);
+    cleanup();
     if let Err(panic) = result {
         eprintln!(
             "server log:\n{}",
@@ -738,13 +755,15 @@ async fn wait_api(url: &str, what: &str, check: impl Fn(&Value) -> bool) -> Valu
 }
 
 /// How the page loaded, as the browser measured it (milliseconds from the start of the
-/// navigation): DOMContentLoaded, the load event, the first live data on screen, and the bytes
-/// each resource took from the network (0: from the cache).
+/// navigation): the page's response complete, DOMContentLoaded, the load event, the first live
+/// data on screen (the `weir:first-snapshot` mark), and the bytes each resource took from the
+/// network (0: from the cache).
 const LOAD_TIMES: &str = r#"
 const n = performance.getEntriesByType('navigation')[0];
 const first = performance.getEntriesByName('weir:first-snapshot')[0];
 if (!n || !n.loadEventEnd || !first) return null;
 return {
+  response_end_ms: Math.round(n.responseEnd * 10) / 10,
   dom_content_loaded_ms: Math.round(n.domContentLoadedEventEnd * 10) / 10,
   load_ms: Math.round(n.loadEventEnd * 10) / 10,
   first_data_ms: Math.round(first.startTime * 10) / 10,
@@ -831,23 +850,12 @@ fn a_viewer_token_sees_no_stop_button_and_an_operator_token_stops_and_resumes() 
     );
     let viewer = token(&key, "viewer", "vera");
     let operator = token(&key, "operator", "otto");
-    let config = dir.path().join("weir.yaml");
-    std::fs::write(
+    let config = format!("auth:\n  enabled: true\n  key_file: {}\n", key.display());
+    run_against_server(
+        dir.path(),
         &config,
-        format!("auth:\n  enabled: true\n  key_file: {}\n", key.display()),
-    )
-    .expect("config");
-    let port = free_port();
-    let log = dir.path().join("serve.log");
-    let server = start_server(&config, &dir.path().join("data"), port, &log);
-    let url = format!("http://127.0.0.1:{port}");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let result = runtime.block_on(async {
-        let (status, body) = api_as(
+        |url| async move {
+            let (status, body) = api_as(
             "POST",
             &format!("{url}/v1/pipelines"),
             Some((
@@ -857,20 +865,17 @@ fn a_viewer_token_sees_no_stop_button_and_an_operator_token_stops_and_resumes() 
             Some(&operator),
         )
         .await;
-        assert_eq!(status, 201, "submit: {body}");
-        with_browser(&chromedriver, &chromium, &url, move |client, url| async move {
-            roles(&client, &url, &viewer, &operator).await
-        })
-        .await
-    });
-    drop(server);
-    if let Err(panic) = result {
-        eprintln!(
-            "server log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::panic::resume_unwind(panic);
-    }
+            assert_eq!(status, 201, "submit: {body}");
+            with_browser(
+                &chromedriver,
+                &chromium,
+                &url,
+                move |client, url| async move { roles(&client, &url, &viewer, &operator).await },
+            )
+            .await
+        },
+        || {},
+    );
 }
 
 /// Signs in on the login form with `token`.
@@ -997,4 +1002,215 @@ async fn roles(client: &Client, url: &str, viewer: &str, operator: &str) {
         .await
         .expect("click Resume");
     wait_api_status_as(url, "dash_auth", "running", Some(operator)).await;
+}
+
+/// The sizes (bytes of `data`) of the first `count` events of `GET /v1/events`, as a client of
+/// the feed receives them.
+async fn feed_sizes(url: &str, count: usize) -> Vec<usize> {
+    let client = weir_connectors::http_client().build().expect("client");
+    let mut response = client
+        .get(format!("{url}/v1/events"))
+        .send()
+        .await
+        .expect("GET /v1/events");
+    assert_eq!(response.status().as_u16(), 200);
+    let mut buf = String::new();
+    let mut sizes = Vec::new();
+    while sizes.len() < count {
+        let chunk = tokio::time::timeout(PATIENCE, response.chunk())
+            .await
+            .expect("an event within the patience")
+            .expect("the feed")
+            .expect("the feed ended");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let data: usize = block
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(|d| d.trim_start().len())
+                .sum();
+            if block.lines().any(|l| l.trim() == "event: snapshot") {
+                sizes.push(data);
+            }
+        }
+    }
+    sizes
+}
+
+/// Counts the main thread's long tasks (PerformanceObserver `longtask`, from the navigation
+/// on) into `window.weirLongTasks`.
+const OBSERVE_LONG_TASKS: &str = r#"
+window.weirLongTasks = [];
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) window.weirLongTasks.push({ start: Math.round(e.startTime), ms: Math.round(e.duration) });
+}).observe({ type: 'longtask', buffered: true });
+return true;
+"#;
+
+/// The In/s and Records-in of every row of the list, by pipeline.
+const LIST_ROWS: &str = r#"
+return Object.fromEntries([...document.querySelectorAll('#pipelines tr')].map((r) => [
+  r.dataset.pipeline,
+  { rate: parseFloat(r.children[2].textContent) || 0, records: Number(r.children[4].textContent.replace(/,/g, '')) || 0 },
+]));
+"#;
+
+/// 50 pipelines (a slow generator into `discard` each): the list shows all 50 with live
+/// rates, a pipeline's page opens and the list comes back, and live updates keep arriving.
+/// Recorded, not asserted: the main thread's long tasks and the sizes of the feed's events
+/// (`target/dashboard-screenshots/fifty.json`).
+#[test]
+fn the_page_stays_live_with_fifty_pipelines() {
+    let Some((chromedriver, chromium)) = browser() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let names: Vec<String> = (0..50).map(|i| format!("fifty_{i:02}")).collect();
+    run_against_server(
+        dir.path(),
+        "ready:\n  cache: 1s\n",
+        |url| async move {
+            for name in &names {
+                let (status, body) = api(
+                "POST",
+                &format!("{url}/v1/pipelines"),
+                Some((
+                    "application/yaml",
+                    format!(
+                        "name: {name}\nsource: {{ type: generator, rate: 20, fields: {{ id: id }} }}\nsink: {{ type: discard }}\n"
+                    ),
+                )),
+            )
+            .await;
+                assert_eq!(status, 201, "submit {name}: {body}");
+            }
+            wait_api(
+                &format!("{url}/v1/pipelines"),
+                "50 running pipelines",
+                |v| {
+                    v["pipelines"].as_array().is_some_and(|all| {
+                        all.iter().filter(|p| p["status"] == "running").count() == 50
+                    })
+                },
+            )
+            .await;
+            // What the feed pushes: everything first, then the changes (here all 50 move).
+            let sizes = feed_sizes(&url, 4).await;
+            let names = names.clone();
+            with_browser(
+                &chromedriver,
+                &chromium,
+                &url,
+                move |client, url| async move { fifty(&client, &url, &names, sizes).await },
+            )
+            .await
+        },
+        || {},
+    );
+}
+
+async fn fifty(client: &Client, url: &str, names: &[String], busy_sizes: Vec<usize>) {
+    client.goto(&format!("{url}/")).await.expect("open");
+    client
+        .execute(OBSERVE_LONG_TASKS, vec![])
+        .await
+        .expect("observe long tasks");
+    // All 50 listed, in name order, each with a rate above zero from the live feed.
+    let rows = wait_for(client, "50 pipelines with live rates", LIST_ROWS, |v| {
+        v.as_object().is_some_and(|rows| {
+            rows.len() == 50 && rows.values().all(|r| r["rate"].as_f64() > Some(0.0))
+        })
+    })
+    .await;
+    let listed: Vec<String> = client
+        .execute(
+            "return [...document.querySelectorAll('#pipelines tr')].map((r) => r.dataset.pipeline)",
+            vec![],
+        )
+        .await
+        .expect("order")
+        .as_array()
+        .expect("names")
+        .iter()
+        .map(|n| n.as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(listed, names, "every pipeline, sorted by name");
+    screenshot(client, "fifty").await;
+
+    // A pipeline's page, then back to the list.
+    client
+        .find(Locator::Css("tr[data-pipeline=\"fifty_07\"] a"))
+        .await
+        .expect("the link of fifty_07")
+        .click()
+        .await
+        .expect("open fifty_07");
+    wait_for(
+        client,
+        "fifty_07's In/s",
+        "return document.getElementById('pipeline-name')?.textContent === 'fifty_07' ? parseFloat(document.getElementById('kv-ri').textContent) : null",
+        |v| v.as_f64().is_some_and(|x| x > 0.0),
+    )
+    .await;
+    client.back().await.expect("back to the list");
+    wait_for(
+        client,
+        "the list again",
+        "return document.querySelectorAll('#pipelines tr').length",
+        |v| v.as_u64() == Some(50),
+    )
+    .await;
+    // Live updates keep arriving: every row's count goes past what it showed before.
+    let before = rows;
+    wait_for(client, "every row's records rising", LIST_ROWS, |v| {
+        v.as_object().is_some_and(|now| {
+            now.len() == 50
+                && now.iter().all(|(name, r)| {
+                    r["records"].as_u64() > before[name.as_str()]["records"].as_u64()
+                })
+        })
+    })
+    .await;
+    let long_tasks = client
+        .execute("return window.weirLongTasks || null", vec![])
+        .await
+        .expect("long tasks");
+
+    // 45 of them stopped: the list shows it (status changes come through the feed), and a
+    // connection's later events carry only the 5 still moving.
+    for name in &names[5..] {
+        let (status, body) = api("POST", &format!("{url}/v1/pipelines/{name}/stop"), None).await;
+        assert_eq!(status, 200, "stop {name}: {body}");
+    }
+    for name in &names[5..] {
+        wait_api_status(url, name, "stopped").await;
+    }
+    wait_for(
+        client,
+        "45 stopped rows",
+        "return document.querySelectorAll('#pipelines tr .status.stopped').length",
+        |v| v.as_u64() == Some(45),
+    )
+    .await;
+    let idle_sizes = feed_sizes(url, 4).await;
+    screenshot(client, "fifty-stopped").await;
+    let report = json!({
+        "pipelines": 50,
+        "long_tasks": long_tasks,
+        "long_tasks_total_ms": long_tasks
+            .as_array()
+            .map(|all| all.iter().filter_map(|t| t["ms"].as_u64()).sum::<u64>()),
+        "feed_event_bytes": busy_sizes,
+        "feed_event_bytes_5_of_50_running": idle_sizes,
+        "note": "feed event bytes: the first event of a connection holds every pipeline, later ones only those that changed",
+    });
+    eprintln!("fifty pipelines: {report}");
+    let dir = repo().join("target/dashboard-screenshots");
+    std::fs::create_dir_all(&dir).expect("artifact dir");
+    std::fs::write(
+        dir.join("fifty.json"),
+        serde_json::to_vec_pretty(&report).expect("json"),
+    )
+    .expect("write fifty.json");
 }

@@ -221,11 +221,27 @@ fn limits_answer_413_and_429_naming_the_limit_and_the_server_keeps_serving() {
         a.body.contains("limits.requests_per_second") && a.body.contains("limits-viewer"),
         "{a:?}"
     );
+    let a = answer(port, "GET", "/v1/pipelines", Some(&viewer), b"");
+    assert_eq!(a.status, 429, "{a:?}");
     // Another token has its own budget; the public routes are not limited.
     let other = create(&key, "viewer", "limits-other");
     assert_eq!(
         answer(port, "GET", "/v1/pipelines", Some(&other), b"").status,
         200
+    );
+    // Both refusals are counted, under `policy="api"`, with no token name in the labels.
+    let a = answer(port, "GET", "/metrics", Some(&other), b"");
+    assert_eq!(a.status, 200, "{a:?}");
+    let count = a
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("weir_rate_limited_total{policy=\"api\"} "))
+        .unwrap_or_else(|| panic!("no weir_rate_limited_total{{policy=\"api\"}}: {}", a.body));
+    assert_eq!(count.trim(), "2", "{}", a.body);
+    assert!(
+        !a.body.contains("limits-viewer") && !a.body.contains(&viewer),
+        "{}",
+        a.body
     );
     for _ in 0..20 {
         assert_eq!(answer(port, "GET", "/health", None, b"").status, 200);

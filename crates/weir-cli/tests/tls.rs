@@ -3,7 +3,13 @@
 //! `WEIR_CA_CERT`), plain HTTP gets no HTTP answer, a client trusting another CA is refused;
 //! SIGHUP swaps the certificate (a client trusting only the new CA connects after the reload,
 //! one trusting only the old no longer does), a bad new file keeps the old certificate and logs
-//! an error naming the file; a bad file at start exits 2 naming it.
+//! an error naming the file; a bad file at start exits 2 naming it. Clients that connect and
+//! never send a ClientHello hold at most `limits.tls_handshakes` handshakes and time out.
+//!
+//! With a Redis speaking TLS only (started by the test): a pipeline reads and writes
+//! `rediss://` streams with its `ca_file`; the server's ingest appends over `rediss://` with
+//! `ingest.redis_ca_file` (a wrong CA: 503 naming TLS); `/ready` checks the pipeline's
+//! `rediss://` source with its CA file (200), and reports it not ok (503) with a wrong one.
 
 mod common;
 use common::weir;
@@ -54,8 +60,17 @@ struct Server {
 
 impl Server {
     fn start(config: &Path, dir: &Path) -> Server {
+        Server::start_with_env(config, dir, &[])
+    }
+
+    /// [`Server::start`] with these environment variables set.
+    fn start_with_env(config: &Path, dir: &Path, env: &[(&str, &Path)]) -> Server {
         let log = dir.join("serve.log");
-        let child = weir()
+        let mut command = weir();
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(config)
             .arg("--data-dir")
@@ -377,15 +392,21 @@ impl Drop for Killed {
     }
 }
 
+/// A TLS-only Redis with a certificate of the first CA, and another CA; the Redis is killed
+/// when the `Killed` is dropped.
+fn rediss_with_two_cas(dir: &Path) -> Option<(Pki, Pki, Killed, u16)> {
+    let good = pki(dir, "redis");
+    let other = pki(dir, "other");
+    let (redis, port) = redis_tls(dir, &good)?;
+    Some((good, other, Killed(redis), port))
+}
+
 #[test]
 fn a_pipeline_writes_and_reads_rediss_streams_with_its_ca_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let good = pki(dir.path(), "redis");
-    let other = pki(dir.path(), "other");
-    let Some((redis, port)) = redis_tls(dir.path(), &good) else {
+    let Some((good, other, _redis, port)) = rediss_with_two_cas(dir.path()) else {
         return;
     };
-    let _redis = Killed(redis);
     let url = format!("rediss://127.0.0.1:{port}");
     // `ca_file` relative to the pipeline file.
     std::fs::copy(&good.ca, dir.path().join("ca.pem")).expect("copy");
@@ -477,4 +498,300 @@ fn a_pipeline_writes_and_reads_rediss_streams_with_its_ca_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("ca_file"), "{err}");
+}
+
+/// `METHOD base+path` (a body of `content_type`), trusting only `ca` for HTTPS: (status,
+/// body).
+fn call(method: &str, url: &str, body: Option<(&str, &[u8])>, ca: Option<&Path>) -> (u16, String) {
+    weir_connectors::block_on(async {
+        let mut builder = weir_connectors::http_client().timeout(Duration::from_secs(60));
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca).expect("CA file");
+            builder =
+                builder.tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).expect("CA"));
+        }
+        let client = builder.build().expect("client");
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = client.request(method, url);
+        if let Some((content_type, bytes)) = body {
+            request = request
+                .header("content-type", content_type)
+                .body(bytes.to_vec());
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e:?}"));
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
+    })
+}
+
+/// POSTs YAML (a schema, a pipeline) to `url`, expecting it created.
+fn post_yaml(url: &str, yaml: &[u8]) {
+    let (status, body) = call("POST", url, Some(("application/yaml", yaml)), None);
+    assert!(status == 200 || status == 201, "{url}: {status}: {body}");
+}
+
+/// The value of the sample `name` (with its labels, as exposed) in `/metrics` text.
+fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn tls_handshakes_in_progress_are_capped_and_idle_clients_time_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki(dir.path(), "cap");
+    let config = dir.path().join("weir.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "tls:\n  cert_file: {}\n  key_file: {}\nlimits:\n  tls_handshakes: 2\n  header_timeout: 3s\n",
+            pki.cert.display(),
+            pki.key.display()
+        ),
+    )
+    .expect("config");
+    let mut server = Server::start(&config, dir.path());
+    let url = server.url.clone();
+    assert_eq!(health(&url, &pki.ca), Ok(200));
+
+    // Five clients that connect and never send a ClientHello: two take the handshake slots,
+    // the next one waits for a slot, and the listener accepts nothing more meanwhile.
+    let address = url.trim_start_matches("https://").to_string();
+    let idle: Vec<std::net::TcpStream> = (0..5)
+        .map(|_| std::net::TcpStream::connect(&address).expect("connect"))
+        .collect();
+    server.wait_for_log("2 TLS handshakes in progress (limits.tls_handshakes)", 1);
+
+    // Their handshakes time out (limits.header_timeout), slot by slot; then a real client
+    // gets through.
+    assert_eq!(health(&url, &pki.ca), Ok(200));
+    let (status, metrics) = call("GET", &format!("{url}/metrics"), None, Some(&pki.ca));
+    assert_eq!(status, 200, "{metrics}");
+    // The real client came after the five in the backlog: at least four of them had timed
+    // out to free its slot (the fifth may still hold the other).
+    let timed_out =
+        sample(&metrics, "weir_tls_handshakes_total{outcome=\"timed_out\"}").unwrap_or(0.0);
+    assert!(timed_out >= 4.0, "{metrics}");
+    let waited = sample(&metrics, "weir_tls_handshakes_waited_total").unwrap_or(0.0);
+    assert!(waited >= 1.0, "{metrics}");
+    assert!(
+        sample(&metrics, "weir_tls_handshakes_total{outcome=\"ok\"}").unwrap_or(0.0) >= 2.0,
+        "{metrics}"
+    );
+    drop(idle);
+    assert!(!server.stderr().contains("panicked"), "{}", server.stderr());
+
+    // A cap of 0 is refused at start, naming the setting.
+    std::fs::write(&config, "limits:\n  tls_handshakes: 0\n").expect("config");
+    let out = weir()
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("limits.tls_handshakes"), "{err}");
+}
+
+const EVENT_SCHEMA: &str =
+    "name: tls.event\nfields:\n  - { name: id, type: int, required: true }\n";
+
+#[test]
+fn serve_ingests_over_rediss_with_its_ca_file_and_ready_checks_pipelines_ca_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some((good, other, _redis, port)) = rediss_with_two_cas(dir.path()) else {
+        return;
+    };
+    let rediss = format!("rediss://127.0.0.1:{port}");
+
+    // The server: ingest over rediss:// trusting `ingest.redis_ca_file` (relative to its
+    // config file); `/ready` answers are reused for 100 ms only.
+    let main = dir.path().join("main");
+    std::fs::create_dir_all(&main).expect("dir");
+    std::fs::copy(&good.ca, main.join("ingest-ca.pem")).expect("copy");
+    let config = main.join("weir.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "ingest:\n  redis_url: \"{rediss}\"\n  redis_ca_file: ingest-ca.pem\n  streams:\n    tls.event: tls-events\nready:\n  cache: 100ms\n  timeout: 5s\n"
+        ),
+    )
+    .expect("config");
+    let server = Server::start(&config, &main);
+    let url = server.url.clone();
+    post_yaml(&format!("{url}/v1/schemas"), EVENT_SCHEMA.as_bytes());
+
+    // A pipeline reading the stream over rediss:// with its own CA file (absolute: relative
+    // paths of a submitted pipeline resolve in the data dir).
+    let pipeline_ca = dir.path().join("pipeline-ca.pem");
+    std::fs::copy(&good.ca, &pipeline_ca).expect("copy");
+    let out = dir.path().join("read.jsonl");
+    let pipeline = format!(
+        "name: tls-reader\nsource: {{ type: redis_stream, url: \"{rediss}\", stream: tls-events, group: reader, ca_file: \"{}\" }}\nsink: {{ type: file, path: \"{}\" }}\n",
+        pipeline_ca.display(),
+        out.display()
+    );
+    post_yaml(&format!("{url}/v1/pipelines"), pipeline.as_bytes());
+
+    // Ingest appends over TLS; the pipeline reads what it appended.
+    let (status, body) = call(
+        "POST",
+        &format!("{url}/v1/ingest/tls.event"),
+        Some((
+            "application/json",
+            b"[{\"id\": 1}, {\"id\": 2}, {\"id\": 3}]",
+        )),
+        None,
+    );
+    assert_eq!(status, 202, "{body}");
+    assert!(body.contains("\"accepted\":3"), "{body}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if text.lines().count() >= 3 {
+            let mut ids: Vec<i64> = text
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).expect("json")["id"]
+                        .as_i64()
+                        .expect("id")
+                })
+                .collect();
+            ids.sort_unstable();
+            assert_eq!(ids, vec![1, 2, 3]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pipeline did not read the ingested records: {text}\n{}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // `/ready`: the rediss:// source is checked with its CA file: ready.
+    let ready = |want: u16| -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, body) = call("GET", &format!("{url}/ready"), None, None);
+            if status == want {
+                return serde_json::from_str(&body).expect("json");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/ready is not {want}: {status} {body}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let body = ready(200);
+    let source = body["connectors"]
+        .as_array()
+        .and_then(|all| {
+            all.iter()
+                .find(|c| c["pipeline"] == "tls-reader" && c["connector"] == "redis_stream")
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("no check of tls-reader: {body}"));
+    assert_eq!(source["ok"], true, "{body}");
+
+    // The pipeline's CA file now holds another CA (say, a bad rotation): the check fails on
+    // TLS, and the server is not ready, naming the pipeline and its source.
+    std::fs::copy(&other.ca, &pipeline_ca).expect("copy");
+    let body = ready(503);
+    let source = body["connectors"]
+        .as_array()
+        .and_then(|all| {
+            all.iter()
+                .find(|c| c["pipeline"] == "tls-reader" && c["connector"] == "redis_stream")
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("no check of tls-reader: {body}"));
+    assert_eq!(source["ok"], false, "{body}");
+    let error = source["error"].as_str().unwrap_or_default();
+    assert!(error.contains("TLS with Redis"), "{body}");
+    assert!(
+        body["reasons"]
+            .to_string()
+            .contains("pipeline `tls-reader`"),
+        "{body}"
+    );
+    std::fs::copy(&good.ca, &pipeline_ca).expect("copy");
+    ready(200);
+    drop(server);
+
+    // Ingest trusting another CA (by the environment, WEIR_INGEST_REDIS_CA_FILE): 503, naming
+    // TLS and the setting; nothing appended, the server keeps serving.
+    let wrong = dir.path().join("wrong");
+    std::fs::create_dir_all(&wrong).expect("dir");
+    let wrong_config = wrong.join("weir.yaml");
+    std::fs::write(
+        &wrong_config,
+        format!("ingest:\n  redis_url: \"{rediss}\"\n  streams:\n    tls.event: tls-events\n"),
+    )
+    .expect("config");
+    let server = Server::start_with_env(
+        &wrong_config,
+        &wrong,
+        &[("WEIR_INGEST_REDIS_CA_FILE", &other.ca)],
+    );
+    let url = server.url.clone();
+    post_yaml(&format!("{url}/v1/schemas"), EVENT_SCHEMA.as_bytes());
+    let (status, body) = call(
+        "POST",
+        &format!("{url}/v1/ingest/tls.event"),
+        Some(("application/json", b"{\"id\": 4}")),
+        None,
+    );
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("TLS with Redis") && body.contains("ingest.redis_ca_file"),
+        "{body}"
+    );
+    assert_eq!(
+        call("GET", &format!("{url}/health"), None, None).0,
+        200,
+        "{}",
+        server.stderr()
+    );
+    drop(server);
+
+    // A CA file with a plain redis:// URL, or one without a certificate: refused at start.
+    for (yaml, key, what) in [
+        (
+            format!(
+                "ingest:\n  redis_url: redis://127.0.0.1:{port}\n  redis_ca_file: ingest-ca.pem\n"
+            ),
+            "ingest.redis_ca_file",
+            "rediss://",
+        ),
+        (
+            format!("ingest:\n  redis_url: \"{rediss}\"\n  redis_ca_file: weir.yaml\n"),
+            "ingest.redis_ca_file",
+            "no certificate",
+        ),
+        (
+            format!("ingest:\n  redis_url: \"{rediss}#insecure\"\n"),
+            "ingest.redis_url",
+            "insecure",
+        ),
+    ] {
+        std::fs::write(&config, yaml).expect("config");
+        let out = weir()
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(main.join("data"))
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(key) && err.contains(what), "{key}: {err}");
+    }
 }

@@ -82,7 +82,7 @@ pub use producer::{BackgroundProducer, Event, Producer, ProducerConfig, Producer
 pub use redis_streams::check as check_redis;
 pub use redis_streams::check_with_ca as check_redis_with_ca;
 pub use redis_streams::client as redis_client;
-pub use redis_streams::connect as redis_connect;
+pub use redis_streams::connect as connect_redis;
 pub use redis_streams::{
     ConsumerLag, FieldEncoding, GroupStart, IdempotentWrite, InvalidEntry, ReconnectBudget,
     RedisStreamReader, RedisStreamReaderConfig, RedisStreamSink, RedisStreamSinkOptions,

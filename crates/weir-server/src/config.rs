@@ -81,6 +81,9 @@ pub struct ServerConfig {
     pub alerts: Option<crate::alerts::AlertsConfig>,
     /// Redis that ingest appends to.
     pub ingest_redis_url: String,
+    /// With a `rediss://` ingest URL: the CA file to trust instead of the system's roots
+    /// (`ingest.redis_ca_file`, `WEIR_INGEST_REDIS_CA_FILE`).
+    pub ingest_redis_ca_file: Option<PathBuf>,
     /// schema name → stream key.
     pub ingest_streams: BTreeMap<String, String>,
     /// How long an `Idempotency-Key` is remembered.
@@ -111,6 +114,7 @@ impl ServerConfig {
             limits: crate::limits::LimitsConfig::default(),
             alerts: None,
             ingest_redis_url: "redis://127.0.0.1:6379".into(),
+            ingest_redis_ca_file: None,
             ingest_streams: BTreeMap::new(),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             ready_timeout: Duration::from_secs(1),
@@ -174,12 +178,14 @@ struct LimitsFile {
     burst: Option<u32>,
     header_timeout: Option<String>,
     body_timeout: Option<String>,
+    tls_handshakes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IngestFile {
     redis_url: Option<String>,
+    redis_ca_file: Option<PathBuf>,
     streams: Option<BTreeMap<String, String>>,
     idempotency_ttl: Option<String>,
 }
@@ -285,6 +291,9 @@ pub fn load(
         if let Some(v) = &f.limits.header_timeout {
             c.limits.header_timeout = duration(v).map_err(|e| at("limits.header_timeout", e))?;
         }
+        if let Some(v) = f.limits.tls_handshakes {
+            c.limits.tls_handshakes = v;
+        }
         if let Some(v) = &f.limits.body_timeout {
             c.limits.body_timeout = duration(v).map_err(|e| at("limits.body_timeout", e))?;
         }
@@ -301,6 +310,9 @@ pub fn load(
                 ));
             }
             c.ingest_redis_url = v.clone();
+        }
+        if let Some(v) = &f.ingest.redis_ca_file {
+            c.ingest_redis_ca_file = Some(relative(v));
         }
         if let Some(v) = &f.ingest.streams {
             c.ingest_streams = v.clone();
@@ -336,6 +348,9 @@ pub fn load(
     }
     if let Some(v) = env("WEIR_INGEST_REDIS_URL") {
         c.ingest_redis_url = v;
+    }
+    if let Some(v) = env("WEIR_INGEST_REDIS_CA_FILE").filter(|v| !v.is_empty()) {
+        c.ingest_redis_ca_file = Some(PathBuf::from(v));
     }
     if let Some(v) = env("WEIR_TLS_CERT_FILE").filter(|v| !v.is_empty()) {
         tls_cert_file = Some(PathBuf::from(v));
@@ -385,6 +400,7 @@ pub fn load(
         ("limits.ingest_records", c.limits.ingest_records),
         ("limits.record_bytes", c.limits.record_bytes),
         ("limits.burst", c.limits.burst as usize),
+        ("limits.tls_handshakes", c.limits.tls_handshakes),
     ] {
         if value == 0 {
             return Err(ConfigError::key(key, "must be at least 1"));
@@ -406,6 +422,23 @@ pub fn load(
         if value.is_zero() {
             return Err(ConfigError::key(key, "must be longer than zero"));
         }
+    }
+    // The ingest Redis's URL and CA file, as the connectors take them (no connection yet):
+    // `rediss://...#insecure` and a CA file with a plain `redis://` URL are refused.
+    if let Err(e) =
+        weir_connectors::redis_client(&c.ingest_redis_url, c.ingest_redis_ca_file.as_deref())
+    {
+        let key = match &e {
+            weir_connectors::ConnectorError::Config { key: "ca_file", .. } => {
+                "ingest.redis_ca_file"
+            }
+            _ => "ingest.redis_url",
+        };
+        let message = match e {
+            weir_connectors::ConnectorError::Config { reason, .. } => reason,
+            other => other.to_string(),
+        };
+        return Err(ConfigError::key(key, message));
     }
     for (schema, stream) in &c.ingest_streams {
         if stream.is_empty() {
@@ -635,6 +668,7 @@ mod tests {
             ),
             ("limits:\n  header_timeout: soon\n", "limits.header_timeout"),
             ("limits:\n  body_timeout: 0s\n", "limits.body_timeout"),
+            ("limits:\n  tls_handshakes: 0\n", "limits.tls_handshakes"),
             ("limits:\n  records: 5\n", "limits.records"),
         ] {
             let (_d, path) = file(text);
@@ -648,6 +682,44 @@ mod tests {
             .expect_err(text);
             assert_eq!(e.key.as_deref(), Some(key), "{e}");
         }
+    }
+
+    #[test]
+    fn the_ingest_redis_ca_file_is_relative_to_the_file_and_needs_rediss() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Any PEM certificate will do: the server's own test certificate is not at hand, so
+        // one made here.
+        let cert =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+        std::fs::write(dir.path().join("ca.pem"), cert.cert.pem()).expect("write");
+        let config = dir.path().join("weir.yaml");
+        std::fs::write(
+            &config,
+            "ingest:\n  redis_url: rediss://127.0.0.1:6390\n  redis_ca_file: ca.pem\n",
+        )
+        .expect("write");
+        let flags = Flags {
+            config: Some(config.clone()),
+            ..Flags::default()
+        };
+        let c = load(&flags, &|_| None).expect("load");
+        assert_eq!(c.ingest_redis_ca_file, Some(dir.path().join("ca.pem")));
+        // The environment overrides it (and is checked the same way).
+        let env = |k: &str| (k == "WEIR_INGEST_REDIS_CA_FILE").then(|| "/nowhere/ca.pem".into());
+        let e = load(&flags, &env).expect_err("missing CA file");
+        assert_eq!(e.key.as_deref(), Some("ingest.redis_ca_file"), "{e}");
+        assert!(e.to_string().contains("/nowhere/ca.pem"), "{e}");
+        // With a plain redis:// URL: refused, not ignored.
+        let env = |k: &str| (k == "WEIR_INGEST_REDIS_URL").then(|| "redis://127.0.0.1:6390".into());
+        let e = load(&flags, &env).expect_err("ca file with redis://");
+        assert_eq!(e.key.as_deref(), Some("ingest.redis_ca_file"), "{e}");
+        assert!(e.to_string().contains("rediss://"), "{e}");
+        // Certificate verification cannot be turned off.
+        let env = |k: &str| {
+            (k == "WEIR_INGEST_REDIS_URL").then(|| "rediss://127.0.0.1:6390/#insecure".into())
+        };
+        let e = load(&Flags::default(), &env).expect_err("#insecure");
+        assert_eq!(e.key.as_deref(), Some("ingest.redis_url"), "{e}");
     }
 
     #[test]

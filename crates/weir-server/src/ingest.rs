@@ -35,6 +35,7 @@ const MAX_REPORTED: usize = 1000;
 /// The ingest endpoint's state.
 pub struct Ingest {
     url: String,
+    ca_file: Option<std::path::PathBuf>,
     streams: BTreeMap<String, String>,
     ttl: Duration,
     registry: Registry,
@@ -77,6 +78,7 @@ impl Ingest {
     ) -> Self {
         Ingest {
             url,
+            ca_file: None,
             streams,
             ttl,
             registry,
@@ -93,6 +95,13 @@ impl Ingest {
             records,
             record_bytes,
         };
+        self
+    }
+
+    /// Trusts only the CA certificates of `ca_file` for a `rediss://` URL
+    /// (`ingest.redis_ca_file`).
+    pub fn with_ca_file(mut self, ca_file: Option<std::path::PathBuf>) -> Self {
+        self.ca_file = ca_file;
         self
     }
 
@@ -121,26 +130,26 @@ impl Ingest {
     async fn conn(&self) -> Result<ConnectionManager, ApiError> {
         self.conn
             .get_or_try_init(|| async {
-                let client = redis::Client::open(self.url.as_str()).map_err(|e| {
-                    ApiError::internal(format!(
-                        "ingest.redis_url `{}`: {e}",
-                        weir_connectors::config::without_credentials(&self.url)
-                    ))
-                })?;
-                let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(5)))
-                    .set_response_timeout(Some(Duration::from_secs(30)));
-                ConnectionManager::new_with_config(client, config)
-                    .await
-                    .map_err(|e| {
-                        ApiError::unavailable(
-                            "redis_unavailable",
-                            format!(
-                                "cannot connect to {}: {e}",
-                                weir_connectors::config::without_credentials(&self.url)
-                            ),
-                        )
-                    })
+                // The connectors' client: `rediss://` verified against the system's roots or
+                // `ingest.redis_ca_file`; a TLS failure says so (and names no password).
+                weir_connectors::connect_redis(
+                    &self.url,
+                    self.ca_file.as_deref(),
+                    Duration::from_secs(30),
+                )
+                .await
+                .map_err(|e| match e {
+                    weir_connectors::ConnectorError::Config { .. } => {
+                        ApiError::internal(format!("ingest Redis: {e}"))
+                    }
+                    weir_connectors::ConnectorError::Tls { .. } => ApiError::unavailable(
+                        "redis_unavailable",
+                        format!("ingest Redis: {e} (ingest.redis_ca_file)"),
+                    ),
+                    other => {
+                        ApiError::unavailable("redis_unavailable", format!("ingest Redis: {other}"))
+                    }
+                })
             })
             .await
             .cloned()

@@ -102,6 +102,7 @@ pub async fn serve_until(
     let request_limiter =
         limits::RequestLimiter::new(&config.limits).map_err(ServeError::Config)?;
     let metrics = weir_telemetry::Metrics::new();
+    metrics.serve_api();
     let manager = Manager::open(&config.data_dir, metrics.clone()).map_err(|e| {
         std::io::Error::new(
             e.kind(),
@@ -116,7 +117,16 @@ pub async fn serve_until(
         .map_err(|e| std::io::Error::new(e.kind(), format!("listen {}: {e}", config.listen)))?;
     let local = listener.local_addr()?;
     let listener = match tls {
-        Some((files, server_config)) => Err(tls::TlsListener::new(listener, files, server_config)?),
+        Some((files, server_config)) => Err(tls::TlsListener::new(
+            listener,
+            files,
+            server_config,
+            tls::HandshakeLimits {
+                max: config.limits.tls_handshakes,
+                timeout: config.limits.header_timeout,
+            },
+            metrics.clone(),
+        )?),
         None => Ok(listener),
     };
     let scheme = if listener.is_ok() { "http" } else { "https" };
@@ -131,7 +141,8 @@ pub async fn serve_until(
             config.idempotency_ttl,
             registry.clone(),
         )
-        .with_limits(config.limits.ingest_records, config.limits.record_bytes),
+        .with_limits(config.limits.ingest_records, config.limits.record_bytes)
+        .with_ca_file(config.ingest_redis_ca_file.clone()),
         ready: ready::Ready::new(config.ready_timeout, config.ready_cache),
         registry,
         metrics,

@@ -1,8 +1,9 @@
 //! The server's input limits (`limits:` in the server config): request body size (413), records
 //! per ingest request and size of one record (413, in [`crate::ingest`]), requests per token per
 //! second (429 with `Retry-After`, on weir-resilience's [`RateLimiter`]), and the timeouts that
-//! drop slow clients (slowloris): the request head must arrive within `header_timeout`, the body
-//! within `body_timeout`.
+//! drop slow clients (slowloris): the request head (and, with HTTPS, the TLS handshake) must
+//! arrive within `header_timeout`, the body within `body_timeout`; with HTTPS at most
+//! `tls_handshakes` handshakes are in progress at once ([`crate::tls`]).
 //!
 //! The connections are served here ([`serve`]) rather than by `axum::serve`, which has no
 //! header read timeout: hyper's HTTP/1 connection with its timer and `header_read_timeout`.
@@ -37,6 +38,9 @@ pub struct LimitsConfig {
     pub header_timeout: Duration,
     /// `limits.body_timeout`: the whole body must arrive within this.
     pub body_timeout: Duration,
+    /// `limits.tls_handshakes`: most TLS handshakes in progress at once (HTTPS only); beyond
+    /// it new connections wait to be accepted.
+    pub tls_handshakes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -48,6 +52,7 @@ impl Default for LimitsConfig {
             burst: 2000,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
+            tls_handshakes: 256,
         }
     }
 }
@@ -95,7 +100,8 @@ impl RequestLimiter {
 
 /// The rate check of every route that needs a token (a route layer inside the role check, so
 /// it knows the token): over its budget a token gets 429 with `Retry-After` (whole seconds,
-/// rounded up). Requests without a token (authentication disabled) share one budget.
+/// rounded up), counted in `weir_rate_limited_total{policy="api"}`. Requests without a token
+/// (authentication disabled) share one budget.
 pub async fn rate_limit(
     State(app): State<Arc<App>>,
     matched: Option<MatchedPath>,
@@ -119,6 +125,7 @@ pub async fn rate_limit(
         None => ("-", "requests without a token".to_string()),
     };
     if let Err(wait) = app.request_limiter.check(key) {
+        app.metrics.api_rate_limited();
         let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         let seconds = seconds.max(1);
         let message = format!(

@@ -249,7 +249,7 @@ pub fn table() -> Vec<Route> {
             Method::GET,
             "/v1/events",
             Role::Viewer,
-            "Server-Sent Events: a snapshot of every pipeline's status and counters about once a second",
+            "Server-Sent Events, about once a second: every pipeline's status and counters in the first event, then only the pipelines that changed (and those gone)",
             crate::events::route,
         ),
     ]

@@ -2,11 +2,16 @@
 //! TLS only (rustls, ring provider; HTTP/1.1).
 //!
 //! A [`TlsListener`] is an [`axum::serve::Listener`]: a task accepts TCP connections and runs
-//! each handshake in a task of its own (so a slow client cannot hold up the others; a handshake
-//! has [`HANDSHAKE_TIMEOUT`]); finished handshakes are handed to axum. A plain-HTTP client
-//! fails the handshake and is disconnected. On SIGHUP the certificate and key are read again:
-//! new connections use the new certificate; a file that cannot be used keeps the old one and
-//! logs an error naming the file.
+//! each handshake in a task of its own (so a slow client cannot hold up the others); finished
+//! handshakes are handed to the accept loop. A handshake must finish within
+//! `limits.header_timeout`, and at most `limits.tls_handshakes` are in progress at once: with
+//! all in use the next connection waits for a free slot and no other is accepted (they wait
+//! in the kernel's backlog) until a handshake ends, so clients that connect and never send a
+//! ClientHello cost a bounded number of tasks and buffers. Outcomes are counted in
+//! `weir_tls_handshakes_total{outcome}`, the waits in `weir_tls_handshakes_waited_total`. A
+//! plain-HTTP client fails the handshake and is disconnected. On SIGHUP the certificate and
+//! key are read again: new connections use the new certificate; a file that cannot be used
+//! keeps the old one and logs an error naming the file.
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -16,9 +21,16 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
+use weir_telemetry::Handshake;
 
-/// How long a client may take to complete the TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The bounds of the handshakes in progress (`limits.tls_handshakes`, `limits.header_timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandshakeLimits {
+    /// Most handshakes in progress at once.
+    pub max: usize,
+    /// How long a client may take to complete its handshake.
+    pub timeout: Duration,
+}
 
 /// The certificate and key files (`tls.cert_file`, `tls.key_file`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,12 +121,14 @@ impl std::fmt::Debug for TlsListener {
 }
 
 impl TlsListener {
-    /// Serves TLS on `listener` with `config` (from [`load`] of `files`), and reloads `files`
-    /// on SIGHUP.
+    /// Serves TLS on `listener` with `config` (from [`load`] of `files`) within `limits`,
+    /// counting handshakes in `metrics`, and reloads `files` on SIGHUP.
     pub fn new(
         listener: TcpListener,
         files: TlsFiles,
         config: Arc<rustls::ServerConfig>,
+        limits: HandshakeLimits,
+        metrics: weir_telemetry::Metrics,
     ) -> std::io::Result<TlsListener> {
         let local = listener.local_addr()?;
         let current = Arc::new(RwLock::new(config));
@@ -122,9 +136,13 @@ impl TlsListener {
         // (which would end the process).
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let (sender, connections) = tokio::sync::mpsc::channel(64);
+        let slots = Arc::new(tokio::sync::Semaphore::new(limits.max.max(1)));
+        metrics.serve_tls();
         let accept = {
             let current = current.clone();
             tokio::spawn(async move {
+                // Whether the last connection found every slot in use (logged once per spell).
+                let mut saturated = false;
                 loop {
                     let (tcp, peer) = match listener.accept().await {
                         Ok(accepted) => accepted,
@@ -135,6 +153,29 @@ impl TlsListener {
                             continue;
                         }
                     };
+                    // A slot for its handshake; with none free this connection waits and
+                    // nothing more is accepted (one waiting connection at most).
+                    let slot = match slots.clone().try_acquire_owned() {
+                        Ok(slot) => {
+                            saturated = false;
+                            slot
+                        }
+                        Err(_) => {
+                            metrics.tls_handshake_waited();
+                            if !saturated {
+                                saturated = true;
+                                tracing::warn!(
+                                    "{} TLS handshakes in progress (limits.tls_handshakes): new connections wait until one ends",
+                                    limits.max
+                                );
+                            }
+                            match slots.clone().acquire_owned().await {
+                                Ok(slot) => slot,
+                                // The semaphore is never closed.
+                                Err(_) => return,
+                            }
+                        }
+                    };
                     let _ = tcp.set_nodelay(true);
                     let config = match current.read() {
                         Ok(c) => c.clone(),
@@ -142,19 +183,28 @@ impl TlsListener {
                     };
                     let acceptor = tokio_rustls::TlsAcceptor::from(config);
                     let sender = sender.clone();
+                    let metrics = metrics.clone();
+                    let timeout = limits.timeout;
                     tokio::spawn(async move {
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
                             Ok(Ok(stream)) => {
+                                metrics.tls_handshake(Handshake::Ok);
+                                // The slot is held until the connection is handed over.
                                 let _ = sender.send((stream, peer)).await;
                             }
                             Ok(Err(e)) => {
+                                metrics.tls_handshake(Handshake::Failed);
                                 tracing::debug!(%peer, "TLS handshake with {peer} failed: {e}")
                             }
-                            Err(_) => tracing::debug!(
-                                %peer,
-                                "TLS handshake with {peer} not done within {HANDSHAKE_TIMEOUT:?}"
-                            ),
+                            Err(_) => {
+                                metrics.tls_handshake(Handshake::TimedOut);
+                                tracing::debug!(
+                                    %peer,
+                                    "TLS handshake with {peer} not done within limits.header_timeout ({timeout:?})"
+                                )
+                            }
                         }
+                        drop(slot);
                     });
                 }
             })

@@ -45,20 +45,42 @@ pub trait Agent: Send + Sync + 'static {
 
 /// `kind: http`: POSTs the task's data as JSON to `url`; a 2xx response's body (JSON) is the
 /// result. The task id and action go in the headers `x-weir-task-id` and `x-weir-action`.
+/// A TLS failure (the service's certificate not trusted) fails the attempt with an error that
+/// says so and names the agent.
 #[derive(Debug, Clone)]
 pub struct HttpAgent {
+    name: String,
     url: String,
     client: reqwest::Client,
     max_response: usize,
 }
 
 impl HttpAgent {
-    /// An agent posting to `url`, reading responses up to `max_response` bytes.
-    pub fn new(url: impl Into<String>, max_response: usize) -> Self {
+    /// The agent `name` posting to `url` with `client` (build it from
+    /// `weir_connectors::tls::client_builder`, which trusts the agent's `ca_file`), reading
+    /// responses up to `max_response` bytes.
+    pub fn new(
+        name: impl Into<String>,
+        url: impl Into<String>,
+        max_response: usize,
+        client: reqwest::Client,
+    ) -> Self {
         HttpAgent {
+            name: name.into(),
             url: url.into(),
-            client: crate::http_client(),
+            client,
             max_response,
+        }
+    }
+
+    /// A failed request as the attempt's error: a TLS failure says so.
+    fn unavailable(&self, e: reqwest::Error) -> AgentError {
+        match weir_connectors::tls::tls_failure(&e) {
+            Some(reason) => AgentError::Unavailable(format!(
+                "TLS with agent `{}` at {} failed: {reason} (check the agent's `http.ca_file` and its certificate)",
+                self.name, self.url
+            )),
+            None => AgentError::Unavailable(format!("POST {}: {e}", self.url)),
         }
     }
 }
@@ -77,14 +99,10 @@ impl Agent for HttpAgent {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| AgentError::Unavailable(format!("POST {}: {e}", self.url)))?;
+                .map_err(|e| self.unavailable(e))?;
             let status = response.status();
             let mut bytes = Vec::new();
-            while let Some(chunk) = response
-                .chunk()
-                .await
-                .map_err(|e| AgentError::Unavailable(format!("POST {}: {e}", self.url)))?
-            {
+            while let Some(chunk) = response.chunk().await.map_err(|e| self.unavailable(e))? {
                 if bytes.len() + chunk.len() > self.max_response {
                     return Err(AgentError::BadOutput(format!(
                         "POST {}: response larger than {} bytes",

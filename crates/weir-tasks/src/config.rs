@@ -343,7 +343,7 @@ pub enum AgentKind {
     Pipeline,
 }
 
-/// `http: { url, max_response }`.
+/// `http: { url, max_response, ca_file }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
@@ -352,6 +352,10 @@ pub struct HttpConfig {
     /// Largest response body accepted. Default 1 MiB.
     #[serde(default = "default_max_output")]
     pub max_response: usize,
+    /// For an `https://` URL: a PEM file of the CA certificates to trust instead of the
+    /// system's roots (relative to the agents file). Refused with an `http://` URL.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `command: { program, args, env, cwd, max_stdout, max_stderr }`.
@@ -558,6 +562,15 @@ impl AgentsConfig {
                             format!("expected an http:// or https:// URL, found {:?}", http.url),
                         ));
                     }
+                    if http.ca_file.is_some() && !http.url.starts_with("https://") {
+                        return Err(err(
+                            "http.ca_file",
+                            format!(
+                                "a CA file applies to https:// URLs only, and the URL is {:?}",
+                                http.url
+                            ),
+                        ));
+                    }
                 }
                 AgentKind::Pipeline => {
                     let Some(pipeline) = &a.pipeline else {
@@ -671,8 +684,34 @@ impl AgentsConfig {
             .map(Path::to_path_buf);
         let mut specs = Vec::with_capacity(self.agents.len());
         for (i, a) in self.agents.iter().enumerate() {
+            // `ca_file` relative to the agents file; the one client of the agent, also its
+            // health check's.
+            let client = match &a.http {
+                Some(h) => {
+                    let ca_file = h.ca_file.as_ref().map(|f| match &dir {
+                        Some(d) if f.is_relative() => d.join(f),
+                        _ => f.clone(),
+                    });
+                    let err = |message: String| AgentsConfigError {
+                        file: file.clone(),
+                        line: 0,
+                        key: format!("agents[{i}].http.ca_file"),
+                        message,
+                    };
+                    weir_connectors::tls::client_builder(ca_file.as_deref())
+                        .map_err(|e| err(e.to_string()))?
+                        .build()
+                        .map_err(|e| err(format!("cannot build an HTTP client: {e}")))?
+                }
+                None => crate::http_client(),
+            };
             let agent: Arc<dyn Agent> = match (a.kind, &a.http, &a.command) {
-                (AgentKind::Http, Some(h), _) => Arc::new(HttpAgent::new(&h.url, h.max_response)),
+                (AgentKind::Http, Some(h), _) => Arc::new(HttpAgent::new(
+                    &a.name,
+                    &h.url,
+                    h.max_response,
+                    client.clone(),
+                )),
                 (AgentKind::Command, _, Some(c)) => Arc::new(CommandAgent {
                     program: c.program.clone(),
                     args: c.args.clone(),
@@ -702,7 +741,7 @@ impl AgentsConfig {
             };
             let health = a.health.as_ref().map(|h| {
                 let probe = match (&h.url, &h.command) {
-                    (Some(url), _) => HealthProbe::Http(url.clone(), crate::http_client()),
+                    (Some(url), _) => HealthProbe::Http(url.clone(), client.clone()),
                     (_, command) => HealthProbe::Command(command.clone().unwrap_or_default()),
                 };
                 (probe, h.clone())

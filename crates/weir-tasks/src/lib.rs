@@ -93,11 +93,12 @@ mod redis_store;
 mod service;
 mod store;
 
-/// An HTTP client, with rustls's ring provider installed first: when the tree builds reqwest
-/// with `rustls-no-provider` (weir-connectors does), a client built without one panics.
+/// An HTTP client trusting the system's roots (`weir_connectors::http_client`, which installs
+/// rustls's provider first).
 pub(crate) fn http_client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
+    weir_connectors::http_client()
+        .build()
+        .expect("an HTTP client with the default settings builds")
 }
 
 pub use agent::{Agent, CommandAgent, HttpAgent, TaskInput};

@@ -332,7 +332,7 @@ impl RedisStore {
         let fail = |e: weir_connectors::ConnectorError| store_error(&shown, "connect", e);
         let client =
             weir_connectors::redis_client(&url, config.ca_file.as_deref()).map_err(fail)?;
-        let conn = weir_connectors::redis_connect(
+        let conn = weir_connectors::connect_redis(
             &url,
             config.ca_file.as_deref(),
             Duration::from_secs(10),

@@ -29,7 +29,7 @@ pub mod logs;
 mod metrics;
 mod server;
 
-pub use metrics::{CONTENT_TYPE, DEAD_LETTER_SINK, Metrics, TaskCounts, Totals};
+pub use metrics::{CONTENT_TYPE, DEAD_LETTER_SINK, Handshake, Metrics, TaskCounts, Totals};
 pub use server::MetricsServer;
 
 /// What can go wrong setting up telemetry.

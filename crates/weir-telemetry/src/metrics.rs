@@ -17,6 +17,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use weir_core::{CheckpointMetrics, InstanceMetrics, JobMetrics, PolicyMetrics};
 
@@ -185,6 +186,7 @@ struct Inner {
     registry: Registry,
     jobs: Jobs,
     tasks: TaskSource,
+    server_counters: Arc<ServerCounters>,
     http_requests: Family<Labels, Counter>,
     http_duration: Family<Labels, Histogram, fn() -> Histogram>,
 }
@@ -224,7 +226,12 @@ impl Metrics {
             "Time to answer an HTTP request, by route",
             http_duration.clone(),
         );
-        registry.register_collector(Box::new(JobsCollector { jobs: jobs.clone() }));
+
+        let server_counters = Arc::<ServerCounters>::default();
+        registry.register_collector(Box::new(JobsCollector {
+            jobs: jobs.clone(),
+            server_counters: server_counters.clone(),
+        }));
         let tasks: TaskSource = Arc::default();
         registry.register_collector(Box::new(TasksCollector {
             source: tasks.clone(),
@@ -234,6 +241,7 @@ impl Metrics {
                 registry,
                 jobs,
                 tasks,
+                server_counters,
                 http_requests,
                 http_duration,
             }),
@@ -311,6 +319,56 @@ impl Metrics {
             .http_duration
             .get_or_create(&vec![("route", route.to_string())])
             .observe(seconds);
+    }
+
+    /// Exposes the server's TLS handshake counters (from 0): the server calls this when it
+    /// serves HTTPS.
+    pub fn serve_tls(&self) {
+        self.inner
+            .server_counters
+            .tls
+            .store(true, Ordering::Relaxed);
+    }
+
+    /// Counts one finished TLS handshake of the server, in `weir_tls_handshakes_total{outcome}`.
+    pub fn tls_handshake(&self, outcome: Handshake) {
+        let counter = match outcome {
+            Handshake::Ok => &self.inner.server_counters.handshakes_ok,
+            Handshake::Failed => &self.inner.server_counters.handshakes_failed,
+            Handshake::TimedOut => &self.inner.server_counters.handshakes_timed_out,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one connection that waited for a free handshake slot (`limits.tls_handshakes`),
+    /// in `weir_tls_handshakes_waited_total`.
+    pub fn tls_handshake_waited(&self) {
+        self.inner
+            .server_counters
+            .handshakes_waited
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Exposes `weir_rate_limited_total{policy="api"}` (from 0): the server calls this when it
+    /// starts, so that the series exists before the first 429.
+    pub fn serve_api(&self) {
+        self.inner
+            .server_counters
+            .served
+            .store(true, Ordering::Relaxed);
+    }
+
+    /// Counts one request the server's per-token limiter refused (a 429), in
+    /// `weir_rate_limited_total{policy="api"}`; no token name goes in a label.
+    pub fn api_rate_limited(&self) {
+        self.inner
+            .server_counters
+            .served
+            .store(true, Ordering::Relaxed);
+        self.inner
+            .server_counters
+            .rate_limited
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Everything, in the OpenMetrics text format ([`CONTENT_TYPE`]).
@@ -426,9 +484,37 @@ enum Value {
     Ratio(f64),
 }
 
+/// How a TLS handshake of the server ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handshake {
+    /// Done: the connection is served.
+    Ok,
+    /// Refused or broken (a plain-HTTP client, a client that does not trust the certificate).
+    Failed,
+    /// Not done within the server's time limit.
+    TimedOut,
+}
+
+/// The server's own counters: the API's refusals, exposed with the policies'
+/// (`policy="api"`), and its TLS handshakes. Exposed only in a process that serves them.
+#[derive(Default)]
+struct ServerCounters {
+    /// The process serves the API (the series is exposed, from 0).
+    served: AtomicBool,
+    /// Requests refused with 429 by the per-token limiter.
+    rate_limited: AtomicU64,
+    /// The server speaks TLS (the handshake series are exposed, from 0).
+    tls: AtomicBool,
+    handshakes_ok: AtomicU64,
+    handshakes_failed: AtomicU64,
+    handshakes_timed_out: AtomicU64,
+    handshakes_waited: AtomicU64,
+}
+
 /// Reads every registered job when scraped.
 struct JobsCollector {
     jobs: Jobs,
+    server_counters: Arc<ServerCounters>,
 }
 
 impl fmt::Debug for JobsCollector {
@@ -752,13 +838,54 @@ impl Collector for JobsCollector {
             Gauge,
             per_policy(&views, |m| m.breaker_state.map(|s| Value::Level(s.into()))),
         )?;
+        let mut rate_limited = per_policy(&views, |m| m.rate_limited.map(Value::Count));
+        if self.server_counters.served.load(Ordering::Relaxed) {
+            rate_limited.push((
+                vec![("policy", "api".to_string())],
+                Value::Count(self.server_counters.rate_limited.load(Ordering::Relaxed)),
+            ));
+        }
         family(
             e,
             "weir_rate_limited",
-            "Attempts that waited for the policy's rate limiter",
+            "Attempts that waited for the policy's rate limiter; policy=\"api\": requests the server refused with 429 (limits.requests_per_second)",
             Counter,
-            per_policy(&views, |m| m.rate_limited.map(Value::Count)),
+            rate_limited,
         )?;
+        let server = &self.server_counters;
+        if server.tls.load(Ordering::Relaxed) {
+            let outcomes = [
+                ("ok", &server.handshakes_ok),
+                ("failed", &server.handshakes_failed),
+                ("timed_out", &server.handshakes_timed_out),
+            ];
+            family(
+                e,
+                "weir_tls_handshakes",
+                "TLS handshakes of the server, by outcome (ok, failed, timed_out)",
+                Counter,
+                outcomes
+                    .iter()
+                    .map(|(outcome, n)| {
+                        (
+                            vec![("outcome", outcome.to_string())],
+                            Value::Count(n.load(Ordering::Relaxed)),
+                        )
+                    })
+                    .collect(),
+            )?;
+            // No labels: a sample of its own, not a family's (which would write `{}`).
+            e.encode_descriptor(
+                "weir_tls_handshakes_waited",
+                "Connections that waited for a handshake slot (limits.tls_handshakes in progress)",
+                None,
+                Counter,
+            )?
+            .encode_counter::<NoLabelSet, _, u64>(
+                &server.handshakes_waited.load(Ordering::Relaxed),
+                None,
+            )?;
+        }
         family(
             e,
             "weir_cache_hits",
@@ -843,5 +970,50 @@ impl Collector for TasksCollector {
                 None,
             )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_servers_own_counters_appear_only_where_a_server_serves_them() {
+        let metrics = Metrics::new();
+        let text = metrics.render();
+        assert!(!text.contains("weir_rate_limited"), "{text}");
+        assert!(!text.contains("weir_tls_handshakes"), "{text}");
+
+        metrics.serve_api();
+        assert!(
+            metrics
+                .render()
+                .contains("weir_rate_limited_total{policy=\"api\"} 0\n"),
+            "{}",
+            metrics.render()
+        );
+        metrics.api_rate_limited();
+        metrics.api_rate_limited();
+        let text = metrics.render();
+        assert!(
+            text.contains("weir_rate_limited_total{policy=\"api\"} 2\n"),
+            "{text}"
+        );
+        assert!(!text.contains("weir_tls_handshakes"), "{text}");
+
+        metrics.serve_tls();
+        metrics.tls_handshake(Handshake::Ok);
+        metrics.tls_handshake(Handshake::TimedOut);
+        metrics.tls_handshake(Handshake::TimedOut);
+        metrics.tls_handshake_waited();
+        let text = metrics.render();
+        for line in [
+            "weir_tls_handshakes_total{outcome=\"ok\"} 1\n",
+            "weir_tls_handshakes_total{outcome=\"failed\"} 0\n",
+            "weir_tls_handshakes_total{outcome=\"timed_out\"} 2\n",
+            "weir_tls_handshakes_waited_total 1\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

@@ -91,8 +91,9 @@ pub(crate) fn connect_error(url: &str, source: redis::RedisError) -> ConnectorEr
     }
 }
 
-/// A self-reconnecting connection whose commands time out after `response_timeout` (the
-/// connectors' and the Redis task store's).
+/// A self-reconnecting connection (of [`client`]) whose commands time out after
+/// `response_timeout`; a TLS failure is a [`ConnectorError::Tls`]. Used by the connectors and
+/// the Redis task store.
 pub async fn connect(
     url: &str,
     ca_file: Option<&Path>,

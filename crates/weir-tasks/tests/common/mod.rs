@@ -1,13 +1,14 @@
 //! A small HTTP/1.1 test server on 127.0.0.1 that echoes POST bodies, counts requests in
-//! flight (and their maximum), and can be told to fail or to fail its health check.
+//! flight (and their maximum), and can be told to fail or to fail its health check; plain or
+//! HTTPS (a certificate and key in PEM files, made by the test).
 
 #![allow(dead_code)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 #[derive(Default)]
 pub struct Counters {
@@ -47,9 +48,51 @@ impl TestServer {
         });
         TestServer { url, counters }
     }
+
+    /// An HTTPS server with the certificate chain of `cert` and the key of `key` (PEM); its
+    /// URL is `https://localhost:PORT`.
+    pub async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> TestServer {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_file_iter(cert)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "https://localhost:{}",
+            listener.local_addr().unwrap().port()
+        );
+        let counters = Arc::new(Counters::default());
+        let c = counters.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, c) = (acceptor.clone(), c.clone());
+                tokio::spawn(async move {
+                    // A client that does not trust the certificate ends the handshake.
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        serve(stream, c).await;
+                    }
+                });
+            }
+        });
+        TestServer { url, counters }
+    }
 }
 
-async fn serve(mut stream: TcpStream, c: Arc<Counters>) {
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, c: Arc<Counters>) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
@@ -116,6 +159,7 @@ async fn serve(mut stream: TcpStream, c: Arc<Counters>) {
         );
         if stream.write_all(response.as_bytes()).await.is_err()
             || stream.write_all(&reply).await.is_err()
+            || stream.flush().await.is_err()
         {
             return;
         }
