@@ -750,3 +750,103 @@ impl<T: Send> Pusher<(usize, T)> for Router<T> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::{BufferPolicy, Received, Receiver, channel};
+    use crate::message::set_batch_ingest;
+    use std::collections::VecDeque;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Even numbers to target 0, odd ones to target 1.
+    struct Parity;
+
+    impl Partitioner<u64> for Parity {
+        fn partition(&mut self, record: &u64, _: usize) -> usize {
+            (*record % 2) as usize
+        }
+    }
+
+    fn exchange(policy: BufferPolicy) -> (Exchange<u64, Parity>, Vec<Receiver<u64>>) {
+        let (mut senders, mut receivers) = (Vec::new(), Vec::new());
+        for _ in 0..2 {
+            let (factory, receiver) = channel(1 << 20, policy, Arc::default());
+            senders.push(factory.sender(0));
+            receivers.push(receiver);
+        }
+        (
+            Exchange::new(senders, Parity, ExchangeMode::Partitioned),
+            receivers,
+        )
+    }
+
+    /// What a receiver holds now, as text: `[records]@ingest`, `W(t)`, `B(id)`, `I`, `E`.
+    fn received(receiver: &Receiver<u64>) -> Vec<String> {
+        let mut queue = VecDeque::new();
+        if let Received::Timeout = receiver.recv_all(&mut queue, Duration::ZERO) {
+            return Vec::new();
+        }
+        queue
+            .into_iter()
+            .map(|(_, m)| match m {
+                Message::Data(batch, ingest) => format!("{batch:?}@{ingest}"),
+                Message::Watermark(w) => format!("W({w})"),
+                Message::Barrier(b) => format!("B({})", b.checkpoint),
+                Message::Idle => "I".into(),
+                Message::End(_) => "E".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_key_exchange_gathers_in_order_and_sends_at_a_flush() {
+        let (mut ex, rx) = exchange(BufferPolicy::Block);
+        set_batch_ingest(100);
+        ex.push(&mut vec![1, 2, 3]).unwrap();
+        ex.watermark(10).unwrap();
+        ex.watermark(11).unwrap();
+        set_batch_ingest(70);
+        ex.push(&mut vec![4, 5]).unwrap();
+        set_batch_ingest(50);
+        ex.push(&mut vec![6]).unwrap();
+        // Nothing is sent until there is enough, or a reason to send.
+        assert!(received(&rx[0]).is_empty());
+        assert!(received(&rx[1]).is_empty());
+        ex.flush().unwrap();
+        // Records after a watermark stay after it (lateness unchanged); consecutive
+        // watermarks collapse; consecutive batches share a message with the oldest ingest.
+        assert_eq!(received(&rx[0]), ["[2]@100", "W(11)", "[4, 6]@50"]);
+        assert_eq!(received(&rx[1]), ["[1, 3]@100", "W(11)", "[5]@70"]);
+    }
+
+    #[test]
+    fn a_key_exchange_sends_full_gathers_and_barriers_at_once() {
+        let (mut ex, rx) = exchange(BufferPolicy::Block);
+        set_batch_ingest(1);
+        let mut evens: Vec<u64> = (0..GATHER_RECORDS as u64).map(|i| i * 2).collect();
+        ex.push(&mut evens).unwrap();
+        let got = received(&rx[0]);
+        assert_eq!(got.len(), 1, "a full gather goes out at once");
+        assert!(received(&rx[1]).is_empty());
+        ex.push(&mut vec![7]).unwrap();
+        ex.barrier(Barrier { checkpoint: 3 }).unwrap();
+        assert_eq!(received(&rx[0]), ["B(3)"]);
+        assert_eq!(received(&rx[1]), ["[7]@1", "B(3)"]);
+        ex.push(&mut vec![9]).unwrap();
+        ex.end(Ending::Drained).unwrap();
+        assert_eq!(received(&rx[1]), ["[9]@1", "E"]);
+        assert_eq!(received(&rx[0]), ["E"]);
+    }
+
+    #[test]
+    fn an_exchange_into_dropping_channels_sends_every_batch_at_once() {
+        let (mut ex, rx) = exchange(BufferPolicy::DropNewest);
+        set_batch_ingest(5);
+        ex.push(&mut vec![1, 2]).unwrap();
+        ex.watermark(4).unwrap();
+        assert_eq!(received(&rx[0]), ["[2]@5", "W(4)"]);
+        assert_eq!(received(&rx[1]), ["[1]@5", "W(4)"]);
+    }
+}
