@@ -461,7 +461,8 @@ pub(crate) trait Partitioner<T>: Send + 'static {
 /// waiting, and at once at a barrier, a tick, a flush (the input went quiet) or the end. The
 /// order of data and control messages is kept exactly (a record that arrived after a
 /// watermark still arrives after it, so lateness does not change); only consecutive
-/// watermarks with nothing between them collapse into the last one.
+/// watermarks with nothing between them collapse into the last one. Control messages with no
+/// records held before them go at once.
 pub(crate) struct Exchange<T, P> {
     pub(crate) targets: Vec<Sender<T>>,
     pub(crate) buffers: Vec<Vec<T>>,
@@ -488,8 +489,8 @@ struct Gathered<T> {
 /// Records a gathering exchange holds per target before it sends them.
 pub(crate) const GATHER_RECORDS: usize = 4096;
 
-/// Control messages a gathering exchange holds per target before it sends them (watermarks
-/// to a target that gets no data do not wait for records).
+/// Control messages a gathering exchange holds per target (between records) before it sends
+/// them.
 const GATHER_MESSAGES: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -557,7 +558,9 @@ impl<T, P> Exchange<T, P> {
                 (Some(Message::Watermark(last)), Message::Watermark(w)) => *last = w,
                 (_, m) => g.queued.push(m),
             }
-            if now || g.queued.len() >= GATHER_MESSAGES {
+            // Control messages with no records to wait for go at once: gathering them would
+            // only delay event time (a task whose input brings just watermarks does not flush).
+            if now || g.queued_records == 0 || g.queued.len() >= GATHER_MESSAGES {
                 self.send_gathered(t)?;
             }
         }
@@ -824,6 +827,10 @@ mod tests {
     #[test]
     fn a_key_exchange_sends_full_gathers_and_barriers_at_once() {
         let (mut ex, rx) = exchange(BufferPolicy::Block);
+        // A watermark with no records held for the target does not wait.
+        ex.watermark(5).unwrap();
+        assert_eq!(received(&rx[0]), ["W(5)"]);
+        assert_eq!(received(&rx[1]), ["W(5)"]);
         set_batch_ingest(1);
         let mut evens: Vec<u64> = (0..GATHER_RECORDS as u64).map(|i| i * 2).collect();
         ex.push(&mut evens).unwrap();
