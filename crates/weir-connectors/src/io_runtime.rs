@@ -23,3 +23,14 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 pub fn block_on<F: Future>(future: F) -> F::Output {
     runtime().block_on(future)
 }
+
+/// Starts a future on the shared I/O runtime's worker threads and returns at once: for I/O
+/// that overlaps with the task thread's own work (a prefetched read, an insert on commit).
+/// Wait for its result with [`block_on`] on the handle.
+pub(crate) fn spawn<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    runtime().spawn(future)
+}

@@ -454,6 +454,15 @@ pub(crate) trait Partitioner<T>: Send + 'static {
 }
 
 /// Sends batches into the channels of all instances of a downstream operator.
+///
+/// A key exchange into blocking channels gathers what it sends each target: the records of
+/// consecutive batches in one message, and the messages (data, watermarks, idleness) in order
+/// in one list, sent under one lock with one wake-up once [`GATHER_RECORDS`] records are
+/// waiting, and at once at a barrier, a tick, a flush (the input went quiet) or the end. The
+/// order of data and control messages is kept exactly (a record that arrived after a
+/// watermark still arrives after it, so lateness does not change); only consecutive
+/// watermarks with nothing between them collapse into the last one. Control messages with no
+/// records held before them go at once.
 pub(crate) struct Exchange<T, P> {
     pub(crate) targets: Vec<Sender<T>>,
     pub(crate) buffers: Vec<Vec<T>>,
@@ -461,7 +470,28 @@ pub(crate) struct Exchange<T, P> {
     /// Upstream instance index, for forward edges between equal parallelism.
     pub(crate) mode: ExchangeMode,
     pub(crate) next_target: usize,
+    /// Per target, when gathering: the messages not sent yet (the records of `buffers[t]`
+    /// come after them), and the ingest time of the oldest record in `buffers[t]`.
+    gathered: Option<Vec<Gathered<T>>>,
 }
+
+/// What a gathering exchange holds for one target.
+struct Gathered<T> {
+    queued: Vec<Message<T>>,
+    /// Records in `queued`.
+    queued_records: usize,
+    /// The ingest time of the buffer's oldest record (`BEFORE_TIME`: unknown).
+    ingest: Timestamp,
+    /// The buffer's length before the batch being partitioned (did it get records?).
+    ingest_len: usize,
+}
+
+/// Records a gathering exchange holds per target before it sends them.
+pub(crate) const GATHER_RECORDS: usize = 4096;
+
+/// Control messages a gathering exchange holds per target (between records) before it sends
+/// them.
+const GATHER_MESSAGES: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ExchangeMode {
@@ -473,10 +503,30 @@ pub(crate) enum ExchangeMode {
     Partitioned,
 }
 
+/// The older of two ingest times, where `BEFORE_TIME` means unknown.
+#[inline]
+fn oldest(a: Timestamp, b: Timestamp) -> Timestamp {
+    match (a, b) {
+        (BEFORE_TIME, x) | (x, BEFORE_TIME) => x,
+        (a, b) => a.min(b),
+    }
+}
+
 impl<T, P> Exchange<T, P> {
     pub(crate) fn new(targets: Vec<Sender<T>>, partitioner: P, mode: ExchangeMode) -> Self {
         let n = targets.len();
+        let gather = mode == ExchangeMode::Partitioned && targets.iter().all(Sender::blocks);
         Exchange {
+            gathered: gather.then(|| {
+                (0..n)
+                    .map(|_| Gathered {
+                        queued: Vec::new(),
+                        queued_records: 0,
+                        ingest: BEFORE_TIME,
+                        ingest_len: 0,
+                    })
+                    .collect()
+            }),
             targets,
             buffers: (0..n).map(|_| Vec::new()).collect(),
             partitioner,
@@ -491,9 +541,66 @@ impl<T, P> Exchange<T, P> {
             .map_err(|Closed| JobError::Cancelled)
     }
 
-    fn broadcast(&self, msg: impl Fn() -> Message<T>) -> Result<(), JobError> {
+    /// Sends a control message to every target; a gathering exchange queues it behind what
+    /// it holds (and sends everything now if `now`).
+    fn broadcast(&mut self, msg: impl Fn() -> Message<T>, now: bool) -> Result<(), JobError> {
+        if self.gathered.is_none() {
+            for t in 0..self.targets.len() {
+                self.send(t, msg())?;
+            }
+            return Ok(());
+        }
         for t in 0..self.targets.len() {
-            self.send(t, msg())?;
+            self.seal(t);
+            let g = &mut self.gathered.as_mut().expect("gathering")[t];
+            match (g.queued.last_mut(), msg()) {
+                // Nothing between two watermarks: only the later one matters.
+                (Some(Message::Watermark(last)), Message::Watermark(w)) => *last = w,
+                (_, m) => g.queued.push(m),
+            }
+            // Control messages with no records to wait for go at once: gathering them would
+            // only delay event time (a task whose input brings just watermarks does not flush).
+            if now || g.queued_records == 0 || g.queued.len() >= GATHER_MESSAGES {
+                self.send_gathered(t)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves a gathering target's buffered records into its queue as one data message.
+    fn seal(&mut self, t: usize) {
+        let Some(gathered) = self.gathered.as_mut() else {
+            return;
+        };
+        let buffer = &mut self.buffers[t];
+        if buffer.is_empty() {
+            return;
+        }
+        let g = &mut gathered[t];
+        let data = std::mem::replace(buffer, Vec::with_capacity(GATHER_RECORDS));
+        g.queued_records += data.len();
+        g.queued.push(Message::Data(
+            data,
+            std::mem::replace(&mut g.ingest, BEFORE_TIME),
+        ));
+    }
+
+    /// Sends everything a gathering target holds, in one go.
+    fn send_gathered(&mut self, t: usize) -> Result<(), JobError> {
+        self.seal(t);
+        let Some(gathered) = self.gathered.as_mut() else {
+            return Ok(());
+        };
+        let g = &mut gathered[t];
+        g.queued_records = 0;
+        self.targets[t]
+            .send_all(&mut g.queued)
+            .map_err(|Closed| JobError::Cancelled)
+    }
+
+    fn send_all_gathered(&mut self) -> Result<(), JobError> {
+        for t in 0..self.targets.len() {
+            self.send_gathered(t)?;
         }
         Ok(())
     }
@@ -514,9 +621,28 @@ impl<T: Send, P: Partitioner<T>> Pusher<T> for Exchange<T, P> {
                 self.next_target
             }
             ExchangeMode::Partitioned => {
+                if let Some(gathered) = self.gathered.as_mut() {
+                    for (g, buffer) in gathered.iter_mut().zip(&self.buffers) {
+                        g.ingest_len = buffer.len();
+                    }
+                }
                 for record in batch.drain(..) {
                     let t = self.partitioner.partition(&record, n);
                     self.buffers[t].push(record);
+                }
+                if self.gathered.is_some() {
+                    for t in 0..n {
+                        let buffered = self.buffers[t].len();
+                        let g = &mut self.gathered.as_mut().expect("gathering")[t];
+                        if buffered == g.ingest_len {
+                            continue;
+                        }
+                        g.ingest = oldest(g.ingest, ingest);
+                        if g.queued_records + buffered >= GATHER_RECORDS {
+                            self.send_gathered(t)?;
+                        }
+                    }
+                    return Ok(());
                 }
                 for t in 0..n {
                     if !self.buffers[t].is_empty() {
@@ -534,27 +660,30 @@ impl<T: Send, P: Partitioner<T>> Pusher<T> for Exchange<T, P> {
     }
 
     fn watermark(&mut self, w: Timestamp) -> Result<(), JobError> {
-        self.broadcast(|| Message::Watermark(w))
+        self.broadcast(|| Message::Watermark(w), false)
     }
     fn idle(&mut self) -> Result<(), JobError> {
-        self.broadcast(|| Message::Idle)
+        // The input went quiet: what is held goes out with the idleness.
+        self.broadcast(|| Message::Idle, true)
     }
     fn tick(&mut self) -> Result<(), JobError> {
-        Ok(())
+        // Bounds how long a busy but slow input's records wait for company.
+        self.send_all_gathered()
     }
     fn barrier(&mut self, b: Barrier) -> Result<(), JobError> {
-        self.broadcast(|| Message::Barrier(b))
+        self.broadcast(|| Message::Barrier(b), true)
     }
     fn commit(&mut self, _: CheckpointId) -> Result<(), JobError> {
         // Commit notifications reach every task from the coordinator, not through channels.
         Ok(())
     }
     fn flush(&mut self) -> Result<(), JobError> {
-        // Batches go into the channels at once; the receiving task flushes its own chain.
-        Ok(())
+        // Ungathered batches went into the channels at once; the receiving task flushes its
+        // own chain.
+        self.send_all_gathered()
     }
     fn end(&mut self, ending: Ending) -> Result<(), JobError> {
-        self.broadcast(|| Message::End(ending))
+        self.broadcast(|| Message::End(ending), true)
     }
 }
 
@@ -622,5 +751,109 @@ impl<T: Send> Pusher<(usize, T)> for Router<T> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::{BufferPolicy, Received, Receiver, channel};
+    use crate::message::set_batch_ingest;
+    use std::collections::VecDeque;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Even numbers to target 0, odd ones to target 1.
+    struct Parity;
+
+    impl Partitioner<u64> for Parity {
+        fn partition(&mut self, record: &u64, _: usize) -> usize {
+            (*record % 2) as usize
+        }
+    }
+
+    fn exchange(policy: BufferPolicy) -> (Exchange<u64, Parity>, Vec<Receiver<u64>>) {
+        let (mut senders, mut receivers) = (Vec::new(), Vec::new());
+        for _ in 0..2 {
+            let (factory, receiver) = channel(1 << 20, policy, Arc::default());
+            senders.push(factory.sender(0));
+            receivers.push(receiver);
+        }
+        (
+            Exchange::new(senders, Parity, ExchangeMode::Partitioned),
+            receivers,
+        )
+    }
+
+    /// What a receiver holds now, as text: `[records]@ingest`, `W(t)`, `B(id)`, `I`, `E`.
+    fn received(receiver: &Receiver<u64>) -> Vec<String> {
+        let mut queue = VecDeque::new();
+        if let Received::Timeout = receiver.recv_all(&mut queue, Duration::ZERO) {
+            return Vec::new();
+        }
+        queue
+            .into_iter()
+            .map(|(_, m)| match m {
+                Message::Data(batch, ingest) => format!("{batch:?}@{ingest}"),
+                Message::Watermark(w) => format!("W({w})"),
+                Message::Barrier(b) => format!("B({})", b.checkpoint),
+                Message::Idle => "I".into(),
+                Message::End(_) => "E".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_key_exchange_gathers_in_order_and_sends_at_a_flush() {
+        let (mut ex, rx) = exchange(BufferPolicy::Block);
+        set_batch_ingest(100);
+        ex.push(&mut vec![1, 2, 3]).unwrap();
+        ex.watermark(10).unwrap();
+        ex.watermark(11).unwrap();
+        set_batch_ingest(70);
+        ex.push(&mut vec![4, 5]).unwrap();
+        set_batch_ingest(50);
+        ex.push(&mut vec![6]).unwrap();
+        // Nothing is sent until there is enough, or a reason to send.
+        assert!(received(&rx[0]).is_empty());
+        assert!(received(&rx[1]).is_empty());
+        ex.flush().unwrap();
+        // Records after a watermark stay after it (lateness unchanged); consecutive
+        // watermarks collapse; consecutive batches share a message with the oldest ingest.
+        assert_eq!(received(&rx[0]), ["[2]@100", "W(11)", "[4, 6]@50"]);
+        assert_eq!(received(&rx[1]), ["[1, 3]@100", "W(11)", "[5]@70"]);
+    }
+
+    #[test]
+    fn a_key_exchange_sends_full_gathers_and_barriers_at_once() {
+        let (mut ex, rx) = exchange(BufferPolicy::Block);
+        // A watermark with no records held for the target does not wait.
+        ex.watermark(5).unwrap();
+        assert_eq!(received(&rx[0]), ["W(5)"]);
+        assert_eq!(received(&rx[1]), ["W(5)"]);
+        set_batch_ingest(1);
+        let mut evens: Vec<u64> = (0..GATHER_RECORDS as u64).map(|i| i * 2).collect();
+        ex.push(&mut evens).unwrap();
+        let got = received(&rx[0]);
+        assert_eq!(got.len(), 1, "a full gather goes out at once");
+        assert!(received(&rx[1]).is_empty());
+        ex.push(&mut vec![7]).unwrap();
+        ex.barrier(Barrier { checkpoint: 3 }).unwrap();
+        assert_eq!(received(&rx[0]), ["B(3)"]);
+        assert_eq!(received(&rx[1]), ["[7]@1", "B(3)"]);
+        ex.push(&mut vec![9]).unwrap();
+        ex.end(Ending::Drained).unwrap();
+        assert_eq!(received(&rx[1]), ["[9]@1", "E"]);
+        assert_eq!(received(&rx[0]), ["E"]);
+    }
+
+    #[test]
+    fn an_exchange_into_dropping_channels_sends_every_batch_at_once() {
+        let (mut ex, rx) = exchange(BufferPolicy::DropNewest);
+        set_batch_ingest(5);
+        ex.push(&mut vec![1, 2]).unwrap();
+        ex.watermark(4).unwrap();
+        assert_eq!(received(&rx[0]), ["[2]@5", "W(4)"]);
+        assert_eq!(received(&rx[1]), ["[1]@5", "W(4)"]);
     }
 }

@@ -164,6 +164,48 @@ impl<T> Sender<T> {
         Ok(())
     }
 
+    /// Whether a full channel makes senders wait (the only policy under which several
+    /// messages may be gathered and sent at once: nothing is dropped, so order and content
+    /// are as if sent one by one).
+    pub(crate) fn blocks(&self) -> bool {
+        self.shared.policy == BufferPolicy::Block
+    }
+
+    /// Sends every message of `msgs` in order under one lock and with at most one wake-up
+    /// (emptying `msgs`): what an exchange gathered for this target. Waits, as `send` does
+    /// for one batch, until the records fit (or the channel is empty). Only for blocking
+    /// channels; with a drop policy each message goes through `send`.
+    pub(crate) fn send_all(&self, msgs: &mut Vec<Message<T>>) -> Result<(), Closed> {
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        if !self.blocks() {
+            for msg in msgs.drain(..) {
+                self.send(msg)?;
+            }
+            return Ok(());
+        }
+        let shared = &*self.shared;
+        let records: usize = msgs.iter().map(Message::len).sum();
+        let mut st = shared.lock();
+        while st.records > 0 && st.records + records > shared.capacity && !st.closed {
+            st.senders_waiting += 1;
+            st = shared.not_full.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.senders_waiting -= 1;
+        }
+        if st.closed {
+            return Err(Closed);
+        }
+        st.records += records;
+        let input = self.input;
+        st.queue.extend(msgs.drain(..).map(|m| (input, m)));
+        if st.receiver_waiting {
+            drop(st);
+            shared.not_empty.notify_one();
+        }
+        Ok(())
+    }
+
     /// Applies the buffer policy to an incoming batch; returns what is to be queued.
     #[allow(clippy::type_complexity)]
     fn admit<'a>(

@@ -7,9 +7,12 @@
 //!
 //! - With checkpoints (exactly-once): at a barrier the batches are sealed and stored in the
 //!   checkpoint (pre-commit); when the checkpoint completes they are inserted
-//!   ([`ExactlyOnceInserter`], one atomic block each). On a restart, the batches stored in the
-//!   restored checkpoint are inserted in recovery mode, which skips those the table already
-//!   has. Failed inserts are retried (recovery mode again) with backoff.
+//!   ([`ExactlyOnceInserter`], one atomic block each). The insert runs on the I/O runtime while
+//!   the task goes on reading and writing (one insert in flight at a time); its batches stay
+//!   sealed, and so in every checkpoint taken meanwhile, until it succeeded. On a restart, the
+//!   batches stored in the restored checkpoint are inserted in recovery mode, which skips those
+//!   the table already has. Failed inserts are retried (recovery mode again) with backoff; an
+//!   insert that still fails fails the job at the sink's next call.
 //! - Without checkpoints (at-least-once): a batch is inserted when it is full or every
 //!   `flush_interval`, and at the end of input.
 
@@ -90,6 +93,41 @@ pub struct ClickHouseSink {
     last_flush: Instant,
     /// Rows inserted so far (for tests and metrics).
     inserted: u64,
+    /// The newest checkpoint known to be complete: its batches may be inserted.
+    committed: CheckpointId,
+    /// With checkpoints: the insert running in the background, and how many of the oldest
+    /// sealed batches it covers.
+    inserting: Option<(usize, InsertTask)>,
+}
+
+type InsertTask = tokio::task::JoinHandle<Result<u64, crate::ConnectorError>>;
+
+/// Inserts `batches` in order, retrying failures in recovery mode with backoff; returns the
+/// rows inserted.
+async fn insert_with_retries(
+    inserter: ExactlyOnceInserter,
+    batches: Vec<InsertBatch>,
+    mut mode: CommitMode,
+    retries: u32,
+    table: String,
+) -> Result<u64, crate::ConnectorError> {
+    let mut delay = Duration::from_millis(100);
+    let mut attempt = 0;
+    loop {
+        match inserter.commit(&batches, mode).await {
+            Ok(report) => return Ok(report.inserted_rows as u64),
+            Err(e) if e.is_retryable() && attempt < retries => {
+                attempt += 1;
+                tracing::warn!(table = %table, attempt, error = %e,
+                    "insert failed; retrying in recovery mode");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                // The failed insert may have been applied: look before inserting again.
+                mode = CommitMode::Recovery;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn connector_error(context: &str, e: crate::ConnectorError) -> OperatorError {
@@ -115,6 +153,8 @@ impl ClickHouseSink {
             sealed: Vec::new(),
             last_flush: Instant::now(),
             inserted: 0,
+            committed: 0,
+            inserting: None,
         }
     }
 
@@ -184,22 +224,15 @@ impl ClickHouseSink {
         self.batch.clear();
     }
 
-    /// Inserts the sealed batches of checkpoints up to `upto` (all if `None`), retrying in
-    /// recovery mode.
-    fn insert(
-        &mut self,
-        upto: Option<CheckpointId>,
-        mut mode: CommitMode,
-    ) -> Result<(), OperatorError> {
+    /// The sealed batches of checkpoints up to `upto` (all if `None`): how many, and copies
+    /// to insert.
+    fn ready(&self, upto: Option<CheckpointId>) -> (usize, Vec<InsertBatch>) {
         let ready = self
             .sealed
             .iter()
             .take_while(|b| upto.is_none_or(|c| b.checkpoint <= c))
             .count();
-        if ready == 0 {
-            return Ok(());
-        }
-        let batches: Vec<InsertBatch> = self.sealed[..ready]
+        let batches = self.sealed[..ready]
             .iter()
             .map(|b| {
                 InsertBatch::from_json_rows(
@@ -209,38 +242,84 @@ impl ClickHouseSink {
                 )
             })
             .collect();
-        let inserter = self
-            .inserter
-            .as_ref()
-            .ok_or_else(|| OperatorError::new(ErrorKind::Internal, "sink not opened"))?;
-        let mut delay = Duration::from_millis(100);
-        let mut attempt = 0;
-        loop {
-            match block_on(inserter.commit(&batches, mode)) {
-                Ok(report) => {
-                    self.inserted += report.inserted_rows as u64;
-                    break;
-                }
-                Err(e) if e.is_retryable() && attempt < self.config.retries => {
-                    attempt += 1;
-                    tracing::warn!(table = %self.config.table, attempt, error = %e,
-                        "insert failed; retrying in recovery mode");
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                    // The failed insert may have been applied: look before inserting again.
-                    mode = CommitMode::Recovery;
-                }
-                Err(e) => {
-                    return Err(connector_error(
-                        &format!("inserting into {}", self.config.table),
-                        e,
-                    ));
-                }
-            }
+        (ready, batches)
+    }
+
+    fn inserter(&self) -> Result<ExactlyOnceInserter, OperatorError> {
+        self.inserter
+            .clone()
+            .ok_or_else(|| OperatorError::new(ErrorKind::Internal, "sink not opened"))
+    }
+
+    /// Inserts the sealed batches of checkpoints up to `upto` (all if `None`) and waits,
+    /// retrying in recovery mode.
+    fn insert(
+        &mut self,
+        upto: Option<CheckpointId>,
+        mode: CommitMode,
+    ) -> Result<(), OperatorError> {
+        let (ready, batches) = self.ready(upto);
+        if ready == 0 {
+            return Ok(());
         }
+        let insert = insert_with_retries(
+            self.inserter()?,
+            batches,
+            mode,
+            self.config.retries,
+            self.config.table.clone(),
+        );
+        let rows = block_on(insert)
+            .map_err(|e| connector_error(&format!("inserting into {}", self.config.table), e))?;
+        self.inserted += rows;
         self.sealed.drain(..ready);
         self.last_flush = Instant::now();
         Ok(())
+    }
+
+    /// With checkpoints: takes the result of the background insert if it finished (or, with
+    /// `wait`, once it finishes), then starts the next one if batches of completed
+    /// checkpoints are waiting. With `wait`, returns once all of those are inserted.
+    fn drive_inserts(&mut self, wait: bool) -> Result<(), OperatorError> {
+        loop {
+            if let Some((_, task)) = &self.inserting {
+                if !wait && !task.is_finished() {
+                    return Ok(());
+                }
+                let Some((count, task)) = self.inserting.take() else {
+                    return Ok(());
+                };
+                let rows = block_on(task)
+                    .map_err(|e| {
+                        OperatorError::new(
+                            ErrorKind::Internal,
+                            format!("insert into {} did not finish: {e}", self.config.table),
+                        )
+                    })?
+                    .map_err(|e| {
+                        connector_error(&format!("inserting into {}", self.config.table), e)
+                    })?;
+                self.inserted += rows;
+                // Inserted: no longer part of the next checkpoints.
+                self.sealed.drain(..count);
+                self.last_flush = Instant::now();
+            }
+            let (ready, batches) = self.ready(Some(self.committed));
+            if ready == 0 {
+                return Ok(());
+            }
+            let insert = insert_with_retries(
+                self.inserter()?,
+                batches,
+                CommitMode::Normal,
+                self.config.retries,
+                self.config.table.clone(),
+            );
+            self.inserting = Some((ready, crate::io_runtime::spawn(insert)));
+            if !wait {
+                return Ok(());
+            }
+        }
     }
 }
 
@@ -288,6 +367,9 @@ impl Sink<Record> for ClickHouseSink {
         if !self.checkpointing && !self.sealed.is_empty() {
             self.insert(None, CommitMode::Normal)?;
         }
+        if self.checkpointing {
+            self.drive_inserts(false)?;
+        }
         Ok(())
     }
 
@@ -295,6 +377,9 @@ impl Sink<Record> for ClickHouseSink {
         if !self.checkpointing && self.last_flush.elapsed() >= self.config.flush_interval {
             self.seal();
             self.insert(None, CommitMode::Normal)?;
+        }
+        if self.checkpointing {
+            self.drive_inserts(false)?;
         }
         Ok(())
     }
@@ -307,6 +392,8 @@ impl Sink<Record> for ClickHouseSink {
         if !self.checkpointing {
             return Ok(());
         }
+        // A finished insert's batches need not be stored again.
+        self.drive_inserts(false)?;
         self.epoch = checkpoint;
         self.seal();
         weir_core::state::save_binary(ctx, "batches", &self.sealed)?;
@@ -320,13 +407,14 @@ impl Sink<Record> for ClickHouseSink {
         checkpoint: CheckpointId,
         _: &mut OperatorContext,
     ) -> Result<(), OperatorError> {
-        self.insert(Some(checkpoint), CommitMode::Normal)
+        self.committed = self.committed.max(checkpoint);
+        self.drive_inserts(false)
     }
 
     fn close(&mut self, _: &mut OperatorContext) -> Result<(), OperatorError> {
         if self.checkpointing {
-            // The final checkpoint committed everything.
-            return Ok(());
+            // The final checkpoint committed everything: wait for its inserts.
+            return self.drive_inserts(true);
         }
         self.seal();
         self.insert(None, CommitMode::Normal)

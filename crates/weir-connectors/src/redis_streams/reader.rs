@@ -286,6 +286,27 @@ impl RedisStreamReader {
         self.decode_read_reply(reply)
     }
 
+    /// A read like [`read_batch`](Self::read_batch) that does not borrow the reader: it can
+    /// run on the I/O runtime while the task thread processes the previous batch (a
+    /// prefetch). It uses the reader's blocking connection, so at most one such read (and no
+    /// `read_batch`) may be in flight at a time. Entries it delivers are pending on this
+    /// consumer like those of any read: if they are never processed, a restart from a
+    /// checkpoint reads them again ([`read_own_pending`](Self::read_own_pending)).
+    pub fn read_batch_detached(
+        &self,
+    ) -> impl std::future::Future<Output = Result<StreamBatch, ConnectorError>> + Send + 'static
+    {
+        let mut reader = RedisStreamReader {
+            decoder: EntryDecoder::new(self.config.encoding.clone()),
+            acker: self.acker.clone(),
+            blocking: self.blocking.clone(),
+            claim_cursor: StreamId::ZERO,
+            id_buf: String::new(),
+            config: self.config.clone(),
+        };
+        async move { reader.read_batch().await }
+    }
+
     /// Reads this consumer's pending entries with ids greater than `after` (`XREADGROUP` with
     /// an id instead of `>`): what it received before a crash but never acknowledged. Start
     /// with [`StreamId::ZERO`] and call again with the batch's `last_id()` until a batch is

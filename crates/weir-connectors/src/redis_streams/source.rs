@@ -10,6 +10,11 @@
 //! processed, then reading continues with new entries. Without checkpoints, an entry is
 //! acknowledged once the batch after it is read (at-least-once). Entries left pending by a
 //! consumer that died are claimed (`XAUTOCLAIM`) after `claim_idle`.
+//!
+//! With checkpoints, while new entries keep coming, the next `XREADGROUP` is sent as soon as
+//! a batch arrives and runs on the I/O runtime while the chain processes that batch (one read
+//! in flight at most). Entries it reads that the run never emits stay pending on this consumer
+//! and are read first on restart, like any entry read after the last checkpoint.
 
 use super::{RedisStreamReader, RedisStreamReaderConfig, StreamBatch, StreamId};
 use crate::ConnectorError;
@@ -49,6 +54,9 @@ pub struct RedisStreamSource {
     last_data: Instant,
     last_lag: Instant,
     lost: u64,
+    /// With checkpoints: the next read, started when the previous one returned entries, so
+    /// that Redis answers while the chain processes them.
+    prefetch: Option<tokio::task::JoinHandle<Result<StreamBatch, ConnectorError>>>,
 }
 
 /// How often the source asks Redis for the group's lag.
@@ -70,6 +78,7 @@ impl RedisStreamSource {
             last_data: Instant::now(),
             last_lag: Instant::now() - LAG_EVERY,
             lost: 0,
+            prefetch: None,
         }
     }
 
@@ -214,7 +223,30 @@ impl Source<ReadResult> for RedisStreamSource {
             let done = std::mem::take(&mut self.unacked);
             self.ack(&done)?;
         }
-        let batch = if let Some(after) = self.replay_from {
+        let mut fresh = false;
+        let batch = if let Some(read) = self.prefetch.take() {
+            match block_on(read) {
+                Ok(Ok(batch)) => {
+                    fresh = true;
+                    batch
+                }
+                Ok(Err(e)) if e.is_retryable() => {
+                    // The reply may have been lost with entries left pending here: read this
+                    // consumer's pending entries again (with the reconnect budget).
+                    tracing::warn!(stream = %self.config.reader.stream, error = %e,
+                        "prefetched Redis read failed; reading pending entries again");
+                    self.replay_from = Some(StreamId::ZERO);
+                    StreamBatch::default()
+                }
+                Ok(Err(e)) => return Err(OperatorError::from(e)),
+                Err(e) => {
+                    return Err(OperatorError::new(
+                        ErrorKind::Internal,
+                        format!("prefetched Redis read did not finish: {e}"),
+                    ));
+                }
+            }
+        } else if let Some(after) = self.replay_from {
             let batch = self.retrying("XREADGROUP", |r| block_on(r.read_own_pending(after)))?;
             // A reconnect during the read starts the replay over; otherwise it moves on.
             if self.replay_from == Some(after) {
@@ -225,6 +257,7 @@ impl Source<ReadResult> for RedisStreamSource {
             self.last_claim = Instant::now();
             let claimed = self.retrying("XAUTOCLAIM", |r| block_on(r.claim_idle()))?;
             if claimed.is_empty() {
+                fresh = true;
                 self.retrying("XREADGROUP", |r| block_on(r.read_batch()))?
             } else {
                 tracing::info!(stream = %self.config.reader.stream, claimed = claimed.len(),
@@ -232,8 +265,16 @@ impl Source<ReadResult> for RedisStreamSource {
                 claimed
             }
         } else {
+            fresh = true;
             self.retrying("XREADGROUP", |r| block_on(r.read_batch()))?
         };
+        // New entries keep coming: ask for the next ones now. Only with checkpoints, where
+        // entries read but never emitted (the job stops or dies first) are read again on
+        // restart; without, they would wait for `claim_idle`.
+        if self.checkpointing && fresh && !batch.is_empty() && self.replay_from.is_none() {
+            let read = self.reader()?.read_batch_detached();
+            self.prefetch = Some(crate::io_runtime::spawn(read));
+        }
         // Entries come in id order: the first ones are the oldest. An entry id is the time
         // Redis appended it: the batch's ingest time, for end-to-end latency.
         let oldest = [
@@ -295,6 +336,10 @@ impl Source<ReadResult> for RedisStreamSource {
     }
 
     fn close(&mut self, _: &mut OperatorContext) -> Result<(), OperatorError> {
+        if let Some(read) = self.prefetch.take() {
+            // What it read stays pending on this consumer, for the next run to read first.
+            let _ = block_on(read);
+        }
         if !self.checkpointing {
             let done = std::mem::take(&mut self.unacked);
             self.ack(&done)?;
