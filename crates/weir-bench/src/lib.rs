@@ -25,7 +25,7 @@ pub struct BenchOptions {
     pub events: Option<u64>,
     pub parallelism: usize,
     pub baseline: bool,
-    /// Run the workload as a YAML pipeline through `weir run`'s path (w1, w2).
+    /// Run the workload as a YAML pipeline through `weir run`'s path (w1, w2, w3).
     pub yaml: bool,
     /// W4: events per second.
     pub rate: u64,
@@ -139,9 +139,9 @@ pub fn run(workload: &str, options: &BenchOptions) -> Result<BenchReport, BenchE
         return match workload {
             "w1" => yaml::w1(options),
             "w2" => yaml::w2(options),
-            "w3" | "w4" | "w5" | "w6" => Err(BenchError::Usage(format!(
-                "--yaml runs w1 and w2 (w3 needs a YAML step that splits a line into words, \
-                 not there yet; {workload} has no YAML form)"
+            "w3" => yaml::w3(options),
+            "w4" | "w5" | "w6" => Err(BenchError::Usage(format!(
+                "--yaml runs w1, w2 and w3 ({workload} has no YAML form)"
             ))),
             other => Err(BenchError::UnknownWorkload(other.to_string())),
         };

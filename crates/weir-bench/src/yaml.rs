@@ -1,4 +1,4 @@
-//! `--yaml`: W1 and W2 as YAML pipelines, run through exactly the path `weir run` takes
+//! `--yaml`: W1, W2 and W3 as YAML pipelines, run through exactly the path `weir run` takes
 //! (parsed pipeline, generator source, compiled expressions, the pipeline's operators and a
 //! file sink), reporting the same `results` and `checksum` as the typed run and the baseline.
 //! The clock runs from the start of the job to the end of the sink's output, as for the typed
@@ -135,6 +135,60 @@ sink: {{ type: file, path: {out} }}
     ))
 }
 
+/// W3's line `line` as a generator expression over `id`: ten words `"w" + index`, index
+/// `(id * 31 + pos * 17) % 10000` (BENCHMARKS.md), joined by spaces.
+fn w3_line_expr() -> String {
+    (0..10u64)
+        .map(|pos| {
+            let sep = if pos == 0 { "" } else { " " };
+            format!("\"{sep}w\" + string((id * 31 + {}) % 10000)", pos * 17)
+        })
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
+/// One output line of W3's pipeline.
+#[derive(serde::Deserialize)]
+struct WordCount {
+    word: String,
+    count: u64,
+}
+
+/// W3: lines → explode (split on " ") into words → key_by word → a running count per word,
+/// every updated count written to the sink (10 per line).
+pub fn w3(o: &BenchOptions) -> Result<BenchReport, BenchError> {
+    let lines = o.events.unwrap_or(crate::workloads::W3_LINES);
+    let dir = tempfile::tempdir().map_err(|e| fail("temp dir", e))?;
+    let out = dir.path().join("w3.jsonl");
+    let yaml = format!(
+        "name: w3
+source: {{ type: generator, count: {lines}, fields: {{ line: '{line}' }} }}
+steps:
+  - explode: {{ field: line, split: \" \", as: word }}
+  - key_by: word
+  - rolling_aggregate: {{ count: count() }}
+sink: {{ type: file, path: {out} }}
+",
+        line = w3_line_expr(),
+        out = out.display()
+    );
+    let elapsed = run(&yaml, o)?;
+    let text = std::fs::read_to_string(&out).map_err(|e| fail("reading the output", e))?;
+    let mut counts = crate::workloads::RunningCounts::default();
+    for line in text.lines() {
+        let r: WordCount = serde_json::from_str(line).map_err(|e| fail("an output line", e))?;
+        counts.update(&r.word, r.count);
+    }
+    Ok(BenchReport::new(
+        "w3",
+        o,
+        lines * 10,
+        elapsed,
+        counts.results,
+        counts.digest.hex(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +223,10 @@ mod tests {
     #[test]
     fn yaml_w2_agrees_with_the_baseline() {
         agree(w2, |o| Ok(crate::w2::w2(o)?), 200_000);
+    }
+
+    #[test]
+    fn yaml_w3_agrees_with_the_baseline() {
+        agree(w3, |o| Ok(crate::workloads::w3(o)?), 20_000);
     }
 }

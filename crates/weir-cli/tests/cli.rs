@@ -303,7 +303,7 @@ fn bench_yaml_refuses_workloads_without_a_yaml_form() {
     let out = run(&["bench", "w5", "--yaml"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr).contains("--yaml runs w1 and w2"),
+        text(&out.stderr).contains("--yaml runs w1, w2 and w3"),
         "{}",
         text(&out.stderr)
     );

@@ -1,6 +1,7 @@
 //! Output records for `map` steps.
 
 use crate::{CompiledExpr, EvalError, Expr, ExprError, FieldTypes};
+use smallvec::SmallVec;
 use std::sync::{Arc, OnceLock};
 use weir_types::{Record, Shape, Value};
 
@@ -167,6 +168,54 @@ impl Projection {
         }
     }
 
+    /// Like [`apply`](Self::apply), reusing the input record's storage for the output (no
+    /// allocation when it has room, which a `map` or a narrowing `select` always has). On an
+    /// error the input record comes back unchanged, with the error.
+    pub fn apply_owned(&self, record: Record) -> Result<Record, (EvalError, Record)> {
+        // Every expression sees the input record: evaluate them all before changing it.
+        let mut results: SmallVec<[Value; 8]> = SmallVec::with_capacity(self.exprs.len());
+        for expr in &self.exprs {
+            match expr.eval(&record) {
+                Ok(v) => results.push(v),
+                Err(e) => return Err((e, record)),
+            }
+        }
+        match self.mode {
+            ProjectionMode::Only => {
+                let (_, mut values) = record.into_parts();
+                values.clear();
+                values.extend(results);
+                Ok(with_shape(&self.shape, values))
+            }
+            ProjectionMode::Extend => match self.plan(record.shape()) {
+                Some(plan) => {
+                    let output = plan.output.clone();
+                    let (_, mut values) = record.into_parts();
+                    // The plan keeps the input's fields at their places and appends new ones.
+                    let mut results: SmallVec<[Option<Value>; 8]> =
+                        results.into_iter().map(Some).collect();
+                    for (i, source) in plan.sources.iter().enumerate() {
+                        if let Source::Expr(j) = *source {
+                            let value = results[j].take().unwrap_or_default();
+                            match values.get_mut(i) {
+                                Some(slot) => *slot = value,
+                                None => values.push(value),
+                            }
+                        }
+                    }
+                    Ok(with_shape(&output, values))
+                }
+                None => {
+                    let mut out = record;
+                    for (name, value) in self.names.iter().zip(results) {
+                        out.set(name, value);
+                    }
+                    Ok(out)
+                }
+            },
+        }
+    }
+
     fn plan(&self, input: &Arc<Shape>) -> Option<&ExtendPlan> {
         for slot in &self.plans {
             let plan = match slot.get() {
@@ -266,6 +315,22 @@ mod tests {
             assert_eq!(out.get("n"), Some(&Value::Int(i + 1)));
             assert_eq!(out.get("b"), Some(&Value::from("x")));
         }
+    }
+
+    #[test]
+    fn apply_owned_gives_what_apply_gives() {
+        let fields = FieldTypes::dynamic();
+        let only = Projection::compile(&[("y", "a + 1"), ("b", "b")], &fields).expect("compiles");
+        let extend =
+            Projection::extend(&[("c", "a * 10"), ("a", "a - 1")], &fields).expect("compiles");
+        for p in [&only, &extend] {
+            let owned = p.apply_owned(input(5)).expect("applies");
+            assert_eq!(owned, p.apply(&input(5)).expect("applies"));
+            assert_eq!(owned.shape(), p.apply(&input(5)).expect("applies").shape());
+        }
+        let failing = Projection::compile(&[("y", "b * 2")], &fields).expect("compiles");
+        let (_, back) = failing.apply_owned(input(1)).expect_err("a string times 2");
+        assert_eq!(back, input(1));
     }
 
     #[test]

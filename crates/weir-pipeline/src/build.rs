@@ -3,7 +3,9 @@
 use crate::aggregate::{Acc, Aggregation};
 use crate::source::SourceOutput;
 use crate::spec::{SourceSpec, StepSpec};
-use crate::steps::{AggregateOp, Routed, StepOp, Transform, bad_input, key_of};
+use crate::steps::{
+    AggregateOp, Routed, RoutedStepOp, Stage, StepOp, Transform, bad_input, key_of,
+};
 use crate::{Pipeline, PipelineError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -120,6 +122,29 @@ impl Planner<'_> {
     }
 }
 
+/// Stateless steps planned but not built yet (the next step joins them): the stream they
+/// read, the steps, and the fields, event-time field and key after them.
+type PendingChain = (
+    Stream<Record>,
+    Vec<Stage>,
+    FieldTypes,
+    Option<Arc<str>>,
+    Option<Vec<String>>,
+);
+
+/// The steps that change one record at a time, with no state: consecutive ones run as one
+/// operator.
+fn is_stateless(step: &StepSpec) -> bool {
+    matches!(
+        step,
+        StepSpec::Filter(_)
+            | StepSpec::Map(_)
+            | StepSpec::Select(_)
+            | StepSpec::Drop(_)
+            | StepSpec::Rename(_)
+    )
+}
+
 /// A stream of the plan, with what the planner knows about its records.
 pub(crate) struct Node {
     pub(crate) stream: Stream<Record>,
@@ -197,6 +222,16 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
         });
     }
 
+    // How many steps and sinks read each node: a stateless step read only by the next
+    // stateless step runs in one operator with it.
+    let mut readers = vec![0usize; graph.sources.len() + spec.steps.len()];
+    for &input in graph.step_inputs.iter().flatten() {
+        readers[input] += 1;
+    }
+    for (_, _, node) in &graph.sinks {
+        readers[*node] += 1;
+    }
+    let mut chain: Option<PendingChain> = None;
     for (i, entry) in spec.steps.iter().enumerate() {
         let inputs = &graph.step_inputs[i];
         let stage: Arc<str> = format!("steps[{i}].{}", entry.step.kind()).into();
@@ -220,6 +255,56 @@ pub(crate) fn build(p: &Pipeline, env: &Environment) -> Result<Built, PipelineEr
                 planner
                     .join(stage)
                     .lookup(j, &nodes[inputs[0]], &nodes[inputs[1]])?
+            }
+            step if is_stateless(step) => {
+                let (stream, mut stages, mut fields, mut time, key) = match chain.take() {
+                    Some(pending) => pending,
+                    None => {
+                        let input = &nodes[inputs[0]];
+                        (
+                            input.stream.clone(),
+                            Vec::new(),
+                            input.fields.clone(),
+                            input.time.clone(),
+                            input.key.clone(),
+                        )
+                    }
+                };
+                let transform = planner
+                    .stateless(&stage, step, &mut fields, &mut time)?
+                    .expect("a stateless step");
+                stages.push(Stage {
+                    transform,
+                    stage: stage.clone(),
+                });
+                // The next step joins this chain when it is stateless too and the only reader
+                // of this step's output.
+                let this = graph.sources.len() + i;
+                let fuse_next = readers[this] == 1
+                    && spec
+                        .steps
+                        .get(i + 1)
+                        .is_some_and(|next| is_stateless(&next.step))
+                    && graph
+                        .step_inputs
+                        .get(i + 1)
+                        .is_some_and(|ins| ins[..] == [this]);
+                let node = Node {
+                    stream: if fuse_next {
+                        // Read by no one: the next step continues the chain.
+                        stream.clone()
+                    } else {
+                        planner.chain(&stream, std::mem::take(&mut stages))
+                    },
+                    fields: fields.clone(),
+                    key: key.clone(),
+                    time: time.clone(),
+                    label: String::new(),
+                };
+                if fuse_next {
+                    chain = Some((stream, stages, fields, time, key));
+                }
+                node
             }
             step => {
                 let input = &nodes[inputs[0]];
@@ -284,6 +369,99 @@ impl<'p> Planner<'p> {
         }
     }
 
+    /// Plans a stateless step (filter, map, select, drop, rename): what it does to a record,
+    /// and the fields and event-time field after it; `None` for other steps.
+    fn stateless(
+        &self,
+        stage: &str,
+        step: &StepSpec,
+        fields: &mut FieldTypes,
+        time: &mut Option<Arc<str>>,
+    ) -> Result<Option<Transform>, PipelineError> {
+        let p = self.pipeline;
+        let err = |message: String| p.error_at(stage, message);
+        let transform = match step {
+            StepSpec::Filter(source) => Some(Transform::Filter(
+                Expr::compile_filter(source, fields).map_err(|e| err(e.to_string()))?,
+            )),
+            StepSpec::Map(exprs) | StepSpec::Select(exprs) => {
+                for (name, source) in exprs {
+                    Expr::compile(source, fields)
+                        .map_err(|e| p.error_at(&format!("{stage}.{name}"), e.to_string()))?;
+                }
+                let pairs: Vec<(&str, &str)> = exprs
+                    .iter()
+                    .map(|(n, s)| (n.as_str(), s.as_str()))
+                    .collect();
+                let projection = if matches!(step, StepSpec::Map(_)) {
+                    Projection::extend(&pairs, fields)
+                } else {
+                    Projection::compile(&pairs, fields)
+                }
+                .map_err(|e| err(e.to_string()))?;
+                *fields = projection.output_types();
+                if matches!(step, StepSpec::Select(_))
+                    && time.as_deref().is_some_and(|t| !exprs.contains_key(t))
+                {
+                    *time = None;
+                }
+                Some(Transform::Project(projection))
+            }
+            StepSpec::Drop(names) => {
+                check_known(p, stage, fields, names.iter())?;
+                if time
+                    .as_deref()
+                    .is_some_and(|t| names.iter().any(|n| n == t))
+                {
+                    *time = None;
+                }
+                Some(Transform::Drop(names.clone()))
+            }
+            StepSpec::Rename(rename) => {
+                check_known(p, stage, fields, rename.fields.keys())?;
+                crate::steps::check_rename(p, stage, fields, rename)?;
+                if let Some(t) = &time {
+                    if let Some(new) = rename.fields.get(&**t) {
+                        *time = Some(Arc::from(new.as_str()));
+                    } else if rename.fields.values().any(|n| n == &**t) {
+                        *time = None;
+                    }
+                }
+                Some(Transform::Rename {
+                    pairs: rename
+                        .fields
+                        .iter()
+                        .map(|(a, b)| (a.clone(), b.clone()))
+                        .collect(),
+                    overwrite: rename.overwrite,
+                })
+            }
+            _ => None,
+        };
+        if transform.is_some() && !matches!(step, StepSpec::Map(_) | StepSpec::Select(_)) {
+            *fields = fields_after(step, std::mem::take(fields));
+        }
+        Ok(transform)
+    }
+
+    /// One operator running `stages` (consecutive stateless steps) over each batch.
+    fn chain(&mut self, stream: &Stream<Record>, stages: Vec<Stage>) -> Stream<Record> {
+        let name = stages
+            .iter()
+            .map(|s| &*s.stage)
+            .collect::<Vec<_>>()
+            .join("+");
+        let stages: Arc<[Stage]> = stages.into();
+        if self.route_errors {
+            let routed = stream.transform(&name, move || {
+                RoutedStepOp(StepOp::new(stages.clone(), true))
+            });
+            self.routed(routed)
+        } else {
+            stream.transform(&name, move || StepOp::new(stages.clone(), false))
+        }
+    }
+
     /// Plans a step of one input.
     fn step(
         &mut self,
@@ -302,77 +480,12 @@ impl<'p> Planner<'p> {
         let mut fields = input.fields.clone();
         let mut key = input.key.clone();
         let mut time = input.time.clone();
-        let transform = match step {
-            StepSpec::Filter(source) => Some(Transform::Filter(
-                Expr::compile_filter(source, &fields).map_err(|e| err(e.to_string()))?,
-            )),
-            StepSpec::Map(exprs) | StepSpec::Select(exprs) => {
-                for (name, source) in exprs {
-                    Expr::compile(source, &fields)
-                        .map_err(|e| p.error_at(&format!("{stage}.{name}"), e.to_string()))?;
-                }
-                let pairs: Vec<(&str, &str)> = exprs
-                    .iter()
-                    .map(|(n, s)| (n.as_str(), s.as_str()))
-                    .collect();
-                let projection = if matches!(step, StepSpec::Map(_)) {
-                    Projection::extend(&pairs, &fields)
-                } else {
-                    Projection::compile(&pairs, &fields)
-                }
-                .map_err(|e| err(e.to_string()))?;
-                fields = projection.output_types();
-                if matches!(step, StepSpec::Select(_))
-                    && time.as_deref().is_some_and(|t| !exprs.contains_key(t))
-                {
-                    time = None;
-                }
-                Some(Transform::Project(projection))
-            }
-            StepSpec::Drop(names) => {
-                check_known(p, &stage, &fields, names.iter())?;
-                if time
-                    .as_deref()
-                    .is_some_and(|t| names.iter().any(|n| n == t))
-                {
-                    time = None;
-                }
-                Some(Transform::Drop(names.clone()))
-            }
-            StepSpec::Rename(rename) => {
-                check_known(p, &stage, &fields, rename.fields.keys())?;
-                crate::steps::check_rename(p, &stage, &fields, rename)?;
-                if let Some(t) = &time {
-                    if let Some(new) = rename.fields.get(&**t) {
-                        time = Some(Arc::from(new.as_str()));
-                    } else if rename.fields.values().any(|n| n == &**t) {
-                        time = None;
-                    }
-                }
-                Some(Transform::Rename {
-                    pairs: rename
-                        .fields
-                        .iter()
-                        .map(|(a, b)| (a.clone(), b.clone()))
-                        .collect(),
-                    overwrite: rename.overwrite,
-                })
-            }
-            _ => None,
-        };
-        if let Some(transform) = transform {
-            let op = Arc::new(transform);
-            let route = planner.route_errors;
-            let stage2 = stage.clone();
-            let routed = stream.transform(&stage, move || StepOp {
-                transform: op.clone(),
-                stage: stage2.clone(),
-                route_errors: route,
-            });
-            stream = planner.routed(routed);
-            if !matches!(step, StepSpec::Map(_) | StepSpec::Select(_)) {
-                fields = fields_after(step, fields);
-            }
+        if let Some(transform) = planner.stateless(&stage, step, &mut fields, &mut time)? {
+            let stages = vec![Stage {
+                transform,
+                stage: stage.clone(),
+            }];
+            stream = planner.chain(&stream, stages);
             return Ok(Node {
                 stream,
                 fields,
@@ -441,6 +554,25 @@ impl<'p> Planner<'p> {
                 time = None;
             }
             StepSpec::Limit(n) => stream = stream.take(*n).name(&stage),
+            StepSpec::Explode(spec) => {
+                let (explode, after) = spec.plan(p, &stage, &fields)?;
+                if time
+                    .as_deref()
+                    .is_some_and(|t| t == spec.field || Some(t) == spec.into.as_deref())
+                {
+                    time = None;
+                }
+                let explode = Arc::new(explode);
+                let route = planner.route_errors;
+                let stage2 = stage.clone();
+                let routed = stream.transform(&stage, move || crate::steps::explode::ExplodeOp {
+                    explode: explode.clone(),
+                    stage: stage2.clone(),
+                    route_errors: route,
+                });
+                stream = planner.routed(routed);
+                fields = after;
+            }
             StepSpec::Window(w) => {
                 (stream, fields) = crate::window::WindowPlan {
                     pipeline: p,
@@ -546,7 +678,7 @@ fn parallelism_warnings(p: &Pipeline, parallelism: usize) -> Vec<String> {
 }
 
 /// Fields named by a step must exist when the record's fields are known.
-fn check_known<'a>(
+pub(crate) fn check_known<'a>(
     p: &Pipeline,
     stage: &str,
     fields: &FieldTypes,

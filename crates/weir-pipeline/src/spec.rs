@@ -193,6 +193,8 @@ pub enum StepSpec {
     RollingAggregate(#[serde(deserialize_with = "crate::unique::keys")] IndexMap<String, String>),
     /// Passes only the first N records, then stops the source.
     Limit(u64),
+    /// One record per element of an array field, or per piece of a split string field.
+    Explode(crate::steps::explode::ExplodeSpec),
     /// Per key: aggregates over event-time windows (tumbling, sliding, session).
     Window(Box<WindowStep>),
     /// Copies fields from a table (a file of JSON lines) into each record, by key.
@@ -239,7 +241,7 @@ pub struct StepEntry {
 }
 
 /// The names of the step kinds, for errors.
-pub const STEP_KINDS: &str = "filter, map, select, drop, rename, key_by, aggregate, rolling_aggregate, limit, window, join, validate, mask, enrich_http, task, union, window_join, interval_join, lookup_join";
+pub const STEP_KINDS: &str = "filter, map, select, drop, rename, key_by, aggregate, rolling_aggregate, limit, explode, window, join, validate, mask, enrich_http, task, union, window_join, interval_join, lookup_join";
 
 impl<'de> Deserialize<'de> for StepEntry {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -334,6 +336,7 @@ impl StepSpec {
             StepSpec::Aggregate(_) => "aggregate",
             StepSpec::RollingAggregate(_) => "rolling_aggregate",
             StepSpec::Limit(_) => "limit",
+            StepSpec::Explode(_) => "explode",
             StepSpec::Window(_) => "window",
             StepSpec::Join(_) => "join",
             StepSpec::Validate(_) => "validate",

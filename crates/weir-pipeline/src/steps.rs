@@ -2,7 +2,10 @@
 //! cannot process either fails the job (naming the step and the record's position) or, when
 //! the pipeline has a dead-letter sink, emits `Err(dead_letter_record)` with the reason.
 
+pub(crate) mod explode;
+
 use crate::aggregate::{Acc, Aggregation, argument};
+use smallvec::SmallVec;
 use std::fmt::Display;
 use std::sync::Arc;
 use weir_connectors::BadRecord;
@@ -121,6 +124,8 @@ pub(crate) fn check_rename(
 }
 
 impl Transform {
+    /// Applies the step to one record: `Ok(Some)` goes on, `Ok(None)` is filtered out, and a
+    /// record the step fails on comes back as it came, with the reason.
     #[inline]
     fn apply(&self, record: Record) -> Result<Option<Record>, (String, Record)> {
         match self {
@@ -129,9 +134,9 @@ impl Transform {
                 Ok(false) => Ok(None),
                 Err(err) => Err((err.to_string(), record)),
             },
-            Transform::Project(p) => match p.apply(&record) {
+            Transform::Project(p) => match p.apply_owned(record) {
                 Ok(out) => Ok(Some(out)),
-                Err(err) => Err((err.to_string(), record)),
+                Err((err, record)) => Err((err.to_string(), record)),
             },
             Transform::Drop(fields) => {
                 let mut record = record;
@@ -167,37 +172,106 @@ impl Transform {
     }
 }
 
-pub(crate) struct StepOp {
-    pub(crate) transform: Arc<Transform>,
+/// One stateless step of a fused chain, with the name its errors carry.
+pub(crate) struct Stage {
+    pub(crate) transform: Transform,
     pub(crate) stage: Arc<str>,
-    pub(crate) route_errors: bool,
 }
 
-impl Operator<Record, Routed> for StepOp {
+/// Consecutive stateless steps (filter, map, select, drop, rename) run as one operator: each
+/// step runs over the whole batch in turn, moving records (no copy, no result splitting
+/// between steps). Dead letters and positions are those the steps would give one by one.
+pub(crate) struct StepOp {
+    pub(crate) chain: Arc<[Stage]>,
+    /// Records that reached each step so far in this instance: a failing record's position in
+    /// its step's input.
+    pub(crate) seen: Vec<u64>,
+    pub(crate) route_errors: bool,
+    /// The batch between two steps (kept to reuse its memory).
+    spare: Vec<Record>,
+}
+
+impl StepOp {
+    pub(crate) fn new(chain: Arc<[Stage]>, route_errors: bool) -> Self {
+        StepOp {
+            seen: vec![0; chain.len()],
+            chain,
+            route_errors,
+            spare: Vec::new(),
+        }
+    }
+
+    /// Runs the chain over `batch` in place; dead letters go to `dead` (only when routing
+    /// errors: otherwise the first failure fails the job).
+    fn run(
+        &mut self,
+        batch: &mut Vec<Record>,
+        ctx: &OperatorContext,
+        dead: &mut Vec<Routed>,
+    ) -> Result<(), OperatorError> {
+        for (k, stage) in self.chain.iter().enumerate() {
+            if batch.is_empty() {
+                break;
+            }
+            let first = self.seen[k];
+            self.seen[k] += batch.len() as u64;
+            let kept = &mut self.spare;
+            kept.clear();
+            kept.reserve(batch.len());
+            for (i, record) in batch.drain(..).enumerate() {
+                match stage.transform.apply(record) {
+                    Ok(Some(r)) => kept.push(r),
+                    Ok(None) => {}
+                    // The job's error names the operator: in a chain of several steps, the
+                    // message names the step.
+                    Err((error, _)) if !self.route_errors && self.chain.len() > 1 => {
+                        return Err(OperatorError::user(format!("{}: {error}", stage.stage))
+                            .at(first + i as u64));
+                    }
+                    Err((error, record)) => reject(
+                        self.route_errors,
+                        &stage.stage,
+                        error,
+                        &record,
+                        first + i as u64,
+                        ctx,
+                        dead,
+                    )?,
+                }
+            }
+            std::mem::swap(batch, kept);
+        }
+        Ok(())
+    }
+}
+
+/// Without a dead-letter output: records only (the first failure fails the job).
+impl Operator<Record, Record> for StepOp {
+    fn process(
+        &mut self,
+        input: &mut Vec<Record>,
+        out: &mut Vec<Record>,
+        ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
+        let mut dead = Vec::new();
+        self.run(input, ctx, &mut dead)?;
+        out.append(input);
+        Ok(())
+    }
+}
+
+/// With a dead-letter output: records and dead letters, split after the whole chain.
+pub(crate) struct RoutedStepOp(pub(crate) StepOp);
+
+impl Operator<Record, Routed> for RoutedStepOp {
     fn process(
         &mut self,
         input: &mut Vec<Record>,
         out: &mut Vec<Routed>,
         ctx: &mut OperatorContext,
     ) -> Result<(), OperatorError> {
-        for (i, record) in input.drain(..).enumerate() {
-            match self.transform.apply(record) {
-                Ok(Some(r)) => out.push(Ok(r)),
-                Ok(None) => {}
-                Err((error, record)) => {
-                    let position = ctx.position() + i as u64;
-                    reject(
-                        self.route_errors,
-                        &self.stage,
-                        error,
-                        &record,
-                        position,
-                        ctx,
-                        out,
-                    )?;
-                }
-            }
-        }
+        self.0.run(input, ctx, out)?;
+        out.extend(input.drain(..).map(Ok));
         Ok(())
     }
 }
@@ -213,24 +287,41 @@ pub(crate) struct AggregateOp<S> {
     pub(crate) route_errors: bool,
 }
 
-pub(crate) fn key_of(fields: &[String], record: &Record) -> Vec<Value> {
-    fields
-        .iter()
-        .map(|f| record.get(f).cloned().unwrap_or(Value::Null))
-        .collect()
+/// A record's key: the values of its key fields, in order. Up to two values sit inline, so
+/// that making a key allocates nothing and a hash table compares keys without following a
+/// pointer. Serialized and hashed exactly as the `Vec<Value>` it replaced (a sequence of
+/// values), so checkpoints and the partitioning of keys stay as they were.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Key(pub(crate) smallvec::SmallVec<[Value; 2]>);
+
+impl Key {
+    pub(crate) fn into_values(self) -> impl Iterator<Item = Value> {
+        self.0.into_iter()
+    }
 }
 
-impl<S: KeyedStore<Vec<Value>, Vec<Acc>>> AggregateOp<S> {
-    fn output(&self, key: Vec<Value>, accs: &[Acc]) -> Result<Record, OperatorError> {
-        let mut values = key;
+pub(crate) fn key_of(fields: &[String], record: &Record) -> Key {
+    Key(fields
+        .iter()
+        .map(|f| record.get(f).cloned().unwrap_or(Value::Null))
+        .collect())
+}
+
+impl<S: KeyedStore<Key, Vec<Acc>>> AggregateOp<S> {
+    fn output(&self, key: Key, accs: &[Acc]) -> Result<Record, OperatorError> {
+        let mut values = Vec::with_capacity(key.0.len() + accs.len());
+        values.extend(key.into_values());
         values.extend(accs.iter().map(Acc::result));
         Record::with_shape(self.out_shape.clone(), values)
             .map_err(|e| OperatorError::new(weir_core::ErrorKind::Internal, e.to_string()))
     }
 
-    fn update(&mut self, record: &Record) -> Result<Option<Vec<Value>>, String> {
+    /// Adds `record` to its key's accumulators; with `emit_every_record`, returns the key's
+    /// updated result.
+    fn update(&mut self, record: &Record) -> Result<Option<Record>, String> {
         // Evaluate every argument before touching state, so a failing record changes nothing.
-        let mut args = Vec::with_capacity(self.aggregations.len());
+        let mut args: SmallVec<[Option<Value>; 4]> = SmallVec::new();
         for agg in self.aggregations.iter() {
             args.push(argument(agg, record).map_err(|e| format!("{}: {e}", agg.name))?);
         }
@@ -247,7 +338,16 @@ impl<S: KeyedStore<Vec<Value>, Vec<Acc>>> AggregateOp<S> {
         for ((acc, agg), arg) in accs.iter_mut().zip(aggs.iter()).zip(args) {
             acc.add(arg).map_err(|e| format!("{}: {e}", agg.name))?;
         }
-        Ok(self.emit_every_record.then_some(key))
+        if !self.emit_every_record {
+            return Ok(None);
+        }
+        let mut values = Vec::with_capacity(self.out_shape.len());
+        values.extend(key.into_values());
+        values.extend(accs.iter().map(Acc::result));
+        // Invariant: the shape is the key fields and then the aggregates.
+        Ok(Some(
+            Record::with_shape(self.out_shape.clone(), values).expect("one value per field"),
+        ))
     }
 
     fn emit_all(&mut self, out: &mut Vec<Routed>) -> Result<(), OperatorError> {
@@ -260,10 +360,10 @@ impl<S: KeyedStore<Vec<Value>, Vec<Acc>>> AggregateOp<S> {
 
 impl<S> Operator<Record, Routed> for AggregateOp<S>
 where
-    S: KeyedStore<Vec<Value>, Vec<Acc>> + From<weir_state::AnyStore<Vec<Value>, Vec<Acc>>>,
+    S: KeyedStore<Key, Vec<Acc>> + From<weir_state::AnyStore<Key, Vec<Acc>>>,
 {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
-        self.state = ctx.keyed_store::<Vec<Value>, Vec<Acc>>()?.into();
+        self.state = ctx.keyed_store::<Key, Vec<Acc>>()?.into();
         weir_core::state::restore_keyed(&mut self.state, ctx, "aggregates")
     }
 
@@ -284,10 +384,7 @@ where
         for (i, record) in input.drain(..).enumerate() {
             match self.update(&record) {
                 Ok(None) => {}
-                Ok(Some(key)) => {
-                    let accs = self.state.get(&key).cloned().unwrap_or_default();
-                    out.push(Ok(self.output(key, &accs)?));
-                }
+                Ok(Some(result)) => out.push(Ok(result)),
                 Err(error) => {
                     let position = ctx.position() + i as u64;
                     reject(

@@ -292,7 +292,7 @@ impl Aggregator<Row> for RecordAggregator {
     }
 }
 
-type Windowed = WindowResult<Vec<Value>, Result<Vec<Value>, String>>;
+type Windowed = WindowResult<crate::steps::Key, Result<Vec<Value>, String>>;
 
 /// Turns window results into records: key fields, `window_start`, `window_end`, aggregates.
 struct Output {
@@ -310,7 +310,8 @@ impl Operator<Windowed, Routed> for Output {
         ctx: &mut OperatorContext,
     ) -> Result<(), OperatorError> {
         for result in input.drain(..) {
-            let mut values = result.key;
+            let mut values = Vec::with_capacity(self.shape.len());
+            values.extend(result.key.into_values());
             values.push(Value::Timestamp(result.window.start));
             values.push(Value::Timestamp(result.window.end));
             match result.value {

@@ -55,10 +55,14 @@ impl crate::config::SourceConnector for GeneratorOptions {
             .map_err(|e| ConfigError::option("fields", e.to_string()))?;
         *fields = projection.output_types();
         let projection = Arc::new(projection);
-        let id_shape = Arc::new(Shape::new(["id"]));
+        // One `{id}` record per generator instance, overwritten for each id: making a record
+        // costs the output record only.
+        let id_record = Record::with_shape(Arc::new(Shape::new(["id"])), vec![Value::Int(0)])
+            .map_err(|e| ConfigError::option("fields", e.to_string()))?;
+        let scratch = std::cell::RefCell::new(id_record);
         let make = move |id: u64| -> Result<Record, String> {
-            let input = Record::with_shape(id_shape.clone(), vec![Value::Int(id as i64)])
-                .map_err(|e| e.to_string())?;
+            let mut input = scratch.borrow_mut();
+            input.values_mut()[0] = Value::Int(id as i64);
             projection.apply(&input).map_err(|e| e.to_string())
         };
         let generated = match (self.rate, self.count) {
