@@ -47,7 +47,7 @@ pub struct BenchArgs {
     /// Run the plain single-threaded Rust loop instead of the engine.
     #[arg(long, conflicts_with = "yaml")]
     baseline: bool,
-    /// Run the workload as a YAML pipeline through the path `weir run` takes (w1, w2).
+    /// Run the workload as a YAML pipeline through the path `weir run` takes (w1, w2, w3).
     #[arg(long)]
     yaml: bool,
     /// Print one JSON object on the last line.

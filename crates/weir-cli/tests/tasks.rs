@@ -411,10 +411,11 @@ fn kill_9_with_tasks_queued_then_restart_finishes_every_accepted_task() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let agents = dir.path().join("agents.yaml");
-    // A slow agent: the queue is long when the server is killed.
+    // A slow agent (4 at a time, 0.2 s each: 500 take 25 s): the queue is still long when the
+    // server is killed, even when the submits are slow on a loaded machine.
     std::fs::write(
         &agents,
-        "agents:\n  - name: slow\n    kind: command\n    capabilities: [slow]\n    concurrency: 4\n    command:\n      program: sh\n      args: [\"-c\", \"sleep 0.05; cat\"]\n",
+        "agents:\n  - name: slow\n    kind: command\n    capabilities: [slow]\n    concurrency: 4\n    command:\n      program: sh\n      args: [\"-c\", \"sleep 0.2; cat\"]\n",
     )
     .expect("agents");
     let mut server = Server::start(&[

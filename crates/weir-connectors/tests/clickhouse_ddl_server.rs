@@ -1,7 +1,7 @@
 //! Runs the generated DDL and rows against a real ClickHouse server (18.16 or newer).
 //!
-//! Ignored by default. Start a server on 127.0.0.1 and run
-//! `WEIR_CLICKHOUSE_URL=http://127.0.0.1:8123 cargo test -p weir-connectors --test clickhouse_ddl_server -- --ignored`.
+//! Against the server of `scripts/services.sh start` (or `WEIR_TEST_CLICKHOUSE_URL`); skipped
+//! when none is reachable, unless `WEIR_REQUIRE_SERVICES=1` (as in `scripts/test.sh`).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -29,11 +29,20 @@ time_field: ts
 ttl: 30d
 "#;
 
+/// The test server's URL, or `None` to skip (see `weir_connectors::testing`).
+fn server_url() -> Option<String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(weir_connectors::testing::clickhouse_url())
+}
+
 /// POSTs `body` to the server; returns the response body, or the server's error text.
 fn post(url: &str, body: &str) -> Result<String, String> {
     let address = url
         .strip_prefix("http://")
-        .ok_or("WEIR_CLICKHOUSE_URL must start with http://")?
+        .ok_or("the ClickHouse URL must start with http://")?
         .trim_end_matches('/');
     let mut stream = TcpStream::connect(address).map_err(|e| format!("{address}: {e}"))?;
     let request = format!(
@@ -56,9 +65,8 @@ fn post(url: &str, body: &str) -> Result<String, String> {
 }
 
 #[test]
-#[ignore = "needs a ClickHouse server: set WEIR_CLICKHOUSE_URL"]
 fn the_server_accepts_the_ddl_and_the_rows() {
-    let url = std::env::var("WEIR_CLICKHOUSE_URL").expect("set WEIR_CLICKHOUSE_URL");
+    let Some(url) = server_url() else { return };
     let version = post(&url, "SELECT version()").unwrap();
     let features = ClickHouseFeatures::from_version(version.trim()).unwrap();
     let schema = Schema::from_yaml(SCHEMA, "test.yaml").unwrap();
@@ -97,9 +105,8 @@ fn the_server_accepts_the_ddl_and_the_rows() {
 }
 
 #[test]
-#[ignore = "needs a ClickHouse server: set WEIR_CLICKHOUSE_URL"]
 fn the_server_accepts_the_migration_between_versions() {
-    let url = std::env::var("WEIR_CLICKHOUSE_URL").expect("set WEIR_CLICKHOUSE_URL");
+    let Some(url) = server_url() else { return };
     let version = post(&url, "SELECT version()").unwrap();
     let features = ClickHouseFeatures::from_version(version.trim()).unwrap();
     let v1 = Schema::from_yaml(
