@@ -53,6 +53,8 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
 
 /// `GET /`: the page.
 pub fn index() -> MethodRouter<Arc<App>> {
+    // Compress the assets while the router is built, not in the first visitor's request.
+    built();
     get(|headers: HeaderMap| async move { serve("index.html", &headers, false) })
 }
 
