@@ -691,28 +691,25 @@ fn serve_ingests_over_rediss_with_its_ca_file_and_ready_checks_pipelines_ca_file
         }
     };
     let body = ready(200);
-    let source = body["connectors"]
-        .as_array()
-        .and_then(|all| {
-            all.iter()
-                .find(|c| c["pipeline"] == "tls-reader" && c["connector"] == "redis_stream")
-        })
-        .cloned()
-        .unwrap_or_else(|| panic!("no check of tls-reader: {body}"));
+    // The check of tls-reader's redis_stream source in a `/ready` body.
+    let source_check = |body: &serde_json::Value| -> serde_json::Value {
+        body["connectors"]
+            .as_array()
+            .and_then(|all| {
+                all.iter()
+                    .find(|c| c["pipeline"] == "tls-reader" && c["connector"] == "redis_stream")
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("no check of tls-reader: {body}"))
+    };
+    let source = source_check(&body);
     assert_eq!(source["ok"], true, "{body}");
 
     // The pipeline's CA file now holds another CA (say, a bad rotation): the check fails on
     // TLS, and the server is not ready, naming the pipeline and its source.
     std::fs::copy(&other.ca, &pipeline_ca).expect("copy");
     let body = ready(503);
-    let source = body["connectors"]
-        .as_array()
-        .and_then(|all| {
-            all.iter()
-                .find(|c| c["pipeline"] == "tls-reader" && c["connector"] == "redis_stream")
-        })
-        .cloned()
-        .unwrap_or_else(|| panic!("no check of tls-reader: {body}"));
+    let source = source_check(&body);
     assert_eq!(source["ok"], false, "{body}");
     let error = source["error"].as_str().unwrap_or_default();
     assert!(error.contains("TLS with Redis"), "{body}");
